@@ -1,0 +1,36 @@
+//! The `wsrm` command line: serve, send, proxy, demo, decode, simulate, bench.
+//!
+//! Exit codes: 0 success; 1 the operation failed (e.g. a message was not acknowledged, a
+//! simulation lost a message); 2 bad input or bad usage.
+
+use clap::{Parser, Subcommand};
+
+// Each subcommand lives in its own module with its `Args` and `run`.
+// (module declarations)
+
+/// Reliable sessions in the sense of WCF (WS-ReliableMessaging 1.0 and 1.1).
+#[derive(Parser)]
+#[command(name = "wsrm", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    // (subcommands)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result: anyhow::Result<u8> = match cli.command {
+        // (dispatch)
+    };
+    match result {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            eprintln!("wsrm: error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! # wsrm — WCF-compatible reliable sessions for Rust
+//!
+//! Owns: bindings (WCF-style presets and custom), HTTP and HTTPS transports, the client and
+//! service APIs, the fault-injecting SOAP intermediary, and message stores.
+//!
+//! Does not own: protocol rules (`wsrm-proto`) or XML (`wsrm-wire`).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
