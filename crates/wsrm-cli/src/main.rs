@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 
 // Each subcommand lives in its own module with its `Args` and `run`.
 // (module declarations)
+mod common;
+mod proxy;
 
 /// Reliable sessions in the sense of WCF (WS-ReliableMessaging 1.0 and 1.1).
 #[derive(Parser)]
@@ -19,12 +21,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     // (subcommands)
+    /// Fault-injecting HTTP SOAP intermediary (drop, duplicate, reorder, delay).
+    Proxy(proxy::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<u8> = match cli.command {
         // (dispatch)
+        Command::Proxy(a) => proxy::run(a),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code),

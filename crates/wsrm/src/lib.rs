@@ -6,3 +6,10 @@
 //! Does not own: protocol rules (`wsrm-proto`) or XML (`wsrm-wire`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub(crate) mod http;
+pub mod proxy;
+pub mod tls;
+
+pub use proxy::{DropMode, ExchangePlan, Proxy, ProxyConfig, ProxyError, ProxyHandle, ProxyStats};
+pub use tls::{ClientAuth, ClientIdentity, ClientTls, ServerTls, TlsError};

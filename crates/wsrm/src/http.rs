@@ -1,0 +1,353 @@
+//! HTTP plumbing shared by the service and the intermediary: a hyper 1 HTTP/1.1 server with a
+//! connection limit, a header-read timeout (slow-drip defence), a whole-request read timeout and
+//! a body size limit; optional TLS (with the client-certificate identity attached to each
+//! request); and a pooled HTTP(S) client.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::tls::ClientIdentity;
+
+/// The response body type used everywhere in this crate.
+pub(crate) type Body = Full<Bytes>;
+
+/// Limits of the HTTP server side.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerLimits {
+    /// Simultaneous TCP connections; further connections wait in the kernel's accept backlog.
+    pub max_connections: usize,
+    /// Time allowed to receive a request's head (and, for TLS, the handshake).
+    pub header_read_timeout: Duration,
+    /// Time allowed to receive a whole request body.
+    pub body_read_timeout: Duration,
+    /// Largest accepted request body in bytes.
+    pub max_body: usize,
+}
+
+/// What the server knows about the connection a request came on.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnInfo {
+    /// Remote socket address.
+    #[allow(dead_code)]
+    pub peer: SocketAddr,
+    /// The TLS client certificate's identity, when mutual TLS authenticated one.
+    pub identity: Option<ClientIdentity>,
+}
+
+/// A handler's verdict on an exchange.
+pub(crate) enum Handled {
+    /// Send this response.
+    Respond(Response<Body>),
+    /// Close the connection without any response.
+    Close,
+}
+
+/// Why a request could not be read.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// Larger than the limit.
+    TooLarge,
+    /// Not received within the body read timeout.
+    TimedOut,
+    /// The connection failed.
+    Io,
+}
+
+/// Reads a whole request body under the size limit and read timeout.
+pub(crate) async fn read_body(
+    body: Incoming,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, ReadError> {
+    let limited = Limited::new(body, max);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(ReadError::TimedOut),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(ReadError::TooLarge)
+            } else {
+                Err(ReadError::Io)
+            }
+        }
+    }
+}
+
+/// A response with an empty body and the given status.
+pub(crate) fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+#[derive(Debug)]
+struct CloseConnection;
+
+impl std::fmt::Display for CloseConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection closed by handler")
+    }
+}
+
+impl std::error::Error for CloseConnection {}
+
+/// Runs the accept loop until `shutdown` turns true. Each connection is served on its own task.
+pub(crate) async fn serve<H, F>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    limits: ServerLimits,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Handled> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.changed() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.changed() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let handler = handler.clone();
+        let tls = tls.clone();
+        let limits = limits.clone();
+        let mut conn_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => {
+                    let info = Arc::new(ConnInfo {
+                        peer,
+                        identity: None,
+                    });
+                    serve_conn(tcp, info, &limits, handler, &mut conn_shutdown).await;
+                }
+                Some(acceptor) => {
+                    let accepted =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp))
+                            .await;
+                    let stream = match accepted {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let identity = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| ClientIdentity::from_der(c.as_ref()));
+                    let info = Arc::new(ConnInfo { peer, identity });
+                    serve_conn(stream, info, &limits, handler, &mut conn_shutdown).await;
+                }
+            }
+        });
+    }
+}
+
+async fn serve_conn<S, H, F>(
+    io: S,
+    info: Arc<ConnInfo>,
+    limits: &ServerLimits,
+    handler: H,
+    shutdown: &mut watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Handled> + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let fut = handler(req, info.clone());
+        async move {
+            match fut.await {
+                Handled::Respond(r) => Ok::<_, CloseConnection>(r),
+                Handled::Close => Err(CloseConnection),
+            }
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::trace!(error = %e, "HTTP connection ended with an error");
+            }
+        }
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        }
+    }
+}
+
+/// A pooled HTTP/1.1 client for `http` and `https` URLs.
+#[derive(Clone)]
+pub(crate) struct HttpClient {
+    inner: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Body,
+    >,
+}
+
+/// One HTTP response, fully read.
+#[derive(Debug)]
+pub(crate) struct HttpResponse {
+    /// Status code.
+    pub status: StatusCode,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// Why an HTTP exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExchangeError {
+    /// Connection or protocol failure.
+    #[error("HTTP exchange failed: {0}")]
+    Http(String),
+    /// Response larger than allowed.
+    #[error("response body larger than {0} bytes")]
+    TooLarge(usize),
+    /// No complete response within the timeout.
+    #[error("no response within {0:?}")]
+    TimedOut(Duration),
+}
+
+impl HttpClient {
+    /// Builds a client; `tls` is used for `https` URLs.
+    pub fn new(tls: rustls::ClientConfig, max_idle_per_host: usize) -> Self {
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let inner = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(max_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        HttpClient { inner }
+    }
+
+    /// Sends one request and reads the whole response (at most `max_body` bytes) within
+    /// `timeout`.
+    pub async fn exchange(
+        &self,
+        req: Request<Body>,
+        max_body: usize,
+        timeout: Duration,
+    ) -> Result<HttpResponse, ExchangeError> {
+        let fut = async {
+            let resp = self
+                .inner
+                .request(req)
+                .await
+                .map_err(|e| ExchangeError::Http(error_chain(&e)))?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), max_body)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        ExchangeError::TooLarge(max_body)
+                    } else {
+                        ExchangeError::Http(e.to_string())
+                    }
+                })?
+                .to_bytes();
+            Ok(HttpResponse { status, body })
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ExchangeError::TimedOut(timeout)),
+        }
+    }
+
+    /// Sends one request and returns the response head and body as received (for the proxy).
+    pub async fn forward(
+        &self,
+        req: Request<Body>,
+        max_body: usize,
+        timeout: Duration,
+    ) -> Result<Response<Body>, ExchangeError> {
+        let fut = async {
+            let resp = self
+                .inner
+                .request(req)
+                .await
+                .map_err(|e| ExchangeError::Http(error_chain(&e)))?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, max_body)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        ExchangeError::TooLarge(max_body)
+                    } else {
+                        ExchangeError::Http(e.to_string())
+                    }
+                })?
+                .to_bytes();
+            Ok(Response::from_parts(parts, Full::new(body)))
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ExchangeError::TimedOut(timeout)),
+        }
+    }
+}
+
+/// Renders an error and its sources on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
