@@ -1,0 +1,581 @@
+/*
+ * gSOAP WS-ReliableMessaging interop peer for wsrm (test tool only; links GPL code, never
+ * distributed: see interop/README.md).
+ *
+ * One source file, built twice by interop/gsoap/build: against peer10.h (RM 1.0, 2005/02)
+ * and peer11.h (RM 1.1, 2007/02). SOAP 1.2 + WS-Addressing 2005/08 in both.
+ *
+ *   service --port N [--host H] [--out FILE] [--state FILE] [--log FILE]
+ *           [--oneway-acks reply|empty] [--threads|--single]
+ *   client  --url URL [--count N | --lines FILE] [--oneway | --request-reply] [--out FILE]
+ *           [--log FILE] [--timeout SEC] [--no-ack-requested] [--terminate-timeout SEC]
+ *
+ * The service appends one JSON line per delivered message to --out:
+ *   {"sequence":"urn:uuid:...","number":N,"action":"urn:wsrm:payload/Ping","text":"message-1"}
+ * The client appends one JSON line per reply received (request-reply) to --out, and prints a
+ * final line "SUMMARY {json}" on stdout. Exit code 0 only when every message was acknowledged,
+ * every reply (request-reply) arrived, and the sequence was closed and terminated.
+ */
+#include "soapH.h"
+#include "peer.nsmap"
+#include "wsaapi.h"
+#include "wsrmapi.h"
+#include "logging.h"
+#include "threads.h"
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/time.h>
+
+#define ACTION_PING "urn:wsrm:payload/Ping"
+#define ACTION_ECHO "urn:wsrm:payload/Echo"
+#define ACTION_ECHO_RESPONSE "urn:wsrm:payload/EchoResponse"
+
+#ifdef SOAP_WSRM_2005
+#define RM_VERSION "1.0"
+#else
+#define RM_VERSION "1.1"
+#endif
+
+static FILE *out_file = NULL;   /* delivered messages (service) or replies (client) */
+static FILE *log_file = NULL;   /* raw inbound/outbound message log */
+static MUTEX_TYPE app_lock = MUTEX_INITIALIZER;
+static volatile sig_atomic_t stop_requested = 0;
+static int oneway_acks_reply = 1; /* service: answer one-way messages with 200 + SequenceAcknowledgement */
+static unsigned long delivered = 0;
+
+static double now_s(void)
+{
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  return tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+/* Write s as a JSON string literal. */
+static void json_str(FILE *f, const char *s)
+{
+  fputc('"', f);
+  for (; s && *s; s++)
+  {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\')
+      fprintf(f, "\\%c", c);
+    else if (c == '\n')
+      fputs("\\n", f);
+    else if (c == '\r')
+      fputs("\\r", f);
+    else if (c == '\t')
+      fputs("\\t", f);
+    else if (c < 0x20)
+      fprintf(f, "\\u%04x", c);
+    else
+      fputc(c, f);
+  }
+  fputc('"', f);
+}
+
+/* Append one JSON line: sequence id, message number (0 = unknown), action, text. */
+static void record(struct soap *s, const char *action, const char *text)
+{
+  const char *id = NULL;
+  ULONG64 num = 0;
+  if (s->header && s->header->wsrm__Sequence)
+  {
+    id = s->header->wsrm__Sequence->Identifier;
+    num = s->header->wsrm__Sequence->MessageNumber;
+  }
+  if (!out_file)
+    return;
+  fputs("{\"sequence\":", out_file);
+  json_str(out_file, id ? id : "");
+  fprintf(out_file, ",\"number\":%llu,\"action\":", (unsigned long long)num);
+  json_str(out_file, action);
+  fputs(",\"text\":", out_file);
+  json_str(out_file, text ? text : "");
+  fputs("}\n", out_file);
+  fflush(out_file);
+}
+
+static void setup(struct soap *s)
+{
+  soap_register_plugin(s, soap_wsa);
+  soap_register_plugin(s, soap_wsrm);
+  if (log_file)
+  {
+    soap_register_plugin(s, logging);
+    soap_set_logging_inbound(s, log_file);
+    soap_set_logging_outbound(s, log_file);
+  }
+}
+
+/* ------------------------------------------------------------------ service operations */
+
+/* Send an empty-bodied SOAP envelope carrying the headers prepared in s->header (HTTP 200). */
+static int send_header_only_response(struct soap *s)
+{
+  s->encodingStyle = NULL;
+  soap_serializeheader(s);
+  if (soap_begin_count(s))
+    return s->error;
+  if ((s->mode & SOAP_IO_LENGTH))
+  {
+    if (soap_envelope_begin_out(s) || soap_putheader(s) || soap_body_begin_out(s)
+        || soap_body_end_out(s) || soap_envelope_end_out(s))
+      return s->error;
+  }
+  if (soap_end_count(s) || soap_response(s, SOAP_OK) || soap_envelope_begin_out(s)
+      || soap_putheader(s) || soap_body_begin_out(s) || soap_body_end_out(s)
+      || soap_envelope_end_out(s) || soap_end_send(s))
+    return s->error;
+  return SOAP_OK;
+}
+
+int __ns__Ping(struct soap *s, char *p)
+{
+  int rc;
+  MUTEX_LOCK(app_lock);
+  if (oneway_acks_reply)
+    rc = soap_wsrm_check(s);
+  else
+    rc = soap_wsrm_check_send_empty_response(s); /* gSOAP's recommended one-way handling: 202 first */
+  if (rc)
+  {
+    MUTEX_UNLOCK(app_lock);
+    return s->error; /* SOAP_STOP: duplicate or out of order (202 already sent), or a fault */
+  }
+  record(s, ACTION_PING, p);
+  delivered++;
+  MUTEX_UNLOCK(app_lock);
+  if (!oneway_acks_reply)
+    return SOAP_OK;
+  /* WCF-style: answer the one-way message with a header-only SequenceAcknowledgement. */
+  if (soap_wsrm_reply_num(s, 0))
+    return s->error;
+  if (s->header)
+  {
+    s->header->wsrm__Sequence = NULL; /* the reply carries no message of the offered sequence */
+    s->header->__sizeAckRequested = 0;
+  }
+  if (soap_wsa_reply(s, NULL, SOAP_NAMESPACE_OF_wsrm "/SequenceAcknowledgement"))
+    return s->error;
+  return send_header_only_response(s);
+}
+
+int __ns__Echo(struct soap *s, char *p, char **reply)
+{
+  MUTEX_LOCK(app_lock);
+  if (soap_wsrm_check(s))
+  {
+    MUTEX_UNLOCK(app_lock);
+    return s->error;
+  }
+  record(s, ACTION_ECHO, p);
+  delivered++;
+  MUTEX_UNLOCK(app_lock);
+  *reply = p;
+  return soap_wsrm_reply(s, NULL, ACTION_ECHO_RESPONSE);
+}
+
+/* Required by soapcpp2 -a: relayed faults. */
+int SOAP_ENV__Fault(struct soap *s, char *faultcode, char *faultstring, char *faultactor,
+                    struct SOAP_ENV__Detail *detail, struct SOAP_ENV__Code *code,
+                    struct SOAP_ENV__Reason *reason, char *node, char *role,
+                    struct SOAP_ENV__Detail *detail12)
+{
+  (void)faultcode; (void)faultactor; (void)detail; (void)code; (void)node; (void)role;
+  (void)detail12;
+  fprintf(stderr, "gsoap-peer: relayed fault received: %s\n",
+          faultstring ? faultstring : (reason && reason->SOAP_ENV__Text ? reason->SOAP_ENV__Text : "?"));
+  return soap_send_empty_response(s, 202);
+}
+
+/* ------------------------------------------------------------------ service */
+
+static void on_signal(int sig)
+{
+  (void)sig;
+  stop_requested = 1;
+}
+
+static void *serve_thread(void *arg)
+{
+  struct soap *t = (struct soap *)arg;
+  THREAD_DETACH(THREAD_ID);
+  if (soap_serve(t) && t->error != SOAP_STOP && t->error != SOAP_EOF && t->error != 202)
+    soap_print_fault(t, stderr);
+  soap_destroy(t);
+  soap_end(t);
+  soap_free(t);
+  return NULL;
+}
+
+static int service(const char *host, int port, const char *state_path, int threaded)
+{
+  struct soap *s = soap_new1(SOAP_IO_KEEPALIVE | SOAP_XML_INDENT * 0);
+  FILE *st;
+  setup(s);
+  s->bind_flags = SO_REUSEADDR;
+  s->send_timeout = 30;
+  s->recv_timeout = 30;
+  if (!soap_valid_socket(soap_bind(s, host, port, 64)))
+  {
+    soap_print_fault(s, stderr);
+    return 1;
+  }
+  fprintf(stderr, "gsoap-peer: RM %s service listening on http://%s:%d/\n", RM_VERSION, host, port);
+  s->accept_timeout = -200000; /* 200 ms: pulse acks and check for a stop request */
+  while (!stop_requested)
+  {
+    if (!soap_valid_socket(soap_accept(s)))
+    {
+      if (s->errnum && !stop_requested)
+      {
+        soap_print_fault(s, stderr);
+        return 1;
+      }
+      soap_wsrm_pulse(s, -10000);
+      continue;
+    }
+    if (threaded)
+    {
+      struct soap *t = soap_copy(s);
+      THREAD_TYPE tid;
+      if (!t)
+        return 1;
+      while (THREAD_CREATE(&tid, serve_thread, (void *)t))
+        usleep(1000);
+    }
+    else
+    {
+      if (soap_serve(s) && s->error != SOAP_STOP && s->error != SOAP_EOF && s->error != 202)
+        soap_print_fault(s, stderr);
+      soap_destroy(s);
+      soap_end(s);
+    }
+  }
+  usleep(300000); /* let in-flight threads finish */
+  fprintf(stderr, "gsoap-peer: stopping, %lu messages delivered\n", delivered);
+  if (state_path && (st = fopen(state_path, "w")) != NULL)
+  {
+    soap_wsrm_dump(s, st);
+    fclose(st);
+  }
+  else
+    soap_wsrm_dump(s, stderr);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ client */
+
+struct lines
+{
+  char **v;
+  size_t n;
+};
+
+static int read_lines(const char *path, struct lines *l)
+{
+  FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
+  char buf[65536];
+  size_t cap = 0;
+  if (!f)
+    return -1;
+  l->v = NULL;
+  l->n = 0;
+  while (fgets(buf, sizeof buf, f))
+  {
+    size_t len = strlen(buf);
+    while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+      buf[--len] = '\0';
+    if (l->n == cap)
+    {
+      cap = cap ? 2 * cap : 256;
+      l->v = (char **)realloc(l->v, cap * sizeof(char *));
+      if (!l->v)
+        return -1;
+    }
+    l->v[l->n++] = strdup(buf);
+  }
+  if (f != stdin)
+    fclose(f);
+  return 0;
+}
+
+static int client(const char *url, struct lines *msgs, int request_reply, int ack_requested,
+                  int timeout, int terminate_timeout)
+{
+  struct soap *s = soap_new1(SOAP_IO_KEEPALIVE);
+  soap_wsrm_sequence_handle seq = NULL;
+  size_t i;
+  unsigned long replies = 0, bad_replies = 0, retries = 0;
+  int closed = 0, terminated = 0, terminate_answered = 0, rc;
+  unsigned long long nack;
+  const char *seqid = "";
+  double t0 = now_s();
+  setup(s);
+  s->connect_timeout = timeout;
+  s->send_timeout = timeout;
+  s->recv_timeout = timeout;
+  if (request_reply)
+    rc = soap_wsrm_create_offer(s, url, NULL, NULL, 600000, NoDiscard, soap_wsa_rand_uuid(s), &seq);
+  else
+    rc = soap_wsrm_create(s, url, NULL, 600000, soap_wsa_rand_uuid(s), &seq);
+  if (rc)
+  {
+    fprintf(stderr, "gsoap-peer: CreateSequence failed: ");
+    soap_print_fault(s, stderr);
+    printf("SUMMARY {\"ok\":false,\"error\":\"create-sequence-failed\"}\n");
+    return 1;
+  }
+  for (i = 0; i < msgs->n; i++)
+  {
+    const char *action = request_reply ? ACTION_ECHO : ACTION_PING;
+    int attempt = 0;
+    if (ack_requested)
+      rc = soap_wsrm_request_acks(s, seq, soap_wsa_rand_uuid(s), action);
+    else
+      rc = soap_wsrm_request(s, seq, soap_wsa_rand_uuid(s), action);
+    if (rc)
+    {
+      soap_print_fault(s, stderr);
+      break;
+    }
+    for (;;)
+    {
+      const char *to = soap_wsrm_to(seq);
+      if (!to)
+        to = url;
+      if (request_reply)
+      {
+        char *reply = NULL;
+        rc = soap_call___ns__Echo(s, to, action, msgs->v[i], &reply);
+        if (!rc)
+        {
+          replies++;
+          if (!reply || strcmp(reply, msgs->v[i]))
+            bad_replies++;
+          record(s, s->header && s->header->wsa5__Action ? s->header->wsa5__Action : "", reply);
+          break;
+        }
+      }
+      else
+      {
+        struct __wsrm__SequenceAcknowledgement ack;
+        rc = soap_send___ns__Ping(s, to, action, msgs->v[i]);
+        if (!rc)
+          rc = soap_recv___wsrm__SequenceAcknowledgement(s, &ack); /* 200 + acks, or 202 */
+        if (!rc || s->error == 202 || s->error == SOAP_NO_TAG)
+        {
+          s->error = SOAP_OK;
+          soap_closesock(s);
+          break;
+        }
+      }
+      if (s->error == 202 || s->error == SOAP_NO_TAG)
+      {
+        /* accepted without a reply: gSOAP answers a duplicate request-reply message with 202 */
+        if (request_reply)
+          fprintf(stderr, "gsoap-peer: message %zu accepted without a reply\n", i + 1);
+        s->error = SOAP_OK;
+        break;
+      }
+      fprintf(stderr, "gsoap-peer: message %zu attempt %d failed: ", i + 1, attempt + 1);
+      soap_print_fault(s, stderr);
+      if (soap_wsrm_check_retry(s, seq))
+      {
+        fprintf(stderr, "gsoap-peer: giving up on message %zu\n", i + 1);
+        break;
+      }
+      retries++;
+      attempt++;
+      usleep(100000);
+    }
+    if (rc && s->error)
+      break;
+    soap_destroy(s);
+    soap_end(s);
+  }
+  if (seq->id)
+    seqid = soap_strdup(NULL, seq->id);
+  /* RM 1.0: LastMessage; RM 1.1: CloseSequence (its response carries the final acks) */
+  if (soap_wsrm_close(s, seq, soap_wsa_rand_uuid(s)) == SOAP_OK || s->error == 202)
+    closed = 1;
+  else
+  {
+    fprintf(stderr, "gsoap-peer: close failed: ");
+    soap_print_fault(s, stderr);
+  }
+  for (i = 0; i < 20 && soap_wsrm_nack(seq); i++)
+  {
+    fprintf(stderr, "gsoap-peer: %llu unacknowledged after close, resending\n",
+            (unsigned long long)soap_wsrm_nack(seq));
+    soap_wsrm_resend(s, seq, 0, 0);
+    retries++;
+    usleep(100000);
+  }
+  s->recv_timeout = terminate_timeout; /* the gSOAP RM 1.0 service never answers TerminateSequence */
+  rc = soap_wsrm_terminate(s, seq, soap_wsa_rand_uuid(s));
+  if (rc == SOAP_OK || s->error == 202)
+  {
+    terminated = 1;
+    terminate_answered = 1;
+  }
+#ifdef SOAP_WSRM_2005
+  else if (s->error == SOAP_EOF || s->error == SOAP_NO_DATA)
+  {
+    /* RM 1.0 allows TerminateSequence to be one-way: it was sent, no answer came */
+    terminated = 1;
+    fprintf(stderr, "gsoap-peer: no answer to TerminateSequence (RM 1.0, treated as one-way)\n");
+  }
+#endif
+  else
+  {
+    fprintf(stderr, "gsoap-peer: terminate failed: ");
+    soap_print_fault(s, stderr);
+  }
+  nack = (unsigned long long)soap_wsrm_nack(seq);
+  printf("SUMMARY {\"ok\":%s,\"rm\":\"%s\",\"mode\":\"%s\",\"sent\":%zu,\"unacknowledged\":%llu,"
+         "\"replies\":%lu,\"bad_replies\":%lu,\"retries\":%lu,\"closed\":%s,\"terminated\":%s,"
+         "\"terminate_answered\":%s,\"elapsed\":%.3f,\"sequence\":",
+         (nack == 0 && closed && terminated && (!request_reply || (replies == msgs->n && !bad_replies)))
+             ? "true" : "false",
+         RM_VERSION, request_reply ? "request-reply" : "one-way", msgs->n, nack, replies, bad_replies,
+         retries, closed ? "true" : "false", terminated ? "true" : "false",
+         terminate_answered ? "true" : "false", now_s() - t0);
+  json_str(stdout, seqid);
+  printf("}\n");
+  rc = (nack == 0 && closed && terminated && (!request_reply || (replies == msgs->n && !bad_replies))) ? 0 : 1;
+  soap_wsrm_seq_free(s, seq);
+  soap_destroy(s);
+  soap_end(s);
+  soap_free(s);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ main */
+
+static void usage(void)
+{
+  fprintf(stderr,
+          "usage: gsoap-peer-rm%s service --port N [--host 127.0.0.1] [--out FILE] [--state FILE]\n"
+          "                     [--log FILE] [--oneway-acks reply|empty] [--single]\n"
+          "       gsoap-peer-rm%s client --url URL [--count N | --lines FILE] [--oneway|--request-reply]\n"
+          "                     [--out FILE] [--log FILE] [--timeout SEC] [--terminate-timeout SEC]\n"
+          "                     [--no-ack-requested]\n",
+          RM_VERSION[2] == '0' ? "10" : "11", RM_VERSION[2] == '0' ? "10" : "11");
+}
+
+int main(int argc, char **argv)
+{
+  const char *mode, *host = "127.0.0.1", *url = NULL, *out = NULL, *state = NULL, *log = NULL,
+                    *lines_path = NULL;
+  int port = 0, count = 10, request_reply = 0, threaded = 1, ack_requested = 1, timeout = 10,
+      terminate_timeout = 3, i;
+  struct lines msgs;
+  setvbuf(stdout, NULL, _IONBF, 0);
+  setvbuf(stderr, NULL, _IONBF, 0);
+  if (argc < 2)
+  {
+    usage();
+    return 2;
+  }
+  mode = argv[1];
+  for (i = 2; i < argc; i++)
+  {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define TAKE(var) do { if (!v) { usage(); return 2; } var = v; i++; } while (0)
+    if (!strcmp(a, "--port")) { const char *p; TAKE(p); port = atoi(p); }
+    else if (!strcmp(a, "--host")) TAKE(host);
+    else if (!strcmp(a, "--url")) TAKE(url);
+    else if (!strcmp(a, "--out")) TAKE(out);
+    else if (!strcmp(a, "--state")) TAKE(state);
+    else if (!strcmp(a, "--log")) TAKE(log);
+    else if (!strcmp(a, "--lines")) TAKE(lines_path);
+    else if (!strcmp(a, "--count")) { const char *p; TAKE(p); count = atoi(p); }
+    else if (!strcmp(a, "--timeout")) { const char *p; TAKE(p); timeout = atoi(p); }
+    else if (!strcmp(a, "--terminate-timeout")) { const char *p; TAKE(p); terminate_timeout = atoi(p); }
+    else if (!strcmp(a, "--oneway-acks"))
+    {
+      const char *p;
+      TAKE(p);
+      if (!strcmp(p, "reply")) oneway_acks_reply = 1;
+      else if (!strcmp(p, "empty")) oneway_acks_reply = 0;
+      else { usage(); return 2; }
+    }
+    else if (!strcmp(a, "--request-reply")) request_reply = 1;
+    else if (!strcmp(a, "--oneway")) request_reply = 0;
+    else if (!strcmp(a, "--single")) threaded = 0;
+    else if (!strcmp(a, "--no-ack-requested")) ack_requested = 0;
+    else if (!strcmp(a, "--rm"))
+    {
+      const char *p;
+      TAKE(p);
+      if (strcmp(p, RM_VERSION))
+      {
+        fprintf(stderr, "gsoap-peer: this binary speaks RM %s, not %s\n", RM_VERSION, p);
+        return 2;
+      }
+    }
+    else { usage(); return 2; }
+#undef TAKE
+  }
+  if (out && !(out_file = fopen(out, "a")))
+  {
+    perror(out);
+    return 2;
+  }
+  if (log && !(log_file = fopen(log, "a")))
+  {
+    perror(log);
+    return 2;
+  }
+  if (log_file)
+    setvbuf(log_file, NULL, _IONBF, 0);
+  signal(SIGPIPE, SIG_IGN);
+  if (!strcmp(mode, "service") || !strcmp(mode, "server"))
+  {
+    if (port <= 0)
+    {
+      usage();
+      return 2;
+    }
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    return service(host, port, state, threaded);
+  }
+  if (!strcmp(mode, "client"))
+  {
+    if (!url)
+    {
+      usage();
+      return 2;
+    }
+    if (lines_path)
+    {
+      if (read_lines(lines_path, &msgs))
+      {
+        perror(lines_path);
+        return 2;
+      }
+    }
+    else
+    {
+      int k;
+      char buf[32];
+      msgs.n = count > 0 ? (size_t)count : 0;
+      msgs.v = (char **)calloc(msgs.n ? msgs.n : 1, sizeof(char *));
+      for (k = 0; k < count; k++)
+      {
+        snprintf(buf, sizeof buf, "message-%d", k + 1);
+        msgs.v[k] = strdup(buf);
+      }
+    }
+    return client(url, &msgs, request_reply, ack_requested, timeout, terminate_timeout);
+  }
+  usage();
+  return 2;
+}
