@@ -1,0 +1,876 @@
+//! The initiator side of a reliable session ([`ClientSession`]): CreateSequence handshake with
+//! WCF's retry schedule, the outbound sequence (RM Source), the offered inbound sequence (RM
+//! Destination) for request-reply and duplex, keep-alive polling, inactivity timeout and close.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use crate::dest::{Delivered, Destination, Incoming};
+use crate::inbound::Inbound;
+use crate::msg::{
+    Action, Body, CreateSequence, Fault, FaultCode, FaultKind, Message, Offer, RmVersion,
+    SequenceId,
+};
+use crate::outbound::{new_urn, Outbound, Stage};
+use crate::settings::{Settings, SettingsError};
+use crate::source::{Source, SourceFailure};
+use crate::types::{
+    ClientEvent, ClientState, Pattern, SendError, SessionError, SessionStats, Shape,
+    REQUESTOR_RETRY_INTERVAL, WSA10_ANONYMOUS,
+};
+
+/// Configuration of a [`ClientSession`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// The eight reliable-session settings.
+    pub settings: Settings,
+    /// Exchange pattern (decides whether the CreateSequence carries an Offer).
+    pub pattern: Pattern,
+    /// Transport shape.
+    pub shape: Shape,
+    /// The URI the CreateSequence is sent to; when set, the CSR's `Accept/AcksTo` must equal it
+    /// byte for byte, and every outgoing message gets it as `to`.
+    pub remote_address: Option<Arc<str>>,
+    /// The local EPR address: AcksTo, ReplyTo and (1.1) Offer/Endpoint. Default: the WSA 1.0
+    /// anonymous URI (HTTP request/reply).
+    pub local_address: Arc<str>,
+    /// Bounds the CreateSequence handshake (binding OpenTimeout, default 1 min).
+    pub open_timeout: Duration,
+    /// Bounds the close handshake (binding CloseTimeout, default 1 min).
+    pub close_timeout: Duration,
+    /// Binding SendTimeout (default 1 min); fast polling uses SendTimeout/2.
+    pub send_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// WCF defaults for the given pattern and shape.
+    pub fn new(pattern: Pattern, shape: Shape) -> Self {
+        ClientConfig {
+            settings: Settings::default(),
+            pattern,
+            shape,
+            remote_address: None,
+            local_address: Arc::from(WSA10_ANONYMOUS),
+            open_timeout: Duration::from_secs(60),
+            close_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeepAlive {
+    Idle,
+    KeepAlive,
+    Fast,
+}
+
+/// The initiator of a reliable session (RM Source of the outbound sequence and, with Offer, RM
+/// Destination of the inbound one). Sans-IO: feed it messages and time, poll it for messages,
+/// deadlines and events.
+#[derive(Debug)]
+pub struct ClientSession {
+    cfg: ClientConfig,
+    version: RmVersion,
+    rng: SmallRng,
+    state: ClientState,
+    out: Outbound,
+    inbound: Option<Inbound>,
+    offered: Option<SequenceId>,
+    cs: Message,
+    cs_mid: Arc<str>,
+    cs_sent_at: Instant,
+    cs_next: Instant,
+    open_deadline: Instant,
+    tx: VecDeque<Message>,
+    events: VecDeque<ClientEvent>,
+    inactivity_deadline: Option<Instant>,
+    keepalive_deadline: Option<Instant>,
+    keepalive_mode: KeepAlive,
+    requests: HashMap<Arc<str>, u64>,
+    inbound_seen: bool,
+    scratch: Vec<Delivered>,
+}
+
+impl ClientSession {
+    /// Creates the session and queues the CreateSequence (poll it with `poll_transmit`).
+    /// `seed` seeds the RNG that mints identifiers, so runs are reproducible.
+    pub fn new(now: Instant, cfg: ClientConfig, seed: u64) -> Result<Self, SettingsError> {
+        cfg.settings.validate()?;
+        let bad_combo = matches!(
+            (cfg.pattern, cfg.shape),
+            (Pattern::RequestReply, Shape::Duplex) | (Pattern::Duplex, Shape::RequestReply)
+        );
+        if bad_combo {
+            return Err(SettingsError {
+                setting: "Pattern",
+                value: format!("{:?} over {:?}", cfg.pattern, cfg.shape),
+                allowed: "one-way over either shape, request-reply over RequestReply, duplex over Duplex",
+            });
+        }
+        let s = &cfg.settings;
+        let version = s.reliable_messaging_version;
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let cs_mid = new_urn(&mut rng);
+        let offered = (cfg.pattern != Pattern::OneWay).then(|| SequenceId::new(new_urn(&mut rng)));
+        let anonymous = &*cfg.local_address == WSA10_ANONYMOUS;
+        let reply_to = (!anonymous).then(|| cfg.local_address.clone());
+        let offer = offered.as_ref().map(|id| Offer {
+            identifier: id.clone(),
+            endpoint: (version == RmVersion::Wsrm11).then(|| cfg.local_address.to_string()),
+            expires: None,
+            incomplete_sequence_behavior: (version == RmVersion::Wsrm11)
+                .then(|| s.incomplete_sequence_behavior()),
+        });
+        let mut cs = Message::new(
+            version,
+            Action::CreateSequence,
+            Body::CreateSequence(CreateSequence {
+                acks_to: cfg.local_address.to_string(),
+                expires: None,
+                offer,
+            }),
+        );
+        cs.message_id = Some(cs_mid.clone());
+        cs.reply_to = reply_to.clone();
+        cs.to = cfg.remote_address.clone();
+        let request_acks = cfg.shape == Shape::Duplex;
+        let src = Source::new(
+            version,
+            s.max_transfer_window_size,
+            s.max_retry_count,
+            s.flow_control_enabled,
+            request_acks,
+            cfg.shape == Shape::Duplex,
+        );
+        let out = Outbound::new(src, reply_to, cfg.pattern == Pattern::RequestReply);
+        let mut tx = VecDeque::new();
+        tx.push_back(cs.clone());
+        Ok(ClientSession {
+            version,
+            rng,
+            state: ClientState::Connecting,
+            out,
+            inbound: None,
+            offered,
+            cs,
+            cs_mid,
+            cs_sent_at: now,
+            cs_next: now + REQUESTOR_RETRY_INTERVAL,
+            open_deadline: now + cfg.open_timeout,
+            tx,
+            events: VecDeque::new(),
+            inactivity_deadline: None,
+            keepalive_deadline: None,
+            keepalive_mode: KeepAlive::Idle,
+            requests: HashMap::new(),
+            inbound_seen: false,
+            scratch: Vec::new(),
+            cfg,
+        })
+    }
+
+    /// Current state.
+    pub fn state(&self) -> ClientState {
+        self.state
+    }
+
+    /// The outbound sequence id (known once open).
+    pub fn output_id(&self) -> Option<&SequenceId> {
+        self.out.id()
+    }
+
+    /// The inbound (offered) sequence id, if any.
+    pub fn input_id(&self) -> Option<&SequenceId> {
+        self.offered.as_ref()
+    }
+
+    /// The RM version in use.
+    pub fn version(&self) -> RmVersion {
+        self.version
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        let c = self.out.src.counters;
+        let (dups, delivered, dropped) = self
+            .inbound
+            .as_ref()
+            .map(|i| (i.dest.duplicates, i.dest.delivered, i.dest.dropped))
+            .unwrap_or((0, 0, 0));
+        SessionStats {
+            sent: c.sent,
+            retransmitted: c.retransmitted,
+            acknowledged: c.acknowledged,
+            duplicates_dropped: dups,
+            delivered,
+            dropped,
+            window_size: self.out.src.window_size,
+            rtt: self.out.src.rtt(),
+        }
+    }
+
+    fn accepting(&self) -> Result<(), SendError> {
+        match self.state {
+            ClientState::Connecting | ClientState::Open if self.out.is_open() => Ok(()),
+            _ => Err(SendError::NotOpen),
+        }
+    }
+
+    /// Queues a one-way application message; returns its message number. Messages enter the
+    /// transmission window in FIFO order (numbers are assigned consecutively from 1).
+    pub fn send(
+        &mut self,
+        _now: Instant,
+        action: Arc<str>,
+        payload: Bytes,
+    ) -> Result<u64, SendError> {
+        self.accepting()?;
+        if self.cfg.pattern == Pattern::RequestReply {
+            // A one-way operation in a request-reply session: acknowledged by a standalone ack.
+        }
+        self.out
+            .src
+            .enqueue(
+                Action::Other(action),
+                Body::Application(payload),
+                None,
+                None,
+                false,
+                false,
+            )
+            .ok_or(SendError::Rollover)
+    }
+
+    /// Queues a two-way request (request-reply pattern); returns its number, which the
+    /// `Reply` event names. The request is retransmitted until its reply arrives.
+    pub fn request(
+        &mut self,
+        _now: Instant,
+        action: Arc<str>,
+        payload: Bytes,
+    ) -> Result<u64, SendError> {
+        if self.cfg.pattern != Pattern::RequestReply {
+            return Err(SendError::WrongPattern(self.cfg.pattern.as_str()));
+        }
+        self.accepting()?;
+        let mid = new_urn(&mut self.rng);
+        let n = self
+            .out
+            .src
+            .enqueue(
+                Action::Other(action),
+                Body::Application(payload),
+                Some(mid.clone()),
+                None,
+                false,
+                true,
+            )
+            .ok_or(SendError::Rollover)?;
+        self.requests.insert(mid, n);
+        Ok(n)
+    }
+
+    /// Starts a graceful close: 1.0 LastMessage then TerminateSequence; 1.1 CloseSequence,
+    /// final ack, TerminateSequence. Duplex also waits for the peer to finish its sequence.
+    pub fn close(&mut self, now: Instant) -> Result<(), SendError> {
+        match self.state {
+            ClientState::Open => {}
+            ClientState::Closing => return Ok(()),
+            _ => return Err(SendError::NotOpen),
+        }
+        self.state = ClientState::Closing;
+        let mid = (self.cfg.pattern == Pattern::RequestReply).then(|| new_urn(&mut self.rng));
+        if let Some(mid) = &mid {
+            // The 1.0 LastMessage request is answered with the reply sequence's LastMessage.
+            self.requests.insert(mid.clone(), 0);
+        }
+        self.out.close(now, now + self.cfg.close_timeout, mid);
+        self.check_closed();
+        Ok(())
+    }
+
+    /// Aborts: sends SequenceTerminated (Receiver, user abort) and fails the session.
+    pub fn abort(&mut self, _now: Instant) {
+        if matches!(self.state, ClientState::Closed | ClientState::Failed) {
+            return;
+        }
+        if let Some(id) = self.offered.clone().or_else(|| self.out.id().cloned()) {
+            if self.state != ClientState::Connecting {
+                let f = Fault::sequence_terminated(
+                    FaultCode::Receiver,
+                    &id,
+                    "Due to a user abort the reliable session cannot continue.",
+                );
+                self.queue_fault(f);
+            }
+        }
+        self.fail(SessionError::Aborted);
+    }
+
+    fn queue_fault(&mut self, f: Fault) {
+        let action = Action::Fault;
+        self.tx
+            .push_back(Message::new(self.version, action, Body::Fault(f)));
+    }
+
+    fn fail(&mut self, error: SessionError) {
+        if matches!(self.state, ClientState::Closed | ClientState::Failed) {
+            return;
+        }
+        self.state = ClientState::Failed;
+        let unacknowledged = self.out.src.unacknowledged();
+        self.events.push_back(ClientEvent::Failed {
+            error,
+            unacknowledged,
+        });
+    }
+
+    fn violation(&mut self, f: Fault) {
+        self.queue_fault(f.clone());
+        self.fail(SessionError::ProtocolViolation(f));
+    }
+
+    fn interval(&self, mode: KeepAlive) -> Duration {
+        let s = &self.cfg.settings;
+        let ka = s.inactivity_timeout / 2 / s.max_retry_count.max(1);
+        match mode {
+            KeepAlive::Idle => s.inactivity_timeout / 2,
+            KeepAlive::KeepAlive => ka,
+            KeepAlive::Fast => (self.cfg.send_timeout / 2).min(ka),
+        }
+    }
+
+    fn on_remote_activity(&mut self, now: Instant) {
+        self.inactivity_deadline = Some(now + self.cfg.settings.inactivity_timeout);
+        self.keepalive_mode = if self.out.src.quota_exhausted() {
+            KeepAlive::Fast
+        } else {
+            KeepAlive::Idle
+        };
+        self.keepalive_deadline = Some(now + self.interval(self.keepalive_mode));
+    }
+
+    /// Processes one inbound message (including HTTP responses). Never panics on peer input;
+    /// violations become faults and `Failed` events.
+    pub fn handle_message(&mut self, now: Instant, m: Message) {
+        match self.state {
+            ClientState::Closed | ClientState::Failed => return,
+            ClientState::Connecting => {
+                self.handle_handshake(now, m);
+                return;
+            }
+            _ => {}
+        }
+        self.on_remote_activity(now);
+        if let Body::Fault(f) = &m.body {
+            self.handle_fault(f.clone());
+            return;
+        }
+        if let Some(ack) = &m.ack {
+            if Some(&ack.identifier) == self.out.id() {
+                if ack.final_ack && self.version == RmVersion::Wsrm11 {
+                    if let Err(f) = self.out.validate_final(ack) {
+                        self.violation(f);
+                        return;
+                    }
+                }
+                match self.out.src.handle_ack(now, ack) {
+                    Err(f) => {
+                        self.violation(f);
+                        return;
+                    }
+                    Ok(o) => {
+                        for n in o.newly_done {
+                            self.events
+                                .push_back(ClientEvent::Acknowledged { number: n });
+                        }
+                    }
+                }
+            } else if Some(&ack.identifier) != self.offered.as_ref() {
+                self.violation(Fault::unknown_sequence(&ack.identifier));
+                return;
+            }
+        }
+        if let Some(seq) = &m.sequence {
+            if Some(&seq.identifier) == self.offered.as_ref() {
+                if !self.on_inbound(now, &m) {
+                    return;
+                }
+            } else if self.cfg.shape == Shape::Duplex {
+                self.queue_fault(Fault::unknown_sequence(&seq.identifier));
+            }
+        }
+        if let Some(id) = &m.ack_requested {
+            if Some(id) == self.offered.as_ref() {
+                if let Some(i) = self.inbound.as_mut() {
+                    i.ack_immediately();
+                }
+            }
+        }
+        self.handle_body(now, &m);
+        self.check_closed();
+    }
+
+    fn handle_body(&mut self, now: Instant, m: &Message) {
+        match &m.body {
+            Body::CloseSequenceResponse { identifier } if Some(identifier) == self.out.id() => {
+                match self
+                    .out
+                    .on_close_response(now, m.relates_to.as_ref(), m.ack.as_ref(), &mut self.rng)
+                {
+                    Ok(_) => {}
+                    Err(f) => self.violation(f),
+                }
+            }
+            Body::TerminateSequenceResponse { identifier } if Some(identifier) == self.out.id() => {
+                self.out.on_terminate_response(m.relates_to.as_ref(), false);
+            }
+            Body::CloseSequence {
+                identifier,
+                last_msg_number,
+            } => {
+                if Some(identifier) == self.offered.as_ref() && self.cfg.shape == Shape::Duplex {
+                    let Some(inb) = self.inbound.as_mut() else {
+                        return;
+                    };
+                    match inb.dest.on_close(*last_msg_number) {
+                        Ok(()) => {
+                            let mut r = Message::new(
+                                self.version,
+                                Action::CloseSequenceResponse,
+                                Body::CloseSequenceResponse {
+                                    identifier: identifier.clone(),
+                                },
+                            );
+                            r.relates_to = m.message_id.clone();
+                            r.ack = Some(inb.dest.ack_header());
+                            self.tx.push_back(r);
+                        }
+                        Err(f) => self.violation(f),
+                    }
+                } else if Some(identifier) == self.out.id() {
+                    self.violation(Fault::sequence_terminated(
+                        FaultCode::Sender,
+                        identifier,
+                        "The RM destination attempted to close the RM source's sequence.",
+                    ));
+                }
+            }
+            Body::TerminateSequence {
+                identifier,
+                last_msg_number,
+            } => {
+                if Some(identifier) == self.offered.as_ref() {
+                    let rr = self.cfg.shape == Shape::RequestReply;
+                    let Some(inb) = self.inbound.as_mut() else {
+                        return;
+                    };
+                    match inb.dest.on_terminate(*last_msg_number) {
+                        Ok(_) => {
+                            inb.terminated = true;
+                            if self.version == RmVersion::Wsrm11 && !rr {
+                                let mut r = Message::new(
+                                    self.version,
+                                    Action::TerminateSequenceResponse,
+                                    Body::TerminateSequenceResponse {
+                                        identifier: identifier.clone(),
+                                    },
+                                );
+                                r.relates_to = m.message_id.clone();
+                                r.ack = Some(inb.dest.ack_header());
+                                self.tx.push_back(r);
+                            }
+                        }
+                        Err(f) => {
+                            if !rr {
+                                self.violation(f);
+                            }
+                        }
+                    }
+                } else if Some(identifier) == self.out.id() {
+                    self.violation(Fault::sequence_terminated(
+                        FaultCode::Sender,
+                        identifier,
+                        "The RM destination attempted to terminate the RM source's sequence.",
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Returns false when the session failed.
+    fn on_inbound(&mut self, now: Instant, m: &Message) -> bool {
+        let Some(seq) = &m.sequence else { return true };
+        let rr = self.cfg.shape == Shape::RequestReply;
+        let request = m
+            .relates_to
+            .as_ref()
+            .and_then(|r| self.requests.get(r).copied());
+        let Some(inb) = self.inbound.as_mut() else {
+            return true;
+        };
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        let r = inb.dest.on_message(
+            seq.number,
+            seq.last_message,
+            &m.action,
+            &m.body,
+            m.relates_to.as_ref(),
+            true,
+            &mut out,
+        );
+        let mut ok = true;
+        match r {
+            Incoming::Accepted => {
+                self.inbound_seen = true;
+                if rr {
+                    if let Some(req) = request.filter(|&q| q > 0) {
+                        self.out.src.mark_replied(now, req);
+                    }
+                } else {
+                    inb.note_accepted(now, m.ack_requested.is_some());
+                }
+                for d in out.drain(..) {
+                    let action = match d.action {
+                        Action::Other(a) => a,
+                        _ => Arc::from(""),
+                    };
+                    if rr {
+                        let req = d
+                            .message_id
+                            .as_ref()
+                            .and_then(|r| self.requests.remove(r))
+                            .unwrap_or(0);
+                        if req > 0 {
+                            self.events.push_back(ClientEvent::Reply {
+                                request: req,
+                                number: d.number,
+                                action,
+                                payload: d.payload,
+                            });
+                        }
+                    } else {
+                        self.events.push_back(ClientEvent::Delivered {
+                            number: d.number,
+                            action,
+                            payload: d.payload,
+                        });
+                    }
+                }
+            }
+            Incoming::Duplicate => inb.ack_immediately(),
+            Incoming::Dropped => {}
+            Incoming::Closed(f) => {
+                inb.ack_immediately();
+                if !rr {
+                    self.queue_fault(f);
+                }
+            }
+            Incoming::Violation(f) => {
+                self.violation(f);
+                ok = false;
+            }
+        }
+        self.scratch = out;
+        ok
+    }
+
+    fn handle_fault(&mut self, f: Fault) {
+        let id = f.detail.identifier().cloned();
+        let ours_out = id.is_some() && id.as_ref() == self.out.id();
+        let ours_in = id.is_some() && id.as_ref() == self.offered.as_ref();
+        if id.is_some() && !ours_out && !ours_in {
+            tracing::debug!("fault for a foreign identifier ignored");
+            return;
+        }
+        if ours_out && f.kind == FaultKind::UnknownSequence {
+            if self.version == RmVersion::Wsrm11 && self.out.on_terminate_response(None, true) {
+                self.check_closed();
+                return;
+            }
+            if self.out.is_done() {
+                return;
+            }
+        }
+        if f.kind == FaultKind::SequenceClosed && ours_out {
+            // Our message was dropped by a closed destination; the session is not faulted.
+            return;
+        }
+        self.fail(SessionError::RemoteFault(f));
+    }
+
+    fn handle_handshake(&mut self, now: Instant, m: Message) {
+        if m.relates_to.as_ref() != Some(&self.cs_mid) {
+            return;
+        }
+        match m.body {
+            Body::Fault(f) => {
+                let refused = matches!(
+                    f.kind,
+                    FaultKind::CreateSequenceRefused | FaultKind::ConnectionLimitReached
+                );
+                self.fail(if refused {
+                    SessionError::Refused(f)
+                } else {
+                    SessionError::RemoteFault(f)
+                });
+            }
+            Body::CreateSequenceResponse(r) => {
+                let bad = match (&self.offered, &r.accept) {
+                    (Some(_), None) => Some("The CreateSequenceResponse rejected the offer."),
+                    (None, Some(_)) => Some("The CreateSequenceResponse accepted an offer that was not made."),
+                    (Some(_), Some(acc)) => match &self.cfg.remote_address {
+                        Some(remote) if **remote != **acc => {
+                            Some("The Accept/AcksTo address differs from the destination address.")
+                        }
+                        _ => None,
+                    },
+                    (None, None) => None,
+                };
+                if let Some(reason) = bad {
+                    let f = Fault::sequence_terminated(FaultCode::Sender, &r.identifier, reason);
+                    self.out.src.id = Some(r.identifier);
+                    self.violation(f);
+                    return;
+                }
+                self.out.src.id = Some(r.identifier.clone());
+                self.out
+                    .src
+                    .set_initial_rtt(now.saturating_duration_since(self.cs_sent_at));
+                let s = &self.cfg.settings;
+                if let Some(id) = &self.offered {
+                    let rr = self.cfg.shape == Shape::RequestReply;
+                    let dest = Destination::new(
+                        id.clone(),
+                        self.version,
+                        s.ordered,
+                        s.max_transfer_window_size,
+                        s.flow_control_enabled && !rr,
+                        true,
+                    );
+                    self.inbound = Some(Inbound::new(
+                        dest,
+                        !rr,
+                        s.acknowledgement_interval,
+                        s.max_transfer_window_size,
+                    ));
+                }
+                self.state = ClientState::Open;
+                self.events.push_back(ClientEvent::Opened {
+                    output: r.identifier,
+                    input: self.offered.clone(),
+                });
+                self.on_remote_activity(now);
+            }
+            _ => {}
+        }
+    }
+
+    fn check_closed(&mut self) {
+        if self.state != ClientState::Closing || !self.out.is_done() {
+            return;
+        }
+        let inbound_done = match (&self.inbound, self.cfg.shape) {
+            (Some(i), Shape::Duplex) => i.terminated || i.dest.complete(),
+            _ => true,
+        };
+        if inbound_done {
+            self.state = ClientState::Closed;
+            self.events.push_back(ClientEvent::Closed);
+        }
+    }
+
+    fn stamp(&mut self, now: Instant, mut m: Message) -> Message {
+        if m.to.is_none() {
+            m.to = self.cfg.remote_address.clone();
+        }
+        if self.state != ClientState::Connecting {
+            self.keepalive_deadline = Some(now + self.interval(self.keepalive_mode));
+        }
+        m
+    }
+
+    fn reply_seq_ack(&self, final_ack: bool) -> Option<crate::msg::AckHeader> {
+        if !self.inbound_seen && !final_ack {
+            return None;
+        }
+        let i = self.inbound.as_ref()?;
+        let mut a = i.dest.ack_header();
+        a.final_ack = final_ack && self.version == RmVersion::Wsrm11;
+        Some(a)
+    }
+
+    fn attach_ack(&mut self, m: &mut Message) {
+        if m.ack.is_some() {
+            return;
+        }
+        match self.cfg.shape {
+            Shape::RequestReply => {
+                let fin = matches!(
+                    m.body,
+                    Body::CloseSequence { .. } | Body::TerminateSequence { .. }
+                );
+                m.ack = self.reply_seq_ack(fin);
+            }
+            Shape::Duplex => {
+                if let Some(i) = self.inbound.as_mut() {
+                    m.ack = i.take_piggyback();
+                }
+            }
+        }
+    }
+
+    /// The next message to send (for the RequestReply shape: the next HTTP request).
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Message> {
+        if let Some(mut m) = self.tx.pop_front() {
+            if !matches!(m.body, Body::Fault(_) | Body::CreateSequence(_)) {
+                self.attach_ack(&mut m);
+            }
+            return Some(self.stamp(now, m));
+        }
+        if !matches!(self.state, ClientState::Open | ClientState::Closing) {
+            return None;
+        }
+        if let Some(mut m) = self.out.poll_control(now, &mut self.rng) {
+            self.attach_ack(&mut m);
+            let m = self.stamp(now, m);
+            self.check_closed();
+            return Some(m);
+        }
+        match self.out.src.poll_send(now) {
+            Err(SourceFailure::RetryExhausted(number)) => {
+                if let Some(id) = self.out.id().cloned() {
+                    self.queue_fault(Fault::sequence_terminated(
+                        FaultCode::Receiver,
+                        &id,
+                        "The user specified maximum retry count for a particular message has been exceeded. Because of this the reliable session cannot continue.",
+                    ));
+                }
+                self.fail(SessionError::RetryExhausted { number });
+                return self.tx.pop_front().map(|m| self.stamp(now, m));
+            }
+            Ok(Some(mut m)) => {
+                self.attach_ack(&mut m);
+                return Some(self.stamp(now, m));
+            }
+            Ok(None) => {}
+        }
+        if let Some(i) = self.inbound.as_mut() {
+            if let Some(a) = i.take_due_ack(now) {
+                let mut m = Message::new(self.version, Action::SequenceAcknowledgement, Body::Empty);
+                m.ack = Some(a);
+                return Some(self.stamp(now, m));
+            }
+        }
+        None
+    }
+
+    /// Drives timers: CreateSequence retries, retransmissions, keep-alive, inactivity, ack
+    /// batching, close deadlines.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            ClientState::Closed | ClientState::Failed => {}
+            ClientState::Connecting => {
+                if now >= self.open_deadline {
+                    self.fail(SessionError::OpenTimeout);
+                } else if now >= self.cs_next {
+                    self.tx.push_back(self.cs.clone());
+                    self.cs_next = now + REQUESTOR_RETRY_INTERVAL;
+                }
+            }
+            ClientState::Open | ClientState::Closing => {
+                if self.inactivity_deadline.is_some_and(|d| now >= d) {
+                    if let Some(id) = self.out.id().cloned() {
+                        self.queue_fault(Fault::sequence_terminated(
+                            FaultCode::Receiver,
+                            &id,
+                            format!(
+                                "The inactivity timeout of ({:?}) has been exceeded.",
+                                self.cfg.settings.inactivity_timeout
+                            ),
+                        ));
+                    }
+                    self.fail(SessionError::InactivityTimeout);
+                    return;
+                }
+                if self.out.stage != Stage::Done
+                    && self.out.close_deadline.is_some_and(|d| now >= d)
+                {
+                    self.fail(SessionError::CloseTimeout);
+                    return;
+                }
+                if self.state == ClientState::Closing
+                    && self.out.is_done()
+                    && self.out.close_deadline.is_some_and(|d| now >= d)
+                {
+                    self.fail(SessionError::CloseTimeout);
+                    return;
+                }
+                self.out.src.handle_timeout(now);
+                if self.keepalive_deadline.is_some_and(|d| now >= d) && !self.out.is_done() {
+                    if let Some(id) = self.out.id().cloned() {
+                        let mut m =
+                            Message::new(self.version, Action::AckRequested, Body::Empty);
+                        m.ack_requested = Some(id);
+                        self.tx.push_back(m);
+                    }
+                    if self.keepalive_mode == KeepAlive::Idle {
+                        self.keepalive_mode = KeepAlive::KeepAlive;
+                    }
+                    self.keepalive_deadline = Some(now + self.interval(self.keepalive_mode));
+                }
+            }
+        }
+    }
+
+    /// The earliest instant at which `handle_timeout` must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            ClientState::Closed | ClientState::Failed => None,
+            ClientState::Connecting => Some(self.cs_next.min(self.open_deadline)),
+            _ => {
+                let closing_deadline = if self.state == ClientState::Closing {
+                    self.out.close_deadline
+                } else {
+                    None
+                };
+                [
+                    self.out.poll_timeout(),
+                    self.inactivity_deadline,
+                    if self.out.is_done() {
+                        None
+                    } else {
+                        self.keepalive_deadline
+                    },
+                    self.inbound.as_ref().and_then(|i| i.poll_timeout()),
+                    closing_deadline,
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+            }
+        }
+    }
+
+    /// Whether `poll_transmit` would return a message now (lets runtimes avoid polling).
+    pub fn has_transmit(&self, now: Instant) -> bool {
+        !self.tx.is_empty()
+            || (matches!(self.state, ClientState::Open | ClientState::Closing)
+                && (self.out.src.has_pending_transmit()
+                    || self.out.control_due(now)
+                    || self.inbound.as_ref().is_some_and(|i| i.ack_due(now))))
+    }
+
+    /// Next event.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+}

@@ -1,0 +1,449 @@
+//! RM Destination for one inbound sequence: validity checks, duplicate detection, ordered and
+//! unordered delivery with a receive buffer of MaxTransferWindowSize, acknowledgement ranges
+//! capped at 128, BufferRemaining, 1.0 LastMessage and 1.1 Close/Terminate bookkeeping
+//! (wire-protocol.md §4.7, §4.8, §4.10).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use crate::msg::{AckHeader, Action, Body, Fault, FaultCode, RmVersion, SequenceId};
+use crate::ranges::{RangeSet, MAX_SEQUENCE_RANGES};
+
+/// A message handed to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Delivered {
+    pub number: u64,
+    pub action: Action,
+    pub payload: Bytes,
+    pub message_id: Option<std::sync::Arc<str>>,
+}
+
+/// What happened to an incoming sequence message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Incoming {
+    /// Admitted (deliveries, if any, were pushed to the output vector).
+    Accepted,
+    /// Already received: dropped, acknowledge again.
+    Duplicate,
+    /// Not admitted (buffer full, out of order for a strict destination, range cap): dropped
+    /// and not acknowledged.
+    Dropped,
+    /// 1.1: the sequence is closed; reply SequenceClosed, drop, keep the session.
+    Closed(Fault),
+    /// A protocol violation that fails the session.
+    Violation(Fault),
+}
+
+#[derive(Debug)]
+pub(crate) struct Destination {
+    pub id: SequenceId,
+    pub version: RmVersion,
+    ordered: bool,
+    max_window: u32,
+    /// Request-reply server with Ordered: only `n == next_expected` is admitted.
+    pub strict_in_order: bool,
+    /// Writes BufferRemaining.
+    pub flow_control: bool,
+    /// The application is considered to take messages as they are delivered.
+    auto_release: bool,
+    ranges: RangeSet,
+    next_expected: u64,
+    held: BTreeMap<u64, Delivered>,
+    unreleased: BTreeSet<u64>,
+    /// The last message number, once known (1.0 LastMessage, 1.1 Close/Terminate).
+    pub last: Option<u64>,
+    /// 1.0: the LastMessage number is an empty-bodied message that is never delivered.
+    empty_last: Option<u64>,
+    /// 1.1 CloseSequence seen.
+    pub closed: bool,
+    pub duplicates: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+}
+
+impl Destination {
+    pub fn new(
+        id: SequenceId,
+        version: RmVersion,
+        ordered: bool,
+        max_window: u32,
+        flow_control: bool,
+        auto_release: bool,
+    ) -> Self {
+        Destination {
+            id,
+            version,
+            ordered,
+            max_window: max_window.max(1),
+            strict_in_order: false,
+            flow_control,
+            auto_release,
+            ranges: RangeSet::new(),
+            next_expected: 1,
+            held: BTreeMap::new(),
+            unreleased: BTreeSet::new(),
+            last: None,
+            empty_last: None,
+            closed: false,
+            duplicates: 0,
+            delivered: 0,
+            dropped: 0,
+        }
+    }
+
+    /// The received numbers.
+    #[allow(dead_code)]
+    pub fn ranges(&self) -> &RangeSet {
+        &self.ranges
+    }
+
+    /// Whether `n` was received.
+    #[allow(dead_code)]
+    pub fn contains(&self, n: u64) -> bool {
+        self.ranges.contains(n)
+    }
+
+    /// `MaxTransferWindowSize − (delivered but unreleased + held out of order)`.
+    pub fn buffer_remaining(&self) -> u32 {
+        let used = self.unreleased.len() + self.held.len();
+        self.max_window.saturating_sub(used as u32)
+    }
+
+    /// Whether every message up to the known last number arrived.
+    pub fn complete(&self) -> bool {
+        match self.last {
+            Some(l) => l == 0 || self.ranges.contains_range(1, l),
+            None => false,
+        }
+    }
+
+    /// Releases a delivered message (the application took it); returns whether it was pending
+    /// and the buffer went from full to non-full.
+    pub fn release(&mut self, n: u64) -> (bool, bool) {
+        let was_full = self.buffer_remaining() == 0;
+        let removed = self.unreleased.remove(&n);
+        (removed, removed && was_full)
+    }
+
+    /// The acknowledgement for this sequence.
+    pub fn ack_header(&self) -> AckHeader {
+        AckHeader {
+            identifier: self.id.clone(),
+            ranges: self.ranges.ranges().to_vec(),
+            none: self.ranges.is_empty(),
+            final_ack: self.version == RmVersion::Wsrm11 && self.last.is_some(),
+            nacks: Vec::new(),
+            buffer_remaining: if self.flow_control {
+                Some(self.buffer_remaining())
+            } else {
+                None
+            },
+        }
+    }
+
+    /// Processes a sequence message. `admit_extra` is an extra admission condition from the
+    /// session (request-reply: fewer than MaxTransferWindowSize unacknowledged replies).
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_message(
+        &mut self,
+        n: u64,
+        last_marker: bool,
+        action: &Action,
+        body: &Body,
+        message_id: Option<&std::sync::Arc<str>>,
+        admit_extra: bool,
+        out: &mut Vec<Delivered>,
+    ) -> Incoming {
+        if n == 0 {
+            return Incoming::Violation(Fault::sequence_terminated(
+                FaultCode::Sender,
+                &self.id,
+                "The message number 0 is not valid.",
+            ));
+        }
+        let is_last_action = matches!(action, Action::LastMessage);
+        match self.version {
+            RmVersion::Wsrm10 => {
+                if let Some(l) = self.last {
+                    if n > l || (last_marker && n != l) {
+                        return Incoming::Violation(Fault::last_message_number_exceeded(&self.id));
+                    }
+                } else if last_marker && self.ranges.max().is_some_and(|m| n < m) {
+                    return Incoming::Violation(Fault::last_message_number_exceeded(&self.id));
+                }
+            }
+            RmVersion::Wsrm11 => {
+                if let Some(l) = self.last {
+                    if n > l && !self.ranges.contains(n) {
+                        return Incoming::Closed(Fault::sequence_closed(&self.id));
+                    }
+                }
+            }
+        }
+        if self.ranges.contains(n) {
+            self.duplicates += 1;
+            return Incoming::Duplicate;
+        }
+        let empty = is_last_action && matches!(body, Body::Empty);
+        // Buffer admission (§4.7 step 5).
+        let fits = if empty {
+            true
+        } else if self.ordered {
+            let pending = (self.unreleased.len() + self.held.len()) as u64;
+            let ahead = n.saturating_sub(self.next_expected);
+            (!self.strict_in_order || n == self.next_expected)
+                && pending.saturating_add(ahead) < u64::from(self.max_window)
+        } else {
+            (self.unreleased.len() as u64) < u64::from(self.max_window)
+        };
+        if !fits
+            || !admit_extra && !empty
+            || self.ranges.range_count_after_insert(n) > MAX_SEQUENCE_RANGES
+        {
+            self.dropped += 1;
+            return Incoming::Dropped;
+        }
+        self.ranges.insert(n);
+        if last_marker && self.version == RmVersion::Wsrm10 {
+            self.last = Some(n);
+        }
+        if empty {
+            self.empty_last = Some(n);
+        } else {
+            let payload = match body {
+                Body::Application(b) => b.clone(),
+                _ => Bytes::new(),
+            };
+            let d = Delivered {
+                number: n,
+                action: action.clone(),
+                payload,
+                message_id: message_id.cloned(),
+            };
+            if self.ordered {
+                self.held.insert(n, d);
+            } else {
+                self.push_out(d, out);
+            }
+        }
+        if self.ordered {
+            loop {
+                if self.empty_last == Some(self.next_expected) {
+                    self.next_expected += 1;
+                    continue;
+                }
+                match self.held.remove(&self.next_expected) {
+                    Some(d) => {
+                        self.next_expected += 1;
+                        self.push_out(d, out);
+                    }
+                    None => break,
+                }
+            }
+        }
+        Incoming::Accepted
+    }
+
+    fn push_out(&mut self, d: Delivered, out: &mut Vec<Delivered>) {
+        if !self.auto_release {
+            self.unreleased.insert(d.number);
+        }
+        self.delivered += 1;
+        out.push(d);
+    }
+
+    /// 1.1 CloseSequence: fixes the last number. `Err` = SequenceTerminated to send.
+    pub fn on_close(&mut self, last_msg_number: Option<u64>) -> Result<(), Fault> {
+        let received_max = self.ranges.max().unwrap_or(0);
+        let l = last_msg_number.unwrap_or(received_max);
+        if l < received_max {
+            return Err(Fault::sequence_terminated(
+                FaultCode::Sender,
+                &self.id,
+                "The CloseSequence LastMsgNumber is smaller than a message number already received.",
+            ));
+        }
+        if let Some(prev) = self.last {
+            if prev != l {
+                return Err(Fault::sequence_terminated(
+                    FaultCode::Sender,
+                    &self.id,
+                    "The LastMsgNumber is inconsistent with the one previously received.",
+                ));
+            }
+        }
+        self.last = Some(l);
+        self.closed = true;
+        Ok(())
+    }
+
+    /// TerminateSequence. Returns `Ok(true)` for a clean completion, `Ok(false)` when the
+    /// sequence ended with doubt (1.1 without Close and with gaps), `Err` for a violation.
+    pub fn on_terminate(&mut self, last_msg_number: Option<u64>) -> Result<bool, Fault> {
+        match self.version {
+            RmVersion::Wsrm10 => {
+                if self.complete() {
+                    Ok(true)
+                } else {
+                    Err(Fault::sequence_terminated(
+                        FaultCode::Sender,
+                        &self.id,
+                        "The TerminateSequence was transmitted before the sequence was successfully completed.",
+                    ))
+                }
+            }
+            RmVersion::Wsrm11 => {
+                let received_max = self.ranges.max().unwrap_or(0);
+                if self.closed {
+                    if last_msg_number.unwrap_or(0) != self.last.unwrap_or(0)
+                        && last_msg_number.is_some()
+                    {
+                        return Err(Fault::sequence_terminated(
+                            FaultCode::Sender,
+                            &self.id,
+                            "The LastMsgNumber is inconsistent with the one previously received.",
+                        ));
+                    }
+                    return Ok(self.complete());
+                }
+                if let Some(l) = last_msg_number {
+                    if l < received_max {
+                        return Err(Fault::sequence_terminated(
+                            FaultCode::Sender,
+                            &self.id,
+                            "The TerminateSequence LastMsgNumber is smaller than a message number already received.",
+                        ));
+                    }
+                    self.last = Some(l);
+                    Ok(self.complete())
+                } else {
+                    self.last = Some(received_max);
+                    Ok(false)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> (Action, Body) {
+        (
+            Action::Other("urn:a".into()),
+            Body::Application(Bytes::from_static(b"p")),
+        )
+    }
+
+    fn recv(d: &mut Destination, n: u64) -> (Incoming, Vec<u64>) {
+        let (a, b) = app();
+        let mut out = vec![];
+        let r = d.on_message(n, false, &a, &b, None, true, &mut out);
+        (r, out.iter().map(|x| x.number).collect())
+    }
+
+    #[test]
+    fn ordered_delivery_holds_out_of_order_until_gap_fills() {
+        let mut d = Destination::new("s".into(), RmVersion::Wsrm10, true, 8, true, false);
+        assert_eq!(recv(&mut d, 2), (Incoming::Accepted, vec![]));
+        assert_eq!(recv(&mut d, 3), (Incoming::Accepted, vec![]));
+        assert_eq!(d.buffer_remaining(), 6);
+        assert_eq!(recv(&mut d, 1), (Incoming::Accepted, vec![1, 2, 3]));
+        assert_eq!(d.ack_header().ranges, vec![(1, 3)]);
+        assert_eq!(d.ack_header().buffer_remaining, Some(5));
+    }
+
+    #[test]
+    fn duplicates_are_never_delivered_twice() {
+        let mut d = Destination::new("s".into(), RmVersion::Wsrm10, false, 8, true, true);
+        assert_eq!(recv(&mut d, 1), (Incoming::Accepted, vec![1]));
+        assert_eq!(recv(&mut d, 1), (Incoming::Duplicate, vec![]));
+        assert_eq!(d.duplicates, 1);
+    }
+
+    #[test]
+    fn receive_buffer_of_window_drops_beyond_unacknowledged() {
+        let mut d = Destination::new("s".into(), RmVersion::Wsrm10, true, 4, true, false);
+        // ordered: pending + (n − next) < 4 → 5 is beyond the buffer.
+        assert_eq!(recv(&mut d, 5), (Incoming::Dropped, vec![]));
+        assert_eq!(recv(&mut d, 4), (Incoming::Accepted, vec![]));
+        assert!(!d.contains(5));
+        // unordered: at most 4 unreleased.
+        let mut u = Destination::new("u".into(), RmVersion::Wsrm10, false, 4, true, false);
+        for n in 1..=4 {
+            assert_eq!(recv(&mut u, n).0, Incoming::Accepted);
+        }
+        assert_eq!(recv(&mut u, 5).0, Incoming::Dropped);
+        assert_eq!(u.ack_header().buffer_remaining, Some(0));
+        assert_eq!(u.release(2), (true, true));
+        assert_eq!(recv(&mut u, 5).0, Incoming::Accepted);
+    }
+
+    #[test]
+    fn unordered_ranges_capped_at_128() {
+        let mut d = Destination::new("s".into(), RmVersion::Wsrm10, false, 4096, true, true);
+        for i in 0..128u64 {
+            assert_eq!(recv(&mut d, i * 2 + 1).0, Incoming::Accepted);
+        }
+        assert_eq!(recv(&mut d, 1001).0, Incoming::Dropped);
+        assert_eq!(d.ack_header().ranges.len(), 128);
+    }
+
+    #[test]
+    fn last_message_number_exceeded_10() {
+        let mut d = Destination::new("s".into(), RmVersion::Wsrm10, true, 8, true, true);
+        recv(&mut d, 1);
+        recv(&mut d, 2);
+        recv(&mut d, 3);
+        let mut out = vec![];
+        let r = d.on_message(4, true, &Action::LastMessage, &Body::Empty, None, true, &mut out);
+        assert_eq!(r, Incoming::Accepted);
+        assert!(out.is_empty());
+        assert!(d.complete());
+        match recv(&mut d, 5).0 {
+            Incoming::Violation(f) => {
+                assert_eq!(f.kind, crate::msg::FaultKind::LastMessageNumberExceeded)
+            }
+            o => panic!("{o:?}"),
+        }
+        // LastMessage numbered below an already-received number.
+        let mut d = Destination::new("s".into(), RmVersion::Wsrm10, false, 8, true, true);
+        recv(&mut d, 3);
+        let r = d.on_message(2, true, &Action::LastMessage, &Body::Empty, None, true, &mut out);
+        assert!(matches!(r, Incoming::Violation(f) if f.kind == crate::msg::FaultKind::LastMessageNumberExceeded));
+    }
+
+    #[test]
+    fn sequence_closed_11_after_close_but_duplicate_acked() {
+        let mut d = Destination::new("s".into(), RmVersion::Wsrm11, true, 8, true, true);
+        for n in 1..=3 {
+            recv(&mut d, n);
+        }
+        d.on_close(Some(3)).unwrap();
+        assert!(d.ack_header().final_ack);
+        assert!(matches!(recv(&mut d, 4).0, Incoming::Closed(f) if f.kind == crate::msg::FaultKind::SequenceClosed));
+        assert_eq!(recv(&mut d, 2).0, Incoming::Duplicate);
+        // Terminate with an inconsistent LastMsgNumber.
+        let f = d.on_terminate(Some(2)).unwrap_err();
+        assert_eq!(f.kind, crate::msg::FaultKind::SequenceTerminated);
+        assert_eq!(d.on_terminate(Some(3)), Ok(true));
+    }
+
+    #[test]
+    fn terminate_10_before_complete_is_sequence_terminated() {
+        let mut d = Destination::new("s".into(), RmVersion::Wsrm10, true, 8, true, true);
+        recv(&mut d, 1);
+        let f = d.on_terminate(None).unwrap_err();
+        assert_eq!(f.code, FaultCode::Sender);
+        assert_eq!(f.kind, crate::msg::FaultKind::SequenceTerminated);
+    }
+
+    #[test]
+    fn empty_ack_before_anything_received() {
+        let d = Destination::new("s".into(), RmVersion::Wsrm11, true, 8, false, true);
+        let a = d.ack_header();
+        assert!(a.none && a.ranges.is_empty() && a.buffer_remaining.is_none());
+    }
+}

@@ -1,0 +1,256 @@
+//! A set of message numbers kept as sorted, disjoint, non-adjacent inclusive ranges — the
+//! content of a `SequenceAcknowledgement`.
+
+/// WCF's cap on the number of acknowledgement ranges a destination keeps
+/// (`ReliableMessagingConstants.MaxSequenceRanges`).
+pub const MAX_SEQUENCE_RANGES: usize = 128;
+
+/// Sorted, disjoint, non-adjacent inclusive ranges of message numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeSet {
+    ranges: Vec<(u64, u64)>,
+}
+
+impl RangeSet {
+    /// The empty set.
+    pub fn new() -> Self {
+        RangeSet { ranges: Vec::new() }
+    }
+
+    /// Builds a set from arbitrary (possibly overlapping, unsorted) inclusive ranges; ranges with
+    /// `lower > upper` are ignored.
+    pub fn from_ranges(ranges: &[(u64, u64)]) -> Self {
+        let mut s = RangeSet::new();
+        for &(l, u) in ranges {
+            s.insert_range(l, u);
+        }
+        s
+    }
+
+    /// The ranges, ascending.
+    pub fn ranges(&self) -> &[(u64, u64)] {
+        &self.ranges
+    }
+
+    /// Number of disjoint ranges.
+    pub fn range_count(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Largest number in the set.
+    pub fn max(&self) -> Option<u64> {
+        self.ranges.last().map(|r| r.1)
+    }
+
+    /// Upper end of the range starting at 1 (0 when 1 is absent): everything `1..=n` is present.
+    pub fn contiguous_prefix(&self) -> u64 {
+        match self.ranges.first() {
+            Some(&(1, u)) => u,
+            _ => 0,
+        }
+    }
+
+    /// Total count of numbers in the set (saturating).
+    pub fn count(&self) -> u64 {
+        self.ranges
+            .iter()
+            .fold(0u64, |a, &(l, u)| a.saturating_add(u - l + 1))
+    }
+
+    /// Index of the first range whose upper end is ≥ `n`.
+    fn lower_bound(&self, n: u64) -> usize {
+        self.ranges.partition_point(|&(_, u)| u < n)
+    }
+
+    /// Whether `n` is in the set.
+    pub fn contains(&self, n: u64) -> bool {
+        let i = self.lower_bound(n);
+        matches!(self.ranges.get(i), Some(&(l, _)) if l <= n)
+    }
+
+    /// Whether every number of `lower..=upper` is in the set.
+    pub fn contains_range(&self, lower: u64, upper: u64) -> bool {
+        if lower > upper {
+            return true;
+        }
+        let i = self.lower_bound(lower);
+        matches!(self.ranges.get(i), Some(&(l, u)) if l <= lower && u >= upper)
+    }
+
+    /// How many ranges the set would have after inserting `n`.
+    pub fn range_count_after_insert(&self, n: u64) -> usize {
+        if self.contains(n) {
+            return self.ranges.len();
+        }
+        let i = self.lower_bound(n);
+        let joins_next = matches!(self.ranges.get(i), Some(&(l, _)) if n.checked_add(1) == Some(l));
+        let joins_prev = i > 0
+            && matches!(self.ranges.get(i - 1), Some(&(_, u)) if u.checked_add(1) == Some(n));
+        match (joins_prev, joins_next) {
+            (true, true) => self.ranges.len() - 1,
+            (false, false) => self.ranges.len() + 1,
+            _ => self.ranges.len(),
+        }
+    }
+
+    /// Inserts `n`; returns whether it was new.
+    pub fn insert(&mut self, n: u64) -> bool {
+        if self.contains(n) {
+            return false;
+        }
+        self.insert_range(n, n);
+        true
+    }
+
+    /// Inserts `n` only if the set then has at most `cap` ranges; returns whether it was
+    /// inserted (false when already present or when the cap would be exceeded).
+    pub fn insert_capped(&mut self, n: u64, cap: usize) -> bool {
+        if self.contains(n) || self.range_count_after_insert(n) > cap {
+            return false;
+        }
+        self.insert_range(n, n);
+        true
+    }
+
+    /// Inserts every number of `lower..=upper` (no-op when `lower > upper`).
+    pub fn insert_range(&mut self, lower: u64, upper: u64) {
+        if lower > upper {
+            return;
+        }
+        // First range that could touch [lower, upper]: upper end ≥ lower − 1.
+        let start = self
+            .ranges
+            .partition_point(|&(_, u)| u.saturating_add(1) < lower);
+        let mut end = start;
+        let mut lo = lower;
+        let mut hi = upper;
+        while let Some(&(l, u)) = self.ranges.get(end) {
+            if l > hi.saturating_add(1) {
+                break;
+            }
+            lo = lo.min(l);
+            hi = hi.max(u);
+            end += 1;
+        }
+        self.ranges.splice(start..end, std::iter::once((lo, hi)));
+    }
+
+    /// Whether every number in `other` is also in `self`.
+    pub fn is_superset(&self, other: &RangeSet) -> bool {
+        other.ranges.iter().all(|&(l, u)| self.contains_range(l, u))
+    }
+
+    /// Removes every number ≤ `n`.
+    pub fn remove_through(&mut self, n: u64) {
+        let i = self.lower_bound(n.saturating_add(1));
+        self.ranges.drain(..i);
+        if let Some(first) = self.ranges.first_mut() {
+            if first.0 <= n {
+                first.0 = n + 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn insert_merges_adjacent() {
+        let mut s = RangeSet::new();
+        assert!(s.insert(3));
+        assert!(s.insert(1));
+        assert_eq!(s.ranges(), &[(1, 1), (3, 3)]);
+        assert!(s.insert(2));
+        assert_eq!(s.ranges(), &[(1, 3)]);
+        assert!(!s.insert(2));
+        assert_eq!(s.contiguous_prefix(), 3);
+    }
+
+    #[test]
+    fn cap_of_128_ranges_refuses_a_129th() {
+        let mut s = RangeSet::new();
+        for i in 0..128u64 {
+            assert!(s.insert_capped(i * 2 + 1, MAX_SEQUENCE_RANGES));
+        }
+        assert_eq!(s.range_count(), 128);
+        // A new isolated number would make 129 ranges.
+        assert!(!s.insert_capped(1000, MAX_SEQUENCE_RANGES));
+        // Filling a gap merges two ranges: allowed.
+        assert!(s.insert_capped(2, MAX_SEQUENCE_RANGES));
+        assert_eq!(s.range_count(), 127);
+        // Extending a range keeps the count: allowed.
+        assert!(s.insert_capped(256, MAX_SEQUENCE_RANGES));
+        assert_eq!(s.range_count(), 127);
+    }
+
+    #[test]
+    fn extremes_do_not_overflow() {
+        let mut s = RangeSet::new();
+        s.insert(u64::MAX);
+        s.insert(u64::MAX - 1);
+        s.insert_range(0, 0);
+        assert_eq!(s.ranges(), &[(0, 0), (u64::MAX - 1, u64::MAX)]);
+        assert_eq!(s.range_count_after_insert(u64::MAX - 2), 2);
+        s.remove_through(u64::MAX - 1);
+        assert_eq!(s.ranges(), &[(u64::MAX, u64::MAX)]);
+    }
+
+    proptest! {
+        #[test]
+        fn prop_matches_btreeset(ops in proptest::collection::vec((1u64..200, 0u64..5), 0..200)) {
+            let mut s = RangeSet::new();
+            let mut model = BTreeSet::new();
+            for (n, len) in ops {
+                s.insert_range(n, n + len);
+                for k in n..=n + len { model.insert(k); }
+                // invariants: sorted, disjoint, non-adjacent
+                for w in s.ranges().windows(2) {
+                    prop_assert!(w[0].1 + 1 < w[1].0);
+                }
+                for r in s.ranges() { prop_assert!(r.0 <= r.1); }
+            }
+            for k in 0..220u64 {
+                prop_assert_eq!(s.contains(k), model.contains(&k));
+            }
+            prop_assert_eq!(s.count(), model.len() as u64);
+        }
+
+        #[test]
+        fn prop_capped_insert_never_exceeds_cap(xs in proptest::collection::vec(1u64..2000, 0..600), cap in 1usize..130) {
+            let mut s = RangeSet::new();
+            let mut model = BTreeSet::new();
+            for x in xs {
+                let before = s.range_count_after_insert(x);
+                let inserted = s.insert_capped(x, cap);
+                if inserted { model.insert(x); }
+                prop_assert!(s.range_count() <= cap);
+                prop_assert_eq!(inserted, before <= cap && !model.contains(&x) || inserted);
+                prop_assert_eq!(s.contains(x), model.contains(&x));
+            }
+            prop_assert_eq!(s.count(), model.len() as u64);
+        }
+
+        #[test]
+        fn prop_from_ranges_superset_and_remove(rs in proptest::collection::vec((1u64..100, 1u64..100), 0..30), cut in 0u64..120) {
+            let s = RangeSet::from_ranges(&rs);
+            for &(l, u) in &rs {
+                if l <= u { prop_assert!(s.contains_range(l, u)); }
+            }
+            let mut t = s.clone();
+            prop_assert!(s.is_superset(&t));
+            t.remove_through(cut);
+            prop_assert!(s.is_superset(&t));
+            for k in 0..=cut { prop_assert!(!t.contains(k)); }
+            for k in cut+1..120 { prop_assert_eq!(t.contains(k), s.contains(k)); }
+        }
+    }
+}

@@ -1,0 +1,1513 @@
+//! The responder side ([`Endpoint`]): a listener with all its sessions, demultiplexed by
+//! sequence identifier (wire-protocol.md §4.13), CreateSequence validation and refusal (§2.5,
+//! §4.4), MaxPendingChannels and a cap on established sessions, the RM Destination per session,
+//! request-reply reply caching and replay over HTTP exchanges (§4.11), and the duplex outbound
+//! sequence (§4.12).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use crate::dest::{Delivered, Destination, Incoming};
+use crate::inbound::Inbound;
+use crate::msg::{
+    AckHeader, Action, Body, CreateSequence, CreateSequenceResponse, Fault, FaultCode,
+    FaultDetail, FaultKind, Message, RmVersion, SequenceHeader, SequenceId,
+};
+use crate::outbound::{new_urn, Outbound};
+use crate::settings::{Settings, SettingsError};
+use crate::source::{Source, SourceFailure, UNKNOWN_INITIATION_TIME};
+use crate::types::{
+    ExchangeId, Pattern, ReplyToken, SendError, ServerEvent, ServerTransmit, SessionError,
+    SessionId, SessionStats, WSA10_ANONYMOUS,
+};
+
+/// Configuration of an [`Endpoint`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// The eight reliable-session settings (the version is the one used when `version` is
+    /// `Some`; otherwise each client is answered in its own version).
+    pub settings: Settings,
+    /// Accept only this RM version (`None`: both).
+    pub version: Option<RmVersion>,
+    /// Accept one-way sessions (CreateSequence without Offer).
+    pub accept_one_way: bool,
+    /// Accept request-reply sessions (Offer, CreateSequence on an HTTP exchange).
+    pub accept_request_reply: bool,
+    /// Accept duplex sessions (Offer, CreateSequence without exchange).
+    pub accept_duplex: bool,
+    /// Cap on established sessions (accepted or not); beyond it CreateSequence is refused as
+    /// "server too busy".
+    pub max_sessions: usize,
+    /// This endpoint's address, written as `Accept/AcksTo` (default: the CS's `To`).
+    pub address: Option<Arc<str>>,
+    /// A parked HTTP exchange (request whose reply is not produced yet) is answered with an
+    /// empty 202 after this long.
+    pub parked_exchange_timeout: Duration,
+    /// Cap on parked exchanges across the endpoint; beyond it requests are answered 202 at once.
+    pub max_parked_exchanges: usize,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            settings: Settings::default(),
+            version: None,
+            accept_one_way: true,
+            accept_request_reply: true,
+            accept_duplex: true,
+            max_sessions: 10_000,
+            address: None,
+            parked_exchange_timeout: Duration::from_secs(60),
+            max_parked_exchanges: 65_536,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum ReqState {
+    /// Delivered, reply not produced yet; maybe an exchange waiting for it.
+    Pending {
+        message_id: Option<Arc<str>>,
+        parked: Option<(ExchangeId, Instant)>,
+    },
+    /// Reply produced, cached until the reply sequence acknowledges it.
+    Replied { reply: Message },
+}
+
+#[derive(Debug)]
+struct Session {
+    id: SessionId,
+    version: RmVersion,
+    pattern: Pattern,
+    http: bool,
+    accepted: bool,
+    inbound: Inbound,
+    outbound: Option<Outbound>,
+    offer: Option<SequenceId>,
+    peer: Option<Arc<str>>,
+    csr: Message,
+    inactivity: Duration,
+    inactivity_deadline: Instant,
+    // request-reply
+    requests: HashMap<u64, ReqState>,
+    unacked_replies: BTreeMap<u64, u64>,
+    next_reply: u64,
+    /// 1.0: the LastMessage request (number, parked exchange) waiting for pending replies.
+    pending_last: Option<(u64, Option<(ExchangeId, Instant)>)>,
+    last_reply: Option<(u64, Message)>,
+    max_window: u32,
+    armed: Option<Instant>,
+    queued: bool,
+    tx: VecDeque<Message>,
+}
+
+/// Where the answer to the message being handled goes.
+struct Answer {
+    exchange: Option<ExchangeId>,
+    message: Option<Message>,
+    parked: bool,
+}
+
+/// A reliable-messaging listener and all its sessions. Sans-IO.
+#[derive(Debug)]
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    rng: SmallRng,
+    sessions: HashMap<SessionId, Session>,
+    by_input: HashMap<SequenceId, SessionId>,
+    by_output: HashMap<SequenceId, SessionId>,
+    next_session: u64,
+    pending_count: usize,
+    parked_count: usize,
+    timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    ready: VecDeque<SessionId>,
+    out: VecDeque<ServerTransmit>,
+    events: VecDeque<ServerEvent>,
+    scratch: Vec<Delivered>,
+}
+
+fn standalone_ack(version: RmVersion, ack: AckHeader) -> Message {
+    let mut m = Message::new(version, Action::SequenceAcknowledgement, Body::Empty);
+    m.ack = Some(ack);
+    m
+}
+
+fn fault_msg(version: RmVersion, f: Fault, relates_to: Option<Arc<str>>) -> Message {
+    let mut m = Message::new(version, Action::Fault, Body::Fault(f));
+    m.relates_to = relates_to;
+    m
+}
+
+fn action_text(a: &Action) -> Arc<str> {
+    match a {
+        Action::Other(s) => s.clone(),
+        _ => Arc::from(""),
+    }
+}
+
+impl Session {
+    fn stats(&self) -> SessionStats {
+        let (c, w, rtt) = match &self.outbound {
+            Some(o) => (o.src.counters, o.src.window_size, o.src.rtt()),
+            None => (Default::default(), 0, Duration::ZERO),
+        };
+        SessionStats {
+            sent: c.sent + (self.next_reply - 1),
+            retransmitted: c.retransmitted,
+            acknowledged: c.acknowledged,
+            duplicates_dropped: self.inbound.dest.duplicates,
+            delivered: self.inbound.dest.delivered,
+            dropped: self.inbound.dest.dropped,
+            window_size: w,
+            rtt,
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = Some(self.inactivity_deadline);
+        let mut min = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |y: Instant| y.min(x)));
+            }
+        };
+        min(self.inbound.poll_timeout());
+        if let Some(o) = &self.outbound {
+            min(o.poll_timeout());
+        }
+        for r in self.requests.values() {
+            if let ReqState::Pending {
+                parked: Some((_, d)),
+                ..
+            } = r
+            {
+                min(Some(*d));
+            }
+        }
+        if let Some((_, Some((_, d)))) = &self.pending_last {
+            min(Some(*d));
+        }
+        t
+    }
+
+    fn has_transmit(&self, now: Instant) -> bool {
+        !self.tx.is_empty()
+            || self.inbound.ack_due(now)
+            || self
+                .outbound
+                .as_ref()
+                .is_some_and(|o| o.src.has_pending_transmit() || o.control_due(now))
+    }
+
+    fn ack(&self) -> AckHeader {
+        self.inbound.dest.ack_header()
+    }
+
+    fn stamp(&self, mut m: Message) -> Message {
+        if m.to.is_none() {
+            m.to = self.peer.clone();
+        }
+        m
+    }
+}
+
+impl Endpoint {
+    /// A new endpoint; `seed` seeds identifier generation.
+    pub fn new(cfg: EndpointConfig, seed: u64) -> Result<Self, SettingsError> {
+        cfg.settings.validate()?;
+        Ok(Endpoint {
+            cfg,
+            rng: SmallRng::seed_from_u64(seed),
+            sessions: HashMap::new(),
+            by_input: HashMap::new(),
+            by_output: HashMap::new(),
+            next_session: 1,
+            pending_count: 0,
+            parked_count: 0,
+            timers: BinaryHeap::new(),
+            ready: VecDeque::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Number of live sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Counters of a session.
+    pub fn stats(&self, session: SessionId) -> Option<SessionStats> {
+        self.sessions.get(&session).map(|s| s.stats())
+    }
+
+    /// Marks a session as accepted by the service (it no longer counts against
+    /// MaxPendingChannels).
+    pub fn accept(&mut self, session: SessionId) -> bool {
+        match self.sessions.get_mut(&session) {
+            Some(s) if !s.accepted => {
+                s.accepted = true;
+                self.pending_count = self.pending_count.saturating_sub(1);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The application has taken (committed) message `number`: frees a buffer slot
+    /// (BufferRemaining). A duplex destination whose buffer was full sends a fresh ack at once.
+    pub fn delivered(&mut self, session: SessionId, number: u64) -> bool {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return false;
+        };
+        let (removed, reopened) = s.inbound.dest.release(number);
+        if reopened && !s.http {
+            s.inbound.ack_immediately();
+            self.mark_ready(session);
+        }
+        removed
+    }
+
+    fn mark_ready(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if !s.queued {
+                s.queued = true;
+                self.ready.push_back(id);
+            }
+        }
+    }
+
+    fn rearm(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            let t = s.poll_timeout();
+            if t != s.armed {
+                s.armed = t;
+                if let Some(t) = t {
+                    self.timers.push(Reverse((t, id)));
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, a: Answer, session: Option<SessionId>) {
+        if a.parked {
+            return;
+        }
+        match a.exchange {
+            Some(ex) => self.out.push_back(ServerTransmit {
+                exchange: Some(ex),
+                session,
+                message: a.message,
+            }),
+            None => {
+                if let Some(m) = a.message {
+                    self.out.push_back(ServerTransmit {
+                        exchange: None,
+                        session,
+                        message: Some(m),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Processes one inbound message. `exchange` identifies the HTTP request it came on
+    /// (`None` for duplex transports); every exchange gets exactly one [`ServerTransmit`].
+    pub fn handle_message(&mut self, now: Instant, m: Message, exchange: Option<ExchangeId>) {
+        let mut a = Answer {
+            exchange,
+            message: None,
+            parked: false,
+        };
+        if let Body::CreateSequence(cs) = &m.body {
+            let cs = cs.clone();
+            let sid = self.handle_create_sequence(now, &m, cs, &mut a);
+            self.answer(a, sid);
+            if let Some(id) = sid {
+                self.rearm(id);
+            }
+            return;
+        }
+        let Some((sid, unknown)) = self.demux(&m) else {
+            // No RM identifier at all.
+            let version = m.version;
+            let is_rm = !matches!(m.action, Action::Other(_));
+            if !is_rm {
+                let f = match version {
+                    RmVersion::Wsrm11 => Fault::new(
+                        FaultCode::Sender,
+                        FaultKind::WsrmRequired,
+                        "The RM server requires the use of WS-ReliableMessaging 1.1 protocol. This is likely caused by a binding mismatch.",
+                        FaultDetail::None,
+                    ),
+                    RmVersion::Wsrm10 => Fault::new(
+                        FaultCode::Sender,
+                        FaultKind::ActionNotSupported,
+                        "The message action is not supported by this endpoint.",
+                        FaultDetail::None,
+                    ),
+                };
+                a.message = Some(fault_msg(version, f, m.message_id.clone()));
+            }
+            self.answer(a, None);
+            return;
+        };
+        let Some(sid) = sid else {
+            if let Some(id) = unknown {
+                let f = Fault::unknown_sequence(&id);
+                if !matches!(m.body, Body::Fault(_)) {
+                    a.message = Some(fault_msg(m.version, f, m.message_id.clone()));
+                }
+            }
+            self.answer(a, None);
+            return;
+        };
+        self.session_message(now, sid, m, &mut a);
+        self.answer(a, Some(sid));
+        self.after(sid);
+    }
+
+    /// `Some((Some(session), _))` known; `Some((None, Some(id)))` unknown id; `None` no id.
+    fn demux(&self, m: &Message) -> Option<(Option<SessionId>, Option<SequenceId>)> {
+        let mut input: Vec<&SequenceId> = Vec::new();
+        if let Some(s) = &m.sequence {
+            input.push(&s.identifier);
+        }
+        if let Some(id) = &m.ack_requested {
+            input.push(id);
+        }
+        match &m.body {
+            Body::TerminateSequence { identifier, .. } | Body::CloseSequence { identifier, .. } => {
+                input.push(identifier)
+            }
+            Body::Fault(f) => {
+                if let Some(id) = f.detail.identifier() {
+                    input.push(id);
+                }
+            }
+            _ => {}
+        }
+        let mut output: Vec<&SequenceId> = Vec::new();
+        if let Some(a) = &m.ack {
+            output.push(&a.identifier);
+        }
+        match &m.body {
+            Body::TerminateSequenceResponse { identifier }
+            | Body::CloseSequenceResponse { identifier } => output.push(identifier),
+            Body::Fault(f) => {
+                if let Some(id) = f.detail.identifier() {
+                    output.push(id);
+                }
+            }
+            _ => {}
+        }
+        for id in &input {
+            if let Some(s) = self.by_input.get(*id) {
+                return Some((Some(*s), None));
+            }
+        }
+        for id in &output {
+            if let Some(s) = self.by_output.get(*id) {
+                return Some((Some(*s), None));
+            }
+        }
+        let first = input.first().or(output.first())?;
+        Some((None, Some((*first).clone())))
+    }
+
+    fn refuse(&mut self, m: &Message, code: FaultCode, kind: FaultKind, reason: &str) -> Message {
+        let f = Fault::new(code, kind, reason, FaultDetail::None);
+        fault_msg(m.version, f, m.message_id.clone())
+    }
+
+    fn handle_create_sequence(
+        &mut self,
+        now: Instant,
+        m: &Message,
+        cs: CreateSequence,
+        a: &mut Answer,
+    ) -> Option<SessionId> {
+        let version = m.version;
+        let Some(mid) = m.message_id.clone() else {
+            a.message = Some(self.refuse(
+                m,
+                FaultCode::Sender,
+                FaultKind::MessageAddressingHeaderRequired,
+                "A required header representing a Message Addressing Property is not present: MessageID.",
+            ));
+            return None;
+        };
+        let refused = |_: &mut Self, reason: &str| {
+            let f = Fault::create_sequence_refused(
+                FaultCode::Sender,
+                format!("The request to create a reliable session has been refused by the RM Destination. {reason} The channel could not be opened."),
+            );
+            fault_msg(version, f, Some(mid.clone()))
+        };
+        if self.cfg.version.is_some_and(|v| v != version) {
+            a.message = Some(refused(self, "The WS-ReliableMessaging version is not supported."));
+            return None;
+        }
+        let reply_to: Arc<str> = m
+            .reply_to
+            .clone()
+            .unwrap_or_else(|| Arc::from(WSA10_ANONYMOUS));
+        if *cs.acks_to != *reply_to {
+            a.message = Some(refused(self, "The AcksTo address must equal the ReplyTo address."));
+            return None;
+        }
+        if let Some(o) = &cs.offer {
+            if version == RmVersion::Wsrm11 && o.endpoint.as_deref() != Some(&*cs.acks_to) {
+                a.message = Some(refused(
+                    self,
+                    "The Offer Endpoint address must equal the AcksTo address.",
+                ));
+                return None;
+            }
+            // Duplicate CreateSequence (retry): answer with the same CSR.
+            if let Some(&sid) = self.by_output.get(&o.identifier) {
+                if let Some(s) = self.sessions.get(&sid) {
+                    if s.csr.relates_to.as_ref() == Some(&mid) {
+                        a.message = Some(s.csr.clone());
+                        return Some(sid);
+                    }
+                }
+                a.message = Some(refused(self, "The offered identifier is already in use."));
+                return None;
+            }
+        }
+        let http = a.exchange.is_some();
+        let mut pattern = match (&cs.offer, http) {
+            (None, _) => Pattern::OneWay,
+            (Some(_), true) => Pattern::RequestReply,
+            (Some(_), false) => Pattern::Duplex,
+        };
+        let accepted = match pattern {
+            Pattern::OneWay => self.cfg.accept_one_way,
+            Pattern::RequestReply => self.cfg.accept_request_reply,
+            Pattern::Duplex => self.cfg.accept_duplex,
+        };
+        let mut offer = cs.offer.clone();
+        if !accepted {
+            if pattern != Pattern::OneWay
+                && self.cfg.accept_one_way
+                && version == RmVersion::Wsrm11
+            {
+                // 1.1 one-way endpoint: accept the sequence, reject the offer (no Accept).
+                pattern = Pattern::OneWay;
+                offer = None;
+            } else {
+                let reason = if pattern == Pattern::OneWay {
+                    "This endpoint requires an Offer."
+                } else {
+                    "This endpoint does not accept an Offer."
+                };
+                a.message = Some(refused(self, reason));
+                return None;
+            }
+        }
+        if self.pending_count >= self.cfg.settings.max_pending_channels as usize
+            || self.sessions.len() >= self.cfg.max_sessions
+        {
+            let f = Fault::new(
+                FaultCode::Receiver,
+                FaultKind::ConnectionLimitReached,
+                "The server is too busy to process this request. Try again later.",
+                FaultDetail::None,
+            );
+            a.message = Some(fault_msg(version, f, Some(mid)));
+            return None;
+        }
+        let s = &self.cfg.settings;
+        let input = SequenceId::new(new_urn(&mut self.rng));
+        let rr = pattern == Pattern::RequestReply;
+        let mut dest = Destination::new(
+            input.clone(),
+            version,
+            s.ordered,
+            s.max_transfer_window_size,
+            s.flow_control_enabled || rr,
+            false,
+        );
+        dest.strict_in_order = rr && s.ordered;
+        let inbound = Inbound::new(
+            dest,
+            !http,
+            s.acknowledgement_interval,
+            s.max_transfer_window_size,
+        );
+        let peer = (*reply_to != *WSA10_ANONYMOUS).then(|| reply_to.clone());
+        let outbound = if pattern == Pattern::Duplex {
+            let mut src = Source::new(
+                version,
+                s.max_transfer_window_size,
+                s.max_retry_count,
+                s.flow_control_enabled,
+                true,
+                true,
+            );
+            src.id = offer.as_ref().map(|o| o.identifier.clone());
+            src.set_initial_rtt(UNKNOWN_INITIATION_TIME);
+            let local = self.cfg.address.clone().or_else(|| m.to.clone());
+            Some(Outbound::new(src, local, false))
+        } else {
+            None
+        };
+        let accept_addr: Option<String> = offer.as_ref().map(|_| {
+            self.cfg
+                .address
+                .clone()
+                .or_else(|| m.to.clone())
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| WSA10_ANONYMOUS.to_string())
+        });
+        let mut csr = Message::new(
+            version,
+            Action::CreateSequenceResponse,
+            Body::CreateSequenceResponse(CreateSequenceResponse {
+                identifier: input.clone(),
+                expires: cs.expires.clone(),
+                incomplete_sequence_behavior: (version == RmVersion::Wsrm11)
+                    .then(|| s.incomplete_sequence_behavior()),
+                accept: accept_addr,
+            }),
+        );
+        csr.relates_to = Some(mid);
+        csr.to = peer.clone();
+        let id = SessionId(self.next_session);
+        self.next_session += 1;
+        let offer_id = offer.map(|o| o.identifier);
+        let session = Session {
+            id,
+            version,
+            pattern,
+            http,
+            accepted: false,
+            inbound,
+            outbound,
+            offer: offer_id.clone(),
+            peer,
+            csr: csr.clone(),
+            inactivity: s.inactivity_timeout,
+            inactivity_deadline: now + s.inactivity_timeout,
+            requests: HashMap::new(),
+            unacked_replies: BTreeMap::new(),
+            next_reply: 1,
+            pending_last: None,
+            last_reply: None,
+            max_window: s.max_transfer_window_size,
+            armed: None,
+            queued: false,
+            tx: VecDeque::new(),
+        };
+        self.sessions.insert(id, session);
+        self.by_input.insert(input.clone(), id);
+        if let Some(o) = &offer_id {
+            self.by_output.insert(o.clone(), id);
+        }
+        self.pending_count += 1;
+        a.message = Some(csr);
+        self.events.push_back(ServerEvent::SessionCreated {
+            session: id,
+            pattern,
+            version,
+            input,
+            output: offer_id,
+        });
+        Some(id)
+    }
+
+    fn session_message(&mut self, now: Instant, sid: SessionId, m: Message, a: &mut Answer) {
+        let Some(mut s) = self.sessions.remove(&sid) else {
+            return;
+        };
+        s.inactivity_deadline = now + s.inactivity;
+        let result = self.process(now, &mut s, &m, a);
+        let id = s.id;
+        self.sessions.insert(id, s);
+        match result {
+            Ok(None) => {}
+            Ok(Some(closed)) => {
+                if closed {
+                    self.finish(id, None);
+                }
+            }
+            Err(e) => self.finish(id, Some(e)),
+        }
+    }
+
+    /// `Ok(Some(true))` = session closed; `Err` = session failed.
+    fn process(
+        &mut self,
+        now: Instant,
+        s: &mut Session,
+        m: &Message,
+        a: &mut Answer,
+    ) -> Result<Option<bool>, SessionError> {
+        let v = s.version;
+        let input_id = s.inbound.dest.id.clone();
+        if let Body::Fault(f) = &m.body {
+            let id = f.detail.identifier();
+            if f.kind == FaultKind::UnknownSequence {
+                if let (Some(o), Some(id)) = (s.outbound.as_mut(), id) {
+                    if Some(id) == o.id() && o.on_terminate_response(None, true) {
+                        return Ok(Some(Self::complete(s)));
+                    }
+                }
+            }
+            return Err(SessionError::RemoteFault(f.clone()));
+        }
+        // Acknowledgements for our outbound sequence.
+        if let Some(ack) = &m.ack {
+            if Some(&ack.identifier) == s.offer.as_ref() {
+                if s.pattern == Pattern::RequestReply {
+                    if let Err(f) = Self::reply_acks(s, ack) {
+                        a.message = Some(fault_msg(v, f.clone(), m.message_id.clone()));
+                        return Err(SessionError::ProtocolViolation(f));
+                    }
+                } else if let Some(o) = s.outbound.as_mut() {
+                    let r = if ack.final_ack && v == RmVersion::Wsrm11 {
+                        o.validate_final(ack)
+                    } else {
+                        Ok(())
+                    };
+                    match r.and_then(|_| o.src.handle_ack(now, ack)) {
+                        Ok(out) => {
+                            for n in out.newly_done {
+                                self.events.push_back(ServerEvent::Acknowledged {
+                                    session: s.id,
+                                    number: n,
+                                });
+                            }
+                        }
+                        Err(f) => {
+                            s.tx.push_back(fault_msg(v, f.clone(), None));
+                            return Err(SessionError::ProtocolViolation(f));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(seq) = &m.sequence {
+            if seq.identifier == input_id {
+                self.sequence_message(now, s, m, seq, a)?;
+            } else {
+                a.message = Some(fault_msg(
+                    v,
+                    Fault::unknown_sequence(&seq.identifier),
+                    m.message_id.clone(),
+                ));
+                return Ok(None);
+            }
+        }
+        if m.ack_requested.as_ref() == Some(&input_id) {
+            if s.http {
+                if a.message.is_none() && !a.parked {
+                    a.message = Some(standalone_ack(v, s.ack()));
+                }
+            } else {
+                s.inbound.ack_immediately();
+            }
+        }
+        match &m.body {
+            Body::CloseSequence {
+                identifier,
+                last_msg_number,
+            } if *identifier == input_id => {
+                if s.pattern == Pattern::RequestReply && !s.unacked_replies.is_empty() {
+                    let f = Fault::sequence_terminated(
+                        FaultCode::Sender,
+                        &input_id,
+                        "The CloseSequence was received before all replies were acknowledged.",
+                    );
+                    self.send_fault(s, a, f.clone(), m);
+                    return Err(SessionError::ProtocolViolation(f));
+                }
+                match s.inbound.dest.on_close(*last_msg_number) {
+                    Ok(()) => {
+                        let mut r = Message::new(
+                            v,
+                            Action::CloseSequenceResponse,
+                            Body::CloseSequenceResponse {
+                                identifier: input_id.clone(),
+                            },
+                        );
+                        r.relates_to = m.message_id.clone();
+                        r.ack = Some(s.ack());
+                        self.respond(s, a, r);
+                    }
+                    Err(f) => {
+                        self.send_fault(s, a, f.clone(), m);
+                        return Err(SessionError::ProtocolViolation(f));
+                    }
+                }
+            }
+            Body::TerminateSequence {
+                identifier,
+                last_msg_number,
+            } if *identifier == input_id => {
+                return self.terminate(s, m, *last_msg_number, a);
+            }
+            Body::CloseSequenceResponse { identifier } if Some(identifier) == s.offer.as_ref() => {
+                if let Some(o) = s.outbound.as_mut() {
+                    if let Err(f) =
+                        o.on_close_response(now, m.relates_to.as_ref(), m.ack.as_ref(), &mut self.rng)
+                    {
+                        s.tx.push_back(fault_msg(v, f.clone(), None));
+                        return Err(SessionError::ProtocolViolation(f));
+                    }
+                }
+            }
+            Body::TerminateSequenceResponse { identifier }
+                if Some(identifier) == s.offer.as_ref() =>
+            {
+                if let Some(o) = s.outbound.as_mut() {
+                    o.on_terminate_response(m.relates_to.as_ref(), false);
+                }
+            }
+            _ => {}
+        }
+        Ok(Some(Self::complete(s)))
+    }
+
+    /// Whether the session is finished (inbound terminated and outbound done).
+    fn complete(s: &Session) -> bool {
+        let out_done = s.outbound.as_ref().is_none_or(|o| o.is_done());
+        let in_done = s.inbound.terminated
+            || (s.pattern == Pattern::Duplex && s.inbound.dest.complete() && s.version == RmVersion::Wsrm10);
+        in_done && out_done
+    }
+
+    fn respond(&mut self, s: &mut Session, a: &mut Answer, m: Message) {
+        if s.http && a.exchange.is_some() {
+            a.message = Some(m);
+        } else {
+            s.tx.push_back(m);
+        }
+    }
+
+    fn send_fault(&mut self, s: &mut Session, a: &mut Answer, f: Fault, m: &Message) {
+        let fm = fault_msg(s.version, f, m.message_id.clone());
+        self.respond(s, a, fm);
+    }
+
+    fn terminate(
+        &mut self,
+        s: &mut Session,
+        m: &Message,
+        last: Option<u64>,
+        a: &mut Answer,
+    ) -> Result<Option<bool>, SessionError> {
+        let v = s.version;
+        let input_id = s.inbound.dest.id.clone();
+        if s.pattern == Pattern::RequestReply {
+            let outstanding = s
+                .unacked_replies
+                .keys()
+                .any(|n| s.last_reply.as_ref().map(|l| l.0) != Some(*n));
+            let pending = s
+                .requests
+                .values()
+                .any(|r| matches!(r, ReqState::Pending { .. }));
+            if outstanding || pending {
+                let f = Fault::sequence_terminated(
+                    FaultCode::Sender,
+                    &input_id,
+                    "The TerminateSequence was received before all replies were acknowledged.",
+                );
+                self.send_fault(s, a, f.clone(), m);
+                return Err(SessionError::ProtocolViolation(f));
+            }
+        }
+        match s.inbound.dest.on_terminate(last) {
+            Ok(clean) => {
+                s.inbound.terminated = true;
+                match v {
+                    RmVersion::Wsrm10 => {
+                        if s.pattern == Pattern::RequestReply {
+                            if let Some(o) = &s.offer {
+                                let mut r = Message::new(
+                                    v,
+                                    Action::TerminateSequence,
+                                    Body::TerminateSequence {
+                                        identifier: o.clone(),
+                                        last_msg_number: None,
+                                    },
+                                );
+                                r.ack = Some(s.ack());
+                                self.respond(s, a, r);
+                            }
+                        }
+                    }
+                    RmVersion::Wsrm11 => {
+                        let mut r = Message::new(
+                            v,
+                            Action::TerminateSequenceResponse,
+                            Body::TerminateSequenceResponse {
+                                identifier: input_id.clone(),
+                            },
+                        );
+                        r.relates_to = m.message_id.clone();
+                        r.ack = Some(s.ack());
+                        self.respond(s, a, r);
+                    }
+                }
+                if !clean {
+                    return Err(SessionError::ProtocolViolation(Fault::sequence_terminated(
+                        FaultCode::Sender,
+                        &input_id,
+                        "The sequence was terminated with messages missing.",
+                    )));
+                }
+                Ok(Some(Self::complete(s)))
+            }
+            Err(f) => {
+                self.send_fault(s, a, f.clone(), m);
+                Err(SessionError::ProtocolViolation(f))
+            }
+        }
+    }
+
+    fn reply_acks(s: &mut Session, ack: &AckHeader) -> Result<(), Fault> {
+        let highest = s.next_reply - 1;
+        for &(l, u) in &ack.ranges {
+            if l == 0 || l > u || u > highest {
+                return Err(Fault::invalid_acknowledgement(ack.clone()));
+            }
+        }
+        for &(l, u) in &ack.ranges {
+            let acked: Vec<u64> = s.unacked_replies.range(l..=u).map(|(k, _)| *k).collect();
+            for n in acked {
+                if let Some(req) = s.unacked_replies.remove(&n) {
+                    s.requests.remove(&req);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sequence_message(
+        &mut self,
+        now: Instant,
+        s: &mut Session,
+        m: &Message,
+        seq: &SequenceHeader,
+        a: &mut Answer,
+    ) -> Result<(), SessionError> {
+        let v = s.version;
+        let n = seq.number;
+        let admit = s.pattern != Pattern::RequestReply
+            || s.unacked_replies.len() < s.max_window as usize;
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        let r = s.inbound.dest.on_message(
+            n,
+            seq.last_message,
+            &m.action,
+            &m.body,
+            m.message_id.as_ref(),
+            admit,
+            &mut out,
+        );
+        let rr = s.pattern == Pattern::RequestReply;
+        let result = match r {
+            Incoming::Accepted => {
+                if !s.http {
+                    s.inbound.note_accepted(now, m.ack_requested.is_some());
+                }
+                for d in out.drain(..) {
+                    let two_way = rr && d.message_id.is_some();
+                    let reply = two_way.then_some(ReplyToken {
+                        session: s.id,
+                        request: d.number,
+                    });
+                    if two_way {
+                        let parked = if d.number == n && a.exchange.is_some() {
+                            self.park(now, a)
+                        } else {
+                            None
+                        };
+                        s.requests.insert(
+                            d.number,
+                            ReqState::Pending {
+                                message_id: d.message_id.clone(),
+                                parked,
+                            },
+                        );
+                    }
+                    self.events.push_back(ServerEvent::Delivery {
+                        session: s.id,
+                        number: d.number,
+                        action: action_text(&d.action),
+                        payload: d.payload,
+                        reply,
+                    });
+                }
+                if rr && matches!(m.action, Action::LastMessage) && seq.last_message {
+                    let parked = if a.exchange.is_some() {
+                        self.park(now, a)
+                    } else {
+                        None
+                    };
+                    s.pending_last = Some((n, parked));
+                    self.try_finish_last(s);
+                }
+                if s.http && !a.parked && a.message.is_none() {
+                    a.message = Some(standalone_ack(v, s.ack()));
+                }
+                Ok(())
+            }
+            Incoming::Duplicate => {
+                if s.http {
+                    if rr {
+                        self.duplicate_request(now, s, n, a);
+                    } else {
+                        a.message = Some(standalone_ack(v, s.ack()));
+                    }
+                } else {
+                    s.inbound.ack_immediately();
+                }
+                Ok(())
+            }
+            Incoming::Dropped => {
+                if s.http && !rr {
+                    a.message = Some(standalone_ack(v, s.ack()));
+                }
+                Ok(())
+            }
+            Incoming::Closed(f) => {
+                let mut fm = fault_msg(v, f, m.message_id.clone());
+                if m.ack_requested.is_some() {
+                    fm.ack = Some(s.ack());
+                }
+                if s.http {
+                    a.message = Some(fm);
+                } else {
+                    s.inbound.ack_immediately();
+                    s.tx.push_back(fm);
+                }
+                Ok(())
+            }
+            Incoming::Violation(f) => {
+                self.send_fault(s, a, f.clone(), m);
+                Err(SessionError::ProtocolViolation(f))
+            }
+        };
+        self.scratch = out;
+        result
+    }
+
+    fn park(&mut self, now: Instant, a: &mut Answer) -> Option<(ExchangeId, Instant)> {
+        let ex = a.exchange?;
+        if self.parked_count >= self.cfg.max_parked_exchanges {
+            return None;
+        }
+        self.parked_count += 1;
+        a.parked = true;
+        Some((ex, now + self.cfg.parked_exchange_timeout))
+    }
+
+    fn duplicate_request(&mut self, now: Instant, s: &mut Session, n: u64, a: &mut Answer) {
+        if let Some((ln, parked)) = s.pending_last.as_mut() {
+            if *ln == n {
+                let old = parked.take();
+                if let Some((ex, _)) = old {
+                    self.parked_count -= 1;
+                    self.out.push_back(ServerTransmit {
+                        exchange: Some(ex),
+                        session: Some(s.id),
+                        message: None,
+                    });
+                }
+                let p = self.park(now, a);
+                if let Some((_, parked)) = s.pending_last.as_mut() {
+                    *parked = p;
+                }
+                return;
+            }
+        }
+        if let Some((ln, reply)) = &s.last_reply {
+            if *ln == n {
+                let mut r = reply.clone();
+                r.ack = Some(s.ack());
+                a.message = Some(r);
+                return;
+            }
+        }
+        let ack = s.ack();
+        match s.requests.get_mut(&n) {
+            Some(ReqState::Pending { parked, .. }) => {
+                // Supersede the older parked exchange with 202.
+                if let Some((ex, _)) = parked.take() {
+                    self.parked_count -= 1;
+                    self.out.push_back(ServerTransmit {
+                        exchange: Some(ex),
+                        session: Some(s.id),
+                        message: None,
+                    });
+                }
+                let p = if a.exchange.is_some() && self.parked_count < self.cfg.max_parked_exchanges
+                {
+                    self.parked_count += 1;
+                    a.parked = true;
+                    a.exchange.map(|ex| (ex, now + self.cfg.parked_exchange_timeout))
+                } else {
+                    None
+                };
+                if let Some(ReqState::Pending { parked, .. }) = s.requests.get_mut(&n) {
+                    *parked = p;
+                }
+            }
+            Some(ReqState::Replied { reply }) => {
+                let mut r = reply.clone();
+                r.ack = Some(ack);
+                a.message = Some(r);
+            }
+            None => a.message = Some(standalone_ack(s.version, ack)),
+        }
+    }
+
+    /// 1.0 request-reply: answer the LastMessage request with the reply sequence's
+    /// LastMessage once every earlier request has its reply.
+    fn try_finish_last(&mut self, s: &mut Session) {
+        let Some((n, _)) = s.pending_last else { return };
+        let pending = s
+            .requests
+            .values()
+            .any(|r| matches!(r, ReqState::Pending { .. }));
+        if pending || !s.inbound.dest.complete() {
+            return;
+        }
+        let Some((_, parked)) = s.pending_last.take() else {
+            return;
+        };
+        let Some(offer) = s.offer.clone() else { return };
+        let number = s.next_reply;
+        s.next_reply += 1;
+        let mut r = Message::new(s.version, Action::LastMessage, Body::Empty);
+        r.sequence = Some(SequenceHeader {
+            identifier: offer,
+            number,
+            last_message: true,
+        });
+        s.last_reply = Some((n, r.clone()));
+        s.unacked_replies.insert(number, 0);
+        if let Some((ex, _)) = parked {
+            self.parked_count -= 1;
+            r.ack = Some(s.ack());
+            let r = s.stamp(r);
+            self.out.push_back(ServerTransmit {
+                exchange: Some(ex),
+                session: Some(s.id),
+                message: Some(r),
+            });
+        }
+    }
+
+    /// Answers a request-reply delivery with the application's reply. The reply gets the next
+    /// reply-sequence number, rides the parked HTTP exchange (if any) and is cached until the
+    /// client acknowledges it; a retransmitted request gets it again.
+    pub fn reply(
+        &mut self,
+        _now: Instant,
+        token: ReplyToken,
+        action: Arc<str>,
+        payload: Bytes,
+    ) -> Result<u64, SendError> {
+        let Some(mut s) = self.sessions.remove(&token.session) else {
+            return Err(SendError::UnknownSession);
+        };
+        let r = self.reply_inner(&mut s, token, Some((action, payload)));
+        self.sessions.insert(token.session, s);
+        self.rearm(token.session);
+        r
+    }
+
+    /// Completes a request-reply delivery without a reply (one-way operation): the waiting
+    /// exchange gets a standalone acknowledgement.
+    pub fn reply_none(&mut self, _now: Instant, token: ReplyToken) -> Result<(), SendError> {
+        let Some(mut s) = self.sessions.remove(&token.session) else {
+            return Err(SendError::UnknownSession);
+        };
+        let r = self.reply_inner(&mut s, token, None).map(|_| ());
+        self.sessions.insert(token.session, s);
+        self.rearm(token.session);
+        r
+    }
+
+    fn reply_inner(
+        &mut self,
+        s: &mut Session,
+        token: ReplyToken,
+        content: Option<(Arc<str>, Bytes)>,
+    ) -> Result<u64, SendError> {
+        let Some(ReqState::Pending { message_id, parked }) = s.requests.remove(&token.request)
+        else {
+            return Err(SendError::NotOpen);
+        };
+        if parked.is_some() {
+            self.parked_count -= 1;
+        }
+        let mut number = 0;
+        let msg = match content {
+            Some((action, payload)) => {
+                let Some(offer) = s.offer.clone() else {
+                    return Err(SendError::WrongPattern(s.pattern.as_str()));
+                };
+                number = s.next_reply;
+                s.next_reply += 1;
+                let mut r = Message::new(s.version, Action::Other(action), Body::Application(payload));
+                r.sequence = Some(SequenceHeader {
+                    identifier: offer,
+                    number,
+                    last_message: false,
+                });
+                r.relates_to = message_id;
+                let r = s.stamp(r);
+                s.unacked_replies.insert(number, token.request);
+                s.requests
+                    .insert(token.request, ReqState::Replied { reply: r.clone() });
+                r
+            }
+            None => standalone_ack(s.version, s.ack()),
+        };
+        if let Some((ex, _)) = parked {
+            let mut msg = msg;
+            msg.ack = Some(s.ack());
+            self.out.push_back(ServerTransmit {
+                exchange: Some(ex),
+                session: Some(s.id),
+                message: Some(msg),
+            });
+        }
+        self.try_finish_last(s);
+        Ok(number)
+    }
+
+    /// Duplex: queues a message on the session's outbound sequence; returns its number.
+    pub fn send(
+        &mut self,
+        _now: Instant,
+        session: SessionId,
+        action: Arc<str>,
+        payload: Bytes,
+    ) -> Result<u64, SendError> {
+        let s = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(SendError::UnknownSession)?;
+        let o = s
+            .outbound
+            .as_mut()
+            .ok_or(SendError::WrongPattern(s.pattern.as_str()))?;
+        if !o.is_open() {
+            return Err(SendError::NotOpen);
+        }
+        let n = o
+            .src
+            .enqueue(
+                Action::Other(action),
+                Body::Application(payload),
+                None,
+                None,
+                false,
+                false,
+            )
+            .ok_or(SendError::Rollover)?;
+        self.mark_ready(session);
+        Ok(n)
+    }
+
+    /// Duplex: closes the session's outbound sequence (1.0 LastMessage + TerminateSequence;
+    /// 1.1 CloseSequence + TerminateSequence). `close_timeout` bounds it.
+    pub fn close_session(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        close_timeout: Duration,
+    ) -> Result<(), SendError> {
+        let s = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(SendError::UnknownSession)?;
+        let o = s
+            .outbound
+            .as_mut()
+            .ok_or(SendError::WrongPattern(s.pattern.as_str()))?;
+        o.close(now, now + close_timeout, None);
+        self.mark_ready(session);
+        self.rearm(session);
+        Ok(())
+    }
+
+    /// Aborts a session: SequenceTerminated (Receiver) is sent when a path exists (duplex).
+    pub fn abort_session(&mut self, _now: Instant, session: SessionId) -> bool {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return false;
+        };
+        if !s.http {
+            let f = Fault::sequence_terminated(
+                FaultCode::Receiver,
+                &s.inbound.dest.id,
+                "Due to a user abort the reliable session cannot continue.",
+            );
+            let m = s.stamp(fault_msg(s.version, f, None));
+            self.out.push_back(ServerTransmit {
+                exchange: None,
+                session: Some(session),
+                message: Some(m),
+            });
+        }
+        self.finish(session, Some(SessionError::Aborted));
+        true
+    }
+
+    /// Removes a session, answering its parked exchanges with 202.
+    fn finish(&mut self, id: SessionId, error: Option<SessionError>) {
+        let Some(mut s) = self.sessions.remove(&id) else {
+            return;
+        };
+        // Flush messages the session still had queued (faults, responses).
+        while let Some(m) = s.tx.pop_front() {
+            let m = s.stamp(m);
+            self.out.push_back(ServerTransmit {
+                exchange: None,
+                session: Some(id),
+                message: Some(m),
+            });
+        }
+        let mut parked: Vec<ExchangeId> = s
+            .requests
+            .values()
+            .filter_map(|r| match r {
+                ReqState::Pending {
+                    parked: Some((ex, _)),
+                    ..
+                } => Some(*ex),
+                _ => None,
+            })
+            .collect();
+        if let Some((_, Some((ex, _)))) = s.pending_last {
+            parked.push(ex);
+        }
+        parked.sort();
+        for ex in parked {
+            self.parked_count -= 1;
+            self.out.push_back(ServerTransmit {
+                exchange: Some(ex),
+                session: Some(id),
+                message: None,
+            });
+        }
+        if !s.accepted {
+            self.pending_count = self.pending_count.saturating_sub(1);
+        }
+        self.by_input.remove(&s.inbound.dest.id);
+        if let Some(o) = &s.offer {
+            self.by_output.remove(o);
+        }
+        let unacknowledged = s
+            .outbound
+            .as_ref()
+            .map(|o| o.src.unacknowledged())
+            .unwrap_or_default();
+        self.events.push_back(match error {
+            None => ServerEvent::SessionClosed { session: id },
+            Some(error) => ServerEvent::SessionFailed {
+                session: id,
+                error,
+                unacknowledged,
+            },
+        });
+    }
+
+    fn after(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.get(&id) {
+            if !s.http || s.outbound.is_some() || !s.tx.is_empty() {
+                self.mark_ready(id);
+            }
+        }
+        self.rearm(id);
+    }
+
+    /// Drives every due timer (retransmissions, ack batching, inactivity, parked exchanges,
+    /// close deadlines). Uses a timer heap: cost is proportional to due sessions.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((t, id))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if s.armed != Some(t) {
+                continue;
+            }
+            s.armed = None;
+            self.session_timeout(now, id);
+            self.after(id);
+        }
+    }
+
+    fn session_timeout(&mut self, now: Instant, id: SessionId) {
+        let Some(mut s) = self.sessions.remove(&id) else {
+            return;
+        };
+        let mut failure = None;
+        if now >= s.inactivity_deadline {
+            if !s.http {
+                let f = Fault::sequence_terminated(
+                    FaultCode::Receiver,
+                    &s.inbound.dest.id,
+                    format!("The inactivity timeout of ({:?}) has been exceeded.", s.inactivity),
+                );
+                s.tx.push_back(fault_msg(s.version, f, None));
+            }
+            failure = Some(SessionError::InactivityTimeout);
+        }
+        if let Some(o) = s.outbound.as_mut() {
+            o.src.handle_timeout(now);
+            if !o.is_done() && o.close_deadline.is_some_and(|d| now >= d) && failure.is_none() {
+                failure = Some(SessionError::CloseTimeout);
+            }
+        }
+        // Parked exchanges past their limit get 202.
+        let mut expired = Vec::new();
+        for r in s.requests.values_mut() {
+            if let ReqState::Pending { parked, .. } = r {
+                if parked.is_some_and(|(_, d)| d <= now) {
+                    if let Some((ex, _)) = parked.take() {
+                        expired.push(ex);
+                    }
+                }
+            }
+        }
+        if let Some((_, parked)) = s.pending_last.as_mut() {
+            if parked.is_some_and(|(_, d)| d <= now) {
+                if let Some((ex, _)) = parked.take() {
+                    expired.push(ex);
+                }
+            }
+        }
+        expired.sort();
+        for ex in expired {
+            self.parked_count -= 1;
+            self.out.push_back(ServerTransmit {
+                exchange: Some(ex),
+                session: Some(id),
+                message: None,
+            });
+        }
+        self.sessions.insert(id, s);
+        if let Some(e) = failure {
+            self.finish(id, Some(e));
+        }
+    }
+
+    /// The earliest deadline across all sessions (may be early after state changes; calling
+    /// `handle_timeout` then is harmless).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Next thing to send: answers to exchanges and one-way messages to peers.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<ServerTransmit> {
+        loop {
+            if let Some(t) = self.out.pop_front() {
+                return Some(t);
+            }
+            let id = self.ready.pop_front()?;
+            let Some(mut s) = self.sessions.remove(&id) else {
+                continue;
+            };
+            s.queued = false;
+            let r = Self::session_poll(&mut s, now, &mut self.rng);
+            let more = s.has_transmit(now);
+            self.sessions.insert(id, s);
+            match r {
+                Ok(Some(m)) => {
+                    if more {
+                        self.mark_ready(id);
+                    }
+                    self.rearm(id);
+                    let closed = self
+                        .sessions
+                        .get(&id)
+                        .is_some_and(Self::complete);
+                    let t = ServerTransmit {
+                        exchange: None,
+                        session: Some(id),
+                        message: Some(m),
+                    };
+                    if closed {
+                        self.out.push_back(t);
+                        self.finish(id, None);
+                        continue;
+                    }
+                    return Some(t);
+                }
+                Ok(None) => {
+                    self.rearm(id);
+                    if self.sessions.get(&id).is_some_and(Self::complete) {
+                        self.finish(id, None);
+                    }
+                }
+                Err(e) => {
+                    self.finish(id, Some(e));
+                }
+            }
+        }
+    }
+
+    fn session_poll(
+        s: &mut Session,
+        now: Instant,
+        rng: &mut SmallRng,
+    ) -> Result<Option<Message>, SessionError> {
+        if let Some(mut m) = s.tx.pop_front() {
+            if m.ack.is_none() && !matches!(m.body, Body::Fault(_)) {
+                m.ack = s.inbound.take_piggyback();
+            }
+            return Ok(Some(s.stamp(m)));
+        }
+        if let Some(o) = s.outbound.as_mut() {
+            if let Some(mut m) = o.poll_control(now, rng) {
+                m.ack = s.inbound.take_piggyback();
+                return Ok(Some(s.stamp(m)));
+            }
+            match o.src.poll_send(now) {
+                Err(SourceFailure::RetryExhausted(number)) => {
+                    let id = o.id().cloned().unwrap_or_default();
+                    let f = Fault::sequence_terminated(
+                        FaultCode::Receiver,
+                        &id,
+                        "The user specified maximum retry count for a particular message has been exceeded. Because of this the reliable session cannot continue.",
+                    );
+                    s.tx.push_back(fault_msg(s.version, f, None));
+                    return Err(SessionError::RetryExhausted { number });
+                }
+                Ok(Some(mut m)) => {
+                    m.ack = s.inbound.take_piggyback();
+                    return Ok(Some(s.stamp(m)));
+                }
+                Ok(None) => {}
+            }
+        }
+        if let Some(a) = s.inbound.take_due_ack(now) {
+            return Ok(Some(s.stamp(standalone_ack(s.version, a))));
+        }
+        Ok(None)
+    }
+
+    /// Next event.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+}

@@ -1,0 +1,664 @@
+//! RM Source for one outbound sequence: numbering, transmission window with slow start and
+//! congestion avoidance, RTT estimation, retransmission with exponential backoff, MaxRetryCount,
+//! selective acknowledgement, acknowledgement validation and BufferRemaining quota
+//! (wire-protocol.md §4.5, §4.6, §4.8).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::msg::{
+    AckHeader, Action, Body, Fault, Message, RmVersion, SequenceHeader, SequenceId,
+    MAX_MESSAGE_NUMBER,
+};
+use crate::ranges::RangeSet;
+
+/// WCF's assumed RTT when none was measured (`UnknownInitiationTime`).
+pub const UNKNOWN_INITIATION_TIME: Duration = Duration::from_secs(2);
+/// Minimum slack added to the RTT for the retransmission timeout.
+const RTO_SLACK_US: i64 = 400_000;
+/// Upper bound on the backed-off retransmission timeout (keeps arithmetic finite).
+const MAX_RTO_US: i64 = 24 * 3600 * 1_000_000;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub number: u64,
+    pub action: Action,
+    pub body: Body,
+    pub message_id: Option<Arc<str>>,
+    pub reply_to: Option<Arc<str>>,
+    /// 1.0 `<LastMessage/>` marker.
+    pub last: bool,
+    /// Needs an application reply before it counts as transferred (request-reply over HTTP).
+    pub two_way: bool,
+    pub retries: u32,
+    pub last_sent: Option<Instant>,
+    /// Covered by an acknowledgement.
+    pub acked: bool,
+    /// The reply arrived (only meaningful when `two_way`).
+    pub replied: bool,
+    /// Queued for retransmission.
+    pub resend: bool,
+}
+
+impl Entry {
+    fn done(&self) -> bool {
+        self.acked && (!self.two_way || self.replied)
+    }
+}
+
+/// Why a transmission could not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SourceFailure {
+    /// A message would exceed 1 + MaxRetryCount transmissions.
+    RetryExhausted(u64),
+}
+
+/// Result of processing an acknowledgement.
+#[derive(Debug, Default)]
+pub(crate) struct AckOutcome {
+    /// Numbers that became acknowledged (done) by this ack, ascending.
+    pub newly_done: Vec<u64>,
+}
+
+/// Counters of one outbound sequence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceCounters {
+    /// First transmissions.
+    pub sent: u64,
+    /// Retransmissions.
+    pub retransmitted: u64,
+    /// Messages acknowledged (for two-way requests: replied).
+    pub acknowledged: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Source {
+    pub id: Option<SequenceId>,
+    pub version: RmVersion,
+    entries: VecDeque<Entry>,
+    in_window: usize,
+    window_start: u64,
+    next_number: u64,
+    pub window_size: u32,
+    max_window: u32,
+    ssthresh: u32,
+    loss_window: u32,
+    startup: bool,
+    ca_count: u64,
+    quota: i64,
+    flow_control: bool,
+    mean_rtt_us: i64,
+    serr_us: i64,
+    timeout_us: i64,
+    retry_deadline: Option<Instant>,
+    max_retry: u32,
+    request_acks: bool,
+    check_consistency: bool,
+    resend_queue: VecDeque<u64>,
+    highest_sent: u64,
+    pub counters: SourceCounters,
+}
+
+fn us(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl Source {
+    pub fn new(
+        version: RmVersion,
+        max_window: u32,
+        max_retry: u32,
+        flow_control: bool,
+        request_acks: bool,
+        check_consistency: bool,
+    ) -> Self {
+        let max_window = max_window.max(1);
+        let mut s = Source {
+            id: None,
+            version,
+            entries: VecDeque::new(),
+            in_window: 0,
+            window_start: 1,
+            next_number: 1,
+            window_size: 1,
+            max_window,
+            ssthresh: max_window,
+            loss_window: max_window,
+            startup: true,
+            ca_count: 0,
+            quota: i64::from(i32::MAX),
+            flow_control,
+            mean_rtt_us: 0,
+            serr_us: 0,
+            timeout_us: 0,
+            retry_deadline: None,
+            max_retry,
+            request_acks,
+            check_consistency,
+            resend_queue: VecDeque::new(),
+            highest_sent: 0,
+            counters: SourceCounters::default(),
+        };
+        s.set_initial_rtt(UNKNOWN_INITIATION_TIME);
+        s
+    }
+
+    /// Seeds the RTT estimator with the initiation time (§4.5 step 4).
+    pub fn set_initial_rtt(&mut self, rtt: Duration) {
+        self.mean_rtt_us = us(rtt).max(1);
+        self.serr_us = self.mean_rtt_us / 2;
+        self.recompute_timeout();
+    }
+
+    fn recompute_timeout(&mut self) {
+        self.timeout_us = (self.mean_rtt_us + RTO_SLACK_US)
+            .max(self.mean_rtt_us + 4 * self.serr_us)
+            .clamp(1, MAX_RTO_US);
+    }
+
+    /// Current retransmission timeout.
+    pub fn rto(&self) -> Duration {
+        Duration::from_micros(self.timeout_us.max(0) as u64)
+    }
+
+    /// Smoothed RTT.
+    pub fn rtt(&self) -> Duration {
+        Duration::from_micros(self.mean_rtt_us.max(0) as u64)
+    }
+
+    /// Number the next enqueued message will get.
+    #[allow(dead_code)]
+    pub fn next_number(&self) -> u64 {
+        self.next_number
+    }
+
+    /// Highest number transmitted so far (0 if none).
+    #[allow(dead_code)]
+    pub fn highest_sent(&self) -> u64 {
+        self.highest_sent
+    }
+
+    /// Highest number assigned (0 if none): the 1.1 "last".
+    pub fn last_assigned(&self) -> u64 {
+        self.next_number - 1
+    }
+
+    /// Remaining flow-control quota.
+    #[allow(dead_code)]
+    pub fn quota(&self) -> i64 {
+        self.quota
+    }
+
+    /// Whether the quota is exhausted (fast polling, §4.8).
+    pub fn quota_exhausted(&self) -> bool {
+        self.flow_control && self.quota <= 0
+    }
+
+    /// Whether every assigned number is done.
+    pub fn all_done(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether messages are waiting to be (re)transmitted now.
+    pub fn has_pending_transmit(&self) -> bool {
+        !self.resend_queue.is_empty() || self.can_admit()
+    }
+
+    fn can_admit(&self) -> bool {
+        self.in_window < self.entries.len()
+            && (self.in_window as u64) < u64::from(self.window_size)
+            && (!self.flow_control || self.quota > 0)
+    }
+
+    /// Queues a message; returns its number (numbers are consecutive, FIFO).
+    pub fn enqueue(
+        &mut self,
+        action: Action,
+        body: Body,
+        message_id: Option<Arc<str>>,
+        reply_to: Option<Arc<str>>,
+        last: bool,
+        two_way: bool,
+    ) -> Option<u64> {
+        if self.next_number > MAX_MESSAGE_NUMBER {
+            return None;
+        }
+        let number = self.next_number;
+        self.next_number += 1;
+        self.entries.push_back(Entry {
+            number,
+            action,
+            body,
+            message_id,
+            reply_to,
+            last,
+            two_way,
+            retries: 0,
+            last_sent: None,
+            acked: false,
+            replied: false,
+            resend: false,
+        });
+        Some(number)
+    }
+
+    /// Numbers assigned but not yet acknowledged (including queued, never-sent ones).
+    pub fn unacknowledged(&self) -> Vec<u64> {
+        self.entries
+            .iter()
+            .filter(|e| !e.done() && !e.last)
+            .map(|e| e.number)
+            .collect()
+    }
+
+    /// Next retry deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.retry_deadline
+    }
+
+    fn arm(&mut self, now: Instant) {
+        self.retry_deadline = if self.in_window > 0 {
+            Some(now + self.rto())
+        } else {
+            None
+        };
+    }
+
+    /// Builds the wire message for the entry at `idx`.
+    fn build(&self, idx: usize, ack_requested: bool) -> Option<Message> {
+        let e = self.entries.get(idx)?;
+        let id = self.id.clone()?;
+        let mut m = Message::new(self.version, e.action.clone(), e.body.clone());
+        m.message_id = e.message_id.clone();
+        m.reply_to = e.reply_to.clone();
+        m.sequence = Some(SequenceHeader {
+            identifier: id.clone(),
+            number: e.number,
+            last_message: e.last,
+        });
+        if ack_requested {
+            m.ack_requested = Some(id);
+        }
+        Some(m)
+    }
+
+    /// Next message to put on the wire (retransmissions first, then newly admitted messages).
+    pub fn poll_send(&mut self, now: Instant) -> Result<Option<Message>, SourceFailure> {
+        if self.id.is_none() {
+            return Ok(None);
+        }
+        while let Some(n) = self.resend_queue.pop_front() {
+            if n < self.window_start {
+                continue;
+            }
+            let idx = (n - self.window_start) as usize;
+            if idx >= self.in_window {
+                continue;
+            }
+            let Some(e) = self.entries.get_mut(idx) else {
+                continue;
+            };
+            e.resend = false;
+            if e.done() {
+                continue;
+            }
+            if e.retries > self.max_retry {
+                return Err(SourceFailure::RetryExhausted(n));
+            }
+            e.last_sent = Some(now);
+            self.counters.retransmitted += 1;
+            let ar = self.request_acks;
+            return Ok(self.build(idx, ar));
+        }
+        if !self.can_admit() {
+            return Ok(None);
+        }
+        let idx = self.in_window;
+        let ack_req = self.request_acks
+            && ((idx as u64) + 1 == u64::from(self.window_size)
+                || (self.flow_control && self.quota == 1));
+        if self.in_window == 0 {
+            self.retry_deadline = Some(now + self.rto());
+        }
+        self.in_window += 1;
+        if self.flow_control {
+            self.quota -= 1;
+        }
+        let Some(e) = self.entries.get_mut(idx) else {
+            return Ok(None);
+        };
+        e.last_sent = Some(now);
+        self.highest_sent = self.highest_sent.max(e.number);
+        self.counters.sent += 1;
+        Ok(self.build(idx, ack_req))
+    }
+
+    /// Retry-timer expiry (§4.5 step 3).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(d) = self.retry_deadline else { return };
+        if d > now || self.in_window == 0 {
+            return;
+        }
+        let head = self.window_start;
+        if let Some(e) = self.entries.front_mut() {
+            e.retries = e.retries.saturating_add(1);
+            if !e.resend {
+                e.resend = true;
+                self.resend_queue.push_back(head);
+            }
+        }
+        self.ssthresh = (self.window_size / 2).max(1);
+        self.loss_window = self.window_size;
+        self.window_size = 1;
+        self.timeout_us = (self.timeout_us.saturating_mul(2)).min(MAX_RTO_US);
+        self.startup = false;
+        self.retry_deadline = Some(now + self.rto());
+    }
+
+    /// Validates and applies an acknowledgement (§4.5 step 5, §4.6). `Err` carries the fault
+    /// the session must send (InvalidAcknowledgement).
+    pub fn handle_ack(&mut self, now: Instant, ack: &AckHeader) -> Result<AckOutcome, Fault> {
+        let mut out = AckOutcome::default();
+        // Range sanity and bound: nothing above the highest number sent.
+        for &(l, u) in &ack.ranges {
+            if l == 0 || l > u || u > self.highest_sent {
+                return Err(Fault::invalid_acknowledgement(ack.clone()));
+            }
+        }
+        let set = RangeSet::from_ranges(&ack.ranges);
+        let cum = self.window_start - 1;
+        let mut missing = cum > 0 && !set.contains_range(1, cum);
+        let mut new = false;
+        for e in self.entries.iter().take(self.in_window) {
+            let c = set.contains(e.number);
+            if e.acked && !c {
+                missing = true;
+            }
+            if !e.acked && c {
+                new = true;
+            }
+        }
+        if new && missing && self.check_consistency {
+            return Err(Fault::invalid_acknowledgement(ack.clone()));
+        }
+        let br = if self.flow_control {
+            ack.buffer_remaining.map(i64::from)
+        } else {
+            None
+        };
+        if !new {
+            // Old news; refresh quota when the ack ends at windowStart − 1.
+            if let Some(br) = br {
+                if set.max() == Some(cum) && br > self.quota {
+                    self.quota =
+                        br - (u64::from(self.window_size).min(self.in_window as u64)) as i64;
+                }
+            }
+            return Ok(out);
+        }
+        for e in self.entries.iter_mut().take(self.in_window) {
+            if !e.acked && set.contains(e.number) {
+                e.acked = true;
+                if e.done() {
+                    out.newly_done.push(e.number);
+                }
+            }
+        }
+        self.counters.acknowledged += out.newly_done.len() as u64;
+        self.slide(now, br);
+        Ok(out)
+    }
+
+    /// Marks a two-way request as replied; returns whether it thereby became done.
+    pub fn mark_replied(&mut self, now: Instant, number: u64) -> bool {
+        if number < self.window_start {
+            return false;
+        }
+        let idx = (number - self.window_start) as usize;
+        if idx >= self.in_window {
+            return false;
+        }
+        let Some(e) = self.entries.get_mut(idx) else {
+            return false;
+        };
+        if e.replied || !e.two_way {
+            return false;
+        }
+        e.replied = true;
+        // A reply carries the ack for its request (§4.11); it is validated separately.
+        e.acked = true;
+        self.counters.acknowledged += 1;
+        self.slide(now, None);
+        true
+    }
+
+    fn slide(&mut self, now: Instant, br: Option<i64>) {
+        let slide = self
+            .entries
+            .iter()
+            .take(self.in_window)
+            .take_while(|e| e.done())
+            .count();
+        if slide == 0 {
+            return;
+        }
+        let old_start = self.window_start;
+        let old_ws = self.window_size;
+        if let Some(br) = br {
+            let inflight = u64::from(self.window_size).min(self.in_window as u64) as i64;
+            self.quota = br - (inflight - slide as i64).max(0);
+        }
+        for _ in 0..slide {
+            if let Some(e) = self.entries.pop_front() {
+                if let Some(t) = e.last_sent {
+                    let m = us(now.saturating_duration_since(t));
+                    let err = m - self.mean_rtt_us;
+                    self.serr_us += (err.abs() - self.serr_us) / 8;
+                    self.mean_rtt_us += err / 8;
+                    self.mean_rtt_us = self.mean_rtt_us.max(1);
+                }
+            }
+        }
+        self.recompute_timeout();
+        self.in_window -= slide;
+        self.window_start += slide as u64;
+        // Window growth.
+        if self.window_size <= self.ssthresh {
+            self.window_size = self
+                .max_window
+                .min(self.ssthresh.saturating_add(1))
+                .min(self.window_size.saturating_add(slide as u32));
+        } else {
+            self.ca_count += slide as u64;
+            let segment = (u64::from(self.loss_window.saturating_sub(self.ssthresh)) / 8).max(1);
+            let thresh = u64::from(self.window_size - self.ssthresh) * u64::from(self.window_size)
+                / segment;
+            if self.ca_count > thresh {
+                self.ca_count = 0;
+                self.window_size = self.max_window.min(self.window_size + 1);
+            }
+        }
+        // Go-back-N after a loss (slow start), nothing in the loss-free case.
+        let s = if !self.startup && self.window_size <= self.ssthresh {
+            0
+        } else {
+            (old_start + u64::from(old_ws)).saturating_sub(self.window_start) as usize
+        };
+        let end = (self.window_size as usize).min(self.in_window);
+        for idx in s..end {
+            if let Some(e) = self.entries.get_mut(idx) {
+                if !e.done() && !e.resend && !(e.acked && !e.two_way) {
+                    e.resend = true;
+                    e.retries = e.retries.saturating_add(1);
+                    self.resend_queue.push_back(e.number);
+                }
+            }
+        }
+        self.arm(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn src(window: u32) -> Source {
+        let mut s = Source::new(RmVersion::Wsrm10, window, 8, true, true, true);
+        s.id = Some(SequenceId::from("s"));
+        s
+    }
+
+    fn push(s: &mut Source, n: usize) {
+        for _ in 0..n {
+            s.enqueue(
+                Action::Other("a".into()),
+                Body::Application(Bytes::from_static(b"x")),
+                None,
+                None,
+                false,
+                false,
+            );
+        }
+    }
+
+    fn ack(r: &[(u64, u64)], br: Option<u32>) -> AckHeader {
+        AckHeader {
+            identifier: SequenceId::from("s"),
+            ranges: r.to_vec(),
+            buffer_remaining: br,
+            ..AckHeader::default()
+        }
+    }
+
+    fn sent_numbers(s: &mut Source, now: Instant) -> Vec<(u64, bool)> {
+        let mut v = vec![];
+        while let Ok(Some(m)) = s.poll_send(now) {
+            let seq = m.sequence.unwrap();
+            v.push((seq.number, m.ack_requested.is_some()));
+        }
+        v
+    }
+
+    #[test]
+    fn window_starts_at_one_and_first_message_requests_ack() {
+        let t = Instant::now();
+        let mut s = src(8);
+        push(&mut s, 5);
+        assert_eq!(sent_numbers(&mut s, t), vec![(1, true)]);
+        s.handle_ack(t, &ack(&[(1, 1)], None)).unwrap();
+        // slow start: window 2, the window-filling message requests an ack.
+        assert_eq!(sent_numbers(&mut s, t), vec![(2, false), (3, true)]);
+        s.handle_ack(t, &ack(&[(1, 3)], None)).unwrap();
+        assert_eq!(s.window_size, 4);
+    }
+
+    #[test]
+    fn rto_is_max_rtt_plus_400ms_or_3rtt_and_doubles() {
+        let mut s = src(8);
+        s.set_initial_rtt(Duration::from_millis(100));
+        assert_eq!(s.rto(), Duration::from_millis(500));
+        s.set_initial_rtt(Duration::from_millis(1000));
+        assert_eq!(s.rto(), Duration::from_millis(3000));
+        let t = Instant::now();
+        push(&mut s, 1);
+        sent_numbers(&mut s, t);
+        s.handle_timeout(t + Duration::from_millis(3000));
+        assert_eq!(s.rto(), Duration::from_millis(6000));
+    }
+
+    #[test]
+    fn max_retry_count_allows_one_plus_max_transmissions() {
+        let mut t = Instant::now();
+        let mut s = src(8);
+        push(&mut s, 1);
+        let mut transmissions = 0;
+        loop {
+            match s.poll_send(t) {
+                Ok(Some(_)) => transmissions += 1,
+                Ok(None) => {
+                    t = s.poll_timeout().unwrap();
+                    s.handle_timeout(t);
+                }
+                Err(SourceFailure::RetryExhausted(n)) => {
+                    assert_eq!(n, 1);
+                    break;
+                }
+            }
+        }
+        assert_eq!(transmissions, 9);
+    }
+
+    #[test]
+    fn selective_ack_is_never_resent_and_timeout_collapses_window() {
+        let t = Instant::now();
+        let mut s = src(8);
+        push(&mut s, 4);
+        sent_numbers(&mut s, t);
+        s.handle_ack(t, &ack(&[(1, 1)], None)).unwrap();
+        assert_eq!(sent_numbers(&mut s, t), vec![(2, false), (3, true)]);
+        // #2 lost, #3 selectively acknowledged.
+        s.handle_ack(t, &ack(&[(1, 1), (3, 3)], None)).unwrap();
+        let d = s.poll_timeout().unwrap();
+        s.handle_timeout(d);
+        assert_eq!(s.window_size, 1);
+        assert_eq!(sent_numbers(&mut s, d), vec![(2, true)]);
+        s.handle_ack(d, &ack(&[(1, 3)], None)).unwrap();
+        // #3 was not resent; #4 goes out next.
+        assert_eq!(sent_numbers(&mut s, d).first().map(|x| x.0), Some(4));
+        assert_eq!(s.counters.retransmitted, 1);
+    }
+
+    #[test]
+    fn invalid_acknowledgement_for_unsent_number() {
+        let t = Instant::now();
+        let mut s = src(8);
+        push(&mut s, 3);
+        sent_numbers(&mut s, t);
+        let f = s.handle_ack(t, &ack(&[(1, 5)], None)).unwrap_err();
+        assert_eq!(f.kind, crate::msg::FaultKind::InvalidAcknowledgement);
+    }
+
+    #[test]
+    fn invalid_acknowledgement_for_shrinking_ack_but_stale_ack_ignored() {
+        let t = Instant::now();
+        let mut s = src(8);
+        push(&mut s, 4);
+        for _ in 0..4 {
+            sent_numbers(&mut s, t);
+            let hs = s.highest_sent();
+            if hs >= 3 {
+                break;
+            }
+            s.handle_ack(t, &ack(&[(1, hs)], None)).unwrap();
+        }
+        s.handle_ack(t, &ack(&[(1, 3)], None)).unwrap();
+        sent_numbers(&mut s, t);
+        assert_eq!(s.highest_sent(), 4);
+        // Stale: [2-3] acknowledges nothing new → ignored.
+        assert!(s.handle_ack(t, &ack(&[(2, 3)], None)).is_ok());
+        // [2-4] acknowledges 4 but no longer 1 → InvalidAcknowledgement.
+        let f = s.handle_ack(t, &ack(&[(2, 4)], None)).unwrap_err();
+        assert_eq!(f.kind, crate::msg::FaultKind::InvalidAcknowledgement);
+    }
+
+    #[test]
+    fn buffer_remaining_quota_stops_sending() {
+        let t = Instant::now();
+        let mut s = src(8);
+        push(&mut s, 10);
+        sent_numbers(&mut s, t);
+        // ack [1-1] B=1, nothing else in flight → quota 1.
+        s.handle_ack(t, &ack(&[(1, 1)], Some(1))).unwrap();
+        assert_eq!(s.quota(), 1);
+        // The message using the last unit of quota requests an ack.
+        assert_eq!(sent_numbers(&mut s, t), vec![(2, true)]);
+        assert!(s.quota_exhausted());
+        s.handle_ack(t, &ack(&[(1, 2)], Some(0))).unwrap();
+        assert_eq!(sent_numbers(&mut s, t), vec![]);
+        // An old-news ack with more room reopens the quota.
+        s.handle_ack(t, &ack(&[(1, 2)], Some(3))).unwrap();
+        assert_eq!(s.quota(), 3);
+    }
+}
