@@ -5,5 +5,126 @@
 //! limits on hostile input. The application body stays an opaque byte range.
 //!
 //! Does not own: protocol decisions (that is `wsrm-proto`) or transports (that is `wsrm`).
+//!
+//! ## API
+//!
+//! ```
+//! use bytes::Bytes;
+//! use wsrm_wire::{decode, encode, Framing, Limits};
+//!
+//! let xml = Bytes::from_static(br#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"
+//!   xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header>
+//!   <a:Action s:mustUnderstand="1">http://schemas.xmlsoap.org/ws/2005/02/rm/AckRequested</a:Action>
+//!   <r:AckRequested xmlns:r="http://schemas.xmlsoap.org/ws/2005/02/rm"><r:Identifier>urn:uuid:1</r:Identifier></r:AckRequested>
+//!   </s:Header><s:Body/></s:Envelope>"#);
+//! let d = decode(xml, &Limits::default()).unwrap();
+//! assert_eq!(d.message.ack_requested.as_ref().map(|i| i.as_str()), Some("urn:uuid:1"));
+//! // write it back the way WCF would
+//! let framing = Framing::new(d.soap, d.addressing);
+//! let out = encode(&d.message, &framing).unwrap();
+//! assert!(out.starts_with(b"<s:Envelope"));
+//! ```
+//!
+//! * [`decode`]`(Bytes, &Limits) -> Result<`[`Decoded`]`, `[`DecodeError`]`>` — one envelope.
+//!   [`Decoded`] carries the envelope facts ([`SoapVersion`], [`AddressingVersion`], RM version
+//!   or `None`, raw action, full `ReplyTo`/`FaultTo`/`From`/`AcksTo` endpoint references with
+//!   their reference parameters, the raw body bytes) and the engine-level
+//!   [`wsrm_proto::msg::Message`]. An application body is `Body::Application(Bytes)`: a
+//!   zero-copy slice of the input, never interpreted.
+//! * [`DecodeError`] says what is wrong ([`DecodeError::kind`]), which fault to answer with
+//!   ([`DecodeError::fault`], a `wsrm_proto::msg::Fault`, or `None` for a bare HTTP 400/413)
+//!   and the HTTP status ([`DecodeError::http_status`]); [`DecodeError::soap`]/[`rm`](DecodeError::rm)/
+//!   [`message_id`](DecodeError::message_id) give what is needed to frame that fault.
+//! * [`encode`]`(&Message, &Framing) -> Result<Bytes, EncodeError>` (or [`encode_into`] a
+//!   `BytesMut`) — WCF-shaped output: prefixes `s`/`a`/`r`/`netrm`, RM headers first
+//!   (ack, AckRequested, Sequence), then `Action`, `MessageID`, `ReplyTo`, `RelatesTo`, `To`,
+//!   echoed reference parameters; `s:mustUnderstand="1"` on Sequence, Action and To only; the
+//!   empty ack per version; fault actions and SOAP 1.1/1.2 fault encodings per version.
+//!   [`Framing`] = SOAP version, WS-Addressing version, default `To`, reference parameters to
+//!   echo, `xml:lang`. Conventions: an empty `CreateSequence::acks_to` is written as the
+//!   anonymous URI of the framing's WS-Addressing version; a WS-Addressing 2004/08 request
+//!   (MessageID, no RelatesTo) without `reply_to` gets an anonymous `ReplyTo`; an anonymous
+//!   `To` is omitted under WS-Addressing 1.0.
+//! * [`action_uri`] gives the `wsa:Action` (= SOAP 1.1 `SOAPAction`) of a message;
+//!   [`SoapVersion::content_type`] the HTTP content type.
+//!
+//! The mapping between the wire and `wsrm_proto::msg` lives in [`map`]; the streaming reader
+//! (quick-xml's `NsReader` over the input slice, no DOM) and the writer know nothing of the
+//! engine's types beyond plain data.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+use bytes::{Bytes, BytesMut};
+use wsrm_proto::msg::Message;
+
+pub mod error;
+pub mod map;
+pub mod ns;
+mod reader;
+mod writer;
+mod xml;
+
+pub use error::{DecodeError, DecodeErrorKind, EncodeError, LimitKind};
+pub use map::{action_uri, Decoded, Framing};
+pub use ns::{AddressingVersion, SoapVersion};
+pub use reader::EndpointReference;
+
+/// Bounds on what [`decode`] accepts. Exceeding one gives a typed error after bounded work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum message size in bytes (WCF `maxReceivedMessageSize`, default 65,536).
+    pub max_message_size: usize,
+    /// Maximum element nesting depth, envelope included (WCF `readerQuotas.maxDepth`, 32).
+    pub max_depth: usize,
+    /// Maximum number of SOAP header blocks (64).
+    pub max_headers: usize,
+    /// Maximum attributes on one element, namespace declarations included (32).
+    pub max_attributes: usize,
+    /// Maximum total bytes of the attributes of one start tag (8,192).
+    pub max_attributes_len: usize,
+    /// Maximum length of an element's qualified name in bytes (256).
+    pub max_name_len: usize,
+    /// Maximum length of a text value the codec reads (WCF `maxStringContentLength`, 8,192).
+    pub max_text_len: usize,
+    /// Maximum `AcknowledgementRange` (and `Nack`) elements in one acknowledgement (WCF keeps at
+    /// most 128 ranges, `MaxSequenceRanges`).
+    pub max_ack_ranges: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 65_536,
+            max_depth: 32,
+            max_headers: 64,
+            max_attributes: 32,
+            max_attributes_len: 8_192,
+            max_name_len: 256,
+            max_text_len: 8_192,
+            max_ack_ranges: 128,
+        }
+    }
+}
+
+/// Decodes one SOAP envelope.
+pub fn decode(bytes: Bytes, limits: &Limits) -> Result<Decoded, DecodeError> {
+    let env = reader::read(&bytes, limits)?;
+    map::to_decoded(env)
+}
+
+/// Encodes `msg` framed by `framing`.
+pub fn encode(msg: &Message, framing: &Framing) -> Result<Bytes, EncodeError> {
+    let mut buf = BytesMut::new();
+    encode_into(msg, framing, &mut buf)?;
+    Ok(buf.freeze())
+}
+
+/// Encodes `msg` framed by `framing`, appending to `buf`. On error nothing useful is in the
+/// appended part (truncate `buf` to its previous length).
+pub fn encode_into(
+    msg: &Message,
+    framing: &Framing,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    map::write(msg, framing, buf)
+}

@@ -1,0 +1,966 @@
+//! The one place where wire facts meet the engine's vocabulary (`wsrm_proto::msg`):
+//! decoded [`Envelope`](crate::reader) → [`Decoded`] (with its [`Message`]), and
+//! [`Message`] + [`Framing`] → envelope bytes.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use wsrm_proto::msg::{
+    AckHeader, Action, Body, Fault, FaultCode, FaultDetail, FaultKind, Message, RmVersion,
+    SequenceId,
+};
+
+use crate::error::{split_clark, DecodeError, DecodeErrorKind, EncodeError};
+use crate::ns::{
+    act, rm_namespace, AddressingVersion, SoapVersion, NETRM, RM11_FAULT_ACTION, SOAP11, SOAP12,
+    WSA10, WSA10_FAULT_ACTION, WSA200408, WSA200408_FAULT_ACTION,
+};
+use crate::reader::{EndpointReference, Envelope, WBody, WDetail, WFault, WSeqFault};
+use crate::writer as w;
+
+/// A decoded envelope: the facts of the envelope and the engine-level [`Message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// SOAP version (from the envelope namespace).
+    pub soap: SoapVersion,
+    /// WS-Addressing version (from the addressing headers).
+    pub addressing: AddressingVersion,
+    /// WS-RM version, `None` when nothing in the message is in an RM namespace (then
+    /// `message.version` is the default, 1.0, and means nothing).
+    pub rm: Option<RmVersion>,
+    /// The `wsa:Action` value as received.
+    pub action: Arc<str>,
+    /// `RelationshipType` of the `RelatesTo` header, if one was written explicitly.
+    pub relationship_type: Option<Arc<str>>,
+    /// Full `wsa:ReplyTo` (address and reference parameters).
+    pub reply_to: Option<EndpointReference>,
+    /// `wsa:FaultTo`.
+    pub fault_to: Option<EndpointReference>,
+    /// `wsa:From`.
+    pub from: Option<EndpointReference>,
+    /// Full `AcksTo` of a CreateSequence (address and reference parameters).
+    pub acks_to: Option<EndpointReference>,
+    /// For a fault: the most specific RM/WSA code as `{namespace}local` (SOAP 1.2 first
+    /// subcode, SOAP 1.1 `SequenceFault/FaultCode` or a non-SOAP `faultcode`), if any.
+    pub fault_subcode: Option<String>,
+    /// Number of SOAP header blocks.
+    pub header_count: usize,
+    /// The raw content of `s:Body` (zero-copy slice of the input; empty for `<s:Body/>`).
+    pub body_bytes: Bytes,
+    /// The message as the protocol engine sees it.
+    pub message: Message,
+}
+
+/// How to frame a [`Message`] on the wire: the parts of the envelope that are not in
+/// `Message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Framing {
+    /// SOAP version.
+    pub soap: SoapVersion,
+    /// WS-Addressing version.
+    pub addressing: AddressingVersion,
+    /// `a:To` to write when `Message::to` is `None` (e.g. the peer's ReplyTo address). With
+    /// WS-Addressing 1.0 an anonymous `To` is not written (WCF omits it).
+    pub to: Option<Arc<str>>,
+    /// Reference parameters of the destination EPR, echoed as header blocks after `a:To`
+    /// (WS-Addressing 1.0 adds `a:IsReferenceParameter="true"`). Each is one raw element, e.g.
+    /// [`EndpointReference::reference_parameters`] as received.
+    pub reference_parameters: Vec<Bytes>,
+    /// `xml:lang` of fault reasons (WCF writes the server culture, typically `en-US`).
+    pub xml_lang: Cow<'static, str>,
+}
+
+impl Framing {
+    /// Framing with the given versions, no default `To`, no reference parameters.
+    pub fn new(soap: SoapVersion, addressing: AddressingVersion) -> Self {
+        Framing {
+            soap,
+            addressing,
+            to: None,
+            reference_parameters: Vec::new(),
+            xml_lang: Cow::Borrowed("en-US"),
+        }
+    }
+
+    /// WCF's default for RM bindings: SOAP 1.2 + WS-Addressing 1.0.
+    pub fn soap12_wsa10() -> Self {
+        Framing::new(SoapVersion::Soap12, AddressingVersion::Wsa10)
+    }
+
+    /// Framing for sending to `epr`: its address as default `To` and its reference parameters.
+    pub fn to_endpoint(mut self, epr: &EndpointReference) -> Self {
+        self.to = Some(epr.address.clone());
+        self.reference_parameters = epr.reference_parameters.clone();
+        self
+    }
+}
+
+impl Default for Framing {
+    fn default() -> Self {
+        Framing::soap12_wsa10()
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// decode side
+// ------------------------------------------------------------------------------------------
+
+fn with_ctx(env: &Envelope, kind: DecodeErrorKind) -> DecodeError {
+    let mut e = DecodeError::new(kind);
+    e.soap = Some(env.soap);
+    e.addressing = env.wsa;
+    e.rm = env.rm;
+    e.message_id = env.message_id.clone();
+    e
+}
+
+/// Maps a read envelope to a [`Decoded`].
+pub(crate) fn to_decoded(env: Envelope) -> Result<Decoded, DecodeError> {
+    let (Some(action), Some(addressing)) = (env.action.clone(), env.wsa) else {
+        return Err(with_ctx(
+            &env,
+            DecodeErrorKind::MissingAddressingHeader { header: "Action" },
+        ));
+    };
+    let version = env.rm.unwrap_or_default();
+    let require = |cond: bool, header: &'static str| -> Result<(), DecodeError> {
+        if cond {
+            Ok(())
+        } else {
+            Err(with_ctx(
+                &env,
+                DecodeErrorKind::MissingAddressingHeader { header },
+            ))
+        }
+    };
+    match env.rm_action {
+        Some(act::CREATE_SEQUENCE) => {
+            require(env.message_id.is_some(), "MessageID")?;
+            if addressing == AddressingVersion::Wsa200408 {
+                require(env.reply_to.is_some(), "ReplyTo")?;
+            }
+            if env.uses_sequence_ssl || env.uses_sequence_str {
+                let h = if env.uses_sequence_ssl {
+                    "UsesSequenceSSL"
+                } else {
+                    "UsesSequenceSTR"
+                };
+                return Err(with_ctx(
+                    &env,
+                    DecodeErrorKind::CreateSequenceRefused {
+                        reason: format!(
+                            "wsrm:{h} is not supported (no TLS- or WS-SecureConversation-bound sequences)"
+                        ),
+                    },
+                ));
+            }
+        }
+        Some(act::CLOSE_SEQUENCE) => require(env.message_id.is_some(), "MessageID")?,
+        Some(act::TERMINATE_SEQUENCE) if version == RmVersion::Wsrm11 => {
+            require(env.message_id.is_some(), "MessageID")?
+        }
+        Some(
+            act::CREATE_SEQUENCE_RESPONSE
+            | act::CLOSE_SEQUENCE_RESPONSE
+            | act::TERMINATE_SEQUENCE_RESPONSE,
+        ) => require(env.relates_to.is_some(), "RelatesTo")?,
+        _ => {}
+    }
+
+    let msg_action = match env.rm_action {
+        Some(act::CREATE_SEQUENCE) => Action::CreateSequence,
+        Some(act::CREATE_SEQUENCE_RESPONSE) => Action::CreateSequenceResponse,
+        Some(act::CLOSE_SEQUENCE) => Action::CloseSequence,
+        Some(act::CLOSE_SEQUENCE_RESPONSE) => Action::CloseSequenceResponse,
+        Some(act::TERMINATE_SEQUENCE) => Action::TerminateSequence,
+        Some(act::TERMINATE_SEQUENCE_RESPONSE) => Action::TerminateSequenceResponse,
+        Some(act::SEQUENCE_ACKNOWLEDGEMENT) => Action::SequenceAcknowledgement,
+        Some(act::ACK_REQUESTED) => Action::AckRequested,
+        Some(act::LAST_MESSAGE) => Action::LastMessage,
+        Some(act::FAULT) => Action::Fault,
+        _ if &*action == WSA10_FAULT_ACTION || &*action == WSA200408_FAULT_ACTION => Action::Fault,
+        _ => Action::Other(action.clone()),
+    };
+
+    let mut acks_to = None;
+    let mut fault_subcode = None;
+    let body = match env.body {
+        WBody::Empty => Body::Empty,
+        WBody::Application => Body::Application(env.body_bytes.clone()),
+        WBody::CreateSequence { cs, acks_to: epr } => {
+            acks_to = Some(epr);
+            Body::CreateSequence(cs)
+        }
+        WBody::CreateSequenceResponse(csr) => Body::CreateSequenceResponse(csr),
+        WBody::CloseSequence {
+            identifier,
+            last_msg_number,
+        } => Body::CloseSequence {
+            identifier,
+            last_msg_number,
+        },
+        WBody::CloseSequenceResponse(identifier) => Body::CloseSequenceResponse { identifier },
+        WBody::TerminateSequence {
+            identifier,
+            last_msg_number,
+        } => Body::TerminateSequence {
+            identifier,
+            last_msg_number,
+        },
+        WBody::TerminateSequenceResponse(identifier) => {
+            Body::TerminateSequenceResponse { identifier }
+        }
+        WBody::Fault(ref f) => {
+            let (fault, sub) = classify_fault(env.soap, f, env.sequence_fault.as_ref());
+            fault_subcode = sub;
+            Body::Fault(fault)
+        }
+    };
+    let message = Message {
+        version,
+        action: msg_action,
+        message_id: env.message_id,
+        relates_to: env.relates_to,
+        reply_to: env.reply_to.as_ref().map(|e| e.address.clone()),
+        to: env.to,
+        sequence: env.sequence,
+        ack: env.ack,
+        ack_requested: env.ack_requested,
+        body,
+    };
+    Ok(Decoded {
+        soap: env.soap,
+        addressing,
+        rm: env.rm,
+        action,
+        relationship_type: env.relationship_type,
+        reply_to: env.reply_to,
+        fault_to: env.fault_to,
+        from: env.from,
+        acks_to,
+        fault_subcode,
+        header_count: env.headers,
+        body_bytes: env.body_bytes,
+        message,
+    })
+}
+
+fn clark(q: &(String, String)) -> String {
+    format!("{{{}}}{}", q.0, q.1)
+}
+
+fn is_rm(ns: &str) -> bool {
+    ns == crate::ns::RM10 || ns == crate::ns::RM11
+}
+
+/// Classifies a received SOAP fault (SOAP 1.1 header faults carry the RM code in the
+/// `SequenceFault` header).
+fn classify_fault(
+    soap: SoapVersion,
+    f: &WFault,
+    seq_fault: Option<&WSeqFault>,
+) -> (Fault, Option<String>) {
+    let env_ns = soap.namespace();
+    let mut code = FaultCode::Sender;
+    let mut kind: Option<FaultKind> = None;
+    // the most specific non-SOAP code
+    let specific: Option<&(String, String)>;
+    if f.code.0 == env_ns {
+        match f.code.1.as_str() {
+            "Sender" | "Client" => code = FaultCode::Sender,
+            "Receiver" | "Server" => code = FaultCode::Receiver,
+            "MustUnderstand" => kind = Some(FaultKind::MustUnderstand),
+            _ => kind = Some(FaultKind::Other(Some(clark(&f.code)))),
+        }
+        specific = match f.subcodes.first() {
+            None if soap == SoapVersion::Soap11 => seq_fault.map(|s| &s.code),
+            s => s,
+        };
+    } else {
+        specific = Some(&f.code);
+    }
+    let sub = specific.map(clark);
+    if kind.is_none() {
+        kind = Some(match specific {
+            None => FaultKind::Other(None),
+            Some((ns, local)) if is_rm(ns) => match local.as_str() {
+                "SequenceTerminated" => FaultKind::SequenceTerminated,
+                "UnknownSequence" => FaultKind::UnknownSequence,
+                "InvalidAcknowledgement" => FaultKind::InvalidAcknowledgement,
+                "MessageNumberRollover" => FaultKind::MessageNumberRollover,
+                "LastMessageNumberExceeded" => FaultKind::LastMessageNumberExceeded,
+                "SequenceClosed" => FaultKind::SequenceClosed,
+                "CreateSequenceRefused" => {
+                    let busy = f
+                        .subcodes
+                        .get(1)
+                        .is_some_and(|(n, l)| n == NETRM && l == "ConnectionLimitReached");
+                    if busy {
+                        FaultKind::ConnectionLimitReached
+                    } else {
+                        FaultKind::CreateSequenceRefused
+                    }
+                }
+                "WSRMRequired" => FaultKind::WsrmRequired,
+                _ => FaultKind::Other(sub.clone()),
+            },
+            Some((ns, local)) if ns == WSA10 || ns == WSA200408 => match local.as_str() {
+                "EndpointUnavailable" => FaultKind::EndpointUnavailable,
+                "MessageAddressingHeaderRequired" | "MessageInformationHeaderRequired" => {
+                    FaultKind::MessageAddressingHeaderRequired
+                }
+                "ActionNotSupported" => FaultKind::ActionNotSupported,
+                _ => FaultKind::Other(sub.clone()),
+            },
+            Some(_) => FaultKind::Other(sub.clone()),
+        });
+    }
+    let kind = kind.unwrap_or(FaultKind::Other(None));
+    let mut d: WDetail = f.detail.clone();
+    if let Some(sf) = seq_fault {
+        if d.identifier.is_none() {
+            d.identifier = sf.detail.identifier.clone();
+        }
+        if d.ack.is_none() {
+            d.ack = sf.detail.ack.clone();
+        }
+        if d.max_message_number.is_none() {
+            d.max_message_number = sf.detail.max_message_number;
+        }
+    }
+    let detail = match (&kind, d.ack, d.identifier) {
+        (FaultKind::InvalidAcknowledgement, Some(ack), _) => FaultDetail::Ack(ack),
+        (FaultKind::MessageNumberRollover, _, Some(identifier)) => FaultDetail::Rollover {
+            identifier,
+            max_message_number: d.max_message_number,
+        },
+        (_, _, Some(id)) => FaultDetail::Identifier(id),
+        (_, Some(ack), None) => FaultDetail::Ack(ack),
+        _ => FaultDetail::None,
+    };
+    (
+        Fault {
+            code,
+            kind,
+            reason: f.reason.clone(),
+            detail,
+        },
+        sub,
+    )
+}
+
+// ------------------------------------------------------------------------------------------
+// encode side
+// ------------------------------------------------------------------------------------------
+
+fn rm_fault_local(kind: &FaultKind) -> Option<&'static str> {
+    Some(match kind {
+        FaultKind::SequenceTerminated => "SequenceTerminated",
+        FaultKind::UnknownSequence => "UnknownSequence",
+        FaultKind::InvalidAcknowledgement => "InvalidAcknowledgement",
+        FaultKind::MessageNumberRollover => "MessageNumberRollover",
+        FaultKind::LastMessageNumberExceeded => "LastMessageNumberExceeded",
+        FaultKind::SequenceClosed => "SequenceClosed",
+        FaultKind::CreateSequenceRefused | FaultKind::ConnectionLimitReached => {
+            "CreateSequenceRefused"
+        }
+        FaultKind::WsrmRequired => "WSRMRequired",
+        _ => return None,
+    })
+}
+
+/// The `wsa:Action` URI of `msg` under `addressing` (also the SOAP 1.1 `SOAPAction` value).
+pub fn action_uri(
+    msg: &Message,
+    addressing: AddressingVersion,
+) -> Result<Cow<'_, str>, EncodeError> {
+    let v = msg.version;
+    let ns = rm_namespace(v);
+    let not_in = |what| EncodeError::NotInVersion { what, version: v };
+    let suffix = match &msg.action {
+        Action::Other(s) => return Ok(Cow::Borrowed(s)),
+        Action::Fault => {
+            let rm_kind = matches!(&msg.body, Body::Fault(f) if rm_fault_local(&f.kind).is_some());
+            return Ok(Cow::Borrowed(if v == RmVersion::Wsrm11 && rm_kind {
+                RM11_FAULT_ACTION
+            } else {
+                addressing.fault_action()
+            }));
+        }
+        Action::CreateSequence => act::CREATE_SEQUENCE,
+        Action::CreateSequenceResponse => act::CREATE_SEQUENCE_RESPONSE,
+        Action::TerminateSequence => act::TERMINATE_SEQUENCE,
+        Action::SequenceAcknowledgement => act::SEQUENCE_ACKNOWLEDGEMENT,
+        Action::AckRequested => act::ACK_REQUESTED,
+        Action::CloseSequence if v == RmVersion::Wsrm11 => act::CLOSE_SEQUENCE,
+        Action::CloseSequenceResponse if v == RmVersion::Wsrm11 => act::CLOSE_SEQUENCE_RESPONSE,
+        Action::TerminateSequenceResponse if v == RmVersion::Wsrm11 => {
+            act::TERMINATE_SEQUENCE_RESPONSE
+        }
+        Action::LastMessage if v == RmVersion::Wsrm10 => act::LAST_MESSAGE,
+        Action::CloseSequence => return Err(not_in("CloseSequence")),
+        Action::CloseSequenceResponse => return Err(not_in("CloseSequenceResponse")),
+        Action::TerminateSequenceResponse => return Err(not_in("TerminateSequenceResponse")),
+        Action::LastMessage => return Err(not_in("LastMessage")),
+    };
+    Ok(Cow::Owned(format!("{ns}/{suffix}")))
+}
+
+struct Fx {
+    /// `xmlns:r="…"` attribute text (with leading space).
+    r_decl: &'static str,
+    s_ns: &'static str,
+}
+
+fn r_decl(v: RmVersion) -> &'static str {
+    match v {
+        RmVersion::Wsrm10 => " xmlns:r=\"http://schemas.xmlsoap.org/ws/2005/02/rm\"",
+        RmVersion::Wsrm11 => " xmlns:r=\"http://docs.oasis-open.org/ws-rx/wsrm/200702\"",
+    }
+}
+
+/// Writes `msg` framed by `framing` into `buf`.
+pub(crate) fn write(
+    msg: &Message,
+    framing: &Framing,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let v = msg.version;
+    let action = action_uri(msg, framing.addressing)?;
+    let fx = Fx {
+        r_decl: r_decl(v),
+        s_ns: framing.soap.namespace(),
+    };
+    match &msg.body {
+        Body::CloseSequence { .. }
+        | Body::CloseSequenceResponse { .. }
+        | Body::TerminateSequenceResponse { .. }
+            if v == RmVersion::Wsrm10 =>
+        {
+            return Err(EncodeError::NotInVersion {
+                what: "CloseSequence/CloseSequenceResponse/TerminateSequenceResponse body",
+                version: v,
+            })
+        }
+        _ => {}
+    }
+    buf.reserve(
+        640 + action.len()
+            + match &msg.body {
+                Body::Application(b) => b.len(),
+                _ => 256,
+            },
+    );
+    w::raw(buf, "<s:Envelope xmlns:s=\"");
+    w::raw(buf, fx.s_ns);
+    w::raw(buf, "\" xmlns:a=\"");
+    w::raw(buf, framing.addressing.namespace());
+    w::raw(buf, "\"><s:Header>");
+
+    // RM headers: WCF inserts each at position 0 → ack, AckRequested, Sequence.
+    if let Some(ack) = &msg.ack {
+        write_ack(buf, ack, v, true);
+    }
+    if let Some(id) = &msg.ack_requested {
+        w::raw(buf, "<r:AckRequested");
+        w::raw(buf, fx.r_decl);
+        w::raw(buf, "><r:Identifier>");
+        w::text(buf, id.as_str());
+        w::raw(buf, "</r:Identifier></r:AckRequested>");
+    }
+    if let Some(seq) = &msg.sequence {
+        w::raw(buf, "<r:Sequence s:mustUnderstand=\"1\"");
+        w::raw(buf, fx.r_decl);
+        w::raw(buf, "><r:Identifier>");
+        w::text(buf, seq.identifier.as_str());
+        w::raw(buf, "</r:Identifier><r:MessageNumber>");
+        w::num(buf, seq.number);
+        w::raw(buf, "</r:MessageNumber>");
+        if seq.last_message && v == RmVersion::Wsrm10 {
+            w::raw(buf, "<r:LastMessage/>");
+        }
+        w::raw(buf, "</r:Sequence>");
+    }
+
+    // Addressing headers: Action, MessageID, ReplyTo, RelatesTo, To, reference parameters.
+    w::raw(buf, "<a:Action s:mustUnderstand=\"1\">");
+    w::text(buf, &action);
+    w::raw(buf, "</a:Action>");
+    if let Some(id) = &msg.message_id {
+        w::elem_text(buf, "<a:MessageID>", id, "</a:MessageID>");
+    }
+    let reply_to: Option<&str> = match &msg.reply_to {
+        Some(r) => Some(r),
+        // WSA 2004/08 requests always carry ReplyTo (anonymous when not addressable).
+        None if framing.addressing == AddressingVersion::Wsa200408
+            && msg.message_id.is_some()
+            && msg.relates_to.is_none() =>
+        {
+            Some(framing.addressing.anonymous())
+        }
+        None => None,
+    };
+    if let Some(r) = reply_to {
+        w::elem_text(buf, "<a:ReplyTo><a:Address>", r, "</a:Address></a:ReplyTo>");
+    }
+    if let Some(r) = &msg.relates_to {
+        w::elem_text(buf, "<a:RelatesTo>", r, "</a:RelatesTo>");
+    }
+    let to = msg.to.as_ref().or(framing.to.as_ref());
+    if let Some(to) = to {
+        let omit = framing.addressing == AddressingVersion::Wsa10
+            && &**to == framing.addressing.anonymous();
+        if !omit {
+            w::elem_text(buf, "<a:To s:mustUnderstand=\"1\">", to, "</a:To>");
+        }
+    }
+    for p in &framing.reference_parameters {
+        write_ref_param(buf, p, framing.addressing);
+    }
+    if framing.soap == SoapVersion::Soap11 {
+        if let Body::Fault(f) = &msg.body {
+            if f.is_header_fault() {
+                write_sequence_fault_header(buf, f, v)?;
+            }
+        }
+    }
+    w::raw(buf, "</s:Header>");
+
+    // Body
+    match &msg.body {
+        Body::Empty => w::raw(buf, "<s:Body/>"),
+        Body::Application(b) => {
+            w::raw(buf, "<s:Body>");
+            buf.extend_from_slice(b);
+            w::raw(buf, "</s:Body>");
+        }
+        Body::CreateSequence(cs) => {
+            w::raw(buf, "<s:Body><r:CreateSequence");
+            w::raw(buf, fx.r_decl);
+            w::raw(buf, "><r:AcksTo><a:Address>");
+            let acks_to: &str = if cs.acks_to.is_empty() {
+                framing.addressing.anonymous()
+            } else {
+                &cs.acks_to
+            };
+            w::text(buf, acks_to);
+            w::raw(buf, "</a:Address></r:AcksTo>");
+            if let Some(e) = &cs.expires {
+                w::elem_text(buf, "<r:Expires>", e, "</r:Expires>");
+            }
+            if let Some(o) = &cs.offer {
+                w::elem_text(
+                    buf,
+                    "<r:Offer><r:Identifier>",
+                    o.identifier.as_str(),
+                    "</r:Identifier>",
+                );
+                let endpoint = match (&o.endpoint, v) {
+                    (Some(e), _) if !e.is_empty() || v == RmVersion::Wsrm10 => Some(e.as_str()),
+                    (_, RmVersion::Wsrm11) => Some(acks_to),
+                    _ => None,
+                };
+                if let Some(e) = endpoint {
+                    w::elem_text(
+                        buf,
+                        "<r:Endpoint><a:Address>",
+                        e,
+                        "</a:Address></r:Endpoint>",
+                    );
+                }
+                if let Some(e) = &o.expires {
+                    w::elem_text(buf, "<r:Expires>", e, "</r:Expires>");
+                }
+                if let (Some(isb), RmVersion::Wsrm11) = (o.incomplete_sequence_behavior, v) {
+                    w::elem_text(
+                        buf,
+                        "<r:IncompleteSequenceBehavior>",
+                        isb.as_str(),
+                        "</r:IncompleteSequenceBehavior>",
+                    );
+                }
+                w::raw(buf, "</r:Offer>");
+            }
+            w::raw(buf, "</r:CreateSequence></s:Body>");
+        }
+        Body::CreateSequenceResponse(csr) => {
+            w::raw(buf, "<s:Body><r:CreateSequenceResponse");
+            w::raw(buf, fx.r_decl);
+            w::elem_text(
+                buf,
+                "><r:Identifier>",
+                csr.identifier.as_str(),
+                "</r:Identifier>",
+            );
+            if let Some(e) = &csr.expires {
+                w::elem_text(buf, "<r:Expires>", e, "</r:Expires>");
+            }
+            if let (Some(isb), RmVersion::Wsrm11) = (csr.incomplete_sequence_behavior, v) {
+                w::elem_text(
+                    buf,
+                    "<r:IncompleteSequenceBehavior>",
+                    isb.as_str(),
+                    "</r:IncompleteSequenceBehavior>",
+                );
+            }
+            if let Some(a) = &csr.accept {
+                w::elem_text(
+                    buf,
+                    "<r:Accept><r:AcksTo><a:Address>",
+                    a,
+                    "</a:Address></r:AcksTo></r:Accept>",
+                );
+            }
+            w::raw(buf, "</r:CreateSequenceResponse></s:Body>");
+        }
+        Body::CloseSequence {
+            identifier,
+            last_msg_number,
+        } => id_body(buf, &fx, "CloseSequence", identifier, *last_msg_number),
+        Body::CloseSequenceResponse { identifier } => {
+            id_body(buf, &fx, "CloseSequenceResponse", identifier, None)
+        }
+        Body::TerminateSequence {
+            identifier,
+            last_msg_number,
+        } => {
+            let last = if v == RmVersion::Wsrm11 {
+                *last_msg_number
+            } else {
+                None
+            };
+            id_body(buf, &fx, "TerminateSequence", identifier, last)
+        }
+        Body::TerminateSequenceResponse { identifier } => {
+            id_body(buf, &fx, "TerminateSequenceResponse", identifier, None)
+        }
+        Body::Fault(f) => {
+            w::raw(buf, "<s:Body>");
+            match framing.soap {
+                SoapVersion::Soap12 => write_fault12(buf, f, v, framing)?,
+                SoapVersion::Soap11 => write_fault11(buf, f, v, framing)?,
+            }
+            w::raw(buf, "</s:Body>");
+        }
+    }
+    w::raw(buf, "</s:Envelope>");
+    Ok(())
+}
+
+fn id_body(buf: &mut BytesMut, fx: &Fx, name: &str, id: &SequenceId, last: Option<u64>) {
+    w::raw(buf, "<s:Body><r:");
+    w::raw(buf, name);
+    w::raw(buf, fx.r_decl);
+    w::elem_text(buf, "><r:Identifier>", id.as_str(), "</r:Identifier>");
+    if let Some(n) = last {
+        w::raw(buf, "<r:LastMsgNumber>");
+        w::num(buf, n);
+        w::raw(buf, "</r:LastMsgNumber>");
+    }
+    w::raw(buf, "</r:");
+    w::raw(buf, name);
+    w::raw(buf, "></s:Body>");
+}
+
+/// `<r:SequenceAcknowledgement>`; `decl` adds `xmlns:r` on the element.
+fn write_ack(buf: &mut BytesMut, ack: &AckHeader, v: RmVersion, decl: bool) {
+    w::raw(buf, "<r:SequenceAcknowledgement");
+    if decl {
+        w::raw(buf, r_decl(v));
+    }
+    w::elem_text(
+        buf,
+        "><r:Identifier>",
+        ack.identifier.as_str(),
+        "</r:Identifier>",
+    );
+    if !ack.ranges.is_empty() {
+        for (lo, up) in &ack.ranges {
+            w::raw(buf, "<r:AcknowledgementRange Lower=\"");
+            w::num(buf, *lo);
+            w::raw(buf, "\" Upper=\"");
+            w::num(buf, *up);
+            w::raw(buf, "\"/>");
+        }
+    } else if !ack.nacks.is_empty() && !ack.none {
+        for n in &ack.nacks {
+            w::raw(buf, "<r:Nack>");
+            w::num(buf, *n);
+            w::raw(buf, "</r:Nack>");
+        }
+    } else {
+        match v {
+            RmVersion::Wsrm10 => w::raw(buf, "<r:AcknowledgementRange Lower=\"0\" Upper=\"0\"/>"),
+            RmVersion::Wsrm11 => w::raw(buf, "<r:None/>"),
+        }
+    }
+    if ack.final_ack && v == RmVersion::Wsrm11 {
+        w::raw(buf, "<r:Final/>");
+    }
+    if let Some(k) = ack.buffer_remaining {
+        w::raw(
+            buf,
+            "<netrm:BufferRemaining xmlns:netrm=\"http://schemas.microsoft.com/ws/2006/05/rm\">",
+        );
+        w::num(buf, u64::from(k));
+        w::raw(buf, "</netrm:BufferRemaining>");
+    }
+    w::raw(buf, "</r:SequenceAcknowledgement>");
+}
+
+/// Echoes one reference parameter as a header (WSA 1.0: marked `IsReferenceParameter`).
+fn write_ref_param(buf: &mut BytesMut, p: &Bytes, addressing: AddressingVersion) {
+    if addressing == AddressingVersion::Wsa200408 {
+        buf.extend_from_slice(p);
+        return;
+    }
+    // insertion point: end of the start tag (before `>` or `/>`), quotes respected
+    let mut quote: Option<u8> = None;
+    let mut at = None;
+    for (i, &c) in p.iter().enumerate() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == b'"' || c == b'\'' => quote = Some(c),
+            None if c == b'>' => {
+                let slash = i > 0 && p.get(i - 1) == Some(&b'/');
+                at = Some(if slash { i - 1 } else { i });
+                break;
+            }
+            None => {}
+        }
+    }
+    match at.and_then(|i| Some((p.get(..i)?, p.get(i..)?))) {
+        Some((head, tail)) => {
+            buf.extend_from_slice(head);
+            w::raw(buf, " a:IsReferenceParameter=\"true\"");
+            buf.extend_from_slice(tail);
+        }
+        None => buf.extend_from_slice(p),
+    }
+}
+
+/// RM detail elements (inside `s:Detail` with `decl`, or inside `r:SequenceFault` without).
+fn write_detail(buf: &mut BytesMut, f: &Fault, v: RmVersion, decl: bool) {
+    let d = if decl { r_decl(v) } else { "" };
+    match &f.detail {
+        FaultDetail::None => {}
+        FaultDetail::Identifier(id) => {
+            w::raw(buf, "<r:Identifier");
+            w::raw(buf, d);
+            w::elem_text(buf, ">", id.as_str(), "</r:Identifier>");
+        }
+        FaultDetail::Ack(ack) => write_ack(buf, ack, v, decl),
+        FaultDetail::Rollover {
+            identifier,
+            max_message_number,
+        } => {
+            w::raw(buf, "<r:Identifier");
+            w::raw(buf, d);
+            w::elem_text(buf, ">", identifier.as_str(), "</r:Identifier>");
+            if let (Some(m), RmVersion::Wsrm11) = (max_message_number, v) {
+                w::raw(buf, "<r:MaxMessageNumber");
+                w::raw(buf, d);
+                w::raw(buf, ">");
+                w::num(buf, *m);
+                w::raw(buf, "</r:MaxMessageNumber>");
+            }
+        }
+    }
+}
+
+fn check_version(f: &Fault, v: RmVersion) -> Result<(), EncodeError> {
+    let bad = match f.kind {
+        FaultKind::LastMessageNumberExceeded => v != RmVersion::Wsrm10,
+        FaultKind::SequenceClosed | FaultKind::WsrmRequired => v != RmVersion::Wsrm11,
+        _ => false,
+    };
+    if bad {
+        return Err(EncodeError::NotInVersion {
+            what: "this fault",
+            version: v,
+        });
+    }
+    Ok(())
+}
+
+/// Writes the rest of `open` and a QName value for a `{ns}local` name, declaring the prefix
+/// when it is not in scope (`s` and `a` are declared on the envelope).
+fn qname_value(buf: &mut BytesMut, clark_name: &str, open: &str, close: &str) {
+    let (ns, local) = split_clark(clark_name);
+    w::raw(buf, open);
+    match ns {
+        SOAP11 | SOAP12 => {
+            w::raw(buf, ">s:");
+        }
+        WSA10 | WSA200408 => {
+            w::raw(buf, ">a:");
+        }
+        "" => {
+            w::raw(buf, ">");
+        }
+        crate::ns::RM10 | crate::ns::RM11 => {
+            w::raw(buf, " xmlns:r=\"");
+            w::raw(buf, ns);
+            w::raw(buf, "\">r:");
+        }
+        _ => {
+            w::raw(buf, " xmlns:q=\"");
+            w::attr(buf, ns);
+            w::raw(buf, "\">q:");
+        }
+    }
+    w::text(buf, local);
+    w::raw(buf, close);
+}
+
+fn write_fault12(
+    buf: &mut BytesMut,
+    f: &Fault,
+    v: RmVersion,
+    framing: &Framing,
+) -> Result<(), EncodeError> {
+    check_version(f, v)?;
+    let code = match f.code {
+        FaultCode::Sender => "s:Sender",
+        FaultCode::Receiver => "s:Receiver",
+    };
+    w::raw(buf, "<s:Fault><s:Code>");
+    match &f.kind {
+        FaultKind::MustUnderstand => w::raw(buf, "<s:Value>s:MustUnderstand</s:Value>"),
+        FaultKind::Other(Some(q)) if matches!(split_clark(q).0, SOAP11 | SOAP12) => {
+            qname_value(buf, q, "<s:Value", "</s:Value>")
+        }
+        kind => {
+            w::raw(buf, "<s:Value>");
+            w::raw(buf, code);
+            w::raw(buf, "</s:Value>");
+            if let Some(local) = rm_fault_local(kind) {
+                w::raw(buf, "<s:Subcode><s:Value");
+                w::raw(buf, r_decl(v));
+                w::raw(buf, ">r:");
+                w::raw(buf, local);
+                w::raw(buf, "</s:Value>");
+                if *kind == FaultKind::ConnectionLimitReached {
+                    w::raw(buf, "<s:Subcode><s:Value xmlns:netrm=\"http://schemas.microsoft.com/ws/2006/05/rm\">netrm:ConnectionLimitReached</s:Value></s:Subcode>");
+                }
+                w::raw(buf, "</s:Subcode>");
+            } else {
+                let wsa = match kind {
+                    FaultKind::EndpointUnavailable => Some("EndpointUnavailable"),
+                    FaultKind::MessageAddressingHeaderRequired => {
+                        Some(framing.addressing.header_required_local())
+                    }
+                    FaultKind::ActionNotSupported => Some("ActionNotSupported"),
+                    _ => None,
+                };
+                if let Some(local) = wsa {
+                    w::raw(buf, "<s:Subcode><s:Value>a:");
+                    w::raw(buf, local);
+                    w::raw(buf, "</s:Value></s:Subcode>");
+                } else if let FaultKind::Other(Some(q)) = kind {
+                    w::raw(buf, "<s:Subcode>");
+                    qname_value(buf, q, "<s:Value", "</s:Value>");
+                    w::raw(buf, "</s:Subcode>");
+                }
+            }
+        }
+    }
+    w::raw(buf, "</s:Code><s:Reason><s:Text xml:lang=\"");
+    w::attr(buf, &framing.xml_lang);
+    w::raw(buf, "\">");
+    w::text(buf, &f.reason);
+    w::raw(buf, "</s:Text></s:Reason>");
+    if f.detail != FaultDetail::None {
+        w::raw(buf, "<s:Detail>");
+        write_detail(buf, f, v, true);
+        w::raw(buf, "</s:Detail>");
+    }
+    w::raw(buf, "</s:Fault>");
+    Ok(())
+}
+
+fn write_fault11(
+    buf: &mut BytesMut,
+    f: &Fault,
+    v: RmVersion,
+    framing: &Framing,
+) -> Result<(), EncodeError> {
+    check_version(f, v)?;
+    w::raw(buf, "<s:Fault>");
+    let generic = match f.code {
+        FaultCode::Sender => "{http://schemas.xmlsoap.org/soap/envelope/}Client",
+        FaultCode::Receiver => "{http://schemas.xmlsoap.org/soap/envelope/}Server",
+    };
+    let code: Cow<'_, str> = if f.is_header_fault() {
+        Cow::Borrowed(generic)
+    } else {
+        match &f.kind {
+            FaultKind::MustUnderstand => {
+                Cow::Borrowed("{http://schemas.xmlsoap.org/soap/envelope/}MustUnderstand")
+            }
+            FaultKind::EndpointUnavailable => Cow::Owned(format!(
+                "{{{}}}EndpointUnavailable",
+                framing.addressing.namespace()
+            )),
+            FaultKind::MessageAddressingHeaderRequired => Cow::Owned(format!(
+                "{{{}}}{}",
+                framing.addressing.namespace(),
+                framing.addressing.header_required_local()
+            )),
+            FaultKind::ActionNotSupported => Cow::Owned(format!(
+                "{{{}}}ActionNotSupported",
+                framing.addressing.namespace()
+            )),
+            FaultKind::Other(Some(q)) => {
+                let (ns, local) = split_clark(q);
+                if ns == SOAP12 {
+                    Cow::Owned(format!("{{{SOAP11}}}{local}"))
+                } else {
+                    Cow::Borrowed(q.as_str())
+                }
+            }
+            FaultKind::Other(None) => Cow::Borrowed(generic),
+            kind => match rm_fault_local(kind) {
+                Some(local) => Cow::Owned(format!("{{{}}}{local}", rm_namespace(v))),
+                None => Cow::Borrowed(generic),
+            },
+        }
+    };
+    qname_value(buf, &code, "<faultcode", "</faultcode>");
+    w::raw(buf, "<faultstring xml:lang=\"");
+    w::attr(buf, &framing.xml_lang);
+    w::raw(buf, "\">");
+    w::text(buf, &f.reason);
+    w::raw(buf, "</faultstring></s:Fault>");
+    Ok(())
+}
+
+fn write_sequence_fault_header(
+    buf: &mut BytesMut,
+    f: &Fault,
+    v: RmVersion,
+) -> Result<(), EncodeError> {
+    check_version(f, v)?;
+    let Some(local) = rm_fault_local(&f.kind) else {
+        return Ok(());
+    };
+    w::raw(buf, "<r:SequenceFault");
+    w::raw(buf, r_decl(v));
+    w::raw(buf, "><r:FaultCode>r:");
+    w::raw(buf, local);
+    w::raw(buf, "</r:FaultCode>");
+    match v {
+        RmVersion::Wsrm10 => write_detail(buf, f, v, false),
+        RmVersion::Wsrm11 => {
+            if f.detail != FaultDetail::None {
+                w::raw(buf, "<r:Detail>");
+                write_detail(buf, f, v, false);
+                w::raw(buf, "</r:Detail>");
+            }
+        }
+    }
+    w::raw(buf, "</r:SequenceFault>");
+    Ok(())
+}
