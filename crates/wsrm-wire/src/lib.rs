@@ -58,6 +58,7 @@ use bytes::{Bytes, BytesMut};
 use wsrm_proto::msg::Message;
 
 pub mod error;
+pub mod json;
 pub mod map;
 pub mod ns;
 mod reader;

@@ -1127,7 +1127,8 @@ impl<'a> P<'a> {
             self.env.body = WBody::Empty;
             return Ok(());
         };
-        let body_depth = self.rd.depth - 1;
+        // depth once the Body's end tag has been read
+        let body_depth = self.rd.depth.saturating_sub(2);
         if first.ns == env_ns && first.local == b"Fault" {
             let f = or_kind(self.fault(&first), |reason| DecodeErrorKind::InvalidFault {
                 reason,

@@ -125,6 +125,13 @@ impl<'a> Rd<'a> {
         }
     }
 
+    fn xml_err_at(&self, pos: usize, reason: impl Into<String>) -> DecodeErrorKind {
+        DecodeErrorKind::Xml {
+            offset: self.base + pos,
+            reason: reason.into(),
+        }
+    }
+
     fn limit(&self, what: LimitKind, limit: usize, offset: usize) -> DecodeErrorKind {
         DecodeErrorKind::LimitExceeded {
             what,
@@ -182,14 +189,14 @@ impl<'a> Rd<'a> {
                     if r.is_char_ref() {
                         match r.resolve_char_ref() {
                             Ok(Some(c)) => return Ok(Raw::Char(c)),
-                            _ => return Err(self.xml_err("invalid character reference")),
+                            _ => return Err(self.xml_err_at(pos, "invalid character reference")),
                         }
                     }
                     let name = std::str::from_utf8(&r).unwrap_or("");
                     match quick_xml::escape::resolve_predefined_entity(name) {
                         Some(s) => return Ok(Raw::Entity(s)),
                         None => {
-                            return Err(self.xml_err(format!(
+                            return Err(self.xml_err_at(pos, format!(
                                 "entity reference '&{name};' is not allowed (no DTD, no entity expansion)"
                             )))
                         }
@@ -198,17 +205,19 @@ impl<'a> Rd<'a> {
                 Event::Comment(_) => continue,
                 Event::Decl(d) => {
                     if pos != 0 {
-                        return Err(self.xml_err("XML declaration not at the start"));
+                        return Err(self.xml_err_at(pos, "XML declaration not at the start"));
                     }
                     if let Some(enc) = d.encoding() {
                         let ok = matches!(&enc, Ok(v) if v.eq_ignore_ascii_case(b"utf-8"));
                         if !ok {
-                            return Err(self.xml_err("only UTF-8 is accepted"));
+                            return Err(self.xml_err_at(pos, "only UTF-8 is accepted"));
                         }
                     }
                     continue;
                 }
-                Event::PI(_) => return Err(self.xml_err("processing instructions are not allowed")),
+                Event::PI(_) => {
+                    return Err(self.xml_err_at(pos, "processing instructions are not allowed"))
+                }
                 Event::DocType(_) => {
                     return Err(DecodeErrorKind::Doctype {
                         offset: self.base + pos,
@@ -244,7 +253,7 @@ impl<'a> Rd<'a> {
             let mut n = 0usize;
             for a in start.attributes() {
                 if a.is_err() {
-                    return Err(self.xml_err("malformed attribute"));
+                    return Err(self.xml_err_at(pos, "malformed attribute"));
                 }
                 n += 1;
             }
