@@ -29,10 +29,6 @@ pub(crate) struct ServerLimits {
     pub max_connections: usize,
     /// Time allowed to receive a request's head (and, for TLS, the handshake).
     pub header_read_timeout: Duration,
-    /// Time allowed to receive a whole request body.
-    pub body_read_timeout: Duration,
-    /// Largest accepted request body in bytes.
-    pub max_body: usize,
 }
 
 /// What the server knows about the connection a request came on.

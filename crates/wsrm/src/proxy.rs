@@ -432,8 +432,6 @@ impl Proxy {
         let limits = ServerLimits {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(30),
-            body_read_timeout: Duration::from_secs(60),
-            max_body: shared.cfg.max_body,
         };
         let sh = shared.clone();
         let task = tokio::spawn(

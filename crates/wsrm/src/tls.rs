@@ -329,11 +329,10 @@ impl ClientTls {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots(&self.ca)?);
-        let mut cfg = match &self.identity {
+        // ALPN is set by the HTTPS connector (http/1.1).
+        Ok(match &self.identity {
             None => builder.with_no_client_auth(),
             Some((chain, key)) => builder.with_client_auth_cert(chain.clone(), key.clone_key())?,
-        };
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(cfg)
+        })
     }
 }

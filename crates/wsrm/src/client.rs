@@ -1,0 +1,464 @@
+//! The client: one reliable session to a service URL over HTTP(S).
+//!
+//! A driver task owns the engine's [`wsrm_proto::ClientSession`]: it feeds it decoded HTTP
+//! responses, turns every message the engine wants to send into one HTTP request (many may be
+//! in flight at once, up to the window), and sleeps until the engine's next deadline. The
+//! [`Client`] handle talks to the driver over a channel; it is cheap to clone and may be used
+//! from many tasks at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request};
+use http_body_util::Full;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::Instrument;
+use wsrm_proto::msg::{Message, SequenceId};
+use wsrm_proto::{ClientEvent, ClientSession, ClientState, Pattern, SessionStats, Shape};
+
+use crate::binding::{Binding, MessageVersion};
+use crate::codec;
+use crate::error::ClientError;
+use crate::http::HttpClient;
+use crate::tls::ClientTls;
+
+/// Options of [`Client::open`] beyond the binding.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// `true`: request-reply session (CreateSequence with Offer; `request` available, `send`
+    /// still works for one-way operations). `false`: one-way session (no Offer).
+    pub request_reply: bool,
+    /// Trust anchors and client certificate for `https` URLs.
+    pub tls: Option<ClientTls>,
+    /// Seed for identifiers (`None`: random).
+    pub seed: Option<u64>,
+}
+
+/// A reply to [`Client::request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The reply's `wsa:Action`.
+    pub action: Arc<str>,
+    /// The raw content of the reply's SOAP Body.
+    pub body: Bytes,
+    /// Its number on the reply sequence.
+    pub number: u64,
+}
+
+enum Cmd {
+    Send {
+        action: Arc<str>,
+        body: Bytes,
+        done: oneshot::Sender<Result<u64, ClientError>>,
+    },
+    Request {
+        action: Arc<str>,
+        body: Bytes,
+        done: oneshot::Sender<Result<Reply, ClientError>>,
+    },
+    Close {
+        done: oneshot::Sender<Result<(), ClientError>>,
+    },
+    Abort,
+}
+
+struct Shared {
+    stats: Mutex<SessionStats>,
+    output: Mutex<Option<SequenceId>>,
+}
+
+/// A reliable session to one service. Clone it to use it from several tasks.
+#[derive(Clone)]
+pub struct Client {
+    tx: mpsc::UnboundedSender<Cmd>,
+    shared: Arc<Shared>,
+    binding: Arc<Binding>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("sequence", &self.sequence_id())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Opens a session to `url` (CreateSequence handshake, retried as WCF does within the
+    /// binding's OpenTimeout).
+    pub async fn open(
+        url: &str,
+        binding: &Binding,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        binding.validate()?;
+        let uri = binding.check_url(url)?;
+        let tls = options.tls.clone().unwrap_or_default().config()?;
+        let http = HttpClient::new(tls, binding.transport.max_idle_connections_per_host);
+        let pattern = if options.request_reply {
+            Pattern::RequestReply
+        } else {
+            Pattern::OneWay
+        };
+        let mut cfg = wsrm_proto::ClientConfig::new(pattern, Shape::RequestReply);
+        cfg.settings = binding.session.clone();
+        cfg.remote_address = Some(Arc::from(url));
+        cfg.local_address = Arc::from(binding.message_version.addressing.anonymous());
+        cfg.open_timeout = binding.transport.open_timeout;
+        cfg.close_timeout = binding.transport.close_timeout;
+        cfg.send_timeout = binding.transport.send_timeout;
+        let seed = options.seed.unwrap_or_else(rand::random);
+        let now = Instant::now();
+        let session = ClientSession::new(now.into_std(), cfg, seed)
+            .map_err(|e| ClientError::Binding(e.into()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            stats: Mutex::new(SessionStats::default()),
+            output: Mutex::new(None),
+        });
+        let (opened_tx, opened_rx) = oneshot::channel();
+        let driver = Driver {
+            session,
+            http,
+            uri,
+            version: binding.message_version,
+            max_body: binding.max_message_bytes(),
+            exchange_timeout: binding.transport.send_timeout,
+            shared: shared.clone(),
+            sends: HashMap::new(),
+            requests: HashMap::new(),
+            close: None,
+            opened: Some(opened_tx),
+            inflight: JoinSet::new(),
+        };
+        let span = tracing::info_span!("client", url = %url, pattern = pattern.as_str());
+        tokio::spawn(driver.run(rx).instrument(span));
+        let open_timeout = binding.transport.open_timeout;
+        // The engine enforces OpenTimeout itself; the extra second only guards the channel.
+        match tokio::time::timeout(open_timeout + Duration::from_secs(1), opened_rx).await {
+            Ok(Ok(Ok(()))) => Ok(Client {
+                tx,
+                shared,
+                binding: Arc::new(binding.clone()),
+            }),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => {
+                let _ = tx.send(Cmd::Abort);
+                Err(ClientError::Timeout {
+                    operation: "open",
+                    after: open_timeout,
+                })
+            }
+        }
+    }
+
+    /// Sends a one-way message; completes when the service acknowledged it (or fails with the
+    /// session's error, or after SendTimeout). Returns its message number. Several sends may
+    /// be outstanding at once; they are numbered in call order.
+    pub async fn send(&self, action: &str, body: impl Into<Bytes>) -> Result<u64, ClientError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Send {
+                action: Arc::from(action),
+                body: body.into(),
+                done,
+            })
+            .map_err(|_| ClientError::Closed)?;
+        let t = self.binding.transport.send_timeout;
+        match tokio::time::timeout(t, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => Err(ClientError::Timeout {
+                operation: "send",
+                after: t,
+            }),
+        }
+    }
+
+    /// Sends a request and waits for its reply (request-reply sessions only).
+    pub async fn request(
+        &self,
+        action: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, ClientError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Request {
+                action: Arc::from(action),
+                body: body.into(),
+                done,
+            })
+            .map_err(|_| ClientError::Closed)?;
+        let t = self.binding.transport.send_timeout;
+        match tokio::time::timeout(t, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => Err(ClientError::Timeout {
+                operation: "request",
+                after: t,
+            }),
+        }
+    }
+
+    /// Closes the session gracefully (1.0: LastMessage + TerminateSequence; 1.1:
+    /// CloseSequence + TerminateSequence) after every message was acknowledged; returns the
+    /// final counters.
+    pub async fn close(&self) -> Result<SessionStats, ClientError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Close { done })
+            .map_err(|_| ClientError::Closed)?;
+        let t = self.binding.transport.close_timeout;
+        match tokio::time::timeout(t + Duration::from_secs(1), rx).await {
+            Ok(Ok(Ok(()))) => Ok(self.stats()),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => Err(ClientError::Timeout {
+                operation: "close",
+                after: t,
+            }),
+        }
+    }
+
+    /// Aborts the session: the service is told with a SequenceTerminated fault; pending calls
+    /// fail.
+    pub fn abort(&self) {
+        let _ = self.tx.send(Cmd::Abort);
+    }
+
+    /// Counters of this session (sent, retransmitted, acknowledged, duplicates dropped, window,
+    /// RTT).
+    pub fn stats(&self) -> SessionStats {
+        self.shared.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// The outbound sequence identifier (the session id), once open.
+    pub fn sequence_id(&self) -> Option<SequenceId> {
+        self.shared.output.lock().ok().and_then(|o| o.clone())
+    }
+}
+
+type ExchangeResult = Option<Bytes>;
+
+struct Driver {
+    session: ClientSession,
+    http: HttpClient,
+    uri: http::Uri,
+    version: MessageVersion,
+    max_body: usize,
+    exchange_timeout: Duration,
+    shared: Arc<Shared>,
+    sends: HashMap<u64, oneshot::Sender<Result<u64, ClientError>>>,
+    requests: HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>>,
+    close: Option<oneshot::Sender<Result<(), ClientError>>>,
+    opened: Option<oneshot::Sender<Result<(), ClientError>>>,
+    inflight: JoinSet<ExchangeResult>,
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+        let mut cmds_open = true;
+        loop {
+            let now = Instant::now().into_std();
+            self.session.handle_timeout(now);
+            self.pump_transmits(now);
+            let finished = self.pump_events();
+            if finished && self.inflight.is_empty() {
+                break;
+            }
+            let deadline = self
+                .session
+                .poll_timeout()
+                .map(Instant::from_std)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                cmd = rx.recv(), if cmds_open => match cmd {
+                    Some(c) => self.command(c),
+                    None => {
+                        cmds_open = false;
+                        // Every handle is gone: abort unless closing/closed.
+                        if !matches!(self.session.state(), ClientState::Closing | ClientState::Closed) {
+                            self.session.abort(Instant::now().into_std());
+                        }
+                    }
+                },
+                Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => {
+                    if let Ok(Some(body)) = done {
+                        self.response(body);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+        tracing::debug!("client driver finished");
+    }
+
+    fn command(&mut self, c: Cmd) {
+        let now = Instant::now().into_std();
+        match c {
+            Cmd::Send { action, body, done } => match self.session.send(now, action, body) {
+                Ok(n) => {
+                    self.sends.insert(n, done);
+                }
+                Err(e) => {
+                    let _ = done.send(Err(e.into()));
+                }
+            },
+            Cmd::Request { action, body, done } => match self.session.request(now, action, body) {
+                Ok(n) => {
+                    self.requests.insert(n, done);
+                }
+                Err(e) => {
+                    let _ = done.send(Err(e.into()));
+                }
+            },
+            Cmd::Close { done } => match self.session.close(now) {
+                Ok(()) => {
+                    if self.session.state() == ClientState::Closed {
+                        let _ = done.send(Ok(()));
+                    } else {
+                        self.close = Some(done);
+                    }
+                }
+                Err(e) => {
+                    let _ = done.send(Err(e.into()));
+                }
+            },
+            Cmd::Abort => self.session.abort(now),
+        }
+    }
+
+    fn response(&mut self, body: Bytes) {
+        match codec::decode(&body, self.max_body) {
+            Ok((m, _)) => {
+                tracing::trace!(action = ?m.action, "response");
+                self.session.handle_message(Instant::now().into_std(), m);
+            }
+            Err(e) => tracing::debug!(error = %e, "undecodable response dropped"),
+        }
+    }
+
+    fn pump_transmits(&mut self, now: std::time::Instant) {
+        while let Some(m) = self.session.poll_transmit(now) {
+            self.spawn_exchange(m);
+        }
+    }
+
+    fn spawn_exchange(&mut self, m: Message) {
+        let enc = match codec::encode(&m, self.version) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode an outgoing message");
+                return;
+            }
+        };
+        let mut req = Request::new(Full::new(enc.body));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = self.uri.clone();
+        req.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(enc.content_type),
+        );
+        if let Some(sa) = enc.soap_action {
+            if let Ok(v) = header::HeaderValue::from_str(&sa) {
+                req.headers_mut().insert("soapaction", v);
+            }
+        }
+        let http = self.http.clone();
+        let (max, t) = (self.max_body, self.exchange_timeout);
+        self.inflight.spawn(async move {
+            match http.exchange(req, max, t).await {
+                Ok(r) if r.body.is_empty() => None,
+                Ok(r) if r.status.is_success() || r.status.as_u16() == 500 => Some(r.body),
+                Ok(r) => {
+                    tracing::debug!(status = %r.status, "exchange failed");
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "exchange failed");
+                    None
+                }
+            }
+        });
+    }
+
+    /// Dispatches engine events; returns true when the session is over.
+    fn pump_events(&mut self) -> bool {
+        if let Ok(mut s) = self.shared.stats.lock() {
+            *s = self.session.stats();
+        }
+        let mut over = false;
+        while let Some(ev) = self.session.poll_event() {
+            match ev {
+                ClientEvent::Opened { output, .. } => {
+                    tracing::info!(sequence = %output, "session opened");
+                    if let Ok(mut o) = self.shared.output.lock() {
+                        *o = Some(output);
+                    }
+                    if let Some(tx) = self.opened.take() {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                ClientEvent::Acknowledged { number } => {
+                    if let Some(tx) = self.sends.remove(&number) {
+                        let _ = tx.send(Ok(number));
+                    }
+                }
+                ClientEvent::Reply {
+                    request,
+                    number,
+                    action,
+                    payload,
+                } => {
+                    if let Some(tx) = self.requests.remove(&request) {
+                        let _ = tx.send(Ok(Reply {
+                            action,
+                            body: payload,
+                            number,
+                        }));
+                    }
+                }
+                ClientEvent::Delivered { number, .. } => {
+                    tracing::debug!(number, "unexpected duplex delivery ignored");
+                }
+                ClientEvent::Closed => {
+                    tracing::info!("session closed");
+                    if let Some(tx) = self.close.take() {
+                        let _ = tx.send(Ok(()));
+                    }
+                    over = true;
+                }
+                ClientEvent::Failed {
+                    error,
+                    unacknowledged,
+                } => {
+                    tracing::warn!(%error, unacknowledged = unacknowledged.len(), "session failed");
+                    let e = ClientError::Faulted(error);
+                    for (_, tx) in self.sends.drain() {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                    for (_, tx) in self.requests.drain() {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                    if let Some(tx) = self.close.take() {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                    if let Some(tx) = self.opened.take() {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                    over = true;
+                }
+            }
+        }
+        over || matches!(
+            self.session.state(),
+            ClientState::Closed | ClientState::Failed
+        )
+    }
+}

@@ -1,0 +1,119 @@
+//! The runtime's use of `wsrm-wire`: envelopes to and from HTTP bodies, with the HTTP headers
+//! each SOAP version needs (wire-protocol.md §1.4).
+
+use bytes::Bytes;
+use wsrm_proto::msg::{Action, Body, Fault, FaultCode, FaultDetail, FaultKind, Message, RmVersion};
+use wsrm_wire::{DecodeError, EncodeError, Framing, Limits, SoapVersion};
+
+use crate::binding::MessageVersion;
+
+/// One encoded message and its HTTP headers.
+pub(crate) struct Encoded {
+    /// The envelope.
+    pub body: Bytes,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// SOAP 1.1 `SOAPAction` (quoted), if any.
+    pub soap_action: Option<String>,
+}
+
+/// The media type (no parameters) of a SOAP version.
+pub(crate) fn media_type(v: SoapVersion) -> &'static str {
+    match v {
+        SoapVersion::Soap11 => "text/xml",
+        SoapVersion::Soap12 => "application/soap+xml",
+    }
+}
+
+pub(crate) fn encode(m: &Message, v: MessageVersion) -> Result<Encoded, EncodeError> {
+    let framing = Framing::new(v.soap, v.addressing);
+    let body = wsrm_wire::encode(m, &framing)?;
+    let soap_action = match v.soap {
+        SoapVersion::Soap11 => Some(format!("\"{}\"", wsrm_wire::action_uri(m, v.addressing)?)),
+        SoapVersion::Soap12 => None,
+    };
+    Ok(Encoded {
+        body,
+        content_type: v.soap.content_type(),
+        soap_action,
+    })
+}
+
+pub(crate) fn limits(max: usize) -> Limits {
+    Limits {
+        max_message_size: max,
+        ..Limits::default()
+    }
+}
+
+pub(crate) fn decode(b: &Bytes, max: usize) -> Result<(Message, MessageVersion), DecodeError> {
+    let d = wsrm_wire::decode(b.clone(), &limits(max))?;
+    Ok((
+        d.message,
+        MessageVersion {
+            soap: d.soap,
+            addressing: d.addressing,
+        },
+    ))
+}
+
+/// The message version to frame a decode error's fault in.
+pub(crate) fn error_version(e: &DecodeError, fallback: MessageVersion) -> MessageVersion {
+    MessageVersion {
+        soap: e.soap().unwrap_or(fallback.soap),
+        addressing: e.addressing().unwrap_or(fallback.addressing),
+    }
+}
+
+/// The fault message answering a decode error, if WCF answers with one.
+pub(crate) fn error_fault(e: &DecodeError) -> Option<Message> {
+    let f = e.fault()?;
+    let mut m = Message::new(e.rm().unwrap_or_default(), Action::Fault, Body::Fault(f));
+    m.relates_to = e.message_id().cloned();
+    Some(m)
+}
+
+/// A SOAP `VersionMismatch`-style refusal for an envelope whose SOAP/WS-Addressing versions
+/// differ from the binding's (the binding has one message version, like WCF's encoder).
+pub(crate) fn version_mismatch(binding: MessageVersion, rm: RmVersion) -> Message {
+    let f = Fault::new(
+        FaultCode::Sender,
+        FaultKind::Other(Some(format!(
+            "{{{}}}VersionMismatch",
+            binding.soap.namespace()
+        ))),
+        format!(
+            "The message version of the request does not match the binding's message version {}.",
+            binding.wcf_name()
+        ),
+        FaultDetail::None,
+    );
+    Message::new(rm, Action::Fault, Body::Fault(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wsrm_proto::msg::CreateSequence;
+
+    #[test]
+    fn create_sequence_round_trips() {
+        let mut m = Message::new(
+            RmVersion::Wsrm10,
+            Action::CreateSequence,
+            Body::CreateSequence(CreateSequence {
+                acks_to: String::new(),
+                expires: None,
+                offer: None,
+            }),
+        );
+        m.message_id = Some("urn:uuid:1".into());
+        m.to = Some("http://127.0.0.1:1/svc".into());
+        let e = encode(&m, MessageVersion::SOAP12_WSA10).unwrap();
+        let (d, v) = decode(&e.body, 65536)
+            .map_err(|x| format!("{x}: {}", String::from_utf8_lossy(&e.body)))
+            .unwrap();
+        assert_eq!(v, MessageVersion::SOAP12_WSA10);
+        assert_eq!(d.action, Action::CreateSequence);
+    }
+}

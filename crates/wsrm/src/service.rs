@@ -1,0 +1,907 @@
+//! The service: accepts reliable sessions on one HTTP(S) address.
+//!
+//! Data flow: HTTP request → body read under `maxReceivedMessageSize` → `wsrm-wire` decode
+//! (bad input answered with the codec's fault and status) → mutual-TLS identity check → the
+//! engine's server [`wsrm_proto::Endpoint`] (one driver task for all sessions) → the engine's
+//! answer for that exchange, encoded in the client's own SOAP/WS-Addressing version:
+//! a message → `200`, a fault → `500`, nothing → `202` with an empty body
+//! (wire-protocol.md §1.4, §4.11).
+//!
+//! Each accepted session gets one handler instance (from the factory given to
+//! [`ServiceBuilder::handler`]) running on its own task; deliveries are handed to it one at a
+//! time, in order when the binding is Ordered — WCF's PerSession instancing with
+//! `ConcurrencyMode.Single`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::Instrument;
+use wsrm_proto::msg::{Body, Fault, Message, RmVersion, SequenceId};
+use wsrm_proto::{
+    Endpoint, EndpointConfig, ExchangeId, ReplyToken, ServerEvent, SessionError, SessionId,
+    SessionStats,
+};
+
+use crate::binding::{Binding, MessageVersion};
+use crate::codec;
+use crate::error::ServiceError;
+use crate::http::{self as h, ConnInfo, Handled, ServerLimits};
+use crate::tls::{ClientIdentity, ServerTls};
+
+/// A boxed future returned by [`SessionHandler::handle`].
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+
+/// One application message delivered to a session handler.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Its number on the session's inbound sequence.
+    pub number: u64,
+    /// `wsa:Action`.
+    pub action: Arc<str>,
+    /// The raw content of the SOAP Body.
+    pub body: Bytes,
+    /// `true` when the client waits for a reply (a two-way operation in a request-reply
+    /// session): answer with [`Outcome::Reply`].
+    pub expects_reply: bool,
+}
+
+/// A handler's answer to a [`Delivery`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The reply of a two-way operation.
+    Reply {
+        /// Reply action.
+        action: Arc<str>,
+        /// Reply body content (raw XML of the SOAP Body's content).
+        body: Bytes,
+    },
+    /// No reply (one-way operation).
+    NoReply,
+}
+
+/// What a handler learns about its session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The engine's session handle.
+    pub id: SessionId,
+    /// The inbound sequence identifier (WCF's session id).
+    pub sequence: SequenceId,
+    /// The reply sequence identifier (request-reply sessions).
+    pub reply_sequence: Option<SequenceId>,
+    /// The session's WS-RM version.
+    pub version: RmVersion,
+    /// The mutual-TLS identity that created the session, if any.
+    pub identity: Option<ClientIdentity>,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// Closed cleanly by the client.
+    Closed,
+    /// Failed (inactivity, peer abort, protocol violation, ...).
+    Failed(SessionError),
+}
+
+/// The application side of one session (one instance per session).
+pub trait SessionHandler: Send + 'static {
+    /// Handles one delivery; called one at a time, in order when the binding is Ordered.
+    fn handle(&mut self, delivery: Delivery) -> HandlerFuture<'_>;
+
+    /// Called once when the session is over.
+    fn ended(&mut self, _end: &SessionEnd) {}
+}
+
+type Factory = Arc<dyn Fn(&SessionInfo) -> Box<dyn SessionHandler> + Send + Sync>;
+
+/// Which WS-RM versions the service answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RmVersions {
+    /// Both 1.0 and 1.1; each client is answered in its own version (default).
+    #[default]
+    Any,
+    /// Only the binding's version.
+    BindingOnly,
+}
+
+/// Configures and starts a [`Service`].
+pub struct ServiceBuilder {
+    binding: Binding,
+    tls: Option<ServerTls>,
+    factory: Option<Factory>,
+    max_sessions: usize,
+    max_buffered_bytes: usize,
+    versions: RmVersions,
+    path: Option<String>,
+}
+
+impl std::fmt::Debug for ServiceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceBuilder")
+            .field("binding", &self.binding)
+            .field("max_sessions", &self.max_sessions)
+            .field("max_buffered_bytes", &self.max_buffered_bytes)
+            .finish()
+    }
+}
+
+/// Per-service counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    /// Sessions created (CreateSequence accepted).
+    pub sessions_created: u64,
+    /// Sessions currently established (accepted, not ended).
+    pub sessions_active: u64,
+    /// Sessions closed cleanly.
+    pub sessions_closed: u64,
+    /// Sessions failed.
+    pub sessions_failed: u64,
+    /// Messages handed to handlers.
+    pub delivered: u64,
+    /// HTTP requests refused before the engine (undecodable, oversized, wrong media type,
+    /// identity mismatch, buffer cap).
+    pub refused: u64,
+    /// Application bytes currently buffered for handlers.
+    pub buffered_bytes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    sessions_created: AtomicU64,
+    sessions_active: AtomicU64,
+    sessions_closed: AtomicU64,
+    sessions_failed: AtomicU64,
+    delivered: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl ServiceBuilder {
+    /// Hosts sessions with `binding` (by default: echo nothing, acknowledge everything).
+    pub fn new(binding: Binding) -> Self {
+        ServiceBuilder {
+            binding,
+            tls: None,
+            factory: None,
+            max_sessions: 10_000,
+            max_buffered_bytes: 64 * 1024 * 1024,
+            versions: RmVersions::Any,
+            path: None,
+        }
+    }
+
+    /// The handler factory: called once per accepted session.
+    pub fn handler<F, H>(mut self, f: F) -> Self
+    where
+        F: Fn(&SessionInfo) -> H + Send + Sync + 'static,
+        H: SessionHandler,
+    {
+        self.factory = Some(Arc::new(move |i: &SessionInfo| {
+            Box::new(f(i)) as Box<dyn SessionHandler>
+        }));
+        self
+    }
+
+    /// HTTPS certificate and key (and, for mutual TLS, the client CA). Required when the
+    /// binding's transport is https.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Cap on established sessions (WCF's `maxConcurrentSessions` throttle). Sessions beyond it
+    /// wait unaccepted, counting against MaxPendingChannels; further CreateSequence requests are
+    /// then refused (`ConnectionLimitReached`). Default 10,000.
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.max_sessions = n.max(1);
+        self
+    }
+
+    /// Cap on application bytes received but not yet taken by handlers, across all sessions.
+    /// Beyond it new sequence messages are dropped (HTTP 202, no acknowledgement) and the
+    /// clients retransmit them later. Default 64 MiB.
+    pub fn max_buffered_bytes(mut self, n: usize) -> Self {
+        self.max_buffered_bytes = n;
+        self
+    }
+
+    /// Which RM versions to answer (default: both, each in the client's version).
+    pub fn rm_versions(mut self, v: RmVersions) -> Self {
+        self.versions = v;
+        self
+    }
+
+    /// Only serve requests for this path (others get 404). Default: every path.
+    pub fn path(mut self, p: impl Into<String>) -> Self {
+        self.path = Some(p.into());
+        self
+    }
+
+    /// Binds `addr` (port 0 = ephemeral) and starts serving.
+    pub async fn bind(self, addr: SocketAddr) -> Result<Service, ServiceError> {
+        self.binding.validate()?;
+        let https = self.binding.transport.scheme == crate::binding::Scheme::Https;
+        let acceptor = match (&self.tls, https) {
+            (Some(t), true) => Some(t.acceptor()?),
+            (None, false) => None,
+            (None, true) => {
+                return Err(ServiceError::Config(
+                    "the binding uses https but no server certificate was given".into(),
+                ))
+            }
+            (Some(_), false) => return Err(ServiceError::Config(
+                "a server certificate was given but the binding uses http (call Binding::https)"
+                    .into(),
+            )),
+        };
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServiceError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServiceError::Bind { addr, source })?;
+        let factory = self.factory.unwrap_or_else(|| {
+            Arc::new(|_: &SessionInfo| Box::new(AckOnly) as Box<dyn SessionHandler>)
+        });
+        let scheme = self.binding.transport.scheme.as_str();
+        let base_url = format!("{scheme}://{local}");
+        let cfg = EndpointConfig {
+            settings: self.binding.session.clone(),
+            version: match self.versions {
+                RmVersions::Any => None,
+                RmVersions::BindingOnly => Some(self.binding.session.reliable_messaging_version),
+            },
+            accept_one_way: true,
+            accept_request_reply: true,
+            // HTTP request/reply only: the service cannot call clients back.
+            accept_duplex: false,
+            max_sessions: self.max_sessions,
+            address: None,
+            parked_exchange_timeout: self.binding.transport.send_timeout,
+            ..EndpointConfig::default()
+        };
+        let endpoint =
+            Endpoint::new(cfg, rand::random()).map_err(|e| ServiceError::Binding(e.into()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            counters: Counters::default(),
+            buffered: AtomicUsize::new(0),
+            max_buffered: self.max_buffered_bytes,
+            stats: Mutex::new(HashMap::new()),
+            mutual: self.tls.as_ref().is_some_and(|t| t.is_mutual()),
+        });
+        let driver = Driver {
+            endpoint,
+            shared: shared.clone(),
+            factory,
+            max_sessions: self.max_sessions,
+            exchanges: HashMap::new(),
+            sessions: HashMap::new(),
+            pending: std::collections::VecDeque::new(),
+            owners: HashMap::new(),
+            tx: tx.clone(),
+            next_exchange: 0,
+        };
+        tokio::spawn(
+            driver
+                .run(rx, shutdown_rx.clone())
+                .instrument(tracing::info_span!("service", addr = %local)),
+        );
+        let front = Arc::new(Front {
+            tx: tx.clone(),
+            shared: shared.clone(),
+            version: self.binding.message_version,
+            max_body: self.binding.max_message_bytes(),
+            body_timeout: self.binding.transport.request_body_timeout,
+            exchange_timeout: self.binding.transport.send_timeout,
+            path: self.path.clone(),
+        });
+        let limits = ServerLimits {
+            max_connections: self.binding.transport.max_connections,
+            header_read_timeout: self.binding.transport.request_header_timeout,
+        };
+        let task = tokio::spawn(
+            h::serve(
+                listener,
+                acceptor,
+                limits,
+                move |req, info| front.clone().handle(req, info),
+                shutdown_rx,
+            )
+            .instrument(tracing::info_span!("http", addr = %local)),
+        );
+        tracing::info!(url = %base_url, binding = self.binding.name(), "service listening");
+        Ok(Service {
+            addr: local,
+            base_url,
+            shared,
+            shutdown: shutdown_tx,
+            task: Some(task),
+        })
+    }
+}
+
+/// A running service. Dropping it stops it.
+pub struct Service {
+    addr: SocketAddr,
+    base_url: String,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").field("addr", &self.addr).finish()
+    }
+}
+
+impl Service {
+    /// Starts configuring a service.
+    pub fn builder(binding: Binding) -> ServiceBuilder {
+        ServiceBuilder::new(binding)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `scheme://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// Service-wide counters.
+    pub fn stats(&self) -> ServiceStats {
+        let c = &self.shared.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ServiceStats {
+            sessions_created: g(&c.sessions_created),
+            sessions_active: g(&c.sessions_active),
+            sessions_closed: g(&c.sessions_closed),
+            sessions_failed: g(&c.sessions_failed),
+            delivered: g(&c.delivered),
+            refused: g(&c.refused),
+            buffered_bytes: self.shared.buffered.load(Ordering::Relaxed) as u64,
+        }
+    }
+
+    /// Counters of one session by its inbound sequence id (updated as the session runs).
+    pub fn session_stats(&self, sequence: &SequenceId) -> Option<SessionStats> {
+        self.shared
+            .stats
+            .lock()
+            .ok()
+            .and_then(|m| m.get(sequence).copied())
+    }
+
+    /// Stops accepting and closes connections.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+struct AckOnly;
+
+impl SessionHandler for AckOnly {
+    fn handle(&mut self, _d: Delivery) -> HandlerFuture<'_> {
+        Box::pin(async { Outcome::NoReply })
+    }
+}
+
+struct Shared {
+    counters: Counters,
+    buffered: AtomicUsize,
+    max_buffered: usize,
+    stats: Mutex<HashMap<SequenceId, SessionStats>>,
+    mutual: bool,
+}
+
+/// What the HTTP front hands to the driver.
+enum ToDriver {
+    Exchange {
+        message: Message,
+        identity: Option<ClientIdentity>,
+        respond: oneshot::Sender<Option<Message>>,
+    },
+    Outcome {
+        session: SessionId,
+        number: u64,
+        token: Option<ReplyToken>,
+        outcome: Outcome,
+        bytes: usize,
+    },
+}
+
+struct Front {
+    tx: mpsc::UnboundedSender<ToDriver>,
+    shared: Arc<Shared>,
+    version: MessageVersion,
+    max_body: usize,
+    body_timeout: Duration,
+    exchange_timeout: Duration,
+    path: Option<String>,
+}
+
+impl Front {
+    fn refuse(&self, status: StatusCode) -> Handled {
+        self.shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+        Handled::Respond(h::empty(status))
+    }
+
+    fn respond(&self, m: Option<Message>, version: MessageVersion) -> Handled {
+        let Some(m) = m else {
+            return Handled::Respond(h::empty(StatusCode::ACCEPTED));
+        };
+        let status = if matches!(m.body, Body::Fault(_)) {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::OK
+        };
+        match codec::encode(&m, version) {
+            Ok(enc) => {
+                let mut r = Response::new(Full::new(enc.body));
+                *r.status_mut() = status;
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static(enc.content_type),
+                );
+                Handled::Respond(r)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a response");
+                Handled::Respond(h::empty(StatusCode::INTERNAL_SERVER_ERROR))
+            }
+        }
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, info: Arc<ConnInfo>) -> Handled {
+        if req.method() != http::Method::POST {
+            return self.refuse(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        if let Some(p) = &self.path {
+            if req.uri().path() != p {
+                return self.refuse(StatusCode::NOT_FOUND);
+            }
+        }
+        let media = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| {
+                s.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        let want = codec::media_type(self.version.soap);
+        if media != want {
+            // WCF's HTTP transport refuses a content type its encoder does not accept.
+            return self.refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        }
+        let body = match h::read_body(req.into_body(), self.max_body, self.body_timeout).await {
+            Ok(b) => b,
+            Err(h::ReadError::TooLarge) => return self.refuse(StatusCode::PAYLOAD_TOO_LARGE),
+            Err(h::ReadError::TimedOut) => return self.refuse(StatusCode::REQUEST_TIMEOUT),
+            Err(h::ReadError::Io) => return Handled::Close,
+        };
+        let (message, version) = match codec::decode(&body, self.max_body) {
+            Ok(x) => x,
+            Err(e) => {
+                self.shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, body = %String::from_utf8_lossy(&body), "refused undecodable request");
+                let version = codec::error_version(&e, self.version);
+                return match codec::error_fault(&e) {
+                    Some(m) => self.respond(Some(m), version),
+                    None => Handled::Respond(h::empty(
+                        StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
+                    )),
+                };
+            }
+        };
+        if version != self.version {
+            self.shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+            let fault = codec::version_mismatch(self.version, message.version);
+            return self.respond(Some(fault), self.version);
+        }
+        // The buffer cap: refuse new application sequence messages while handlers are behind.
+        if message.sequence.is_some()
+            && matches!(message.body, Body::Application(_))
+            && self.shared.buffered.load(Ordering::Relaxed) >= self.shared.max_buffered
+        {
+            return self.refuse(StatusCode::ACCEPTED);
+        }
+        let identity = if self.shared.mutual {
+            info.identity
+        } else {
+            None
+        };
+        let (respond, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(ToDriver::Exchange {
+                message,
+                identity,
+                respond,
+            })
+            .is_err()
+        {
+            return Handled::Respond(h::empty(StatusCode::SERVICE_UNAVAILABLE));
+        }
+        match tokio::time::timeout(self.exchange_timeout, rx).await {
+            Ok(Ok(m)) => self.respond(m, version),
+            _ => Handled::Respond(h::empty(StatusCode::ACCEPTED)),
+        }
+    }
+}
+
+enum HandlerMsg {
+    Deliver(Delivery, Option<ReplyToken>),
+    End(SessionEnd),
+}
+
+struct SessionSlot {
+    info: SessionInfo,
+    to_handler: Option<mpsc::UnboundedSender<HandlerMsg>>,
+    accepted: bool,
+}
+
+struct Driver {
+    endpoint: Endpoint,
+    shared: Arc<Shared>,
+    factory: Factory,
+    max_sessions: usize,
+    exchanges: HashMap<ExchangeId, oneshot::Sender<Option<Message>>>,
+    sessions: HashMap<SessionId, SessionSlot>,
+    pending: std::collections::VecDeque<SessionId>,
+    owners: HashMap<SequenceId, ClientIdentity>,
+    tx: mpsc::UnboundedSender<ToDriver>,
+    next_exchange: u64,
+}
+
+/// Every sequence identifier a message names (for the mutual-TLS ownership check).
+fn identifiers(m: &Message) -> Vec<&SequenceId> {
+    let mut v = Vec::new();
+    if let Some(s) = &m.sequence {
+        v.push(&s.identifier);
+    }
+    if let Some(a) = &m.ack {
+        v.push(&a.identifier);
+    }
+    if let Some(a) = &m.ack_requested {
+        v.push(a);
+    }
+    match &m.body {
+        Body::CloseSequence { identifier, .. }
+        | Body::CloseSequenceResponse { identifier }
+        | Body::TerminateSequence { identifier, .. }
+        | Body::TerminateSequenceResponse { identifier } => v.push(identifier),
+        Body::CreateSequence(cs) => {
+            if let Some(o) = &cs.offer {
+                v.push(&o.identifier);
+            }
+        }
+        Body::Fault(f) => {
+            if let Some(id) = f.detail.identifier() {
+                v.push(id);
+            }
+        }
+        _ => {}
+    }
+    v
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<ToDriver>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let now = Instant::now().into_std();
+            self.endpoint.handle_timeout(now);
+            self.pump(None);
+            let deadline = self
+                .endpoint
+                .poll_timeout()
+                .map(Instant::from_std)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => {
+                        self.input(m);
+                        // Drain whatever else is queued before touching timers again.
+                        while let Ok(m) = rx.try_recv() {
+                            self.input(m);
+                        }
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+
+    fn input(&mut self, m: ToDriver) {
+        let now = Instant::now().into_std();
+        match m {
+            ToDriver::Exchange {
+                message,
+                identity,
+                respond,
+            } => {
+                if let Some(refusal) = self.check_owner(&message, identity.as_ref()) {
+                    let _ = respond.send(Some(refusal));
+                    return;
+                }
+                self.next_exchange += 1;
+                let ex = ExchangeId(self.next_exchange);
+                self.exchanges.insert(ex, respond);
+                self.endpoint.handle_message(now, message, Some(ex));
+                self.pump(identity);
+            }
+            ToDriver::Outcome {
+                session,
+                number,
+                token,
+                outcome,
+                bytes,
+            } => {
+                self.shared.buffered.fetch_sub(bytes, Ordering::Relaxed);
+                self.endpoint.delivered(session, number);
+                if let Some(token) = token {
+                    match outcome {
+                        Outcome::Reply { action, body } => {
+                            let _ = self.endpoint.reply(now, token, action, body);
+                        }
+                        Outcome::NoReply => {
+                            let _ = self.endpoint.reply_none(now, token);
+                        }
+                    }
+                }
+                self.pump(None);
+            }
+        }
+    }
+
+    /// With mutual TLS, a message naming a sequence owned by another identity is refused.
+    fn check_owner(&self, m: &Message, identity: Option<&ClientIdentity>) -> Option<Message> {
+        if !self.shared.mutual {
+            return None;
+        }
+        for id in identifiers(m) {
+            if let Some(owner) = self.owners.get(id) {
+                if Some(owner) != identity {
+                    tracing::warn!(sequence = %id, "message for a sequence owned by another client identity refused");
+                    self.shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    let mut f = Message::new(
+                        m.version,
+                        wsrm_proto::msg::Action::Fault,
+                        Body::Fault(Fault::unknown_sequence(id)),
+                    );
+                    f.relates_to = m.message_id.clone();
+                    return Some(f);
+                }
+            }
+        }
+        None
+    }
+
+    /// Moves transmits to their HTTP exchanges and events to handlers.
+    fn pump(&mut self, identity: Option<ClientIdentity>) {
+        let now = Instant::now().into_std();
+        loop {
+            let mut progressed = false;
+            while let Some(ev) = self.endpoint.poll_event() {
+                progressed = true;
+                self.event(ev, identity);
+            }
+            while let Some(t) = self.endpoint.poll_transmit(now) {
+                progressed = true;
+                match t.exchange {
+                    Some(ex) => {
+                        if let Some(tx) = self.exchanges.remove(&ex) {
+                            let _ = tx.send(t.message);
+                        }
+                    }
+                    None => tracing::debug!("duplex transmit has no HTTP exchange; dropped"),
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn try_accept(&mut self) {
+        while self.active() < self.max_sessions {
+            let Some(id) = self.pending.pop_front() else {
+                return;
+            };
+            let Some(slot) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if !self.endpoint.accept(id) {
+                continue;
+            }
+            slot.accepted = true;
+            self.shared
+                .counters
+                .sessions_active
+                .fetch_add(1, Ordering::Relaxed);
+            let mut handler = (self.factory)(&slot.info);
+            let (htx, mut hrx) = mpsc::unbounded_channel::<HandlerMsg>();
+            slot.to_handler = Some(htx);
+            let back = self.tx.clone();
+            let span = tracing::info_span!("session", sequence = %slot.info.sequence);
+            tokio::spawn(
+                async move {
+                    while let Some(msg) = hrx.recv().await {
+                        let (d, token) = match msg {
+                            HandlerMsg::Deliver(d, t) => (d, t),
+                            HandlerMsg::End(end) => {
+                                handler.ended(&end);
+                                return;
+                            }
+                        };
+                        let (number, bytes) = (d.number, d.body.len());
+                        let outcome = handler.handle(d).await;
+                        let _ = back.send(ToDriver::Outcome {
+                            session: id,
+                            number,
+                            token,
+                            outcome,
+                            bytes,
+                        });
+                    }
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    fn active(&self) -> usize {
+        self.shared.counters.sessions_active.load(Ordering::Relaxed) as usize
+    }
+
+    fn end(&mut self, session: SessionId, end: SessionEnd) {
+        if let Some(slot) = self.sessions.remove(&session) {
+            if slot.accepted {
+                self.shared
+                    .counters
+                    .sessions_active
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
+            self.owners.remove(&slot.info.sequence);
+            if let Some(r) = &slot.info.reply_sequence {
+                self.owners.remove(r);
+            }
+            if let Ok(mut s) = self.shared.stats.lock() {
+                s.remove(&slot.info.sequence);
+            }
+            tracing::info!(sequence = %slot.info.sequence, ?end, "session ended");
+            if let Some(tx) = slot.to_handler {
+                let _ = tx.send(HandlerMsg::End(end));
+            }
+        }
+        self.pending.retain(|p| *p != session);
+        self.try_accept();
+    }
+
+    fn event(&mut self, ev: ServerEvent, identity: Option<ClientIdentity>) {
+        match ev {
+            ServerEvent::SessionCreated {
+                session,
+                version,
+                input,
+                output,
+                ..
+            } => {
+                self.shared
+                    .counters
+                    .sessions_created
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(idn) = identity {
+                    self.owners.insert(input.clone(), idn);
+                    if let Some(o) = &output {
+                        self.owners.insert(o.clone(), idn);
+                    }
+                }
+                tracing::info!(sequence = %input, %version, "session created");
+                self.sessions.insert(
+                    session,
+                    SessionSlot {
+                        info: SessionInfo {
+                            id: session,
+                            sequence: input,
+                            reply_sequence: output,
+                            version,
+                            identity,
+                        },
+                        to_handler: None,
+                        accepted: false,
+                    },
+                );
+                self.pending.push_back(session);
+                self.try_accept();
+            }
+            ServerEvent::Delivery {
+                session,
+                number,
+                action,
+                payload,
+                reply,
+            } => {
+                let bytes = payload.len();
+                self.shared.buffered.fetch_add(bytes, Ordering::Relaxed);
+                self.shared
+                    .counters
+                    .delivered
+                    .fetch_add(1, Ordering::Relaxed);
+                let d = Delivery {
+                    number,
+                    action,
+                    body: payload,
+                    expects_reply: reply.is_some(),
+                };
+                let sent = self
+                    .sessions
+                    .get(&session)
+                    .and_then(|s| s.to_handler.as_ref())
+                    .map(|tx| tx.send(HandlerMsg::Deliver(d, reply)).is_ok())
+                    .unwrap_or(false);
+                if !sent {
+                    self.shared.buffered.fetch_sub(bytes, Ordering::Relaxed);
+                    self.endpoint.delivered(session, number);
+                }
+                if let Some(s) = self.sessions.get(&session) {
+                    if let (Ok(mut m), Some(st)) =
+                        (self.shared.stats.lock(), self.endpoint.stats(session))
+                    {
+                        m.insert(s.info.sequence.clone(), st);
+                    }
+                }
+            }
+            ServerEvent::Acknowledged { .. } => {}
+            ServerEvent::SessionClosed { session } => {
+                self.shared
+                    .counters
+                    .sessions_closed
+                    .fetch_add(1, Ordering::Relaxed);
+                self.end(session, SessionEnd::Closed);
+            }
+            ServerEvent::SessionFailed { session, error, .. } => {
+                self.shared
+                    .counters
+                    .sessions_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                self.end(session, SessionEnd::Failed(error));
+            }
+        }
+    }
+}
