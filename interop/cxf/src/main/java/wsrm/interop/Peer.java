@@ -228,9 +228,8 @@ public final class Peer {
         RMAssertion.BaseRetransmissionInterval bri = new RMAssertion.BaseRetransmissionInterval();
         bri.setMilliseconds(1000L);
         rma.setBaseRetransmissionInterval(bri);
-        RMAssertion.AcknowledgementInterval ai = new RMAssertion.AcknowledgementInterval();
-        ai.setMilliseconds(200L);
-        rma.setAcknowledgementInterval(ai);
+        // No AcknowledgementInterval: acknowledge at once, piggy-backed on the reply (as WCF does
+        // on the HTTP back-channel); a deferred interval makes CXF send acks as separate messages.
 
         AcksPolicyType acks = new AcksPolicyType();
         acks.setIntraMessageThreshold(0);
@@ -239,6 +238,16 @@ public final class Peer {
 
         SourcePolicyType sp = new SourcePolicyType();
         sp.setIncludeOffer(offer);
+        // CXF's default Expires is PT0S, which the specs define as "never expires"; gSOAP reads it
+        // as "already expired" and faults every later message with SequenceTerminated. WCF sends
+        // no Expires at all; CXF cannot omit it, so send a long finite lifetime instead.
+        try {
+            javax.xml.datatype.Duration oneHour = javax.xml.datatype.DatatypeFactory.newInstance().newDuration("PT1H");
+            sp.setSequenceExpiration(oneHour);
+            sp.setOfferedSequenceExpiration(oneHour);
+        } catch (javax.xml.datatype.DatatypeConfigurationException e) {
+            throw new IllegalStateException(e);
+        }
         SequenceTerminationPolicyType stp = new SequenceTerminationPolicyType();
         stp.setTerminateOnShutdown(true);
         sp.setSequenceTerminationPolicy(stp);
@@ -288,7 +297,7 @@ public final class Peer {
         features.add(rmFeature(rm, false));
         LoggingFeature lf = logging(o.get("log"));
         if (lf != null) {
-            features.add(lf);
+            lf.initialize(bus); // Bus-wide, so RM protocol messages are logged as well
         }
         sf.getFeatures().addAll(features);
         sf.getInInterceptors().add(counter);
@@ -354,7 +363,7 @@ public final class Peer {
         pf.getFeatures().add(rmFeature(rm, rr)); // WCF offers a sequence only for request-reply
         LoggingFeature lf = logging(o.get("log"));
         if (lf != null) {
-            pf.getFeatures().add(lf);
+            lf.initialize(bus); // Bus-wide: also the RM protocol client (CreateSequence, Terminate...)
         }
         PeerPort port = (PeerPort) pf.create();
         Client client = ClientProxy.getClient(port);
