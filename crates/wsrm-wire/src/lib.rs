@@ -43,7 +43,7 @@
 //!   [`Framing`] = SOAP version, WS-Addressing version, default `To`, reference parameters to
 //!   echo, `xml:lang`. Conventions: an empty `CreateSequence::acks_to` is written as the
 //!   anonymous URI of the framing's WS-Addressing version; a WS-Addressing 2004/08 request
-//!   (MessageID, no RelatesTo) without `reply_to` gets an anonymous `ReplyTo`; an anonymous
+//!   (CreateSequence, or MessageID without RelatesTo) without `reply_to` gets an anonymous `ReplyTo`; an anonymous
 //!   `To` is omitted under WS-Addressing 1.0.
 //! * [`action_uri`] gives the `wsa:Action` (= SOAP 1.1 `SOAPAction`) of a message;
 //!   [`SoapVersion::content_type`] the HTTP content type.

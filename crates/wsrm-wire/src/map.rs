@@ -494,8 +494,8 @@ pub(crate) fn write(
         Some(r) => Some(r),
         // WSA 2004/08 requests always carry ReplyTo (anonymous when not addressable).
         None if framing.addressing == AddressingVersion::Wsa200408
-            && msg.message_id.is_some()
-            && msg.relates_to.is_none() =>
+            && (msg.action == Action::CreateSequence
+                || (msg.message_id.is_some() && msg.relates_to.is_none())) =>
         {
             Some(framing.addressing.anonymous())
         }

@@ -743,7 +743,7 @@ impl<'a> P<'a> {
                     return Err(too_many(self));
                 }
                 let mut id = None;
-                let r = self.ack(rm, v, &mut id);
+                let r = self.ack(rm, v, &mut id, true);
                 let a = or_kind(r, |reason| DecodeErrorKind::InvalidRmHeader {
                     header: "SequenceAcknowledgement",
                     identifier: id.clone(),
@@ -846,7 +846,15 @@ impl<'a> P<'a> {
         })
     }
 
-    fn ack(&mut self, rm: Ns, v: RmVersion, id_out: &mut Option<SequenceId>) -> PResult<AckHeader> {
+    /// An acknowledgement. `strict` = false for the echo inside an InvalidAcknowledgement fault
+    /// (which is invalid by definition): range rules are not enforced there.
+    fn ack(
+        &mut self,
+        rm: Ns,
+        v: RmVersion,
+        id_out: &mut Option<SequenceId>,
+        strict: bool,
+    ) -> PResult<AckHeader> {
         let id = self.first_identifier(rm)?;
         *id_out = Some(id.clone());
         let max_ranges = self.rd.limits().max_ack_ranges;
@@ -910,6 +918,16 @@ impl<'a> P<'a> {
                         let (Some(lo), Some(up)) = (lo, up) else {
                             return bad("AcknowledgementRange needs Lower and Upper");
                         };
+                        if !strict {
+                            if lo == 0 && up == 0 && v == RmVersion::Wsrm10 && ack.ranges.is_empty()
+                            {
+                                zero = true;
+                                ack.none = true;
+                            } else {
+                                ack.ranges.push((lo, up));
+                            }
+                            continue;
+                        }
                         if zero {
                             ack.ranges.push((0, 0));
                             return Err(invalid(&ack, "a 0-0 range must be the only range".into()));
@@ -988,7 +1006,7 @@ impl<'a> P<'a> {
             [a, b] => a.1 < b.0,
             _ => true,
         });
-        if !ascending {
+        if strict && !ascending {
             let mut sorted = ack.ranges.clone();
             sorted.sort_unstable();
             if sorted.windows(2).any(|w| match w {
@@ -1013,7 +1031,7 @@ impl<'a> P<'a> {
             b"Identifier" => d.identifier = Some(self.identifier(c)?),
             b"SequenceAcknowledgement" => {
                 let mut id = None;
-                d.ack = Some(self.ack(c.ns, v, &mut id)?);
+                d.ack = Some(self.ack(c.ns, v, &mut id, false)?);
             }
             b"MaxMessageNumber" => {
                 let t = self.rd.text(c)?;
