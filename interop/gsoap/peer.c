@@ -159,8 +159,18 @@ int __ns__Ping(struct soap *s, char *p)
     s->header->wsrm__Sequence = NULL; /* the reply carries no message of the offered sequence */
     s->header->__sizeAckRequested = 0;
   }
-  if (soap_wsa_reply(s, NULL, SOAP_NAMESPACE_OF_wsrm "/SequenceAcknowledgement"))
-    return s->error;
+  /* Acks go to AcksTo (anonymous: this HTTP response) whatever wsa:ReplyTo says; CXF sends
+   * one-way messages with ReplyTo=none, for which soap_wsa_reply() would suppress the answer. */
+  if (s->header)
+  {
+    s->header->wsa5__MessageID = (char *)soap_wsa_rand_uuid(s);
+    s->header->wsa5__RelatesTo = NULL;
+    s->header->wsa5__From = NULL;
+    s->header->wsa5__ReplyTo = NULL;
+    s->header->wsa5__FaultTo = NULL;
+    s->header->wsa5__To = (char *)soap_wsa_anonymousURI;
+    s->header->wsa5__Action = (char *)SOAP_NAMESPACE_OF_wsrm "/SequenceAcknowledgement";
+  }
   return send_header_only_response(s);
 }
 
@@ -331,6 +341,7 @@ static int client(const char *url, struct lines *msgs, int request_reply, int ac
   int closed = 0, terminated = 0, terminate_answered = 0, rc, ok;
   unsigned long long nack;
   const char *seqid = "";
+  const char *terminate_reply = "failed";
   double t0 = now_s();
   setup(s);
   s->connect_timeout = timeout;
@@ -442,13 +453,25 @@ static int client(const char *url, struct lines *msgs, int request_reply, int ac
   {
     terminated = 1;
     terminate_answered = 1;
+    terminate_reply = rc == SOAP_OK ? "ok" : "202";
   }
 #ifdef SOAP_WSRM_2005
   else if (s->error == SOAP_EOF || s->error == SOAP_NO_DATA)
   {
     /* RM 1.0 allows TerminateSequence to be one-way: it was sent, no answer came */
     terminated = 1;
+    terminate_reply = "none";
     fprintf(stderr, "gsoap-peer: no answer to TerminateSequence (RM 1.0, treated as one-way)\n");
+  }
+  else if (s->error == SOAP_FAULT)
+  {
+    /* The gSOAP RM 1.0 service sometimes answers TerminateSequence with a TerminateSequence
+     * whose Identifier is empty, which the plugin turns into an UnknownSequence fault here.
+     * The request was delivered (RM 1.0 TerminateSequence is one-way): count it as sent. */
+    terminated = 1;
+    terminate_reply = "malformed";
+    fprintf(stderr, "gsoap-peer: malformed answer to TerminateSequence (RM 1.0, treated as one-way): ");
+    soap_print_fault(s, stderr);
   }
 #endif
   else
@@ -461,11 +484,11 @@ static int client(const char *url, struct lines *msgs, int request_reply, int ac
        && (!request_reply || (replies == msgs->n && !bad_replies));
   printf("SUMMARY {\"ok\":%s,\"rm\":\"%s\",\"mode\":\"%s\",\"sent\":%lu,\"failed\":%lu,\"unacknowledged\":%llu,"
          "\"replies\":%lu,\"bad_replies\":%lu,\"retries\":%lu,\"closed\":%s,\"terminated\":%s,"
-         "\"terminate_answered\":%s,\"elapsed\":%.3f,\"sequence\":",
+         "\"terminate_answered\":%s,\"terminate_reply\":\"%s\",\"elapsed\":%.3f,\"sequence\":",
          ok ? "true" : "false",
          RM_VERSION, request_reply ? "request-reply" : "one-way", sent, failed, nack, replies, bad_replies,
          retries, closed ? "true" : "false", terminated ? "true" : "false",
-         terminate_answered ? "true" : "false", now_s() - t0);
+         terminate_answered ? "true" : "false", terminate_reply, now_s() - t0);
   json_str(stdout, seqid);
   printf("}\n");
   rc = ok ? 0 : 1;
