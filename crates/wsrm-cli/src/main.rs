@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 // Each subcommand lives in its own module with its `Args` and `run`.
 // (module declarations)
 mod common;
+mod decode;
 mod proxy;
 
 /// Reliable sessions in the sense of WCF (WS-ReliableMessaging 1.0 and 1.1).
@@ -21,6 +22,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     // (subcommands)
+    /// Decode one SOAP envelope and print it as JSON (exit 2 on bad input).
+    Decode(decode::Args),
     /// Fault-injecting HTTP SOAP intermediary (drop, duplicate, reorder, delay).
     Proxy(proxy::Args),
 }
@@ -29,6 +32,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<u8> = match cli.command {
         // (dispatch)
+        Command::Decode(a) => decode::run(a),
         Command::Proxy(a) => proxy::run(a),
     };
     match result {
