@@ -331,6 +331,11 @@ static int read_lines(const char *path, struct lines *l)
   return 0;
 }
 
+static int is_transient(int err)
+{
+  return err == SOAP_TCP_ERROR || err == SOAP_EOF || err == SOAP_SSL_ERROR || (err >= 502 && err <= 504);
+}
+
 static int client(const char *url, struct lines *msgs, int request_reply, int ack_requested,
                   int timeout, int terminate_timeout)
 {
@@ -411,7 +416,9 @@ static int client(const char *url, struct lines *msgs, int request_reply, int ac
       }
       fprintf(stderr, "gsoap-peer: message %zu attempt %d failed: ", i + 1, attempt + 1);
       soap_print_fault(s, stderr);
-      if (soap_wsrm_check_retry(s, seq))
+      /* Transport-level loss (connection error, or an intermediary's 502/503/504 for a dropped
+       * request) is retried here; soap_wsrm_check_retry() refuses to retry HTTP errors. */
+      if (!(is_transient(s->error) && attempt < 30) && soap_wsrm_check_retry(s, seq))
       {
         fprintf(stderr, "gsoap-peer: giving up on message %zu\n", i + 1);
         break;
@@ -432,8 +439,19 @@ static int client(const char *url, struct lines *msgs, int request_reply, int ac
   if (seq->id)
     seqid = soap_strdup(NULL, seq->id);
   /* RM 1.0: LastMessage; RM 1.1: CloseSequence (its response carries the final acks) */
-  if (soap_wsrm_close(s, seq, soap_wsa_rand_uuid(s)) == SOAP_OK || s->error == 202)
-    closed = 1;
+  for (i = 0; i < 10; i++)
+  {
+    if (soap_wsrm_close(s, seq, soap_wsa_rand_uuid(s)) == SOAP_OK || s->error == 202)
+    {
+      closed = 1;
+      break;
+    }
+    if (!is_transient(s->error))
+      break;
+    usleep(100000);
+  }
+  if (closed)
+    ;
   else
   {
     fprintf(stderr, "gsoap-peer: close failed: ");
@@ -448,7 +466,13 @@ static int client(const char *url, struct lines *msgs, int request_reply, int ac
     usleep(100000);
   }
   s->recv_timeout = terminate_timeout; /* the gSOAP RM 1.0 service never answers TerminateSequence */
-  rc = soap_wsrm_terminate(s, seq, soap_wsa_rand_uuid(s));
+  for (i = 0; i < 10; i++)
+  {
+    rc = soap_wsrm_terminate(s, seq, soap_wsa_rand_uuid(s));
+    if (rc == SOAP_OK || !(s->error >= 502 && s->error <= 504))
+      break;
+    usleep(100000);
+  }
   if (rc == SOAP_OK || s->error == 202)
   {
     terminated = 1;
