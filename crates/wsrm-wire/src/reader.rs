@@ -430,16 +430,21 @@ impl<'a> P<'a> {
                 offset: self.rd.base + h.pos,
                 reason: format!("malformed attribute: {e}"),
             })?;
-            if a.key.as_ref().starts_with(b"xmlns") {
-                continue;
-            }
-            let (ns, local) = self.rd.attr_ns(a.key);
-            if ns != env_ns {
+            let key = a.key.as_ref();
+            let local: &[u8] = match key.iter().position(|&c| c == b':') {
+                Some(i) => key.get(i + 1..).unwrap_or_default(),
+                None => key,
+            };
+            // only the three SOAP attributes matter: resolve nothing else
+            if !matches!(local, b"mustUnderstand" | b"actor" | b"role")
+                || key.starts_with(b"xmlns")
+                || self.rd.attr_ns(a.key) != env_ns
+            {
                 continue;
             }
             let v = a.value.as_ref();
             let v = crate::xml::trim_xml(std::str::from_utf8(v).unwrap_or("?"));
-            match local.as_slice() {
+            match local {
                 b"mustUnderstand" => {
                     mu = match v {
                         "1" | "true" => true,

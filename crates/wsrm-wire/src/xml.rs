@@ -1,13 +1,14 @@
 //! A thin, limit-enforcing cursor over quick-xml's namespace-aware slice reader.
 //!
-//! Everything here is streaming: no tree is built. Each start tag is classified by namespace
-//! (`Ns`) once; names are borrowed from the input slice.
+//! Everything here is streaming: no tree is built. Namespace declarations are kept on a small
+//! stack, each URI classified (`Ns`) once when declared; each start tag's attributes are
+//! scanned once; names are borrowed from the input slice.
 
 use std::borrow::Cow;
 
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::{QName, ResolveResult};
-use quick_xml::NsReader;
+use quick_xml::name::QName;
+use quick_xml::Reader;
 
 use crate::error::{DecodeErrorKind, LimitKind};
 use crate::ns::Ns;
@@ -52,10 +53,16 @@ impl El<'_> {
 
     /// `{ns}local` for messages (allocates; error paths only).
     pub(crate) fn clark(&self, rd: &Rd<'_>) -> String {
-        let ns = match rd.r.resolve_element(self.start.name()).0 {
-            ResolveResult::Bound(n) => String::from_utf8_lossy(n.as_ref()).into_owned(),
-            _ => String::new(),
-        };
+        let q = self.start.name();
+        let prefix = q
+            .as_ref()
+            .iter()
+            .position(|&c| c == b':')
+            .and_then(|i| q.as_ref().get(..i));
+        let ns = rd
+            .lookup(prefix.unwrap_or_default())
+            .map(|b| String::from_utf8_lossy(&b.uri).into_owned())
+            .unwrap_or_default();
         format!("{{{}}}{}", ns, String::from_utf8_lossy(self.local))
     }
 }
@@ -69,8 +76,19 @@ pub(crate) enum Raw<'a> {
     Eof,
 }
 
+/// One in-scope namespace declaration.
+pub(crate) struct Binding<'a> {
+    /// Empty for the default namespace.
+    prefix: &'a [u8],
+    pub uri: Cow<'a, [u8]>,
+    ns: Ns,
+    depth: usize,
+}
+
 pub(crate) struct Rd<'a> {
-    pub r: NsReader<&'a [u8]>,
+    pub r: Reader<&'a [u8]>,
+    bindings: Vec<Binding<'a>>,
+    pending_pop: bool,
     pub src: &'a [u8],
     /// Offset of `src` in the caller's buffer (a skipped BOM).
     pub base: usize,
@@ -90,7 +108,7 @@ pub(crate) fn trim_xml(s: &str) -> &str {
 
 impl<'a> Rd<'a> {
     pub(crate) fn new(src: &'a [u8], base: usize, limits: &'a Limits) -> Self {
-        let mut r = NsReader::from_reader(src);
+        let mut r = Reader::from_reader(src);
         {
             let c = r.config_mut();
             c.check_end_names = true;
@@ -101,6 +119,8 @@ impl<'a> Rd<'a> {
         }
         Rd {
             r,
+            bindings: Vec::with_capacity(16),
+            pending_pop: false,
             src,
             base,
             limits,
@@ -143,16 +163,24 @@ impl<'a> Rd<'a> {
     /// Next raw event with limits enforced. Comments are skipped; a DOCTYPE, a processing
     /// instruction or an XML declaration after the start are refused.
     pub(crate) fn next_raw(&mut self) -> Result<Raw<'a>, DecodeErrorKind> {
+        if self.pending_pop {
+            self.pending_pop = false;
+            let d = self.depth;
+            while self.bindings.last().is_some_and(|b| b.depth > d) {
+                self.bindings.pop();
+            }
+        }
         if self.pending_end {
             self.pending_end = false;
             self.depth = self.depth.saturating_sub(1);
+            self.pending_pop = true;
             let p = self.pos();
             return Ok(Raw::End { pos: p });
         }
         loop {
             let pos = self.pos();
             self.events += 1;
-            let (res, ev) = match self.r.read_resolved_event() {
+            let ev = match self.r.read_event() {
                 Ok(x) => x,
                 Err(e) => {
                     let reason = e.to_string();
@@ -160,16 +188,11 @@ impl<'a> Rd<'a> {
                 }
             };
             match ev {
-                Event::Start(start) => {
-                    let ns = classify(&res);
-                    return self.start(ns, start, pos, false).map(Raw::Start);
-                }
-                Event::Empty(start) => {
-                    let ns = classify(&res);
-                    return self.start(ns, start, pos, true).map(Raw::Start);
-                }
+                Event::Start(start) => return self.start(start, pos, false).map(Raw::Start),
+                Event::Empty(start) => return self.start(start, pos, true).map(Raw::Start),
                 Event::End(_) => {
                     self.depth = self.depth.saturating_sub(1);
+                    self.pending_pop = true;
                     return Ok(Raw::End { pos });
                 }
                 Event::Text(_) => {
@@ -228,9 +251,13 @@ impl<'a> Rd<'a> {
         }
     }
 
+    /// The binding of `prefix` (empty = default namespace), innermost first.
+    pub(crate) fn lookup(&self, prefix: &[u8]) -> Option<&Binding<'a>> {
+        self.bindings.iter().rev().find(|b| b.prefix == prefix)
+    }
+
     fn start(
         &mut self,
-        ns: Result<Ns, ()>,
         start: BytesStart<'a>,
         pos: usize,
         empty: bool,
@@ -244,44 +271,90 @@ impl<'a> Rd<'a> {
         if qlen > l.max_name_len {
             return Err(self.limit(LimitKind::NameLength, l.max_name_len, pos));
         }
-        let raw = start.attributes_raw();
-        if raw.len() > l.max_attributes_len {
+        if start.attributes_raw().len() > l.max_attributes_len {
             return Err(self.limit(LimitKind::AttributesLength, l.max_attributes_len, pos));
         }
-        // Cheap upper bound on the attribute count, exact count only when needed.
-        if raw.iter().filter(|&&c| c == b'=').count() > l.max_attributes {
-            let mut n = 0usize;
+        // one pass over the attributes: well-formedness, count, namespace declarations
+        let depth = self.depth;
+        let mut n = 0usize;
+        let raw_attrs = start.attributes_raw();
+        if !raw_attrs.is_empty() {
             for a in start.attributes() {
-                if a.is_err() {
-                    return Err(self.xml_err_at(pos, "malformed attribute"));
-                }
+                let a = match a {
+                    Ok(a) => a,
+                    Err(e) => return Err(self.xml_err_at(pos, format!("malformed attribute: {e}"))),
+                };
                 n += 1;
-            }
-            if n > l.max_attributes {
-                return Err(self.limit(LimitKind::Attributes, l.max_attributes, pos));
+                if n > l.max_attributes {
+                    return Err(self.limit(LimitKind::Attributes, l.max_attributes, pos));
+                }
+                let key = a.key.as_ref();
+                let prefix: &[u8] = if key == b"xmlns" {
+                    b""
+                } else if let Some(p) = key.strip_prefix(b"xmlns:") {
+                    if p.is_empty() || p == b"xmlns" || a.value.is_empty() {
+                        return Err(self.xml_err_at(pos, "invalid namespace declaration"));
+                    }
+                    p
+                } else {
+                    continue;
+                };
+                // the prefix borrowed from the input (keys are always borrowed from the slice)
+                let off = key.len() - prefix.len();
+                let prefix = match self.attr_key_slice(&start, &a, pos) {
+                    Some(k) => k.get(off..).unwrap_or_default(),
+                    None => return Err(self.xml_err_at(pos, "attribute outside the tag")),
+                };
+                let uri: Cow<'a, [u8]> = if a.value.contains(&b'&') {
+                    match a.unescape_value() {
+                        Ok(v) => Cow::Owned(v.into_owned().into_bytes()),
+                        Err(e) => {
+                            return Err(self.xml_err_at(pos, format!("bad namespace URI: {e}")))
+                        }
+                    }
+                } else {
+                    match self.value_slice(&a.value, pos) {
+                        Some(v) => Cow::Borrowed(v),
+                        None => Cow::Owned(a.value.to_vec()),
+                    }
+                };
+                let ns = Ns::classify(&uri);
+                if prefix == b"xml" && ns != Ns::Xml {
+                    return Err(self.xml_err_at(pos, "the xml prefix cannot be rebound"));
+                }
+                self.bindings.push(Binding {
+                    prefix,
+                    uri,
+                    ns,
+                    depth,
+                });
             }
         }
-        let ns = match ns {
-            Ok(ns) => ns,
-            Err(()) => {
-                return Err(DecodeErrorKind::Xml {
-                    offset: self.base + pos,
-                    reason: format!(
-                        "undeclared namespace prefix in <{}>",
-                        String::from_utf8_lossy(start.name().as_ref())
-                    ),
-                })
-            }
-        };
-        // local name borrowed from the input: `<` + [prefix ':'] local
+        // resolve the element name
         let name_start = pos + 1;
         let q = self
             .src
             .get(name_start..name_start + qlen)
             .unwrap_or_default();
-        let local = match q.iter().position(|&c| c == b':') {
-            Some(i) => q.get(i + 1..).unwrap_or_default(),
-            None => q,
+        let (prefix, local) = match q.iter().position(|&c| c == b':') {
+            Some(i) => (
+                q.get(..i).unwrap_or_default(),
+                q.get(i + 1..).unwrap_or_default(),
+            ),
+            None => (&b""[..], q),
+        };
+        let ns = match self.lookup(prefix) {
+            Some(b) => b.ns,
+            None if prefix.is_empty() => Ns::None,
+            None => {
+                return Err(DecodeErrorKind::Xml {
+                    offset: self.base + pos,
+                    reason: format!(
+                        "undeclared namespace prefix in <{}>",
+                        String::from_utf8_lossy(q)
+                    ),
+                })
+            }
         };
         if empty {
             self.pending_end = true;
@@ -295,6 +368,25 @@ impl<'a> Rd<'a> {
             content_start,
             empty,
         })
+    }
+
+    /// The input slice of an attribute's key (`key` is borrowed from the input for a slice
+    /// reader; found by address).
+    fn attr_key_slice(
+        &self,
+        _start: &BytesStart<'a>,
+        a: &quick_xml::events::attributes::Attribute<'_>,
+        pos: usize,
+    ) -> Option<&'a [u8]> {
+        self.value_slice(a.key.as_ref(), pos)
+    }
+
+    /// Maps a slice that points into the input back to an `'a` slice of the input.
+    fn value_slice(&self, v: &[u8], _pos: usize) -> Option<&'a [u8]> {
+        let base = self.src.as_ptr() as usize;
+        let p = v.as_ptr() as usize;
+        let off = p.checked_sub(base)?;
+        self.src.get(off..off + v.len())
     }
 
     /// Next child element of the current element; `None` when the current element ends (its
@@ -329,6 +421,7 @@ impl<'a> Rd<'a> {
             if self.pending_end {
                 self.pending_end = false;
                 self.depth = self.depth.saturating_sub(1);
+                self.pending_pop = true;
             }
             return Ok(());
         }
@@ -419,32 +512,34 @@ impl<'a> Rd<'a> {
     }
 
     /// Resolves a QName value (`p:local` or `local`) against the namespaces in scope, including
-    /// the declarations of the element being read. Returns (namespace, local).
+    /// the declarations of the element just read. Returns (namespace, local).
     pub(crate) fn resolve_qname(&self, value: &str) -> PResult<(String, String)> {
-        let (res, local) = self.r.resolve_element(QName(value.as_bytes()));
-        let ns = match res {
-            ResolveResult::Bound(n) => String::from_utf8_lossy(n.as_ref()).into_owned(),
-            ResolveResult::Unbound => String::new(),
-            ResolveResult::Unknown(p) => {
-                return bad(format!(
-                    "QName '{}' uses undeclared prefix '{}'",
-                    value,
-                    String::from_utf8_lossy(&p)
-                ))
-            }
+        let (prefix, local) = match value.split_once(':') {
+            Some((p, l)) => (p, l),
+            None => ("", value),
         };
-        Ok((ns, String::from_utf8_lossy(local.as_ref()).into_owned()))
+        let ns = match self.lookup(prefix.as_bytes()) {
+            Some(b) => String::from_utf8_lossy(&b.uri).into_owned(),
+            None if prefix.is_empty() => String::new(),
+            None if prefix == "xml" => crate::ns::XML.to_owned(),
+            None => return bad(format!("QName '{value}' uses undeclared prefix '{prefix}'")),
+        };
+        Ok((ns, local.to_owned()))
     }
 
-    /// Classifies an attribute name's namespace.
-    pub(crate) fn attr_ns(&self, key: QName<'_>) -> (Ns, Vec<u8>) {
-        let (res, local) = self.r.resolve_attribute(key);
-        let ns = match res {
-            ResolveResult::Bound(n) => Ns::classify(n.as_ref()),
-            ResolveResult::Unbound => Ns::None,
-            ResolveResult::Unknown(_) => Ns::Other,
-        };
-        (ns, local.as_ref().to_vec())
+    /// Classifies an attribute name's namespace (unprefixed attributes have none).
+    pub(crate) fn attr_ns(&self, key: QName<'_>) -> Ns {
+        let k = key.as_ref();
+        match k.iter().position(|&c| c == b':') {
+            None => Ns::None,
+            Some(i) => {
+                let p = k.get(..i).unwrap_or_default();
+                if p == b"xml" {
+                    return Ns::Xml;
+                }
+                self.lookup(p).map_or(Ns::Other, |b| b.ns)
+            }
+        }
     }
 
     /// Walks the content of the current element (after its start tag) to its end, checking
@@ -455,14 +550,6 @@ impl<'a> Rd<'a> {
             return Ok(el.content_start);
         }
         self.skip_to_depth(self.depth - 1)
-    }
-}
-
-fn classify(res: &ResolveResult<'_>) -> Result<Ns, ()> {
-    match res {
-        ResolveResult::Bound(n) => Ok(Ns::classify(n.as_ref())),
-        ResolveResult::Unbound => Ok(Ns::None),
-        ResolveResult::Unknown(_) => Err(()),
     }
 }
 

@@ -1,0 +1,26 @@
+//! Profiling helper: decodes one file N times (`cargo run --release --example loop_decode FILE N [dom]`).
+fn main() {
+    let mut a = std::env::args().skip(1);
+    let path = a.next().expect("file");
+    let n: usize = a.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let dom = a.next().is_some();
+    let b = bytes::Bytes::from(std::fs::read(path).expect("read"));
+    let text = String::from_utf8(b.to_vec()).expect("utf8");
+    let limits = wsrm_wire::Limits::default();
+    let t = std::time::Instant::now();
+    let mut k = 0usize;
+    for _ in 0..n {
+        if dom {
+            k += roxmltree::Document::parse(&text)
+                .expect("dom")
+                .root()
+                .children()
+                .count();
+        } else {
+            k += wsrm_wire::decode(b.clone(), &limits)
+                .expect("decode")
+                .header_count;
+        }
+    }
+    println!("{k} {:?}/op", t.elapsed() / n as u32);
+}
