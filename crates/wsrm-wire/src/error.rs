@@ -193,7 +193,7 @@ pub enum DecodeErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}")]
 pub struct DecodeError {
-    kind: DecodeErrorKind,
+    kind: Box<DecodeErrorKind>,
     pub(crate) soap: Option<SoapVersion>,
     pub(crate) addressing: Option<AddressingVersion>,
     pub(crate) rm: Option<RmVersion>,
@@ -210,7 +210,7 @@ impl DecodeError {
     /// An error with no context.
     pub fn new(kind: DecodeErrorKind) -> Self {
         DecodeError {
-            kind,
+            kind: Box::new(kind),
             soap: None,
             addressing: None,
             rm: None,
@@ -250,7 +250,7 @@ impl DecodeError {
     /// `"InvalidRmHeader"`, `"MessageNumberRollover"`, `"InvalidAcknowledgement"`,
     /// `"CreateSequenceRefused"`, `"InvalidBody"`, `"InvalidFault"`).
     pub fn code(&self) -> &'static str {
-        match &self.kind {
+        match &*self.kind {
             DecodeErrorKind::TooLarge { .. } => "TooLarge",
             DecodeErrorKind::Xml { .. } => "Xml",
             DecodeErrorKind::Doctype { .. } => "Doctype",
@@ -276,7 +276,7 @@ impl DecodeError {
     /// encoder rejects those before any SOAP processing: no fault), 500 with the
     /// [`fault`](Self::fault) otherwise.
     pub fn http_status(&self) -> u16 {
-        match &self.kind {
+        match &*self.kind {
             DecodeErrorKind::TooLarge { .. } => 413,
             DecodeErrorKind::Xml { .. }
             | DecodeErrorKind::Doctype { .. }
@@ -310,7 +310,7 @@ impl DecodeError {
         };
         let wsa = self.addressing.unwrap_or(AddressingVersion::Wsa10);
         let reason = self.kind.to_string();
-        let f = match &self.kind {
+        let f = match &*self.kind {
             DecodeErrorKind::TooLarge { .. }
             | DecodeErrorKind::Xml { .. }
             | DecodeErrorKind::Doctype { .. }

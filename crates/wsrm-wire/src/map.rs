@@ -212,7 +212,7 @@ pub(crate) fn to_decoded(env: Envelope) -> Result<Decoded, DecodeError> {
             Body::TerminateSequenceResponse { identifier }
         }
         WBody::Fault(ref f) => {
-            let (fault, sub) = classify_fault(env.soap, f, env.sequence_fault.as_ref());
+            let (fault, sub) = classify_fault(env.soap, version, f, env.sequence_fault.as_ref());
             fault_subcode = sub;
             Body::Fault(fault)
         }
@@ -258,6 +258,7 @@ fn is_rm(ns: &str) -> bool {
 /// `SequenceFault` header).
 fn classify_fault(
     soap: SoapVersion,
+    version: RmVersion,
     f: &WFault,
     seq_fault: Option<&WSeqFault>,
 ) -> (Fault, Option<String>) {
@@ -289,8 +290,11 @@ fn classify_fault(
                 "UnknownSequence" => FaultKind::UnknownSequence,
                 "InvalidAcknowledgement" => FaultKind::InvalidAcknowledgement,
                 "MessageNumberRollover" => FaultKind::MessageNumberRollover,
-                "LastMessageNumberExceeded" => FaultKind::LastMessageNumberExceeded,
-                "SequenceClosed" => FaultKind::SequenceClosed,
+                // version-specific codes are only themselves in their version
+                "LastMessageNumberExceeded" if version == RmVersion::Wsrm10 => {
+                    FaultKind::LastMessageNumberExceeded
+                }
+                "SequenceClosed" if version == RmVersion::Wsrm11 => FaultKind::SequenceClosed,
                 "CreateSequenceRefused" => {
                     let busy = f
                         .subcodes
@@ -302,7 +306,7 @@ fn classify_fault(
                         FaultKind::CreateSequenceRefused
                     }
                 }
-                "WSRMRequired" => FaultKind::WsrmRequired,
+                "WSRMRequired" if version == RmVersion::Wsrm11 => FaultKind::WsrmRequired,
                 _ => FaultKind::Other(sub.clone()),
             },
             Some((ns, local)) if ns == WSA10 || ns == WSA200408 => match local.as_str() {

@@ -432,11 +432,7 @@ impl<'a> Rd<'a> {
     pub(crate) fn skip_to_depth(&mut self, target: usize) -> PResult<usize> {
         loop {
             match self.next_raw()? {
-                Raw::End { pos } => {
-                    if self.depth == target {
-                        return Ok(pos);
-                    }
-                }
+                Raw::End { pos } if self.depth == target => return Ok(pos),
                 Raw::Eof => return Err(self.eof().into()),
                 _ => {}
             }

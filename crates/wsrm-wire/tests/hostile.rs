@@ -243,3 +243,20 @@ fn decode_error_faults_round_trip_through_the_writer() {
         }
     }
 }
+
+#[test]
+fn version_specific_fault_codes_in_the_wrong_version_are_not_classified() {
+    // LastMessageNumberExceeded does not exist in WS-RM 1.1: kept as an unclassified fault
+    let xml = r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header><a:Action>http://docs.oasis-open.org/ws-rx/wsrm/200702/fault</a:Action></s:Header><s:Body><s:Fault><s:Code><s:Value>s:Sender</s:Value><s:Subcode><s:Value xmlns:r="http://docs.oasis-open.org/ws-rx/wsrm/200702">r:LastMessageNumberExceeded</s:Value></s:Subcode></s:Code><s:Reason><s:Text xml:lang="en">x</s:Text></s:Reason></s:Fault></s:Body></s:Envelope>"#;
+    let d = decode(Bytes::from_static(xml.as_bytes()), &Limits::default()).unwrap();
+    let Body::Fault(f) = &d.message.body else {
+        panic!("not a fault")
+    };
+    assert_eq!(
+        f.kind,
+        FaultKind::Other(Some(
+            "{http://docs.oasis-open.org/ws-rx/wsrm/200702}LastMessageNumberExceeded".into()
+        ))
+    );
+    assert!(encode(&d.message, &Framing::new(d.soap, d.addressing)).is_ok());
+}
