@@ -3,14 +3,24 @@ fn main() {
     let mut a = std::env::args().skip(1);
     let path = a.next().expect("file");
     let n: usize = a.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    let dom = a.next().is_some();
+    let mode = a.next().unwrap_or_default();
+    let dom = mode == "dom";
+    let raw = mode == "raw";
     let b = bytes::Bytes::from(std::fs::read(path).expect("read"));
     let text = String::from_utf8(b.to_vec()).expect("utf8");
     let limits = wsrm_wire::Limits::default();
     let t = std::time::Instant::now();
     let mut k = 0usize;
     for _ in 0..n {
-        if dom {
+        if raw {
+            let mut r = quick_xml::Reader::from_reader(&b[..]);
+            loop {
+                match r.read_event() {
+                    Ok(quick_xml::events::Event::Eof) | Err(_) => break,
+                    Ok(_) => k += 1,
+                }
+            }
+        } else if dom {
             k += roxmltree::Document::parse(&text)
                 .expect("dom")
                 .root()

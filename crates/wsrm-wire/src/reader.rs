@@ -425,6 +425,9 @@ impl<'a> P<'a> {
         };
         let mut mu = false;
         let mut targeted = true;
+        if !h.soap_attrs {
+            return Ok((mu, targeted));
+        }
         for a in h.start.attributes() {
             let a = a.map_err(|e| DecodeErrorKind::Xml {
                 offset: self.rd.base + h.pos,

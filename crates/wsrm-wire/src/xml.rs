@@ -44,6 +44,9 @@ pub(crate) struct El<'a> {
     /// Offset just after the start tag's `>`.
     pub content_start: usize,
     pub empty: bool,
+    /// Whether a prefixed `mustUnderstand`/`actor`/`role` attribute is present (the header
+    /// reader looks at the attributes again only then).
+    pub soap_attrs: bool,
 }
 
 impl El<'_> {
@@ -88,6 +91,9 @@ pub(crate) struct Binding<'a> {
 pub(crate) struct Rd<'a> {
     pub r: Reader<&'a [u8]>,
     bindings: Vec<Binding<'a>>,
+    /// Names of the open elements (end tags are matched here, without copying).
+    open: Vec<&'a [u8]>,
+
     pending_pop: bool,
     pub src: &'a [u8],
     /// Offset of `src` in the caller's buffer (a skipped BOM).
@@ -111,7 +117,8 @@ impl<'a> Rd<'a> {
         let mut r = Reader::from_reader(src);
         {
             let c = r.config_mut();
-            c.check_end_names = true;
+            // end tags are matched against `open` (borrowed names, no copies)
+            c.check_end_names = false;
             c.expand_empty_elements = false;
             c.trim_text(false);
             c.allow_unmatched_ends = false;
@@ -120,6 +127,8 @@ impl<'a> Rd<'a> {
         Rd {
             r,
             bindings: Vec::with_capacity(16),
+            open: Vec::with_capacity(limits.max_depth.min(64) + 1),
+
             pending_pop: false,
             src,
             base,
@@ -190,7 +199,21 @@ impl<'a> Rd<'a> {
             match ev {
                 Event::Start(start) => return self.start(start, pos, false).map(Raw::Start),
                 Event::Empty(start) => return self.start(start, pos, true).map(Raw::Start),
-                Event::End(_) => {
+                Event::End(e) => {
+                    match self.open.pop() {
+                        Some(name) if name == e.name().as_ref() => {}
+                        Some(name) => {
+                            return Err(self.xml_err_at(
+                                pos,
+                                format!(
+                                    "end tag </{}> does not match <{}>",
+                                    String::from_utf8_lossy(e.name().as_ref()),
+                                    String::from_utf8_lossy(name)
+                                ),
+                            ))
+                        }
+                        None => return Err(self.xml_err_at(pos, "end tag without start tag")),
+                    }
                     self.depth = self.depth.saturating_sub(1);
                     self.pending_pop = true;
                     return Ok(Raw::End { pos });
@@ -277,6 +300,7 @@ impl<'a> Rd<'a> {
         // one pass over the attributes: well-formedness, count, namespace declarations
         let depth = self.depth;
         let mut n = 0usize;
+        let mut soap_attrs = false;
         let raw_attrs = start.attributes_raw();
         if !raw_attrs.is_empty() {
             for a in start.attributes() {
@@ -289,6 +313,12 @@ impl<'a> Rd<'a> {
                     return Err(self.limit(LimitKind::Attributes, l.max_attributes, pos));
                 }
                 let key = a.key.as_ref();
+                if let Some(i) = key.iter().position(|&c| c == b':') {
+                    let local = key.get(i + 1..).unwrap_or_default();
+                    if matches!(local, b"mustUnderstand" | b"actor" | b"role") {
+                        soap_attrs = true;
+                    }
+                }
                 let prefix: &[u8] = if key == b"xmlns" {
                     b""
                 } else if let Some(p) = key.strip_prefix(b"xmlns:") {
@@ -358,6 +388,8 @@ impl<'a> Rd<'a> {
         };
         if empty {
             self.pending_end = true;
+        } else {
+            self.open.push(q);
         }
         let content_start = self.pos();
         Ok(El {
@@ -367,6 +399,7 @@ impl<'a> Rd<'a> {
             pos,
             content_start,
             empty,
+            soap_attrs,
         })
     }
 
