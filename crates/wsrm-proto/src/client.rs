@@ -41,7 +41,8 @@ pub struct ClientConfig {
     pub local_address: Arc<str>,
     /// Bounds the CreateSequence handshake (binding OpenTimeout, default 1 min).
     pub open_timeout: Duration,
-    /// Bounds the close handshake (binding CloseTimeout, default 1 min).
+    /// Bounds the 1.1 CloseSequence/TerminateSequence handshake (binding CloseTimeout, default
+    /// 1 min); waiting for the last acknowledgements is bounded by MaxRetryCount.
     pub close_timeout: Duration,
     /// Binding SendTimeout (default 1 min); fast polling uses SendTimeout/2.
     pub send_timeout: Duration,
@@ -85,6 +86,7 @@ pub struct ClientSession {
     cs: Message,
     cs_mid: Arc<str>,
     cs_sent_at: Instant,
+    cs_last_sent: Instant,
     cs_next: Instant,
     open_deadline: Instant,
     tx: VecDeque<Message>,
@@ -161,6 +163,7 @@ impl ClientSession {
             cs,
             cs_mid,
             cs_sent_at: now,
+            cs_last_sent: now,
             cs_next: now + REQUESTOR_RETRY_INTERVAL,
             open_deadline: now + cfg.open_timeout,
             tx,
@@ -290,7 +293,7 @@ impl ClientSession {
             // The 1.0 LastMessage request is answered with the reply sequence's LastMessage.
             self.requests.insert(mid.clone(), 0);
         }
-        self.out.close(now, now + self.cfg.close_timeout, mid);
+        self.out.close(now, self.cfg.close_timeout, mid);
         self.check_closed();
         Ok(())
     }
@@ -591,6 +594,14 @@ impl ClientSession {
             tracing::debug!("fault for a foreign identifier ignored");
             return;
         }
+        if f.kind == FaultKind::UnknownSequence
+            && self.state == ClientState::Closing
+            && self.out.is_done()
+        {
+            // The peer already released the session after our TerminateSequence.
+            self.check_closed();
+            return;
+        }
         if ours_out && f.kind == FaultKind::UnknownSequence {
             if self.version == RmVersion::Wsrm11 && self.out.on_terminate_response(None, true) {
                 self.check_closed();
@@ -642,9 +653,12 @@ impl ClientSession {
                     return;
                 }
                 self.out.src.id = Some(r.identifier.clone());
+                // WCF measures from the first attempt; after a retried CreateSequence that
+                // inflates the RTT by 10 s per lost attempt, so measure from the last attempt.
+                let _ = self.cs_sent_at;
                 self.out
                     .src
-                    .set_initial_rtt(now.saturating_duration_since(self.cs_sent_at));
+                    .set_initial_rtt(now.saturating_duration_since(self.cs_last_sent));
                 let s = &self.cfg.settings;
                 if let Some(id) = &self.offered {
                     let rr = self.cfg.shape == Shape::RequestReply;
@@ -692,9 +706,9 @@ impl ClientSession {
         if m.to.is_none() {
             m.to = self.cfg.remote_address.clone();
         }
-        if self.state != ClientState::Connecting {
-            self.keepalive_deadline = Some(now + self.interval(self.keepalive_mode));
-        }
+        // Keep-alive polling is driven by remote silence (F27: "after InactivityTimeout/2
+        // without remote activity"), so retransmissions backing off do not suppress it.
+        let _ = now;
         m
     }
 
@@ -783,6 +797,7 @@ impl ClientSession {
                     self.fail(SessionError::OpenTimeout);
                 } else if now >= self.cs_next {
                     self.tx.push_back(self.cs.clone());
+                    self.cs_last_sent = now;
                     self.cs_next = now + REQUESTOR_RETRY_INTERVAL;
                 }
             }

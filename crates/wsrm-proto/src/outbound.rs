@@ -3,7 +3,7 @@
 //! responses and final-ack validation; wire-protocol.md §4.10).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::RngCore;
@@ -48,6 +48,7 @@ pub(crate) struct Outbound {
     /// 1.0: TerminateSequence carries a MessageID (request-reply client).
     pub ts_with_mid: bool,
     pub close_deadline: Option<Instant>,
+    close_timeout: Duration,
     /// A control message to send now (first attempt of Close/Terminate).
     pending: Option<Message>,
 }
@@ -60,6 +61,7 @@ impl Outbound {
             reply_to,
             ts_with_mid,
             close_deadline: None,
+            close_timeout: Duration::from_secs(60),
             pending: None,
         }
     }
@@ -80,8 +82,9 @@ impl Outbound {
         self.stage == Stage::Done
     }
 
-    /// Starts closing. 1.0 appends the empty-bodied LastMessage.
-    pub fn close(&mut self, now: Instant, deadline: Instant, lastmessage_mid: Option<Arc<str>>) {
+    /// Starts closing. 1.0 appends the empty-bodied LastMessage. Draining is bounded by
+    /// MaxRetryCount; `timeout` bounds the 1.1 CloseSequence/TerminateSequence handshake.
+    pub fn close(&mut self, now: Instant, timeout: Duration, lastmessage_mid: Option<Arc<str>>) {
         if self.stage != Stage::Open {
             return;
         }
@@ -98,7 +101,7 @@ impl Outbound {
             );
         }
         self.stage = Stage::Draining;
-        self.close_deadline = Some(deadline);
+        self.close_timeout = timeout;
         let _ = now;
     }
 
@@ -164,6 +167,7 @@ impl Outbound {
                         mid,
                         next: now + REQUESTOR_RETRY_INTERVAL,
                     };
+                    self.close_deadline = Some(now + self.close_timeout);
                     m
                 }
             },

@@ -1240,7 +1240,7 @@ impl Endpoint {
             .outbound
             .as_mut()
             .ok_or(SendError::WrongPattern(s.pattern.as_str()))?;
-        o.close(now, now + close_timeout, None);
+        o.close(now, close_timeout, None);
         self.mark_ready(session);
         self.rearm(session);
         Ok(())
@@ -1339,6 +1339,7 @@ impl Endpoint {
     /// Drives every due timer (retransmissions, ack batching, inactivity, parked exchanges,
     /// close deadlines). Uses a timer heap: cost is proportional to due sessions.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = Vec::new();
         while let Some(Reverse((t, id))) = self.timers.peek().copied() {
             if t > now {
                 break;
@@ -1351,6 +1352,9 @@ impl Endpoint {
                 continue;
             }
             s.armed = None;
+            due.push(id);
+        }
+        for id in due {
             self.session_timeout(now, id);
             self.after(id);
         }
