@@ -150,6 +150,8 @@ impl ClientSession {
             request_acks,
             cfg.shape == Shape::Duplex,
         );
+        let mut src = src;
+        src.set_max_rto(s.inactivity_timeout / 2 / s.max_retry_count.max(1));
         let out = Outbound::new(src, reply_to, cfg.pattern == Pattern::RequestReply);
         let mut tx = VecDeque::new();
         tx.push_back(cs.clone());
@@ -660,6 +662,10 @@ impl ClientSession {
                     .src
                     .set_initial_rtt(now.saturating_duration_since(self.cs_last_sent));
                 let s = &self.cfg.settings;
+                self.out
+                    .src
+                    .set_max_rto(s.inactivity_timeout / 2 / s.max_retry_count.max(1));
+                let s = &self.cfg.settings;
                 if let Some(id) = &self.offered {
                     let rr = self.cfg.shape == Shape::RequestReply;
                     let dest = Destination::new(
@@ -748,6 +754,14 @@ impl ClientSession {
             if !matches!(m.body, Body::Fault(_) | Body::CreateSequence(_)) {
                 self.attach_ack(&mut m);
             }
+            return Some(self.stamp(now, m));
+        }
+        if self.state == ClientState::Closed {
+            // Flush a last acknowledgement for the inbound sequence.
+            let i = self.inbound.as_mut()?;
+            let a = i.take_due_ack(now).or_else(|| i.take_piggyback())?;
+            let mut m = Message::new(self.version, Action::SequenceAcknowledgement, Body::Empty);
+            m.ack = Some(a);
             return Some(self.stamp(now, m));
         }
         if !matches!(self.state, ClientState::Open | ClientState::Closing) {

@@ -105,6 +105,8 @@ struct Session {
     armed: Option<Instant>,
     queued: bool,
     tx: VecDeque<Message>,
+    /// Closed cleanly; kept (answering retransmissions with acks/responses) until inactive.
+    ended: bool,
 }
 
 /// Where the answer to the message being handled goes.
@@ -125,6 +127,7 @@ pub struct Endpoint {
     next_session: u64,
     pending_count: usize,
     parked_count: usize,
+    ended_count: usize,
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
     ready: VecDeque<SessionId>,
     out: VecDeque<ServerTransmit>,
@@ -229,6 +232,7 @@ impl Endpoint {
             next_session: 1,
             pending_count: 0,
             parked_count: 0,
+            ended_count: 0,
             timers: BinaryHeap::new(),
             ready: VecDeque::new(),
             out: VecDeque::new(),
@@ -237,9 +241,9 @@ impl Endpoint {
         })
     }
 
-    /// Number of live sessions.
+    /// Number of live (not yet ended) sessions.
     pub fn session_count(&self) -> usize {
-        self.sessions.len()
+        self.sessions.len() - self.ended_count
     }
 
     /// Counters of a session.
@@ -513,7 +517,7 @@ impl Endpoint {
             }
         }
         if self.pending_count >= self.cfg.settings.max_pending_channels as usize
-            || self.sessions.len() >= self.cfg.max_sessions
+            || self.sessions.len() - self.ended_count >= self.cfg.max_sessions
         {
             let f = Fault::new(
                 FaultCode::Receiver,
@@ -554,6 +558,7 @@ impl Endpoint {
             );
             src.id = offer.as_ref().map(|o| o.identifier.clone());
             src.set_initial_rtt(UNKNOWN_INITIATION_TIME);
+            src.set_max_rto(s.inactivity_timeout / 2 / s.max_retry_count.max(1));
             let local = self.cfg.address.clone().or_else(|| m.to.clone());
             Some(Outbound::new(src, local, false))
         } else {
@@ -605,6 +610,7 @@ impl Endpoint {
             armed: None,
             queued: false,
             tx: VecDeque::new(),
+            ended: false,
         };
         self.sessions.insert(id, session);
         self.by_input.insert(input.clone(), id);
@@ -1268,8 +1274,45 @@ impl Endpoint {
         true
     }
 
-    /// Removes a session, answering its parked exchanges with 202.
+    fn remove_ended(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.remove(&id) {
+            if s.ended {
+                self.ended_count -= 1;
+            }
+            self.by_input.remove(&s.inbound.dest.id);
+            if let Some(o) = &s.offer {
+                self.by_output.remove(o);
+            }
+        }
+    }
+
+    /// Ends a session: a failed one is removed (later messages get UnknownSequence); a closed
+    /// one is kept until its inactivity timeout so retransmissions still get their acks and
+    /// responses. Parked exchanges are answered with 202.
     fn finish(&mut self, id: SessionId, error: Option<SessionError>) {
+        match self.sessions.get_mut(&id) {
+            None => return,
+            Some(s) if s.ended => {
+                if error.is_none() {
+                    return;
+                }
+                s.ended = false;
+                self.ended_count -= 1;
+            }
+            Some(s) => {
+                if error.is_none() {
+                    s.ended = true;
+                    self.ended_count += 1;
+                    if !s.accepted {
+                        s.accepted = true;
+                        self.pending_count = self.pending_count.saturating_sub(1);
+                    }
+                    self.events.push_back(ServerEvent::SessionClosed { session: id });
+                    self.mark_ready(id);
+                    return;
+                }
+            }
+        }
         let Some(mut s) = self.sessions.remove(&id) else {
             return;
         };
@@ -1317,14 +1360,13 @@ impl Endpoint {
             .as_ref()
             .map(|o| o.src.unacknowledged())
             .unwrap_or_default();
-        self.events.push_back(match error {
-            None => ServerEvent::SessionClosed { session: id },
-            Some(error) => ServerEvent::SessionFailed {
+        if let Some(error) = error {
+            self.events.push_back(ServerEvent::SessionFailed {
                 session: id,
                 error,
                 unacknowledged,
-            },
-        });
+            });
+        }
     }
 
     fn after(&mut self, id: SessionId) {
@@ -1365,6 +1407,11 @@ impl Endpoint {
             return;
         };
         let mut failure = None;
+        if now >= s.inactivity_deadline && s.ended {
+            self.sessions.insert(id, s);
+            self.remove_ended(id);
+            return;
+        }
         if now >= s.inactivity_deadline {
             if !s.http {
                 let f = Fault::sequence_terminated(

@@ -125,6 +125,8 @@ pub struct RunOutcome {
     pub problems: Vec<String>,
     /// How the client session ended.
     pub client_end: String,
+    /// How the service session ended (empty if it was still open at the end).
+    pub server_end: String,
     /// Client retransmissions.
     pub retransmitted: u64,
     /// Virtual time the run took.
@@ -469,6 +471,7 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunOutcome {
                     ServerEvent::Acknowledged { number, .. } => down.acked.push(number),
                     ServerEvent::SessionClosed { session } => {
                         if Some(session) == server_session {
+                            out.server_end = "closed".into();
                             server_done = true;
                             down.closed_ok = true;
                         }
@@ -476,11 +479,12 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunOutcome {
                     ServerEvent::SessionFailed {
                         session,
                         unacknowledged,
-                        ..
+                        error,
                     } => {
                         if Some(session) == server_session {
+                            out.server_end = format!("failed: {error}");
                             server_done = true;
-                            if cfg.pattern == Pattern::Duplex {
+                            if cfg.pattern == Pattern::Duplex && !up.closed_ok {
                                 out.failed_session = true;
                                 down.unacked_reported = Some(unacknowledged);
                             }
@@ -526,7 +530,8 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunOutcome {
         }
         steps += 1;
         let client_finished = matches!(client.state(), ClientState::Closed | ClientState::Failed);
-        let finished = client_finished && (cfg.pattern != Pattern::Duplex || server_done);
+        let finished =
+            client_finished && (cfg.pattern != Pattern::Duplex || server_done || up.closed_ok);
         if finished {
             break;
         }

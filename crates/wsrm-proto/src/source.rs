@@ -92,6 +92,7 @@ pub(crate) struct Source {
     serr_us: i64,
     timeout_us: i64,
     retry_deadline: Option<Instant>,
+    max_rto_us: i64,
     max_retry: u32,
     request_acks: bool,
     check_consistency: bool,
@@ -133,6 +134,7 @@ impl Source {
             serr_us: 0,
             timeout_us: 0,
             retry_deadline: None,
+            max_rto_us: MAX_RTO_US,
             max_retry,
             request_acks,
             check_consistency,
@@ -154,7 +156,16 @@ impl Source {
     fn recompute_timeout(&mut self) {
         self.timeout_us = (self.mean_rtt_us + RTO_SLACK_US)
             .max(self.mean_rtt_us + 4 * self.serr_us)
-            .clamp(1, MAX_RTO_US);
+            .clamp(1, self.max_rto_us);
+    }
+
+    /// Caps the (backed-off) retransmission timeout. The sessions use
+    /// InactivityTimeout / (2·MaxRetryCount) — the keep-alive interval — so that the
+    /// 1 + MaxRetryCount transmissions of a message, not the peer's inactivity timer, decide
+    /// when a session gives up (WCF's doubling is unbounded; see docs/engine.md).
+    pub fn set_max_rto(&mut self, d: Duration) {
+        self.max_rto_us = us(d).clamp(1, MAX_RTO_US);
+        self.recompute_timeout();
     }
 
     /// Current retransmission timeout.
@@ -351,7 +362,7 @@ impl Source {
         self.ssthresh = (self.window_size / 2).max(1);
         self.loss_window = self.window_size;
         self.window_size = 1;
-        self.timeout_us = (self.timeout_us.saturating_mul(2)).min(MAX_RTO_US);
+        self.timeout_us = (self.timeout_us.saturating_mul(2)).min(self.max_rto_us);
         self.startup = false;
         self.retry_deadline = Some(now + self.rto());
     }

@@ -20,7 +20,7 @@ fn debug_run() {
                 for seed in 0..n {
                     let o = run(&cfg, seed);
                     if !o.ok() || o.failed_session {
-                        eprintln!("{pattern:?} {v} loss={loss} seed={seed} {} {:?}", o.client_end, &o.problems[..o.problems.len().min(3)]);
+                        eprintln!("{pattern:?} {v} loss={loss} seed={seed} {} / {} {:?}", o.client_end, o.server_end, &o.problems[..o.problems.len().min(3)]);
                     }
                     s.add(&o);
                 }

@@ -12,8 +12,8 @@ fn one() {
     let loss: f64 = std::env::var("LOSS").ok().and_then(|s| s.parse().ok()).unwrap_or(0.3);
     cfg.link.loss = loss;
     cfg.link.reverse_loss = loss;
-    cfg.link.dup = 0.1;
-    cfg.link.reorder = 0.2;
+    cfg.link.dup = std::env::var("DUP").ok().and_then(|s| s.parse().ok()).unwrap_or(0.1);
+    cfg.link.reorder = std::env::var("RE").ok().and_then(|s| s.parse().ok()).unwrap_or(0.2);
     let seed = std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     let o = run(&cfg, seed);
     eprintln!("{o:?}");
