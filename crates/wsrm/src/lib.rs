@@ -15,6 +15,7 @@ pub mod error;
 pub(crate) mod http;
 pub mod proxy;
 pub mod service;
+pub mod store;
 pub mod tls;
 
 pub use binding::{Binding, BindingError, HttpTransport, MessageVersion, Scheme};
