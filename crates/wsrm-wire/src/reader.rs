@@ -428,12 +428,8 @@ impl<'a> P<'a> {
         if !h.soap_attrs {
             return Ok((mu, targeted));
         }
-        for a in h.start.attributes() {
-            let a = a.map_err(|e| DecodeErrorKind::Xml {
-                offset: self.rd.base + h.pos,
-                reason: format!("malformed attribute: {e}"),
-            })?;
-            let key = a.key.as_ref();
+        // the tag's attributes were validated when it was read
+        for (key, value) in h.attrs().flatten() {
             let local: &[u8] = match key.iter().position(|&c| c == b':') {
                 Some(i) => key.get(i + 1..).unwrap_or_default(),
                 None => key,
@@ -441,12 +437,12 @@ impl<'a> P<'a> {
             // only the three SOAP attributes matter: resolve nothing else
             if !matches!(local, b"mustUnderstand" | b"actor" | b"role")
                 || key.starts_with(b"xmlns")
-                || self.rd.attr_ns(a.key) != env_ns
+                || self.rd.attr_ns(quick_xml::name::QName(key)) != env_ns
             {
                 continue;
             }
-            let v = a.value.as_ref();
-            let v = crate::xml::trim_xml(std::str::from_utf8(v).unwrap_or("?"));
+            let v = crate::xml::attr_value(value).unwrap_or(std::borrow::Cow::Borrowed("?"));
+            let v = crate::xml::trim_xml(&v);
             match local {
                 b"mustUnderstand" => {
                     mu = match v {
@@ -547,12 +543,15 @@ impl<'a> P<'a> {
             b"MessageID" => simple!(message_id, "MessageID"),
             b"RelatesTo" => {
                 let mut rel: Option<String> = None;
-                for a in h.start.attributes().flatten() {
-                    if a.key.as_ref() == b"RelationshipType" {
-                        rel = Some(
-                            crate::xml::trim_xml(&String::from_utf8_lossy(a.value.as_ref()))
-                                .to_owned(),
-                        );
+                for (key, value) in h.attrs().flatten() {
+                    if key == b"RelationshipType" {
+                        let v = crate::xml::attr_value(value).map_err(|reason| {
+                            DecodeErrorKind::InvalidAddressingHeader {
+                                header: "RelatesTo",
+                                reason,
+                            }
+                        })?;
+                        rel = Some(crate::xml::trim_xml(&v).to_owned());
                     }
                 }
                 let v = or_kind(self.text_arc(h), |reason| {
@@ -897,30 +896,14 @@ impl<'a> P<'a> {
                             ));
                         }
                         let (mut lo, mut up) = (None, None);
-                        for a in c.start.attributes() {
-                            let a = a.map_err(|e| {
-                                PErr::Fatal(DecodeErrorKind::Xml {
-                                    offset: self.rd.base + c.pos,
-                                    reason: format!("malformed attribute: {e}"),
-                                })
-                            })?;
-                            match a.key.as_ref() {
-                                b"Lower" => {
-                                    lo = Some(num(
-                                        &a.unescape_value()
-                                            .map_err(|_| PErr::Bad("bad Lower".into()))?,
-                                        0,
-                                    )?)
-                                }
-                                b"Upper" => {
-                                    up = Some(num(
-                                        &a.unescape_value()
-                                            .map_err(|_| PErr::Bad("bad Upper".into()))?,
-                                        0,
-                                    )?)
-                                }
-                                _ => {}
-                            }
+                        for (key, value) in c.attrs().flatten() {
+                            let which = match key {
+                                b"Lower" => &mut lo,
+                                b"Upper" => &mut up,
+                                _ => continue,
+                            };
+                            let v = crate::xml::attr_value(value).map_err(PErr::Bad)?;
+                            *which = Some(num(&v, 0)?);
                         }
                         self.rd.skip(&c)?;
                         let (Some(lo), Some(up)) = (lo, up) else {

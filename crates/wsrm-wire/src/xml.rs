@@ -34,11 +34,14 @@ pub(crate) fn bad<T>(reason: impl Into<String>) -> PResult<T> {
     Err(PErr::Bad(reason.into()))
 }
 
-/// A start tag.
+/// A start tag (everything borrowed from the input).
 pub(crate) struct El<'a> {
     pub ns: Ns,
+    /// Qualified name as written.
+    pub qname: &'a [u8],
     pub local: &'a [u8],
-    pub start: BytesStart<'a>,
+    /// The raw attribute area of the tag.
+    pub attrs: &'a [u8],
     /// Offset of `<`.
     pub pos: usize,
     /// Offset just after the start tag's `>`.
@@ -49,19 +52,105 @@ pub(crate) struct El<'a> {
     pub soap_attrs: bool,
 }
 
-impl El<'_> {
+/// A minimal, allocation-free scanner of a start tag's attribute area:
+/// `name = "value"` pairs, quotes `"` or `'`, no `<` in values, whitespace between pairs.
+pub(crate) struct Attrs<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+fn is_ws(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+impl<'a> Iterator for Attrs<'a> {
+    type Item = Result<(&'a [u8], &'a [u8]), &'static str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.b;
+        let mut i = self.i;
+        while b.get(i).is_some_and(|&c| is_ws(c)) {
+            i += 1;
+        }
+        if i >= b.len() {
+            self.i = i;
+            return None;
+        }
+        // on error, stop iterating
+        self.i = b.len();
+        let ks = i;
+        while let Some(&c) = b.get(i) {
+            if c == b'=' || is_ws(c) {
+                break;
+            }
+            if matches!(c, b'<' | b'>' | b'"' | b'\'' | b'&' | b'/') {
+                return Some(Err("invalid character in attribute name"));
+            }
+            i += 1;
+        }
+        let key = b.get(ks..i).unwrap_or_default();
+        if key.is_empty() {
+            return Some(Err("attribute without a name"));
+        }
+        while b.get(i).is_some_and(|&c| is_ws(c)) {
+            i += 1;
+        }
+        if b.get(i) != Some(&b'=') {
+            return Some(Err("attribute without a value"));
+        }
+        i += 1;
+        while b.get(i).is_some_and(|&c| is_ws(c)) {
+            i += 1;
+        }
+        let q = match b.get(i) {
+            Some(&q) if q == b'"' || q == b'\'' => q,
+            _ => return Some(Err("unquoted attribute value")),
+        };
+        i += 1;
+        let vs = i;
+        let rest = b.get(vs..).unwrap_or_default();
+        let len = match memchr::memchr2(q, b'<', rest) {
+            Some(len) if rest.get(len) == Some(&q) => len,
+            Some(_) => return Some(Err("'<' in attribute value")),
+            None => return Some(Err("unterminated attribute value")),
+        };
+        let value = rest.get(..len).unwrap_or_default();
+        i = vs + len + 1;
+        if b.get(i).is_some_and(|&c| !is_ws(c)) {
+            return Some(Err("missing whitespace between attributes"));
+        }
+        self.i = i;
+        Some(Ok((key, value)))
+    }
+}
+
+/// The value of an attribute with references resolved (predefined entities and character
+/// references only).
+pub(crate) fn attr_value(v: &[u8]) -> Result<Cow<'_, str>, String> {
+    let s = std::str::from_utf8(v).map_err(|_| "attribute value is not UTF-8".to_string())?;
+    if !s.contains('&') {
+        return Ok(Cow::Borrowed(s));
+    }
+    quick_xml::escape::unescape(s).map_err(|e| e.to_string())
+}
+
+impl<'a> El<'a> {
     pub(crate) fn is(&self, ns: Ns, local: &str) -> bool {
         self.ns == ns && self.local == local.as_bytes()
     }
 
+    /// The attributes of the tag.
+    pub(crate) fn attrs(&self) -> Attrs<'a> {
+        Attrs {
+            b: self.attrs,
+            i: 0,
+        }
+    }
+
     /// `{ns}local` for messages (allocates; error paths only).
     pub(crate) fn clark(&self, rd: &Rd<'_>) -> String {
-        let q = self.start.name();
-        let prefix = q
-            .as_ref()
-            .iter()
-            .position(|&c| c == b':')
-            .and_then(|i| q.as_ref().get(..i));
+        let q = self.qname;
+        let prefix = q.iter().position(|&c| c == b':').and_then(|i| q.get(..i));
         let ns = rd
             .lookup(prefix.unwrap_or_default())
             .map(|b| String::from_utf8_lossy(&b.uri).into_owned())
@@ -294,59 +383,68 @@ impl<'a> Rd<'a> {
         if qlen > l.max_name_len {
             return Err(self.limit(LimitKind::NameLength, l.max_name_len, pos));
         }
-        if start.attributes_raw().len() > l.max_attributes_len {
+        let name_start = pos + 1;
+        let q = self
+            .src
+            .get(name_start..name_start + qlen)
+            .unwrap_or_default();
+        // the attribute area, as a slice of the input
+        let attrs: &'a [u8] = match self.value_slice(start.attributes_raw(), pos) {
+            Some(a) => a,
+            None => return Err(self.xml_err_at(pos, "attributes outside the input")),
+        };
+        if attrs.len() > l.max_attributes_len {
             return Err(self.limit(LimitKind::AttributesLength, l.max_attributes_len, pos));
         }
-        // one pass over the attributes: well-formedness, count, namespace declarations
+        // one pass over the attributes: well-formedness, count, duplicates, declarations
         let depth = self.depth;
         let mut n = 0usize;
         let mut soap_attrs = false;
-        let raw_attrs = start.attributes_raw();
-        if !raw_attrs.is_empty() {
-            for a in start.attributes() {
-                let a = match a {
-                    Ok(a) => a,
+        if attrs.iter().any(|&c| !is_ws(c)) {
+            let mut seen: [&[u8]; 8] = [b""; 8];
+            let mut seen_more: Vec<&[u8]> = Vec::new();
+            for a in (Attrs { b: attrs, i: 0 }) {
+                let (key, value) = match a {
+                    Ok(kv) => kv,
                     Err(e) => return Err(self.xml_err_at(pos, format!("malformed attribute: {e}"))),
                 };
                 n += 1;
                 if n > l.max_attributes {
                     return Err(self.limit(LimitKind::Attributes, l.max_attributes, pos));
                 }
-                let key = a.key.as_ref();
-                if let Some(i) = key.iter().position(|&c| c == b':') {
-                    let local = key.get(i + 1..).unwrap_or_default();
-                    if matches!(local, b"mustUnderstand" | b"actor" | b"role") {
-                        soap_attrs = true;
-                    }
+                let prev = seen.get(..(n - 1).min(8)).unwrap_or_default();
+                if prev.contains(&key) || seen_more.contains(&key) {
+                    return Err(self.xml_err_at(pos, "duplicate attribute"));
                 }
-                let prefix: &[u8] = if key == b"xmlns" {
+                match seen.get_mut(n - 1) {
+                    Some(slot) => *slot = key,
+                    None => seen_more.push(key),
+                }
+                let prefix: &'a [u8] = if key == b"xmlns" {
                     b""
                 } else if let Some(p) = key.strip_prefix(b"xmlns:") {
-                    if p.is_empty() || p == b"xmlns" || a.value.is_empty() {
+                    if p.is_empty() || p == b"xmlns" || value.is_empty() {
                         return Err(self.xml_err_at(pos, "invalid namespace declaration"));
                     }
                     p
                 } else {
+                    if let Some(i) = key.iter().position(|&c| c == b':') {
+                        let local = key.get(i + 1..).unwrap_or_default();
+                        if matches!(local, b"mustUnderstand" | b"actor" | b"role") {
+                            soap_attrs = true;
+                        }
+                    }
                     continue;
                 };
-                // the prefix borrowed from the input (keys are always borrowed from the slice)
-                let off = key.len() - prefix.len();
-                let prefix = match self.attr_key_slice(&start, &a, pos) {
-                    Some(k) => k.get(off..).unwrap_or_default(),
-                    None => return Err(self.xml_err_at(pos, "attribute outside the tag")),
-                };
-                let uri: Cow<'a, [u8]> = if a.value.contains(&b'&') {
-                    match a.unescape_value() {
+                let uri: Cow<'a, [u8]> = if value.contains(&b'&') {
+                    match attr_value(value) {
                         Ok(v) => Cow::Owned(v.into_owned().into_bytes()),
                         Err(e) => {
                             return Err(self.xml_err_at(pos, format!("bad namespace URI: {e}")))
                         }
                     }
                 } else {
-                    match self.value_slice(&a.value, pos) {
-                        Some(v) => Cow::Borrowed(v),
-                        None => Cow::Owned(a.value.to_vec()),
-                    }
+                    Cow::Borrowed(value)
                 };
                 let ns = Ns::classify(&uri);
                 if prefix == b"xml" && ns != Ns::Xml {
@@ -361,11 +459,6 @@ impl<'a> Rd<'a> {
             }
         }
         // resolve the element name
-        let name_start = pos + 1;
-        let q = self
-            .src
-            .get(name_start..name_start + qlen)
-            .unwrap_or_default();
         let (prefix, local) = match q.iter().position(|&c| c == b':') {
             Some(i) => (
                 q.get(..i).unwrap_or_default(),
@@ -392,26 +485,17 @@ impl<'a> Rd<'a> {
             self.open.push(q);
         }
         let content_start = self.pos();
+        drop(start);
         Ok(El {
             ns,
+            qname: q,
             local,
-            start,
+            attrs,
             pos,
             content_start,
             empty,
             soap_attrs,
         })
-    }
-
-    /// The input slice of an attribute's key (`key` is borrowed from the input for a slice
-    /// reader; found by address).
-    fn attr_key_slice(
-        &self,
-        _start: &BytesStart<'a>,
-        a: &quick_xml::events::attributes::Attribute<'_>,
-        pos: usize,
-    ) -> Option<&'a [u8]> {
-        self.value_slice(a.key.as_ref(), pos)
     }
 
     /// Maps a slice that points into the input back to an `'a` slice of the input.
