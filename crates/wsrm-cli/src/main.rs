@@ -8,8 +8,12 @@ use clap::{Parser, Subcommand};
 // Each subcommand lives in its own module with its `Args` and `run`.
 // (module declarations)
 mod common;
+mod demo;
 mod decode;
 mod proxy;
+mod send;
+mod serve;
+mod simulate;
 
 /// Reliable sessions in the sense of WCF (WS-ReliableMessaging 1.0 and 1.1).
 #[derive(Parser)]
@@ -26,6 +30,14 @@ enum Command {
     Decode(decode::Args),
     /// Fault-injecting HTTP SOAP intermediary (drop, duplicate, reorder, delay).
     Proxy(proxy::Args),
+    /// Host a reliable-session service (one-way + echo) over HTTP or HTTPS.
+    Serve(serve::Args),
+    /// Send messages in one reliable session and report what happened.
+    Send(send::Args),
+    /// Service + lossy intermediary + client in one process: exactly-once, in-order delivery.
+    Demo(demo::Args),
+    /// Seeded simulations of the protocol engine over a lossy virtual link.
+    Simulate(simulate::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +46,10 @@ fn main() -> std::process::ExitCode {
         // (dispatch)
         Command::Decode(a) => decode::run(a),
         Command::Proxy(a) => proxy::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Send(a) => send::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Simulate(a) => simulate::run(a),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code),
