@@ -70,7 +70,10 @@ fn bench(c: &mut Criterion) {
         // WSRM_BENCH_DUMP=DIR writes the benchmarked messages (for instruction counting with
         // `examples/loop_decode.rs` under callgrind)
         if let Some(dir) = std::env::var_os("WSRM_BENCH_DUMP") {
-            let _ = std::fs::write(std::path::Path::new(&dir).join(format!("{name}.xml")), &bytes);
+            let _ = std::fs::write(
+                std::path::Path::new(&dir).join(format!("{name}.xml")),
+                &bytes,
+            );
         }
         let mut g = c.benchmark_group(name);
         g.throughput(Throughput::Elements(1));
