@@ -274,8 +274,10 @@ fn classify_fault(
             "MustUnderstand" => kind = Some(FaultKind::MustUnderstand),
             _ => kind = Some(FaultKind::Other(Some(clark(&f.code)))),
         }
+        // no subcode: the RM code of a `SequenceFault` header (SOAP 1.1 form; some stacks
+        // also send it with SOAP 1.2)
         specific = match f.subcodes.first() {
-            None if soap == SoapVersion::Soap11 => seq_fault.map(|s| &s.code),
+            None => seq_fault.map(|s| &s.code),
             s => s,
         };
     } else {
