@@ -41,7 +41,7 @@
 //!   echoed reference parameters; `s:mustUnderstand="1"` on Sequence, Action and To only; the
 //!   empty ack per version; fault actions and SOAP 1.1/1.2 fault encodings per version.
 //!   [`Framing`] = SOAP version, WS-Addressing version, default `To`, reference parameters to
-//!   echo, `xml:lang`. Conventions: an empty `CreateSequence::acks_to` is written as the
+//!   echo, `xml:lang`; [`Framing::for_reply`] frames the answer to a decoded request. Conventions: an empty `CreateSequence::acks_to` is written as the
 //!   anonymous URI of the framing's WS-Addressing version; a WS-Addressing 2004/08 request
 //!   (CreateSequence, or MessageID without RelatesTo) without `reply_to` gets an anonymous `ReplyTo`; an anonymous
 //!   `To` is omitted under WS-Addressing 1.0.

@@ -88,6 +88,22 @@ impl Framing {
         Framing::new(SoapVersion::Soap12, AddressingVersion::Wsa10)
     }
 
+    /// Framing for a reply to `request` (wire-protocol.md §2.10): same SOAP and WS-Addressing
+    /// versions; `To` = the request's `ReplyTo` address with its reference parameters, or, when
+    /// the request had no `ReplyTo`, the anonymous address (written only under WS-Addressing
+    /// 2004/08: WCF omits an anonymous `To` under 1.0).
+    pub fn for_reply(request: &Decoded) -> Self {
+        let f = Framing::new(request.soap, request.addressing);
+        match &request.reply_to {
+            Some(epr) => f.to_endpoint(epr),
+            None => {
+                let mut f = f;
+                f.to = Some(Arc::from(request.addressing.anonymous()));
+                f
+            }
+        }
+    }
+
     /// Framing for sending to `epr`: its address as default `To` and its reference parameters.
     pub fn to_endpoint(mut self, epr: &EndpointReference) -> Self {
         self.to = Some(epr.address.clone());

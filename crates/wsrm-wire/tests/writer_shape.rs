@@ -363,3 +363,50 @@ fn version_specific_actions_refused_in_the_other_version() {
         "http://www.w3.org/2005/08/addressing/soap/fault"
     );
 }
+
+#[test]
+fn framing_for_reply_follows_the_request() {
+    use wsrm_wire::{decode, Limits};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
+    // WSA 2004/08 request with anonymous ReplyTo: the reply carries the 2004/08 anonymous To
+    let req = decode(
+        Bytes::from(std::fs::read(dir.join("w15-1-create-sequence.xml")).unwrap()),
+        &Limits::default(),
+    )
+    .unwrap();
+    let f = Framing::for_reply(&req);
+    assert_eq!(
+        (f.soap, f.addressing),
+        (SoapVersion::Soap11, AddressingVersion::Wsa200408)
+    );
+    assert_eq!(
+        f.to.as_deref(),
+        Some("http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous")
+    );
+    let m = Message::new(
+        RmVersion::Wsrm10,
+        Action::CreateSequenceResponse,
+        Body::CreateSequenceResponse(CreateSequenceResponse {
+            identifier: id(),
+            expires: None,
+            incomplete_sequence_behavior: None,
+            accept: None,
+        }),
+    );
+    assert!(s(&encode(&m, &f).unwrap()).contains("<a:To s:mustUnderstand=\"1\">http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:To>"));
+    // WSA 1.0 request without ReplyTo: no To on the reply
+    let req = decode(
+        Bytes::from(std::fs::read(dir.join("w01-1-create-sequence.xml")).unwrap()),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert!(!s(&encode(&m, &Framing::for_reply(&req)).unwrap()).contains("<a:To"));
+    // duplex ReplyTo with a reference parameter: To = the EPR address, parameter echoed
+    let req = decode(
+        Bytes::from(std::fs::read(dir.join("w05-1-create-sequence-duplex.xml")).unwrap()),
+        &Limits::default(),
+    )
+    .unwrap();
+    let out = encode(&m, &Framing::for_reply(&req)).unwrap();
+    assert!(s(&out).contains("<a:To s:mustUnderstand=\"1\">http://client.example/callback/7f3e</a:To><c:Session xmlns:c=\"urn:example:client\" a:IsReferenceParameter=\"true\">42</c:Session>"), "{}", s(&out));
+}
