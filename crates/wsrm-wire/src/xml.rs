@@ -190,7 +190,6 @@ pub(crate) struct Rd<'a> {
     limits: &'a Limits,
     pub depth: usize,
     pending_end: bool,
-    events: usize,
 }
 
 fn is_xml_ws(b: &[u8]) -> bool {
@@ -224,7 +223,6 @@ impl<'a> Rd<'a> {
             limits,
             depth: 0,
             pending_end: false,
-            events: 0,
         }
     }
 
@@ -277,7 +275,6 @@ impl<'a> Rd<'a> {
         }
         loop {
             let pos = self.pos();
-            self.events += 1;
             let ev = match self.r.read_event() {
                 Ok(x) => x,
                 Err(e) => {
