@@ -9,6 +9,8 @@
  *           [--oneway-acks reply|empty] [--threads|--single]
  *   client  --url URL [--count N | --lines FILE] [--oneway | --request-reply] [--out FILE]
  *           [--log FILE] [--timeout SEC] [--no-ack-requested] [--terminate-timeout SEC]
+ *   client  --url URL --bench [--count N] [--warmup N] [--size BYTES] [--sessions K]
+ *           [--retry-ms MS] [--timeout SEC]      (see bench_client: used by bench/run)
  *
  * The service appends one JSON line per delivered message to --out:
  *   {"sequence":"urn:uuid:...","number":N,"action":"urn:wsrm:payload/Ping","text":"message-1"}
@@ -29,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/time.h>
+#include <pthread.h>
 
 #define ACTION_PING "urn:wsrm:payload/Ping"
 #define ACTION_ECHO "urn:wsrm:payload/Echo"
@@ -523,6 +526,200 @@ static int client(const char *url, struct lines *msgs, int request_reply, int ac
   return rc;
 }
 
+
+/* ------------------------------------------------------------------ bench mode */
+
+/* client --bench: K concurrent sessions (one thread, one keep-alive connection and one sequence
+ * each) send --warmup untimed then --count timed one-way messages of --size bytes of text.
+ * Latency of a message = from soap_wsrm_request() until its HTTP answer carrying the
+ * SequenceAcknowledgement was read (including retries after a transport-level loss). Prints
+ * "BENCH-START" when every session is created (the timed window opens) and "BENCH {json}" last. */
+
+struct bench_session
+{
+  const char *url;
+  int index, warmup, count, size, timeout, retry_ms;
+  double *lat;      /* count latencies, seconds */
+  double end;       /* when the last timed message was acknowledged */
+  unsigned long retries, failed;
+  int ok, created;
+  pthread_barrier_t *ready, *go;
+};
+
+static int cmp_double(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int bench_send_one(struct soap *s, soap_wsrm_sequence_handle seq, const char *url, const char *text,
+                          int retry_ms, unsigned long *retries)
+{
+  struct SOAP_ENV__Header saved;
+  int attempt;
+  if (soap_wsrm_request(s, seq, soap_wsa_rand_uuid(s), ACTION_PING))
+    return s->error;
+  /* the answer to a failed attempt replaces s->header: keep the request's headers to resend */
+  saved = *s->header;
+  for (attempt = 0;; attempt++)
+  {
+    const char *to = soap_wsrm_to(seq);
+    if (soap_send___ns__Ping(s, to ? to : url, ACTION_PING, (char *)text) == SOAP_OK
+        && (recv_oneway_answer(s) == SOAP_OK || s->error == 202 || s->error == SOAP_NO_TAG))
+    {
+      s->error = SOAP_OK;
+      soap_closesock(s);
+      return SOAP_OK;
+    }
+    if (s->error == 202 || s->error == SOAP_NO_TAG)
+    {
+      s->error = SOAP_OK;
+      return SOAP_OK;
+    }
+    if (!is_transient(s->error) || attempt >= 100)
+      return s->error;
+    (*retries)++;
+    if (!s->header)
+      soap_header(s);
+    if (!s->header)
+      return s->error = SOAP_EOM;
+    *s->header = saved;
+    if (soap_wsrm_check_retry(s, seq))
+      return s->error;
+    usleep(retry_ms * 1000);
+  }
+}
+
+static void *bench_thread(void *arg)
+{
+  struct bench_session *b = (struct bench_session *)arg;
+  struct soap *s = soap_new1(SOAP_IO_KEEPALIVE);
+  soap_wsrm_sequence_handle seq = NULL;
+  char *text = (char *)malloc((size_t)b->size + 32);
+  int i, rc = 1, attempt;
+  setup(s);
+  s->connect_timeout = s->send_timeout = s->recv_timeout = b->timeout;
+  for (attempt = 0; attempt < 100; attempt++)
+  {
+    rc = soap_wsrm_create(s, b->url, NULL, 3600000, soap_wsa_rand_uuid(s), &seq);
+    if (!rc || !is_transient(s->error))
+      break;
+    usleep(b->retry_ms * 1000);
+  }
+  b->created = !rc;
+  if (rc)
+  {
+    fprintf(stderr, "gsoap-peer: session %d: CreateSequence failed: ", b->index);
+    soap_print_fault(s, stderr);
+  }
+  pthread_barrier_wait(b->ready);
+  pthread_barrier_wait(b->go);
+  for (i = 0; b->created && i < b->warmup + b->count; i++)
+  {
+    double t0 = now_s();
+    int n = snprintf(text, (size_t)b->size + 32, "message-%d-", i + 1);
+    if (n < b->size)
+    {
+      memset(text + n, 'x', (size_t)(b->size - n));
+      text[b->size] = '\0';
+    }
+    if (bench_send_one(s, seq, b->url, text, b->retry_ms, &b->retries))
+    {
+      fprintf(stderr, "gsoap-peer: session %d message %d failed: ", b->index, i + 1);
+      soap_print_fault(s, stderr);
+      b->failed++;
+      break;
+    }
+    if (i >= b->warmup)
+      b->lat[i - b->warmup] = now_s() - t0;
+    soap_destroy(s);
+    soap_end(s);
+  }
+  b->end = now_s();
+  if (b->created)
+  {
+    for (i = 0; i < 10; i++)
+    {
+      if (soap_wsrm_close(s, seq, soap_wsa_rand_uuid(s)) == SOAP_OK || s->error == 202 || !is_transient(s->error))
+        break;
+      usleep(b->retry_ms * 1000);
+    }
+    s->recv_timeout = 1; /* the gSOAP RM 1.0 service may never answer TerminateSequence */
+    for (i = 0; i < 10; i++)
+      if (soap_wsrm_terminate(s, seq, soap_wsa_rand_uuid(s)) == SOAP_OK || !(s->error >= 502 && s->error <= 504))
+        break;
+    b->ok = !b->failed && soap_wsrm_nack(seq) == 0;
+    soap_wsrm_seq_free(s, seq);
+  }
+  free(text);
+  soap_destroy(s);
+  soap_end(s);
+  soap_free(s);
+  return NULL;
+}
+
+static int bench_client(const char *url, int sessions, int warmup, int count, int size, int timeout, int retry_ms)
+{
+  struct bench_session *b = (struct bench_session *)calloc((size_t)sessions, sizeof *b);
+  pthread_t *tid = (pthread_t *)calloc((size_t)sessions, sizeof *tid);
+  pthread_barrier_t ready, go;
+  double *all, t0, end = 0, sum = 0;
+  size_t n = 0;
+  unsigned long retries = 0, failed = 0;
+  int i, j, ok = 1, created = 0;
+  if (!b || !tid || sessions < 1 || count < 1 || size < 16)
+    return 2;
+  pthread_barrier_init(&ready, NULL, (unsigned)sessions + 1);
+  pthread_barrier_init(&go, NULL, (unsigned)sessions + 1);
+  for (i = 0; i < sessions; i++)
+  {
+    b[i].url = url;
+    b[i].index = i;
+    b[i].warmup = warmup;
+    b[i].count = count;
+    b[i].size = size;
+    b[i].timeout = timeout;
+    b[i].retry_ms = retry_ms;
+    b[i].lat = (double *)calloc((size_t)count, sizeof(double));
+    b[i].ready = &ready;
+    b[i].go = &go;
+    if (!b[i].lat || pthread_create(&tid[i], NULL, bench_thread, &b[i]))
+      return 1;
+  }
+  pthread_barrier_wait(&ready); /* every CreateSequence done */
+  printf("BENCH-START\n");
+  t0 = now_s();
+  pthread_barrier_wait(&go);
+  for (i = 0; i < sessions; i++)
+    pthread_join(tid[i], NULL);
+  all = (double *)calloc((size_t)sessions * (size_t)count, sizeof(double));
+  for (i = 0; i < sessions; i++)
+  {
+    created += b[i].created;
+    ok = ok && b[i].ok;
+    retries += b[i].retries;
+    failed += b[i].failed;
+    if (b[i].end > end)
+      end = b[i].end;
+    for (j = 0; j < count && all; j++)
+      if (b[i].lat[j] > 0)
+      {
+        all[n++] = b[i].lat[j];
+        sum += b[i].lat[j];
+      }
+  }
+  if (all && n)
+    qsort(all, n, sizeof(double), cmp_double);
+  printf("BENCH {\"impl\":\"gsoap\",\"rm\":\"%s\",\"ok\":%s,\"sessions\":%d,\"created\":%d,\"messages\":%zu,"
+         "\"size\":%d,\"warmup\":%d,\"elapsed\":%.6f,\"msgs_per_s\":%.1f,\"p50_ms\":%.4f,\"p99_ms\":%.4f,"
+         "\"max_ms\":%.4f,\"mean_ms\":%.4f,\"retries\":%lu,\"failed\":%lu}\n",
+         RM_VERSION, ok && n == (size_t)sessions * (size_t)count ? "true" : "false", sessions, created, n, size,
+         warmup, end - t0, n ? n / (end - t0) : 0.0, n ? 1e3 * all[(n - 1) / 2] : 0.0,
+         n ? 1e3 * all[(size_t)((n - 1) * 0.99)] : 0.0, n ? 1e3 * all[n - 1] : 0.0, n ? 1e3 * sum / n : 0.0,
+         retries, failed);
+  return ok ? 0 : 1;
+}
+
 /* ------------------------------------------------------------------ main */
 
 static void usage(void)
@@ -532,8 +729,11 @@ static void usage(void)
           "                     [--log FILE] [--oneway-acks reply|empty] [--single]\n"
           "       gsoap-peer-rm%s client --url URL [--count N | --lines FILE] [--oneway|--request-reply]\n"
           "                     [--out FILE] [--log FILE] [--timeout SEC] [--terminate-timeout SEC]\n"
-          "                     [--no-ack-requested]\n",
-          RM_VERSION[2] == '0' ? "10" : "11", RM_VERSION[2] == '0' ? "10" : "11");
+          "                     [--no-ack-requested]\n"
+          "       gsoap-peer-rm%s client --url URL --bench [--count N] [--warmup N] [--size BYTES]\n"
+          "                     [--sessions K] [--retry-ms MS] [--timeout SEC]\n",
+          RM_VERSION[2] == '0' ? "10" : "11", RM_VERSION[2] == '0' ? "10" : "11",
+          RM_VERSION[2] == '0' ? "10" : "11");
 }
 
 int main(int argc, char **argv)
@@ -541,7 +741,7 @@ int main(int argc, char **argv)
   const char *mode, *host = "127.0.0.1", *url = NULL, *out = NULL, *state = NULL, *log = NULL,
                     *lines_path = NULL;
   int port = 0, count = 10, request_reply = 0, threaded = 1, ack_requested = 1, timeout = 10,
-      terminate_timeout = 3, i;
+      terminate_timeout = 3, i, bench = 0, sessions = 1, warmup = 0, size = 1024, retry_ms = 100;
   struct lines msgs;
   setvbuf(stdout, NULL, _IONBF, 0);
   setvbuf(stderr, NULL, _IONBF, 0);
@@ -574,6 +774,11 @@ int main(int argc, char **argv)
       else if (!strcmp(p, "empty")) oneway_acks_reply = 0;
       else { usage(); return 2; }
     }
+    else if (!strcmp(a, "--bench")) bench = 1;
+    else if (!strcmp(a, "--sessions")) { const char *p; TAKE(p); sessions = atoi(p); }
+    else if (!strcmp(a, "--warmup")) { const char *p; TAKE(p); warmup = atoi(p); }
+    else if (!strcmp(a, "--size")) { const char *p; TAKE(p); size = atoi(p); }
+    else if (!strcmp(a, "--retry-ms")) { const char *p; TAKE(p); retry_ms = atoi(p); }
     else if (!strcmp(a, "--request-reply")) request_reply = 1;
     else if (!strcmp(a, "--oneway")) request_reply = 0;
     else if (!strcmp(a, "--single")) threaded = 0;
@@ -622,6 +827,8 @@ int main(int argc, char **argv)
       usage();
       return 2;
     }
+    if (bench)
+      return bench_client(url, sessions, warmup, count, size, timeout, retry_ms);
     if (lines_path)
     {
       if (read_lines(lines_path, &msgs))

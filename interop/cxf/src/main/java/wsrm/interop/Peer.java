@@ -68,6 +68,8 @@ import org.apache.cxf.ws.rmp.v200502.RMAssertion;
  * service --port N [--host H] --rm 1.0|1.1 [--out FILE] [--state FILE] [--log FILE]
  * client  --url URL --rm 1.0|1.1 [--count N | --lines FILE] [--oneway | --request-reply]
  *         [--out FILE] [--log FILE] [--timeout SEC]
+ * client  --url URL --rm 1.0|1.1 --bench [--count N] [--warmup N] [--size BYTES] [--sessions K]
+ *         [--timeout SEC]                   (one-way throughput/latency, see Bench; used by bench/run)
  * </pre>
  *
  * Contract (shared with the gSOAP peer and wsrm): body {@code <p xmlns="urn:wsrm:payload">TEXT</p>},
@@ -449,7 +451,9 @@ public final class Peer {
     static void usage() {
         System.err.println("usage: cxf-peer service --port N --rm 1.0|1.1 [--host H] [--out FILE] [--state FILE] [--log FILE]\n"
                 + "       cxf-peer client --url URL --rm 1.0|1.1 [--count N | --lines FILE] [--oneway|--request-reply]\n"
-                + "                       [--out FILE] [--log FILE] [--timeout SEC]");
+                + "                       [--out FILE] [--log FILE] [--timeout SEC]\n"
+                + "       cxf-peer client --url URL --rm 1.0|1.1 --bench [--count N] [--warmup N] [--size BYTES]\n"
+                + "                       [--sessions K] [--timeout SEC]");
     }
 
     public static void main(String[] args) throws Exception {
@@ -465,7 +469,9 @@ public final class Peer {
                 System.exit(2);
             }
             String k = a.substring(2);
-            if (k.equals("oneway") || k.equals("request-reply")) {
+            if (k.equals("bench")) {
+                o.put(k, "");
+            } else if (k.equals("oneway") || k.equals("request-reply")) {
                 if (k.equals("oneway")) {
                     o.remove("request-reply");
                 } else {
@@ -486,7 +492,7 @@ public final class Peer {
                     rc = service(o);
                     break;
                 case "client":
-                    rc = client(o);
+                    rc = o.containsKey("bench") ? Bench.run(o) : client(o);
                     break;
                 default:
                     usage();
