@@ -96,6 +96,7 @@ pub struct ClientSession {
     keepalive_mode: KeepAlive,
     requests: HashMap<Arc<str>, u64>,
     inbound_seen: bool,
+    undelivered_replies: std::collections::BTreeSet<u64>,
     scratch: Vec<Delivered>,
 }
 
@@ -175,6 +176,7 @@ impl ClientSession {
             keepalive_mode: KeepAlive::Idle,
             requests: HashMap::new(),
             inbound_seen: false,
+            undelivered_replies: std::collections::BTreeSet::new(),
             scratch: Vec::new(),
             cfg,
         })
@@ -329,7 +331,12 @@ impl ClientSession {
             return;
         }
         self.state = ClientState::Failed;
-        let unacknowledged = self.out.src.unacknowledged();
+        let mut unacknowledged = self.out.src.unacknowledged();
+        if !self.undelivered_replies.is_empty() {
+            unacknowledged.extend(self.undelivered_replies.iter().copied());
+            unacknowledged.sort_unstable();
+            unacknowledged.dedup();
+        }
         self.events.push_back(ClientEvent::Failed {
             error,
             unacknowledged,
@@ -517,7 +524,8 @@ impl ClientSession {
         let request = m
             .relates_to
             .as_ref()
-            .and_then(|r| self.requests.get(r).copied());
+            .and_then(|r| self.requests.get(r).copied())
+            .filter(|&q| q > 0);
         let Some(inb) = self.inbound.as_mut() else {
             return true;
         };
@@ -537,8 +545,12 @@ impl ClientSession {
             Incoming::Accepted => {
                 self.inbound_seen = true;
                 if rr {
-                    if let Some(req) = request.filter(|&q| q > 0) {
+                    if let Some(req) = request {
+                        // The reply is in our buffer: stop retransmitting the request. Until
+                        // the application gets the reply (it may be held behind a gap), a
+                        // failure still reports the request as unacknowledged.
                         self.out.src.mark_replied(now, req);
+                        self.undelivered_replies.insert(req);
                     }
                 } else {
                     inb.note_accepted(now, m.ack_requested.is_some());
@@ -555,6 +567,7 @@ impl ClientSession {
                             .and_then(|r| self.requests.remove(r))
                             .unwrap_or(0);
                         if req > 0 {
+                            self.undelivered_replies.remove(&req);
                             self.events.push_back(ClientEvent::Reply {
                                 request: req,
                                 number: d.number,
