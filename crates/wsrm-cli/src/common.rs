@@ -56,3 +56,120 @@ pub async fn terminated() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// `--rm` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RmArg {
+    /// WS-RM February 2005.
+    #[value(name = "1.0")]
+    V10,
+    /// WS-RM 1.1.
+    #[value(name = "1.1")]
+    V11,
+    /// Both; each client answered in its own version (serve only).
+    Auto,
+}
+
+/// `--soap` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SoapArg {
+    /// SOAP 1.1 (text/xml + SOAPAction).
+    #[value(name = "1.1")]
+    V11,
+    /// SOAP 1.2 (application/soap+xml).
+    #[value(name = "1.2")]
+    V12,
+}
+
+/// `--addressing` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AddressingArg {
+    /// WS-Addressing August 2004 (member submission).
+    #[value(name = "2004/08")]
+    V200408,
+    /// WS-Addressing 1.0 (W3C).
+    #[value(name = "1.0")]
+    V10,
+}
+
+/// Builds the custom binding the CLI flags describe.
+pub fn binding(rm: RmArg, soap: SoapArg, addressing: AddressingArg, https: bool) -> wsrm::Binding {
+    let mut b = wsrm::Binding::custom()
+        .soap(match soap {
+            SoapArg::V11 => wsrm::SoapVersion::Soap11,
+            SoapArg::V12 => wsrm::SoapVersion::Soap12,
+        })
+        .addressing(match addressing {
+            AddressingArg::V200408 => wsrm::AddressingVersion::Wsa200408,
+            AddressingArg::V10 => wsrm::AddressingVersion::Wsa10,
+        });
+    if rm == RmArg::V11 {
+        b = b.rm_version(wsrm::RmVersion::Wsrm11);
+    }
+    if https {
+        b = b.https();
+    }
+    b
+}
+
+/// Escapes text for XML character content.
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The body `wsrm send` writes for one input line.
+pub fn payload_for(line: &str) -> String {
+    format!("<p xmlns=\"urn:wsrm:payload\">{}</p>", xml_escape(line))
+}
+
+/// Default one-way action of `wsrm send`.
+pub const ONE_WAY_ACTION: &str = "urn:wsrm:payload/Deliver";
+/// Default request-reply action of `wsrm send --request-reply`.
+pub const ECHO_ACTION: &str = "urn:wsrm:payload/Echo";
+
+/// An echo service handler that appends every delivery as a JSON line to a shared sink and
+/// answers two-way requests with the request body (action + `Response`).
+pub struct JsonEcho {
+    pub sequence: String,
+    pub sink: std::sync::Arc<std::sync::Mutex<Box<dyn std::io::Write + Send>>>,
+    pub delivered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl wsrm::SessionHandler for JsonEcho {
+    fn handle(&mut self, d: wsrm::Delivery) -> wsrm::HandlerFuture<'_> {
+        let line = serde_json::json!({
+            "sequence": self.sequence,
+            "number": d.number,
+            "action": &*d.action,
+            "body": String::from_utf8_lossy(&d.body),
+        });
+        if let Ok(mut w) = self.sink.lock() {
+            let _ = writeln!(w, "{line}");
+            let _ = w.flush();
+        }
+        self.delivered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let out = if d.expects_reply {
+            wsrm::Outcome::Reply {
+                action: std::sync::Arc::from(format!("{}Response", d.action)),
+                body: d.body.clone(),
+            }
+        } else {
+            wsrm::Outcome::NoReply
+        };
+        Box::pin(async move { out })
+    }
+}
+
+use std::io::Write as _;

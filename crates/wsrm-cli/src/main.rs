@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 // Each subcommand lives in its own module with its `Args` and `run`.
 // (module declarations)
 mod common;
-mod demo;
 mod decode;
+mod demo;
 mod proxy;
 mod send;
 mod serve;

@@ -7,7 +7,10 @@
 //! from many tasks at once.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -162,23 +165,22 @@ impl Client {
     /// session's error, or after SendTimeout). Returns its message number. Several sends may
     /// be outstanding at once; they are numbered in call order.
     pub async fn send(&self, action: &str, body: impl Into<Bytes>) -> Result<u64, ClientError> {
+        self.start_send(action, body).await
+    }
+
+    /// Queues a one-way message now (numbers follow the order of these calls) and returns a
+    /// future that completes when it is acknowledged.
+    pub fn start_send(&self, action: &str, body: impl Into<Bytes>) -> Pending<u64> {
         let (done, rx) = oneshot::channel();
-        self.tx
+        let queued = self
+            .tx
             .send(Cmd::Send {
                 action: Arc::from(action),
                 body: body.into(),
                 done,
             })
-            .map_err(|_| ClientError::Closed)?;
-        let t = self.binding.transport.send_timeout;
-        match tokio::time::timeout(t, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(ClientError::Closed),
-            Err(_) => Err(ClientError::Timeout {
-                operation: "send",
-                after: t,
-            }),
-        }
+            .is_ok();
+        Pending::new(rx, queued, "send", self.binding.transport.send_timeout)
     }
 
     /// Sends a request and waits for its reply (request-reply sessions only).
@@ -187,23 +189,22 @@ impl Client {
         action: &str,
         body: impl Into<Bytes>,
     ) -> Result<Reply, ClientError> {
+        self.start_request(action, body).await
+    }
+
+    /// Queues a request now (numbers follow the order of these calls) and returns a future that
+    /// completes with its reply.
+    pub fn start_request(&self, action: &str, body: impl Into<Bytes>) -> Pending<Reply> {
         let (done, rx) = oneshot::channel();
-        self.tx
+        let queued = self
+            .tx
             .send(Cmd::Request {
                 action: Arc::from(action),
                 body: body.into(),
                 done,
             })
-            .map_err(|_| ClientError::Closed)?;
-        let t = self.binding.transport.send_timeout;
-        match tokio::time::timeout(t, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(ClientError::Closed),
-            Err(_) => Err(ClientError::Timeout {
-                operation: "request",
-                after: t,
-            }),
-        }
+            .is_ok();
+        Pending::new(rx, queued, "request", self.binding.transport.send_timeout)
     }
 
     /// Closes the session gracefully (1.0: LastMessage + TerminateSequence; 1.1:
@@ -241,6 +242,55 @@ impl Client {
     /// The outbound sequence identifier (the session id), once open.
     pub fn sequence_id(&self) -> Option<SequenceId> {
         self.shared.output.lock().ok().and_then(|o| o.clone())
+    }
+}
+
+/// A queued send or request: resolves with its outcome, or `Timeout` after SendTimeout.
+pub struct Pending<T> {
+    inner: Pin<Box<dyn Future<Output = Result<T, ClientError>> + Send>>,
+}
+
+impl<T: Send + 'static> Pending<T> {
+    fn new(
+        rx: oneshot::Receiver<Result<T, ClientError>>,
+        queued: bool,
+        operation: &'static str,
+        after: Duration,
+    ) -> Self {
+        let inner = Box::pin(async move {
+            if !queued {
+                return Err(ClientError::Closed);
+            }
+            match tokio::time::timeout(after, rx).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(ClientError::Closed),
+                Err(_) => Err(ClientError::Timeout { operation, after }),
+            }
+        });
+        Pending { inner }
+    }
+}
+
+impl<T: Send + 'static> Pending<T> {
+    /// Maps the successful outcome.
+    pub fn map<U: Send + 'static>(self, f: impl FnOnce(T) -> U + Send + 'static) -> Pending<U> {
+        let inner = self.inner;
+        Pending {
+            inner: Box::pin(async move { inner.await.map(f) }),
+        }
+    }
+}
+
+impl<T> Future for Pending<T> {
+    type Output = Result<T, ClientError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<T> std::fmt::Debug for Pending<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pending")
     }
 }
 
@@ -337,7 +387,7 @@ impl Driver {
     fn response(&mut self, body: Bytes) {
         match codec::decode(&body, self.max_body) {
             Ok((m, _)) => {
-                tracing::trace!(action = ?m.action, "response");
+                tracing::trace!(action = ?m.action, ack = ?m.ack.as_ref().map(|a| (&a.ranges, a.buffer_remaining)), "response");
                 self.session.handle_message(Instant::now().into_std(), m);
             }
             Err(e) => tracing::debug!(error = %e, "undecodable response dropped"),
@@ -351,6 +401,12 @@ impl Driver {
     }
 
     fn spawn_exchange(&mut self, m: Message) {
+        tracing::trace!(
+            action = ?m.action,
+            number = m.sequence.as_ref().map(|s| s.number),
+            ack = ?m.ack.as_ref().map(|a| &a.ranges),
+            "transmit"
+        );
         let enc = match codec::encode(&m, self.version) {
             Ok(e) => e,
             Err(e) => {

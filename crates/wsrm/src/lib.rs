@@ -19,7 +19,7 @@ pub mod store;
 pub mod tls;
 
 pub use binding::{Binding, BindingError, HttpTransport, MessageVersion, Scheme};
-pub use client::{Client, ClientOptions, Reply};
+pub use client::{Client, ClientOptions, Pending, Reply};
 pub use error::{ClientError, ServiceError};
 pub use proxy::{DropMode, ExchangePlan, Proxy, ProxyConfig, ProxyError, ProxyHandle, ProxyStats};
 pub use service::{

@@ -1,0 +1,164 @@
+//! `wsrm serve`: host a reliable-session service with a one-way and an echo operation.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::common::{self, AddressingArg, JsonEcho, RmArg, SoapArg};
+
+const HELP: &str = "\
+Every operation is accepted. A two-way request (request-reply session, a message with a
+MessageID and ReplyTo) is answered with its own body and the action <request action>Response;
+anything else is a one-way message. Each delivered message is appended to --deliver-to as one
+JSON line: {\"sequence\":…,\"number\":…,\"action\":…,\"body\":…} (body = the raw XML content of
+the SOAP Body). The service prints the URL it listens on, runs until SIGINT/SIGTERM, then prints
+its counters.
+
+Examples:
+  wsrm serve --listen 127.0.0.1:8080 --deliver-to delivered.jsonl
+  wsrm serve --listen 127.0.0.1:8080 --rm 1.1 --soap 1.1 --addressing 2004/08
+  wsrm serve --listen 127.0.0.1:8443 --tls-cert server.pem --tls-key server.key --client-ca ca.pem
+
+Exit codes: 0 stopped by SIGINT/SIGTERM; 1 runtime failure; 2 bad arguments (unreadable
+certificate, address in use, ...).";
+
+/// Host a reliable-session service (one-way + echo) over HTTP or HTTPS.
+#[derive(Debug, clap::Args)]
+#[command(after_help = HELP)]
+pub struct Args {
+    /// Address to listen on (port 0 picks a free port; the URL is printed).
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// WS-RM version(s) to answer.
+    #[arg(long, value_enum, default_value = "auto")]
+    rm: RmArg,
+    /// SOAP version of the binding.
+    #[arg(long, value_enum, default_value = "1.2")]
+    soap: SoapArg,
+    /// WS-Addressing version of the binding.
+    #[arg(long, value_enum, default_value = "1.0")]
+    addressing: AddressingArg,
+    /// In-order delivery.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    ordered: bool,
+    /// MaxTransferWindowSize (receive buffer per session).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    window: u32,
+    /// MaxPendingChannels.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    max_pending_channels: u32,
+    /// Cap on established sessions.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_sessions: usize,
+    /// maxReceivedMessageSize in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 65_536)]
+    max_message_size: u64,
+    /// Append delivered messages as JSON lines to FILE (`-` = standard output).
+    #[arg(long, value_name = "FILE|-")]
+    deliver_to: Option<String>,
+    /// Server certificate chain (PEM); enables HTTPS.
+    #[arg(long, value_name = "F", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, value_name = "F", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates issued by this CA (mutual TLS); sequences are bound to the
+    /// client certificate that created them.
+    #[arg(long, value_name = "F", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+}
+
+/// Runs the service until SIGINT/SIGTERM.
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    common::init_tracing();
+    let https = args.tls_cert.is_some();
+    let binding = common::binding(
+        if args.rm == RmArg::Auto {
+            RmArg::V10
+        } else {
+            args.rm
+        },
+        args.soap,
+        args.addressing,
+        https,
+    )
+    .ordered(args.ordered)
+    .max_transfer_window_size(args.window)
+    .max_pending_channels(args.max_pending_channels)
+    .max_received_message_size(args.max_message_size);
+    if let Err(e) = binding.validate() {
+        return common::usage(e);
+    }
+    let sink: Box<dyn std::io::Write + Send> = match args.deliver_to.as_deref() {
+        None => Box::new(std::io::sink()),
+        Some("-") => Box::new(std::io::stdout()),
+        Some(path) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(f) => Box::new(std::io::BufWriter::new(f)),
+            Err(e) => return common::usage(format!("--deliver-to {path}: {e}")),
+        },
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => {
+            let t = match wsrm::ServerTls::from_pem_files(c, k) {
+                Ok(t) => t,
+                Err(e) => return common::usage(e),
+            };
+            match &args.client_ca {
+                None => Some(t),
+                Some(ca) => match t.with_client_ca_file(ca, wsrm::ClientAuth::Required) {
+                    Ok(t) => Some(t),
+                    Err(e) => return common::usage(e),
+                },
+            }
+        }
+        _ => None,
+    };
+    let sink = Arc::new(Mutex::new(sink));
+    let delivered = Arc::new(AtomicU64::new(0));
+    common::block_on(async move {
+        let (s, d) = (sink.clone(), delivered.clone());
+        let mut builder = wsrm::Service::builder(binding)
+            .max_sessions(args.max_sessions)
+            .rm_versions(if args.rm == RmArg::Auto {
+                wsrm::RmVersions::Any
+            } else {
+                wsrm::RmVersions::BindingOnly
+            })
+            .handler(move |info: &wsrm::SessionInfo| JsonEcho {
+                sequence: info.sequence.to_string(),
+                sink: s.clone(),
+                delivered: d.clone(),
+            });
+        if let Some(t) = tls {
+            builder = builder.tls(t);
+        }
+        let svc = match builder.bind(args.listen).await {
+            Ok(s) => s,
+            Err(e) => return common::usage(e),
+        };
+        eprintln!("wsrm: listening on {}", svc.url("/"));
+        if args.deliver_to.as_deref() != Some("-") {
+            println!("listening on {}", svc.url("/"));
+        }
+        common::terminated().await;
+        let st = svc.stats();
+        eprintln!(
+            "wsrm: sessions created {}, closed {}, failed {}, messages delivered {}, requests refused {}",
+            st.sessions_created,
+            st.sessions_closed,
+            st.sessions_failed,
+            delivered.load(Ordering::Relaxed),
+            st.refused
+        );
+        if let Ok(mut w) = sink.lock() {
+            let _ = w.flush();
+        }
+        svc.shutdown().await;
+        Ok(common::EXIT_OK)
+    })?
+}
