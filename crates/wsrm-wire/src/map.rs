@@ -48,6 +48,11 @@ pub struct Decoded {
     pub header_count: usize,
     /// The raw content of `s:Body` (zero-copy slice of the input; empty for `<s:Body/>`).
     pub body_bytes: Bytes,
+    /// Namespace declarations of the `Envelope` and `Body` elements that the raw body may rely
+    /// on, as (prefix, URI) with `""` for the default namespace; `s`/`a` bound exactly as the
+    /// writer binds them are left out. Empty for WCF-shaped messages; gSOAP declares every
+    /// namespace on the envelope. Pass them as [`Framing::body_namespaces`] to re-frame the body.
+    pub body_namespaces: Vec<(String, String)>,
     /// The message as the protocol engine sees it.
     pub message: Message,
 }
@@ -69,6 +74,10 @@ pub struct Framing {
     pub reference_parameters: Vec<Bytes>,
     /// `xml:lang` of fault reasons (WCF writes the server culture, typically `en-US`).
     pub xml_lang: Cow<'static, str>,
+    /// Namespace declarations written on `s:Body` for an application body that relies on
+    /// declarations outside it (see [`Decoded::body_namespaces`]); prefixes `s` and `a` are
+    /// skipped (they cannot be rebound there).
+    pub body_namespaces: Vec<(String, String)>,
 }
 
 impl Framing {
@@ -80,6 +89,7 @@ impl Framing {
             to: None,
             reference_parameters: Vec::new(),
             xml_lang: Cow::Borrowed("en-US"),
+            body_namespaces: Vec::new(),
         }
     }
 
@@ -258,6 +268,7 @@ pub(crate) fn to_decoded(env: Envelope) -> Result<Decoded, DecodeError> {
         fault_subcode,
         header_count: env.headers,
         body_bytes: env.body_bytes,
+        body_namespaces: env.body_namespaces,
         message,
     })
 }
@@ -553,7 +564,21 @@ pub(crate) fn write(
     match &msg.body {
         Body::Empty => w::raw(buf, "<s:Body/>"),
         Body::Application(b) => {
-            w::raw(buf, "<s:Body>");
+            w::raw(buf, "<s:Body");
+            for (prefix, uri) in &framing.body_namespaces {
+                match prefix.as_str() {
+                    "s" | "a" => continue,
+                    "" => w::raw(buf, " xmlns=\""),
+                    p => {
+                        w::raw(buf, " xmlns:");
+                        w::raw(buf, p);
+                        w::raw(buf, "=\"");
+                    }
+                }
+                w::attr(buf, uri);
+                w::raw(buf, "\"");
+            }
+            w::raw(buf, ">");
             buf.extend_from_slice(b);
             w::raw(buf, "</s:Body>");
         }

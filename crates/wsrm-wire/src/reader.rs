@@ -113,6 +113,7 @@ pub(crate) struct Envelope {
     pub headers: usize,
     pub body: WBody,
     pub body_bytes: Bytes,
+    pub body_namespaces: Vec<(String, String)>,
 }
 
 struct P<'a> {
@@ -170,6 +171,7 @@ pub(crate) fn read(bytes: &Bytes, limits: &Limits) -> Result<Envelope, DecodeErr
             headers: 0,
             body: WBody::Empty,
             body_bytes: Bytes::new(),
+            body_namespaces: Vec::new(),
         },
         uses_mu: None,
     };
@@ -870,7 +872,9 @@ impl<'a> P<'a> {
             ..AckHeader::default()
         };
         let mut ext = false;
+        // 1.0 empty form `Lower="0" Upper="0"`; 1.1 `<None/>`
         let mut zero = false;
+        let mut saw_none = false;
         let invalid = |ack: &AckHeader, reason: String| {
             PErr::Fatal(DecodeErrorKind::InvalidAcknowledgement {
                 ack: ack.clone(),
@@ -883,9 +887,6 @@ impl<'a> P<'a> {
                     b"AcknowledgementRange" => {
                         if ext {
                             return bad("AcknowledgementRange after an extension element");
-                        }
-                        if ack.none && !zero {
-                            return bad("AcknowledgementRange after None");
                         }
                         if !ack.nacks.is_empty() {
                             return bad("AcknowledgementRange mixed with Nack");
@@ -913,7 +914,6 @@ impl<'a> P<'a> {
                             if lo == 0 && up == 0 && v == RmVersion::Wsrm10 && ack.ranges.is_empty()
                             {
                                 zero = true;
-                                ack.none = true;
                             } else {
                                 ack.ranges.push((lo, up));
                             }
@@ -926,7 +926,6 @@ impl<'a> P<'a> {
                         if lo == 0 {
                             if v == RmVersion::Wsrm10 && up == 0 && ack.ranges.is_empty() {
                                 zero = true;
-                                ack.none = true;
                                 continue;
                             }
                             ack.ranges.push((lo, up));
@@ -940,11 +939,13 @@ impl<'a> P<'a> {
                             return Err(invalid(&ack, format!("Lower {lo} > Upper {up}")));
                         }
                     }
+                    // CXF writes `<None/>` after the ranges (a schema violation): tolerated,
+                    // the ranges win
                     b"None" if v == RmVersion::Wsrm11 => {
-                        if ext || ack.none || !ack.ranges.is_empty() || !ack.nacks.is_empty() {
-                            return bad("None must be the only acknowledgement element");
+                        if ext || saw_none || !ack.nacks.is_empty() {
+                            return bad("misplaced or repeated None");
                         }
-                        ack.none = true;
+                        saw_none = true;
                         self.rd.skip(&c)?;
                     }
                     b"Final" if v == RmVersion::Wsrm11 => {
@@ -955,7 +956,7 @@ impl<'a> P<'a> {
                         self.rd.skip(&c)?;
                     }
                     b"Nack" => {
-                        if ext || ack.none || !ack.ranges.is_empty() {
+                        if ext || zero || saw_none || !ack.ranges.is_empty() {
                             return bad("Nack mixed with AcknowledgementRange or None");
                         }
                         if ack.nacks.len() >= max_ranges {
@@ -986,6 +987,7 @@ impl<'a> P<'a> {
                 self.rd.skip(&c)?;
             }
         }
+        ack.none = zero || (saw_none && ack.ranges.is_empty());
         if ack.ranges.is_empty() && !ack.none && ack.nacks.is_empty() {
             return bad("no AcknowledgementRange, None or Nack");
         }
@@ -1074,6 +1076,25 @@ impl<'a> P<'a> {
 
     fn body(&mut self, body: &El<'a>) -> Result<(), DecodeErrorKind> {
         let start = body.content_start;
+        // declarations on Envelope/Body the opaque body content may rely on (gSOAP declares
+        // every namespace on the Envelope); `s`/`a` bound as the writer binds them are implied
+        let soap_ns = self.env.soap.namespace().as_bytes();
+        let wsa_ns = self.env.wsa.map(|w| w.namespace().as_bytes());
+        for (i, (prefix, uri)) in self.rd.in_scope().enumerate() {
+            // shadowed by a later (inner) declaration of the same prefix
+            if self.rd.in_scope().skip(i + 1).any(|(p, _)| p == prefix) {
+                continue;
+            }
+            let implied =
+                (prefix == b"s" && uri == soap_ns) || (prefix == b"a" && Some(uri) == wsa_ns);
+            if !implied {
+                self.env.body_namespaces.push((
+                    String::from_utf8_lossy(prefix).into_owned(),
+                    String::from_utf8_lossy(uri).into_owned(),
+                ));
+            }
+        }
+
         let env_ns = body.ns;
         let rm_action = self.env.rm_action;
         let expected: Option<&'static str> = match rm_action {
@@ -1248,7 +1269,19 @@ impl<'a> P<'a> {
                 Ok(WBody::CreateSequenceResponse(csr))
             }
             act::CLOSE_SEQUENCE | act::TERMINATE_SEQUENCE => {
-                let id = self.first_identifier(rm)?;
+                // gSOAP answers an RM 1.0 TerminateSequence with a TerminateSequence whose
+                // Identifier is empty: read as the empty identifier (it names no sequence)
+                let id = if which == act::TERMINATE_SEQUENCE {
+                    match self.rd.next_child()? {
+                        Some(c) if c.ns == rm && c.local == b"Identifier" => {
+                            SequenceId::new(self.rd.trimmed(&c)?.as_ref())
+                        }
+                        Some(_) => return bad("the first child must be Identifier"),
+                        None => return bad("missing Identifier"),
+                    }
+                } else {
+                    self.first_identifier(rm)?
+                };
                 *id_out = Some(id.clone());
                 let mut last = None;
                 while let Some(c) = self.rd.next_child()? {

@@ -360,6 +360,12 @@ impl<'a> Rd<'a> {
         }
     }
 
+    /// The namespace declarations in scope, innermost last, as (prefix, URI); prefix empty =
+    /// default namespace.
+    pub(crate) fn in_scope(&self) -> impl DoubleEndedIterator<Item = (&'a [u8], &[u8])> + '_ {
+        self.bindings.iter().map(|b| (b.prefix, &*b.uri))
+    }
+
     /// The binding of `prefix` (empty = default namespace), innermost first.
     pub(crate) fn lookup(&self, prefix: &[u8]) -> Option<&Binding<'a>> {
         self.bindings.iter().rev().find(|b| b.prefix == prefix)

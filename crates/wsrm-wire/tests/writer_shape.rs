@@ -410,3 +410,40 @@ fn framing_for_reply_follows_the_request() {
     let out = encode(&m, &Framing::for_reply(&req)).unwrap();
     assert!(s(&out).contains("<a:To s:mustUnderstand=\"1\">http://client.example/callback/7f3e</a:To><c:Session xmlns:c=\"urn:example:client\" a:IsReferenceParameter=\"true\">42</c:Session>"), "{}", s(&out));
 }
+
+#[test]
+fn body_relying_on_envelope_declarations_is_reframed_with_them() {
+    use wsrm_wire::{decode, Limits};
+    // gSOAP declares every namespace on the envelope; the body uses one of them
+    let xml = r#"<E:Envelope xmlns:E="http://www.w3.org/2003/05/soap-envelope" xmlns:wsa5="http://www.w3.org/2005/08/addressing" xmlns:p="urn:payload" xmlns="urn:default"><E:Header><wsa5:Action>urn:op</wsa5:Action></E:Header><E:Body><p:p>1</p:p><q/></E:Body></E:Envelope>"#;
+    let d = decode(Bytes::from_static(xml.as_bytes()), &Limits::default()).unwrap();
+    assert_eq!(
+        d.body_namespaces,
+        vec![
+            (
+                "E".to_string(),
+                "http://www.w3.org/2003/05/soap-envelope".to_string()
+            ),
+            (
+                "wsa5".to_string(),
+                "http://www.w3.org/2005/08/addressing".to_string()
+            ),
+            ("p".to_string(), "urn:payload".to_string()),
+            (String::new(), "urn:default".to_string()),
+        ]
+    );
+    let mut f = Framing::new(d.soap, d.addressing);
+    f.body_namespaces = d.body_namespaces.clone();
+    let out = encode(&d.message, &f).unwrap();
+    assert!(s(&out).contains("<s:Body xmlns:E=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:wsa5=\"http://www.w3.org/2005/08/addressing\" xmlns:p=\"urn:payload\" xmlns=\"urn:default\"><p:p>1</p:p><q/></s:Body>"), "{}", s(&out));
+    let again = decode(out, &Limits::default()).unwrap();
+    assert_eq!(again.body_bytes, d.body_bytes);
+    // WCF-shaped messages need nothing extra
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
+    let d = decode(
+        Bytes::from(std::fs::read(dir.join("w03-2-request.xml")).unwrap()),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert!(d.body_namespaces.is_empty());
+}

@@ -9,6 +9,7 @@ use wsrm_wire::{decode, encode, AddressingVersion, Decoded, Framing, Limits};
 pub fn reencode(d: &Decoded) -> Decoded {
     let mut framing = Framing::new(d.soap, d.addressing);
     framing.xml_lang = "en-US".into();
+    framing.body_namespaces = d.body_namespaces.clone();
     let bytes = encode(&d.message, &framing).expect("encode");
     match decode(bytes.clone(), &Limits::default()) {
         Ok(x) => x,
