@@ -68,3 +68,52 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+pub type RawClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<Bytes>,
+>;
+
+pub fn raw_client() -> RawClient {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// POSTs raw bytes; returns status and body.
+pub async fn post_raw(c: &RawClient, url: &str, content_type: &str, body: Vec<u8>) -> (u16, Bytes) {
+    use http_body_util::BodyExt;
+    let req = http::Request::post(url)
+        .header("content-type", content_type)
+        .body(http_body_util::Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let b = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, b)
+}
+
+pub const SOAP12_CT: &str = "application/soap+xml; charset=utf-8";
+
+/// Encodes an engine-level message as SOAP 1.2 + WSA 1.0.
+pub fn envelope(m: &wsrm_proto::msg::Message) -> Vec<u8> {
+    wsrm_wire::encode(m, &wsrm_wire::Framing::soap12_wsa10())
+        .unwrap()
+        .to_vec()
+}
+
+/// Decodes a response envelope.
+pub fn decode(b: &Bytes) -> wsrm_proto::msg::Message {
+    wsrm_wire::decode(b.clone(), &wsrm_wire::Limits::default())
+        .unwrap()
+        .message
+}
+
+/// Waits (event-driven polling, bounded) until `cond` holds.
+pub async fn wait_for(mut cond: impl FnMut() -> bool) {
+    for _ in 0..4000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("condition not reached");
+}
