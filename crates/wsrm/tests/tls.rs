@@ -10,7 +10,9 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use wsrm::{Binding, Client, ClientAuth, ClientError, ClientOptions, ClientTls, ServerTls, Service};
+use wsrm::{
+    Binding, Client, ClientAuth, ClientError, ClientOptions, ClientTls, ServerTls, Service,
+};
 use wsrm_proto::msg::{Action, Body, FaultKind, Message, RmVersion, SequenceHeader};
 
 struct Pki {
@@ -101,7 +103,10 @@ async fn https_one_way_and_request_reply() {
     let r = rr.request(ECHO, payload(11)).await.unwrap();
     assert_eq!(
         r.body,
-        Bytes::from(format!("<echo xmlns=\"urn:wsrm:test\">{}</echo>", payload(11)))
+        Bytes::from(format!(
+            "<echo xmlns=\"urn:wsrm:test\">{}</echo>",
+            payload(11)
+        ))
     );
     rr.close().await.unwrap();
     let got: Vec<String> = log.lock().unwrap().iter().map(|s| s.body.clone()).collect();
@@ -113,7 +118,9 @@ async fn https_one_way_and_request_reply() {
 async fn https_refuses_an_untrusted_server() {
     let p = pki();
     let other = pki();
-    let binding = Binding::ws_http().https().open_timeout(Duration::from_secs(1));
+    let binding = Binding::ws_http()
+        .https()
+        .open_timeout(Duration::from_secs(1));
     let log = Log::default();
     let svc = service(&p, false, &binding, &log).await;
     let err = Client::open(
@@ -136,7 +143,9 @@ async fn https_refuses_an_untrusted_server() {
 #[tokio::test]
 async fn mutual_tls_requires_a_client_certificate() {
     let p = pki();
-    let binding = Binding::ws_http().https().open_timeout(Duration::from_secs(1));
+    let binding = Binding::ws_http()
+        .https()
+        .open_timeout(Duration::from_secs(1));
     let log = Log::default();
     let svc = service(&p, true, &binding, &log).await;
     let err = Client::open(

@@ -1,0 +1,239 @@
+//! Hostile and malformed input: each is answered as WCF would (fault + HTTP status) or cut off
+//! at bounded cost, and a session already running keeps working without losing anything.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wsrm::{Binding, Client, ClientError, ClientOptions, Service, SessionError};
+use wsrm_proto::msg::{
+    Action, Body, CreateSequence, FaultKind, Message, RmVersion, SequenceHeader, SequenceId,
+};
+
+struct Fixture {
+    svc: Service,
+    log: Log,
+    client: Client,
+    binding: Binding,
+}
+
+async fn fixture(binding: Binding, max_sessions: usize) -> Fixture {
+    let log = Log::default();
+    let svc = Service::builder(binding.clone())
+        .max_sessions(max_sessions)
+        .handler(recorder(&log))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
+        .await
+        .unwrap();
+    for i in 1..=3 {
+        client.send(ONEWAY, payload(i)).await.unwrap();
+    }
+    Fixture {
+        svc,
+        log,
+        client,
+        binding,
+    }
+}
+
+impl Fixture {
+    /// The running session still works and nothing acknowledged was lost.
+    async fn still_fine(self) {
+        for i in 4..=6 {
+            self.client.send(ONEWAY, payload(i)).await.unwrap();
+        }
+        self.client.close().await.unwrap();
+        let got: Vec<String> = self
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.body.clone())
+            .collect();
+        let want: Vec<String> = (1..=6).map(payload).collect();
+        assert_eq!(got, want);
+    }
+}
+
+#[tokio::test]
+async fn malformed_xml_gets_400() {
+    let f = fixture(Binding::ws_http(), 100).await;
+    let c = raw_client();
+    let (status, body) = post_raw(
+        &c,
+        &f.svc.url("/svc"),
+        SOAP12_CT,
+        b"<s:Envelope><oops".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.is_empty());
+    f.still_fine().await;
+}
+
+#[tokio::test]
+async fn wrong_soap_version_is_refused() {
+    let f = fixture(Binding::ws_http(), 100).await;
+    let c = raw_client();
+    // SOAP 1.1 media type to a SOAP 1.2 binding: the transport refuses it.
+    let (status, _) = post_raw(
+        &c,
+        &f.svc.url("/svc"),
+        "text/xml; charset=utf-8",
+        b"<x/>".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 415);
+    // A SOAP 1.1 envelope under the SOAP 1.2 media type: a VersionMismatch fault.
+    let m = Message::new(RmVersion::Wsrm10, Action::AckRequested, Body::Empty);
+    let env11 = wsrm_wire::encode(
+        &Message {
+            ack_requested: Some(SequenceId::from("urn:uuid:x")),
+            ..m
+        },
+        &wsrm_wire::Framing::new(wsrm::SoapVersion::Soap11, wsrm::AddressingVersion::Wsa10),
+    )
+    .unwrap();
+    let (status, body) = post_raw(&c, &f.svc.url("/svc"), SOAP12_CT, env11.to_vec()).await;
+    assert_eq!(status, 500);
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("VersionMismatch"), "{text}");
+    f.still_fine().await;
+}
+
+#[tokio::test]
+async fn unknown_sequence_gets_the_fault() {
+    let f = fixture(Binding::ws_http(), 100).await;
+    let c = raw_client();
+    let mut m = Message::new(
+        RmVersion::Wsrm10,
+        Action::Other(Arc::from(ONEWAY)),
+        Body::Application(Bytes::from_static(b"<x xmlns=\"urn:x\"/>")),
+    );
+    m.sequence = Some(SequenceHeader {
+        identifier: SequenceId::from("urn:uuid:no-such-sequence"),
+        number: 1,
+        last_message: false,
+    });
+    m.message_id = Some(Arc::from("urn:uuid:m1"));
+    let (status, body) = post_raw(&c, &f.svc.url("/svc"), SOAP12_CT, envelope(&m)).await;
+    assert_eq!(status, 500);
+    match decode(&body).body {
+        Body::Fault(fault) => {
+            assert_eq!(fault.kind, FaultKind::UnknownSequence);
+            assert_eq!(
+                fault.detail.identifier().map(|i| i.as_str()),
+                Some("urn:uuid:no-such-sequence")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    f.still_fine().await;
+}
+
+#[tokio::test]
+async fn oversized_body_gets_413() {
+    let f = fixture(Binding::ws_http(), 100).await;
+    let c = raw_client();
+    let big = vec![b'a'; 65_537];
+    let (status, _) = post_raw(&c, &f.svc.url("/svc"), SOAP12_CT, big).await;
+    assert_eq!(status, 413);
+    f.still_fine().await;
+}
+
+#[tokio::test]
+async fn slow_drip_requests_are_cut_off() {
+    let mut b = Binding::ws_http();
+    b.transport.request_header_timeout = Duration::from_millis(300);
+    let f = fixture(b, 100).await;
+    let mut tcp = tokio::net::TcpStream::connect(f.svc.local_addr())
+        .await
+        .unwrap();
+    tcp.write_all(b"POST /svc HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Never finish the head: the server closes the connection on its own.
+    let mut buf = [0u8; 1024];
+    let mut total = Vec::new();
+    loop {
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&total);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    f.still_fine().await;
+}
+
+#[tokio::test]
+async fn more_sessions_than_allowed_are_refused_as_server_too_busy() {
+    let f = fixture(Binding::ws_http(), 2).await;
+    let second = Client::open(&f.svc.url("/svc"), &f.binding, ClientOptions::default())
+        .await
+        .unwrap();
+    let err = Client::open(&f.svc.url("/svc"), &f.binding, ClientOptions::default())
+        .await
+        .unwrap_err();
+    match &err {
+        ClientError::Faulted(SessionError::Refused(fault)) => {
+            assert_eq!(fault.kind, FaultKind::ConnectionLimitReached, "{fault:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    second.send(ONEWAY, payload(100)).await.unwrap();
+    second.close().await.unwrap();
+    f.log.lock().unwrap().retain(|s| s.body != payload(100));
+    f.still_fine().await;
+}
+
+#[tokio::test]
+async fn create_sequence_flood_is_bounded() {
+    let f = fixture(Binding::ws_http(), 20).await;
+    let c = raw_client();
+    let url = f.svc.url("/svc");
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let (c, url) = (c.clone(), url.clone());
+        set.spawn(async move {
+            let mut m = Message::new(
+                RmVersion::Wsrm10,
+                Action::CreateSequence,
+                Body::CreateSequence(CreateSequence {
+                    acks_to: String::new(),
+                    expires: None,
+                    offer: None,
+                }),
+            );
+            m.message_id = Some(Arc::from(format!("urn:uuid:flood-{i}").as_str()));
+            m.to = Some(Arc::from(url.as_str()));
+            post_raw(&c, &url, SOAP12_CT, envelope(&m)).await
+        });
+    }
+    let (mut created, mut refused) = (0, 0);
+    while let Some(r) = set.join_next().await {
+        let (status, body) = r.unwrap();
+        match (status, decode(&body).body) {
+            (200, Body::CreateSequenceResponse(_)) => created += 1,
+            (500, Body::Fault(fault)) => {
+                assert_eq!(fault.kind, FaultKind::ConnectionLimitReached);
+                refused += 1;
+            }
+            (s, b) => panic!("{s} {b:?}"),
+        }
+    }
+    // 20 sessions at most, one of which is the fixture's own.
+    assert_eq!((created, refused), (19, 81));
+    assert_eq!(f.svc.stats().sessions_created, 20);
+    f.still_fine().await;
+}
