@@ -1,5 +1,5 @@
 //! The one place where wire facts meet the engine's vocabulary (`wsrm_proto::msg`):
-//! decoded [`Envelope`](crate::reader) → [`Decoded`] (with its [`Message`]), and
+//! the reader's envelope facts → [`Decoded`] (with its [`Message`]), and
 //! [`Message`] + [`Framing`] → envelope bytes.
 
 use std::borrow::Cow;
