@@ -30,3 +30,8 @@ pub use tls::{ClientAuth, ClientIdentity, ClientTls, ServerTls, TlsError};
 pub use wsrm_proto::msg::RmVersion;
 pub use wsrm_proto::{SessionError, SessionStats};
 pub use wsrm_wire::{AddressingVersion, SoapVersion};
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
