@@ -422,7 +422,7 @@ struct Shared {
 /// What the HTTP front hands to the driver.
 enum ToDriver {
     Exchange {
-        message: Message,
+        message: Box<Message>,
         identity: Option<ClientIdentity>,
         respond: oneshot::Sender<Option<Message>>,
     },
@@ -544,7 +544,7 @@ impl Front {
         if self
             .tx
             .send(ToDriver::Exchange {
-                message,
+                message: Box::new(message),
                 identity,
                 respond,
             })
@@ -662,7 +662,7 @@ impl Driver {
                 self.next_exchange += 1;
                 let ex = ExchangeId(self.next_exchange);
                 self.exchanges.insert(ex, respond);
-                self.endpoint.handle_message(now, message, Some(ex));
+                self.endpoint.handle_message(now, *message, Some(ex));
                 self.pump(identity);
             }
             ToDriver::Outcome {
