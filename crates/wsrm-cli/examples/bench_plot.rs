@@ -48,6 +48,7 @@ fn load(path: &str) -> anyhow::Result<Series> {
 fn color(imp: &str) -> RGBColor {
     match imp {
         "wsrm" => RGBColor(0xd9, 0x48, 0x01),
+        "wsrm-api" => RGBColor(0x9e, 0x1b, 0x6e),
         "gsoap" => RGBColor(0x1f, 0x77, 0xb4),
         "cxf" => RGBColor(0x2c, 0xa0, 0x2c),
         _ => RGBColor(0x55, 0x55, 0x55),
