@@ -83,8 +83,9 @@ pub struct SimConfig {
     pub link: LinkConfig,
     /// Longest service think time before a reply (uniform from 0).
     pub reply_delay_max: Duration,
-    /// Open/close timeouts; `None` = 10 s × (1 + MaxRetryCount), i.e. as many CreateSequence
-    /// (and Close/Terminate) attempts as a message gets transmissions.
+    /// Open timeout; `None` = 10 s × (1 + MaxRetryCount), i.e. as many CreateSequence attempts
+    /// as a message gets transmissions. The close timeout is the larger of this and
+    /// InactivityTimeout.
     pub handshake_timeout: Option<Duration>,
     /// Virtual-time limit of a run.
     pub time_limit: Duration,
@@ -306,8 +307,12 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunOutcome {
     });
     let mut ccfg = ClientConfig::new(cfg.pattern, shape);
     ccfg.settings = cfg.settings.clone();
+    // Closing waits for the peer's last messages, whose retransmissions are spaced up to
+    // InactivityTimeout/(2·MaxRetryCount) apart: (1 + MaxRetryCount) of them fit in about
+    // InactivityTimeout/2, so the close timeout is the larger of that and the handshake budget.
+    let close_timeout = hs.max(cfg.settings.inactivity_timeout);
     ccfg.open_timeout = hs;
-    ccfg.close_timeout = hs;
+    ccfg.close_timeout = close_timeout;
     ccfg.remote_address = Some(Arc::from("http://sim.invalid/service"));
     if shape == Shape::Duplex {
         ccfg.local_address = Arc::from("http://sim.invalid/client");
@@ -504,7 +509,7 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunOutcome {
                 if let Some(s) = server_session {
                     if !server_closing && !server_done && server_sent == total {
                         server_closing = true;
-                        let _ = server.close_session(now, s, hs);
+                        let _ = server.close_session(now, s, close_timeout);
                     }
                 }
                 if client.state() == ClientState::Open

@@ -92,6 +92,8 @@ pub(crate) struct Source {
     serr_us: i64,
     timeout_us: i64,
     retry_deadline: Option<Instant>,
+    /// When the retry timer last expired (a loss was detected).
+    loss_time: Option<Instant>,
     max_rto_us: i64,
     max_retry: u32,
     request_acks: bool,
@@ -134,6 +136,7 @@ impl Source {
             serr_us: 0,
             timeout_us: 0,
             retry_deadline: None,
+            loss_time: None,
             max_rto_us: MAX_RTO_US,
             max_retry,
             request_acks,
@@ -364,6 +367,7 @@ impl Source {
         self.window_size = 1;
         self.timeout_us = (self.timeout_us.saturating_mul(2)).min(self.max_rto_us);
         self.startup = false;
+        self.loss_time = Some(now);
         self.retry_deadline = Some(now + self.rto());
     }
 
@@ -496,10 +500,17 @@ impl Source {
         } else {
             (old_start + u64::from(old_ws)).saturating_sub(self.window_start) as usize
         };
+        // Only messages last sent before the loss was detected are presumed lost; a message
+        // sent since is still in flight and is left to the timer.
         let end = (self.window_size as usize).min(self.in_window);
+        let loss_time = self.loss_time;
         for idx in s..end {
             if let Some(e) = self.entries.get_mut(idx) {
-                if !e.done() && !e.resend && !(e.acked && !e.two_way) {
+                let stale = match (e.last_sent, loss_time) {
+                    (Some(t), Some(l)) => t <= l,
+                    _ => true,
+                };
+                if stale && !e.done() && !e.resend && !(e.acked && !e.two_way) {
                     e.resend = true;
                     e.retries = e.retries.saturating_add(1);
                     self.resend_queue.push_back(e.number);
