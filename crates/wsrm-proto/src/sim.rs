@@ -24,7 +24,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::client::{ClientConfig, ClientSession};
-use crate::msg::{Message, RmVersion};
+use crate::msg::Message;
 use crate::server::{Endpoint, EndpointConfig};
 use crate::settings::Settings;
 use crate::types::{
@@ -567,13 +567,14 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunOutcome {
         now = now.max(next);
         while w.q.peek().is_some_and(|q| q.at <= now) {
             let Some(q) = w.q.pop() else { break };
-            if std::env::var("SIMTRACE").is_ok() {
-                let t = now.saturating_duration_since(base);
-                match &q.ev {
-                    Ev::ToServer(m, _) => eprintln!("{t:?} C->S {:?} seq={:?} ack={:?} ar={} body={:?}", m.action, m.sequence.as_ref().map(|s| (s.number, s.last_message)), m.ack.as_ref().map(|a| (&a.ranges, a.final_ack)), m.ack_requested.is_some(), std::mem::discriminant(&m.body)),
-                    Ev::ToClient(m) => eprintln!("{t:?} S->C {:?} seq={:?} ack={:?} ar={} body={:?}", m.action, m.sequence.as_ref().map(|s| (s.number, s.last_message)), m.ack.as_ref().map(|a| (&a.ranges, a.final_ack)), m.ack_requested.is_some(), if let crate::msg::Body::Fault(f) = &m.body { format!("{:?}", f.kind) } else { String::new() }),
-                    _ => {}
-                }
+            if let Ev::ToServer(m, _) | Ev::ToClient(m) = &q.ev {
+                tracing::trace!(
+                    at = ?now.saturating_duration_since(base),
+                    action = ?m.action,
+                    seq = ?m.sequence.as_ref().map(|s| s.number),
+                    ack = ?m.ack.as_ref().map(|a| &a.ranges),
+                    "sim delivers"
+                );
             }
             match q.ev {
                 Ev::ToServer(m, ex) => server.handle_message(now, m, ex),
@@ -625,7 +626,6 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunOutcome {
     }
     out.retransmitted = client.stats().retransmitted;
     out.virtual_time = now.saturating_duration_since(base);
-    let _ = RmVersion::Wsrm10;
     out
 }
 
