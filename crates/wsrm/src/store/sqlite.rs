@@ -30,7 +30,9 @@ pub const APPLICATION_ID: i32 = 0x5753_524D;
 /// `PRAGMA user_version` this build writes and reads.
 pub const SCHEMA_VERSION: i64 = 1;
 
-/// The schema of version 1 (see `docs/store.md`).
+/// The schema of version 1 (see `docs/store.md`). Message tables are rowid tables (rows of
+/// about 1 KiB stay inside their b-tree page; a `WITHOUT ROWID` table would spill every such
+/// row to an overflow page), with the primary key as a separate index.
 const SCHEMA_V1: &str = "
 CREATE TABLE source_seq (
     seq_id        TEXT PRIMARY KEY NOT NULL,
@@ -52,7 +54,7 @@ CREATE TABLE source_msg (
     number   INTEGER NOT NULL,
     envelope BLOB NOT NULL,
     PRIMARY KEY (seq_id, number)
-) WITHOUT ROWID;
+);
 CREATE TABLE dest_seq (
     seq_id        TEXT PRIMARY KEY NOT NULL,
     version       INTEGER NOT NULL,
@@ -75,7 +77,7 @@ CREATE TABLE dest_msg (
     payload BLOB NOT NULL,
     last    INTEGER NOT NULL,
     PRIMARY KEY (seq_id, number)
-) WITHOUT ROWID;
+);
 CREATE TABLE reply_cache (
     seq_id         TEXT NOT NULL,
     request_number INTEGER NOT NULL,
@@ -83,7 +85,7 @@ CREATE TABLE reply_cache (
     reply_number   INTEGER NOT NULL,
     envelope       BLOB NOT NULL,
     PRIMARY KEY (seq_id, request_number)
-) WITHOUT ROWID;
+);
 CREATE INDEX reply_cache_by_reply ON reply_cache (reply_seq, reply_number);
 CREATE TABLE cursor (
     name  TEXT PRIMARY KEY NOT NULL,
@@ -860,7 +862,11 @@ fn open_connection(path: &Path, options: &SqliteOptions) -> Result<Connection, S
     };
     let conn = Connection::open_with_flags(path, flags).map_err(|e| open_sqlite_error(path, &e))?;
     let setup = |conn: &Connection| -> rusqlite::Result<String> {
-        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        if !options.read_only {
+            // Read-only opens keep SQLite's normal locking: with locking_mode=EXCLUSIVE a
+            // read-only connection cannot use a WAL database (no shared-memory index).
+            conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        }
         let mode: String = if options.read_only {
             conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?
         } else {
