@@ -27,6 +27,34 @@ use crate::types::{
     SessionId, SessionStats, WSA10_ANONYMOUS,
 };
 
+/// FxHash (rustc's hasher) for maps whose stored keys the endpoint chooses itself (session
+/// numbers, server-minted sequence ids): lookups of peer-chosen keys cannot cause collisions
+/// among stored keys, so SipHash's HashDoS protection is not needed there.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+        for &b in chunks.remainder() {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+
 /// Configuration of an [`Endpoint`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointConfig {
@@ -121,8 +149,8 @@ struct Answer {
 pub struct Endpoint {
     cfg: EndpointConfig,
     rng: SmallRng,
-    sessions: HashMap<SessionId, Session>,
-    by_input: HashMap<SequenceId, SessionId>,
+    sessions: HashMap<SessionId, Box<Session>, FxBuild>,
+    by_input: HashMap<SequenceId, SessionId, FxBuild>,
     by_output: HashMap<SequenceId, SessionId>,
     next_session: u64,
     pending_count: usize,
@@ -226,8 +254,8 @@ impl Endpoint {
         Ok(Endpoint {
             cfg,
             rng: SmallRng::seed_from_u64(seed),
-            sessions: HashMap::new(),
-            by_input: HashMap::new(),
+            sessions: HashMap::default(),
+            by_input: HashMap::default(),
             by_output: HashMap::new(),
             next_session: 1,
             pending_count: 0,
@@ -289,8 +317,15 @@ impl Endpoint {
 
     fn rearm(&mut self, id: SessionId) {
         if let Some(s) = self.sessions.get_mut(&id) {
+            // Lazy: keep an earlier heap entry (it fires, finds nothing due, and re-arms), so
+            // moving a deadline later costs nothing and the heap holds ~1 entry per session.
             let t = s.poll_timeout();
-            if t != s.armed {
+            let push = match (t, s.armed) {
+                (Some(t), Some(a)) => t < a,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if push {
                 s.armed = t;
                 if let Some(t) = t {
                     self.timers.push(Reverse((t, id)));
@@ -379,49 +414,39 @@ impl Endpoint {
 
     /// `Some((Some(session), _))` known; `Some((None, Some(id)))` unknown id; `None` no id.
     fn demux(&self, m: &Message) -> Option<(Option<SessionId>, Option<SequenceId>)> {
-        let mut input: Vec<&SequenceId> = Vec::new();
-        if let Some(s) = &m.sequence {
-            input.push(&s.identifier);
-        }
-        if let Some(id) = &m.ack_requested {
-            input.push(id);
-        }
-        match &m.body {
+        let fault_id = match &m.body {
+            Body::Fault(f) => f.detail.identifier(),
+            _ => None,
+        };
+        let body_input = match &m.body {
             Body::TerminateSequence { identifier, .. } | Body::CloseSequence { identifier, .. } => {
-                input.push(identifier)
+                Some(identifier)
             }
-            Body::Fault(f) => {
-                if let Some(id) = f.detail.identifier() {
-                    input.push(id);
-                }
-            }
-            _ => {}
-        }
-        let mut output: Vec<&SequenceId> = Vec::new();
-        if let Some(a) = &m.ack {
-            output.push(&a.identifier);
-        }
-        match &m.body {
+            _ => None,
+        };
+        let body_output = match &m.body {
             Body::TerminateSequenceResponse { identifier }
-            | Body::CloseSequenceResponse { identifier } => output.push(identifier),
-            Body::Fault(f) => {
-                if let Some(id) = f.detail.identifier() {
-                    output.push(id);
-                }
-            }
-            _ => {}
-        }
-        for id in &input {
+            | Body::CloseSequenceResponse { identifier } => Some(identifier),
+            _ => None,
+        };
+        let input = [
+            m.sequence.as_ref().map(|s| &s.identifier),
+            m.ack_requested.as_ref(),
+            body_input,
+            fault_id,
+        ];
+        let output = [m.ack.as_ref().map(|a| &a.identifier), body_output, fault_id];
+        for id in input.iter().flatten() {
             if let Some(s) = self.by_input.get(*id) {
                 return Some((Some(*s), None));
             }
         }
-        for id in &output {
+        for id in output.iter().flatten() {
             if let Some(s) = self.by_output.get(*id) {
                 return Some((Some(*s), None));
             }
         }
-        let first = input.first().or(output.first())?;
+        let first = input.iter().chain(output.iter()).flatten().next()?;
         Some((None, Some((*first).clone())))
     }
 
@@ -612,7 +637,7 @@ impl Endpoint {
             tx: VecDeque::new(),
             ended: false,
         };
-        self.sessions.insert(id, session);
+        self.sessions.insert(id, Box::new(session));
         self.by_input.insert(input.clone(), id);
         if let Some(o) = &offer_id {
             self.by_output.insert(o.clone(), id);
@@ -1475,13 +1500,12 @@ impl Endpoint {
                 return Some(t);
             }
             let id = self.ready.pop_front()?;
-            let Some(mut s) = self.sessions.remove(&id) else {
+            let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
             s.queued = false;
-            let r = Self::session_poll(&mut s, now, &mut self.rng);
+            let r = Self::session_poll(s, now, &mut self.rng);
             let more = s.has_transmit(now);
-            self.sessions.insert(id, s);
             match r {
                 Ok(Some(m)) => {
                     if more {
@@ -1491,7 +1515,7 @@ impl Endpoint {
                     let closed = self
                         .sessions
                         .get(&id)
-                        .is_some_and(Self::complete);
+                        .is_some_and(|s| Self::complete(s));
                     let t = ServerTransmit {
                         exchange: None,
                         session: Some(id),
@@ -1506,7 +1530,7 @@ impl Endpoint {
                 }
                 Ok(None) => {
                     self.rearm(id);
-                    if self.sessions.get(&id).is_some_and(Self::complete) {
+                    if self.sessions.get(&id).is_some_and(|s| Self::complete(s)) {
                         self.finish(id, None);
                     }
                 }

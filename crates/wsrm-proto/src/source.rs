@@ -12,6 +12,7 @@ use crate::msg::{
     MAX_MESSAGE_NUMBER,
 };
 use crate::ranges::RangeSet;
+use bytes::Bytes;
 
 /// WCF's assumed RTT when none was measured (`UnknownInitiationTime`).
 pub const UNKNOWN_INITIATION_TIME: Duration = Duration::from_secs(2);
@@ -24,7 +25,9 @@ const MAX_RTO_US: i64 = 24 * 3600 * 1_000_000;
 pub(crate) struct Entry {
     pub number: u64,
     pub action: Action,
-    pub body: Body,
+    /// Application payload (`None`: empty body, e.g. the 1.0 LastMessage). Kept small so the
+    /// window and send queue move little memory.
+    pub payload: Option<Bytes>,
     pub message_id: Option<Arc<str>>,
     pub reply_to: Option<Arc<str>>,
     /// 1.0 `<LastMessage/>` marker.
@@ -243,7 +246,10 @@ impl Source {
         self.entries.push_back(Entry {
             number,
             action,
-            body,
+            payload: match body {
+                Body::Application(b) => Some(b),
+                _ => None,
+            },
             message_id,
             reply_to,
             last,
@@ -283,7 +289,11 @@ impl Source {
     fn build(&self, idx: usize, ack_requested: bool) -> Option<Message> {
         let e = self.entries.get(idx)?;
         let id = self.id.clone()?;
-        let mut m = Message::new(self.version, e.action.clone(), e.body.clone());
+        let body = match &e.payload {
+            Some(b) => Body::Application(b.clone()),
+            None => Body::Empty,
+        };
+        let mut m = Message::new(self.version, e.action.clone(), body);
         m.message_id = e.message_id.clone();
         m.reply_to = e.reply_to.clone();
         m.sequence = Some(SequenceHeader {
@@ -524,7 +534,6 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn src(window: u32) -> Source {
         let mut s = Source::new(RmVersion::Wsrm10, window, 8, true, true, true);
