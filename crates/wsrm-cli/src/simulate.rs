@@ -166,6 +166,8 @@ fn run_inner(args: Args) -> anyhow::Result<u8> {
     let bad = summary.lost > 0
         || summary.duplicated > 0
         || (args.ordered && summary.in_order != summary.runs)
-        || outcomes.iter().any(|o| !o.problems.is_empty() && o.lost == 0 && o.duplicated == 0 && o.out_of_order == 0);
+        || outcomes.iter().any(|o| {
+            !o.problems.is_empty() && o.lost == 0 && o.duplicated == 0 && o.out_of_order == 0
+        });
     Ok(u8::from(bad))
 }

@@ -10,8 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use wsrm_proto::{
-    ClientConfig, ClientSession, ClientState, Endpoint, EndpointConfig, Pattern, ServerEvent,
-    Shape,
+    ClientConfig, ClientSession, ClientState, Endpoint, EndpointConfig, Pattern, ServerEvent, Shape,
 };
 
 fn transfer(messages: u64, loss: f64, seed: u64) -> u64 {
@@ -27,7 +26,9 @@ fn transfer(messages: u64, loss: f64, seed: u64) -> u64 {
     let payload = Bytes::from(vec![b'x'; 1024]);
     let action: Arc<str> = Arc::from("urn:bench/op");
     for _ in 0..messages {
-        client.send(now, action.clone(), payload.clone()).expect("send");
+        client
+            .send(now, action.clone(), payload.clone())
+            .expect("send");
     }
     let mut delivered = 0u64;
     let mut acked = 0u64;

@@ -67,7 +67,7 @@ impl ClientConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KeepAlive {
     Idle,
-    KeepAlive,
+    Polling,
     Fast,
 }
 
@@ -113,7 +113,8 @@ impl ClientSession {
             return Err(SettingsError {
                 setting: "Pattern",
                 value: format!("{:?} over {:?}", cfg.pattern, cfg.shape),
-                allowed: "one-way over either shape, request-reply over RequestReply, duplex over Duplex",
+                allowed:
+                    "one-way over either shape, request-reply over RequestReply, duplex over Duplex",
             });
         }
         let s = &cfg.settings;
@@ -353,7 +354,7 @@ impl ClientSession {
         let ka = s.inactivity_timeout / 2 / s.max_retry_count.max(1);
         match mode {
             KeepAlive::Idle => s.inactivity_timeout / 2,
-            KeepAlive::KeepAlive => ka,
+            KeepAlive::Polling => ka,
             KeepAlive::Fast => (self.cfg.send_timeout / 2).min(ka),
         }
     }
@@ -432,10 +433,12 @@ impl ClientSession {
     fn handle_body(&mut self, now: Instant, m: &Message) {
         match &m.body {
             Body::CloseSequenceResponse { identifier } if Some(identifier) == self.out.id() => {
-                match self
-                    .out
-                    .on_close_response(now, m.relates_to.as_ref(), m.ack.as_ref(), &mut self.rng)
-                {
+                match self.out.on_close_response(
+                    now,
+                    m.relates_to.as_ref(),
+                    m.ack.as_ref(),
+                    &mut self.rng,
+                ) {
                     Ok(_) => {}
                     Err(f) => self.violation(f),
                 }
@@ -652,7 +655,9 @@ impl ClientSession {
             Body::CreateSequenceResponse(r) => {
                 let bad = match (&self.offered, &r.accept) {
                     (Some(_), None) => Some("The CreateSequenceResponse rejected the offer."),
-                    (None, Some(_)) => Some("The CreateSequenceResponse accepted an offer that was not made."),
+                    (None, Some(_)) => {
+                        Some("The CreateSequenceResponse accepted an offer that was not made.")
+                    }
                     (Some(_), Some(acc)) => match &self.cfg.remote_address {
                         Some(remote) if **remote != **acc => {
                             Some("The Accept/AcksTo address differs from the destination address.")
@@ -806,7 +811,8 @@ impl ClientSession {
         }
         if let Some(i) = self.inbound.as_mut() {
             if let Some(a) = i.take_due_ack(now) {
-                let mut m = Message::new(self.version, Action::SequenceAcknowledgement, Body::Empty);
+                let mut m =
+                    Message::new(self.version, Action::SequenceAcknowledgement, Body::Empty);
                 m.ack = Some(a);
                 return Some(self.stamp(now, m));
             }
@@ -859,13 +865,12 @@ impl ClientSession {
                 self.out.src.handle_timeout(now);
                 if self.keepalive_deadline.is_some_and(|d| now >= d) && !self.out.is_done() {
                     if let Some(id) = self.out.id().cloned() {
-                        let mut m =
-                            Message::new(self.version, Action::AckRequested, Body::Empty);
+                        let mut m = Message::new(self.version, Action::AckRequested, Body::Empty);
                         m.ack_requested = Some(id);
                         self.tx.push_back(m);
                     }
                     if self.keepalive_mode == KeepAlive::Idle {
-                        self.keepalive_mode = KeepAlive::KeepAlive;
+                        self.keepalive_mode = KeepAlive::Polling;
                     }
                     self.keepalive_deadline = Some(now + self.interval(self.keepalive_mode));
                 }

@@ -398,7 +398,15 @@ mod tests {
         recv(&mut d, 2);
         recv(&mut d, 3);
         let mut out = vec![];
-        let r = d.on_message(4, true, &Action::LastMessage, &Body::Empty, None, true, &mut out);
+        let r = d.on_message(
+            4,
+            true,
+            &Action::LastMessage,
+            &Body::Empty,
+            None,
+            true,
+            &mut out,
+        );
         assert_eq!(r, Incoming::Accepted);
         assert!(out.is_empty());
         assert!(d.complete());
@@ -411,8 +419,18 @@ mod tests {
         // LastMessage numbered below an already-received number.
         let mut d = Destination::new("s".into(), RmVersion::Wsrm10, false, 8, true, true);
         recv(&mut d, 3);
-        let r = d.on_message(2, true, &Action::LastMessage, &Body::Empty, None, true, &mut out);
-        assert!(matches!(r, Incoming::Violation(f) if f.kind == crate::msg::FaultKind::LastMessageNumberExceeded));
+        let r = d.on_message(
+            2,
+            true,
+            &Action::LastMessage,
+            &Body::Empty,
+            None,
+            true,
+            &mut out,
+        );
+        assert!(
+            matches!(r, Incoming::Violation(f) if f.kind == crate::msg::FaultKind::LastMessageNumberExceeded)
+        );
     }
 
     #[test]
@@ -423,7 +441,9 @@ mod tests {
         }
         d.on_close(Some(3)).unwrap();
         assert!(d.ack_header().final_ack);
-        assert!(matches!(recv(&mut d, 4).0, Incoming::Closed(f) if f.kind == crate::msg::FaultKind::SequenceClosed));
+        assert!(
+            matches!(recv(&mut d, 4).0, Incoming::Closed(f) if f.kind == crate::msg::FaultKind::SequenceClosed)
+        );
         assert_eq!(recv(&mut d, 2).0, Incoming::Duplicate);
         // Terminate with an inconsistent LastMsgNumber.
         let f = d.on_terminate(Some(2)).unwrap_err();

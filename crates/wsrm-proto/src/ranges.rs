@@ -89,8 +89,8 @@ impl RangeSet {
         }
         let i = self.lower_bound(n);
         let joins_next = matches!(self.ranges.get(i), Some(&(l, _)) if n.checked_add(1) == Some(l));
-        let joins_prev = i > 0
-            && matches!(self.ranges.get(i - 1), Some(&(_, u)) if u.checked_add(1) == Some(n));
+        let joins_prev =
+            i > 0 && matches!(self.ranges.get(i - 1), Some(&(_, u)) if u.checked_add(1) == Some(n));
         match (joins_prev, joins_next) {
             (true, true) => self.ranges.len() - 1,
             (false, false) => self.ranges.len() + 1,

@@ -16,8 +16,8 @@ use rand::SeedableRng;
 use crate::dest::{Delivered, Destination, Incoming};
 use crate::inbound::Inbound;
 use crate::msg::{
-    AckHeader, Action, Body, CreateSequence, CreateSequenceResponse, Fault, FaultCode,
-    FaultDetail, FaultKind, Message, RmVersion, SequenceHeader, SequenceId,
+    AckHeader, Action, Body, CreateSequence, CreateSequenceResponse, Fault, FaultCode, FaultDetail,
+    FaultKind, Message, RmVersion, SequenceHeader, SequenceId,
 };
 use crate::outbound::{new_urn, Outbound};
 use crate::settings::{Settings, SettingsError};
@@ -105,7 +105,7 @@ enum ReqState {
         parked: Option<(ExchangeId, Instant)>,
     },
     /// Reply produced, cached until the reply sequence acknowledges it.
-    Replied { reply: Message },
+    Replied { reply: Box<Message> },
 }
 
 #[derive(Debug)]
@@ -480,7 +480,10 @@ impl Endpoint {
             fault_msg(version, f, Some(mid.clone()))
         };
         if self.cfg.version.is_some_and(|v| v != version) {
-            a.message = Some(refused(self, "The WS-ReliableMessaging version is not supported."));
+            a.message = Some(refused(
+                self,
+                "The WS-ReliableMessaging version is not supported.",
+            ));
             return None;
         }
         let reply_to: Arc<str> = m
@@ -488,7 +491,10 @@ impl Endpoint {
             .clone()
             .unwrap_or_else(|| Arc::from(WSA10_ANONYMOUS));
         if *cs.acks_to != *reply_to {
-            a.message = Some(refused(self, "The AcksTo address must equal the ReplyTo address."));
+            a.message = Some(refused(
+                self,
+                "The AcksTo address must equal the ReplyTo address.",
+            ));
             return None;
         }
         if let Some(o) = &cs.offer {
@@ -524,9 +530,7 @@ impl Endpoint {
         };
         let mut offer = cs.offer.clone();
         if !accepted {
-            if pattern != Pattern::OneWay
-                && self.cfg.accept_one_way
-                && version == RmVersion::Wsrm11
+            if pattern != Pattern::OneWay && self.cfg.accept_one_way && version == RmVersion::Wsrm11
             {
                 // 1.1 one-way endpoint: accept the sequence, reject the offer (no Accept).
                 pattern = Pattern::OneWay;
@@ -787,9 +791,12 @@ impl Endpoint {
             }
             Body::CloseSequenceResponse { identifier } if Some(identifier) == s.offer.as_ref() => {
                 if let Some(o) = s.outbound.as_mut() {
-                    if let Err(f) =
-                        o.on_close_response(now, m.relates_to.as_ref(), m.ack.as_ref(), &mut self.rng)
-                    {
+                    if let Err(f) = o.on_close_response(
+                        now,
+                        m.relates_to.as_ref(),
+                        m.ack.as_ref(),
+                        &mut self.rng,
+                    ) {
                         s.tx.push_back(fault_msg(v, f.clone(), None));
                         return Err(SessionError::ProtocolViolation(f));
                     }
@@ -811,7 +818,9 @@ impl Endpoint {
     fn complete(s: &Session) -> bool {
         let out_done = s.outbound.as_ref().is_none_or(|o| o.is_done());
         let in_done = s.inbound.terminated
-            || (s.pattern == Pattern::Duplex && s.inbound.dest.complete() && s.version == RmVersion::Wsrm10);
+            || (s.pattern == Pattern::Duplex
+                && s.inbound.dest.complete()
+                && s.version == RmVersion::Wsrm10);
         in_done && out_done
     }
 
@@ -933,8 +942,8 @@ impl Endpoint {
     ) -> Result<(), SessionError> {
         let v = s.version;
         let n = seq.number;
-        let admit = s.pattern != Pattern::RequestReply
-            || s.unacked_replies.len() < s.max_window as usize;
+        let admit =
+            s.pattern != Pattern::RequestReply || s.unacked_replies.len() < s.max_window as usize;
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
         let r = s.inbound.dest.on_message(
@@ -1087,7 +1096,8 @@ impl Endpoint {
                 {
                     self.parked_count += 1;
                     a.parked = true;
-                    a.exchange.map(|ex| (ex, now + self.cfg.parked_exchange_timeout))
+                    a.exchange
+                        .map(|ex| (ex, now + self.cfg.parked_exchange_timeout))
                 } else {
                     None
                 };
@@ -1096,7 +1106,7 @@ impl Endpoint {
                 }
             }
             Some(ReqState::Replied { reply }) => {
-                let mut r = reply.clone();
+                let mut r = (**reply).clone();
                 r.ack = Some(ack);
                 a.message = Some(r);
             }
@@ -1193,7 +1203,8 @@ impl Endpoint {
                 };
                 number = s.next_reply;
                 s.next_reply += 1;
-                let mut r = Message::new(s.version, Action::Other(action), Body::Application(payload));
+                let mut r =
+                    Message::new(s.version, Action::Other(action), Body::Application(payload));
                 r.sequence = Some(SequenceHeader {
                     identifier: offer,
                     number,
@@ -1202,8 +1213,12 @@ impl Endpoint {
                 r.relates_to = message_id;
                 let r = s.stamp(r);
                 s.unacked_replies.insert(number, token.request);
-                s.requests
-                    .insert(token.request, ReqState::Replied { reply: r.clone() });
+                s.requests.insert(
+                    token.request,
+                    ReqState::Replied {
+                        reply: Box::new(r.clone()),
+                    },
+                );
                 r
             }
             None => standalone_ack(s.version, s.ack()),
@@ -1332,7 +1347,8 @@ impl Endpoint {
                         s.accepted = true;
                         self.pending_count = self.pending_count.saturating_sub(1);
                     }
-                    self.events.push_back(ServerEvent::SessionClosed { session: id });
+                    self.events
+                        .push_back(ServerEvent::SessionClosed { session: id });
                     self.mark_ready(id);
                     return;
                 }
@@ -1442,7 +1458,10 @@ impl Endpoint {
                 let f = Fault::sequence_terminated(
                     FaultCode::Receiver,
                     &s.inbound.dest.id,
-                    format!("The inactivity timeout of ({:?}) has been exceeded.", s.inactivity),
+                    format!(
+                        "The inactivity timeout of ({:?}) has been exceeded.",
+                        s.inactivity
+                    ),
                 );
                 s.tx.push_back(fault_msg(s.version, f, None));
             }
@@ -1512,10 +1531,7 @@ impl Endpoint {
                         self.mark_ready(id);
                     }
                     self.rearm(id);
-                    let closed = self
-                        .sessions
-                        .get(&id)
-                        .is_some_and(|s| Self::complete(s));
+                    let closed = self.sessions.get(&id).is_some_and(|s| Self::complete(s));
                     let t = ServerTransmit {
                         exchange: None,
                         session: Some(id),

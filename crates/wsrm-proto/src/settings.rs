@@ -163,9 +163,6 @@ mod tests {
         assert_eq!(s.validate().unwrap_err().setting, "InactivityTimeout");
         s.inactivity_timeout = Duration::from_secs(1);
         s.acknowledgement_interval = MAX_TIMESPAN + Duration::from_millis(1);
-        assert_eq!(
-            s.validate().unwrap_err().setting,
-            "AcknowledgementInterval"
-        );
+        assert_eq!(s.validate().unwrap_err().setting, "AcknowledgementInterval");
     }
 }

@@ -238,13 +238,7 @@ impl Ledger {
     }
 }
 
-fn check(
-    name: &str,
-    ledger: &Ledger,
-    total: u64,
-    ordered: bool,
-    out: &mut RunOutcome,
-) {
+fn check(name: &str, ledger: &Ledger, total: u64, ordered: bool, out: &mut RunOutcome) {
     let acked: std::collections::HashSet<u64> = ledger.acked.iter().copied().collect();
     let reported: Option<std::collections::BTreeSet<u64>> = ledger
         .unacked_reported
@@ -258,7 +252,8 @@ fn check(
         let d = ledger.delivered.get(&n).copied().unwrap_or(0);
         if d > 1 {
             out.duplicated += 1;
-            out.problems.push(format!("{name} #{n} delivered {d} times"));
+            out.problems
+                .push(format!("{name} #{n} delivered {d} times"));
         }
         if d == 0 {
             let reported_undelivered = reported.as_ref().is_some_and(|r| r.contains(&n));
@@ -277,15 +272,14 @@ fn check(
         }
     }
     if ordered {
-        let mut expect = 1;
-        for &n in &ledger.order {
+        for (expect, &n) in (1u64..).zip(ledger.order.iter()) {
             if n != expect {
                 out.out_of_order += 1;
-                out.problems
-                    .push(format!("{name} #{n} delivered out of order (expected #{expect})"));
+                out.problems.push(format!(
+                    "{name} #{n} delivered out of order (expected #{expect})"
+                ));
                 break;
             }
-            expect += 1;
         }
     }
 }
@@ -338,7 +332,7 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunOutcome {
     };
     let mut w = World {
         base,
-        rng: SmallRng::seed_from_u64(seed ^ 0x5eed_0f_11ce),
+        rng: SmallRng::seed_from_u64(seed ^ 0x005e_ed0f_11ce),
         link: cfg.link.clone(),
         q: BinaryHeap::new(),
         seq: 0,
@@ -401,7 +395,11 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunOutcome {
                 if w.lost(now, w.link.reverse_loss) {
                     continue;
                 }
-                let copies = if t.exchange.is_none() && w.dup() { 2 } else { 1 };
+                let copies = if t.exchange.is_none() && w.dup() {
+                    2
+                } else {
+                    1
+                };
                 for _ in 0..copies {
                     let at = now + w.delay();
                     w.push(at, Ev::ToClient(m.clone()));
@@ -467,10 +465,10 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunOutcome {
                             let body = Bytes::from([b"reply:".as_slice(), &payload].concat());
                             w.push(at, Ev::Reply(token, body));
                         }
-                        if cfg.pattern == Pattern::Duplex {
-                            if server.send(now, session, action.clone(), payload).is_ok() {
-                                server_sent += 1;
-                            }
+                        if cfg.pattern == Pattern::Duplex
+                            && server.send(now, session, action.clone(), payload).is_ok()
+                        {
+                            server_sent += 1;
                         }
                     }
                     ServerEvent::Acknowledged { number, .. } => down.acked.push(number),
@@ -527,8 +525,12 @@ pub fn run(cfg: &SimConfig, seed: u64) -> RunOutcome {
             out.problems.push(format!(
                 "step limit reached (client {:?}, next client timeout {:?}, server {:?}, queue {})",
                 client.state(),
-                client.poll_timeout().map(|t| t.saturating_duration_since(now)),
-                server.poll_timeout().map(|t| t.saturating_duration_since(now)),
+                client
+                    .poll_timeout()
+                    .map(|t| t.saturating_duration_since(now)),
+                server
+                    .poll_timeout()
+                    .map(|t| t.saturating_duration_since(now)),
                 w.q.len()
             ));
             break;

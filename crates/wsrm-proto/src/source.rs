@@ -497,8 +497,8 @@ impl Source {
         } else {
             self.ca_count += slide as u64;
             let segment = (u64::from(self.loss_window.saturating_sub(self.ssthresh)) / 8).max(1);
-            let thresh = u64::from(self.window_size - self.ssthresh) * u64::from(self.window_size)
-                / segment;
+            let thresh =
+                u64::from(self.window_size - self.ssthresh) * u64::from(self.window_size) / segment;
             if self.ca_count > thresh {
                 self.ca_count = 0;
                 self.window_size = self.max_window.min(self.window_size + 1);
@@ -520,7 +520,8 @@ impl Source {
                     (Some(t), Some(l)) => t <= l,
                     _ => true,
                 };
-                if stale && !e.done() && !e.resend && !(e.acked && !e.two_way) {
+                let wanted = !e.done() && (!e.acked || e.two_way);
+                if stale && wanted && !e.resend {
                     e.resend = true;
                     e.retries = e.retries.saturating_add(1);
                     self.resend_queue.push_back(e.number);

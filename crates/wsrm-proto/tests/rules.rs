@@ -92,7 +92,10 @@ impl Pair {
                 if let ServerEvent::SessionCreated { session, .. } = &e {
                     self.server.accept(*session);
                 }
-                if let ServerEvent::Delivery { session, number, .. } = &e {
+                if let ServerEvent::Delivery {
+                    session, number, ..
+                } = &e
+                {
                     self.server.delivered(*session, *number);
                 }
                 self.events.push(e);
@@ -118,7 +121,12 @@ impl Pair {
     }
 }
 
-fn cs_message(version: RmVersion, acks_to: &str, reply_to: Option<&str>, offer: Option<&str>) -> Message {
+fn cs_message(
+    version: RmVersion,
+    acks_to: &str,
+    reply_to: Option<&str>,
+    offer: Option<&str>,
+) -> Message {
     let mut m = Message::new(
         version,
         Action::CreateSequence,
@@ -176,7 +184,11 @@ fn open_raw(
     ex: u64,
 ) -> (SessionId, SequenceId) {
     let anon = wsrm_proto::WSA10_ANONYMOUS;
-    server.handle_message(now, cs_message(version, anon, None, offer), Some(ExchangeId(ex)));
+    server.handle_message(
+        now,
+        cs_message(version, anon, None, offer),
+        Some(ExchangeId(ex)),
+    );
     let t = one_answer(server, now);
     let Some(Message {
         body: Body::CreateSequenceResponse(r),
@@ -218,7 +230,10 @@ fn rule_4_3_create_sequence_retry_same_message_id_then_open_timeout() {
     assert_eq!(t.duration_since(now), Duration::from_secs(60));
     assert!(matches!(
         c.poll_event(),
-        Some(ClientEvent::Failed { error: SessionError::OpenTimeout, .. })
+        Some(ClientEvent::Failed {
+            error: SessionError::OpenTimeout,
+            ..
+        })
     ));
 }
 
@@ -280,10 +295,21 @@ fn rule_4_13_max_pending_channels_connection_limit_reached() {
     let mut e = Endpoint::new(cfg, 3).unwrap();
     let anon = wsrm_proto::WSA10_ANONYMOUS;
     for ex in 1..=2 {
-        e.handle_message(now, cs_message(RmVersion::Wsrm10, anon, None, None), Some(ExchangeId(ex)));
-        assert!(matches!(one_answer(&mut e, now).message.unwrap().body, Body::CreateSequenceResponse(_)));
+        e.handle_message(
+            now,
+            cs_message(RmVersion::Wsrm10, anon, None, None),
+            Some(ExchangeId(ex)),
+        );
+        assert!(matches!(
+            one_answer(&mut e, now).message.unwrap().body,
+            Body::CreateSequenceResponse(_)
+        ));
     }
-    e.handle_message(now, cs_message(RmVersion::Wsrm10, anon, None, None), Some(ExchangeId(3)));
+    e.handle_message(
+        now,
+        cs_message(RmVersion::Wsrm10, anon, None, None),
+        Some(ExchangeId(3)),
+    );
     let t = one_answer(&mut e, now);
     assert_eq!(t.exchange, Some(ExchangeId(3)));
     assert_eq!(
@@ -291,10 +317,19 @@ fn rule_4_13_max_pending_channels_connection_limit_reached() {
         Some((FaultCode::Receiver, FaultKind::ConnectionLimitReached))
     );
     // Accepting one frees a slot.
-    let Some(ServerEvent::SessionCreated { session, .. }) = e.poll_event() else { panic!() };
+    let Some(ServerEvent::SessionCreated { session, .. }) = e.poll_event() else {
+        panic!()
+    };
     assert!(e.accept(session));
-    e.handle_message(now, cs_message(RmVersion::Wsrm10, anon, None, None), Some(ExchangeId(4)));
-    assert!(matches!(one_answer(&mut e, now).message.unwrap().body, Body::CreateSequenceResponse(_)));
+    e.handle_message(
+        now,
+        cs_message(RmVersion::Wsrm10, anon, None, None),
+        Some(ExchangeId(4)),
+    );
+    assert!(matches!(
+        one_answer(&mut e, now).message.unwrap().body,
+        Body::CreateSequenceResponse(_)
+    ));
 }
 
 // §2.5: AcksTo must equal ReplyTo; CS without MessageID gets MessageAddressingHeaderRequired.
@@ -304,7 +339,12 @@ fn rule_2_5_acks_to_must_equal_reply_to_and_message_id_required() {
     let mut e = Endpoint::new(EndpointConfig::default(), 3).unwrap();
     e.handle_message(
         now,
-        cs_message(RmVersion::Wsrm10, "http://a.example/", Some("http://b.example/"), None),
+        cs_message(
+            RmVersion::Wsrm10,
+            "http://a.example/",
+            Some("http://b.example/"),
+            None,
+        ),
         Some(ExchangeId(1)),
     );
     assert_eq!(
@@ -316,7 +356,10 @@ fn rule_2_5_acks_to_must_equal_reply_to_and_message_id_required() {
     e.handle_message(now, m, Some(ExchangeId(2)));
     assert_eq!(
         fault_kind(&one_answer(&mut e, now).message.unwrap()),
-        Some((FaultCode::Sender, FaultKind::MessageAddressingHeaderRequired))
+        Some((
+            FaultCode::Sender,
+            FaultKind::MessageAddressingHeaderRequired
+        ))
     );
     assert_eq!(e.session_count(), 0);
 }
@@ -349,7 +392,12 @@ fn rule_4_11_reply_cache_replay_and_parked_duplicates() {
     let req = seq_msg(&id, 1, Some("urn:uuid:req1"));
     e.handle_message(now, req.clone(), Some(ExchangeId(2)));
     assert!(e.poll_transmit(now).is_none(), "parked until the reply");
-    let Some(ServerEvent::Delivery { reply: Some(token), number: 1, .. }) = e.poll_event() else {
+    let Some(ServerEvent::Delivery {
+        reply: Some(token),
+        number: 1,
+        ..
+    }) = e.poll_event()
+    else {
         panic!()
     };
     // Duplicate while pending: exchange 2 superseded with 202, exchange 3 parked.
@@ -386,7 +434,11 @@ fn rule_4_11_parked_exchange_times_out_with_202() {
     )
     .unwrap();
     let (_, id) = open_raw(&mut e, now, RmVersion::Wsrm11, Some("urn:uuid:offer"), 1);
-    e.handle_message(now, seq_msg(&id, 1, Some("urn:uuid:r")), Some(ExchangeId(7)));
+    e.handle_message(
+        now,
+        seq_msg(&id, 1, Some("urn:uuid:r")),
+        Some(ExchangeId(7)),
+    );
     assert!(e.poll_transmit(now).is_none());
     let t = e.poll_timeout().unwrap();
     assert_eq!(t.duration_since(now), Duration::from_secs(5));
@@ -400,11 +452,20 @@ fn rule_4_11_parked_exchange_times_out_with_202() {
 // messages.
 #[test]
 fn rule_4_5_retry_exhaustion_reports_unacknowledged() {
-    let mut p = Pair::new(Pattern::OneWay, RmVersion::Wsrm10, EndpointConfig::default());
+    let mut p = Pair::new(
+        Pattern::OneWay,
+        RmVersion::Wsrm10,
+        EndpointConfig::default(),
+    );
     p.pump();
     assert_eq!(p.client.state(), ClientState::Open);
     for i in 1..=3 {
-        assert_eq!(p.client.send(p.now, action(), body(&format!("m{i}"))).unwrap(), i);
+        assert_eq!(
+            p.client
+                .send(p.now, action(), body(&format!("m{i}")))
+                .unwrap(),
+            i
+        );
     }
     let drop_all = |m: &Message| m.sequence.is_some();
     p.pump_with(drop_all);
@@ -419,7 +480,10 @@ fn rule_4_5_retry_exhaustion_reports_unacknowledged() {
         .filter(|m| m.sequence.as_ref().is_some_and(|s| s.number == 1))
         .count();
     assert_eq!(firsts, 9);
-    assert!(p.sent.iter().all(|m| m.sequence.as_ref().is_none_or(|s| s.number == 1)));
+    assert!(p
+        .sent
+        .iter()
+        .all(|m| m.sequence.as_ref().is_none_or(|s| s.number == 1)));
     let last = p.sent.last().unwrap();
     assert_eq!(
         fault_kind(last),
@@ -435,12 +499,20 @@ fn rule_4_5_retry_exhaustion_reports_unacknowledged() {
 // and the fault is sent.
 #[test]
 fn rule_4_6_invalid_acknowledgement() {
-    let mut p = Pair::new(Pattern::OneWay, RmVersion::Wsrm10, EndpointConfig::default());
+    let mut p = Pair::new(
+        Pattern::OneWay,
+        RmVersion::Wsrm10,
+        EndpointConfig::default(),
+    );
     p.pump();
     p.client.send(p.now, action(), body("a")).unwrap();
     p.pump_with(|m| m.sequence.is_some());
     let id = p.client.output_id().unwrap().clone();
-    let mut ack = Message::new(RmVersion::Wsrm10, Action::SequenceAcknowledgement, Body::Empty);
+    let mut ack = Message::new(
+        RmVersion::Wsrm10,
+        Action::SequenceAcknowledgement,
+        Body::Empty,
+    );
     ack.ack = Some(AckHeader {
         identifier: id,
         ranges: vec![(1, 5)],
@@ -460,7 +532,11 @@ fn rule_4_6_invalid_acknowledgement() {
 // InactivityTimeout/(2·MaxRetryCount).
 #[test]
 fn rule_4_9_keep_alive_schedule() {
-    let mut p = Pair::new(Pattern::OneWay, RmVersion::Wsrm10, EndpointConfig::default());
+    let mut p = Pair::new(
+        Pattern::OneWay,
+        RmVersion::Wsrm10,
+        EndpointConfig::default(),
+    );
     p.pump();
     let opened = p.now;
     let mut polls = vec![];
@@ -486,7 +562,9 @@ fn rule_4_9_server_inactivity_timeout() {
     let t = e.poll_timeout().unwrap();
     assert_eq!(t.duration_since(now), Duration::from_secs(600));
     e.handle_timeout(t);
-    assert!(matches!(e.poll_event(), Some(ServerEvent::SessionFailed { session: s, error: SessionError::InactivityTimeout, .. }) if s == session));
+    assert!(
+        matches!(e.poll_event(), Some(ServerEvent::SessionFailed { session: s, error: SessionError::InactivityTimeout, .. }) if s == session)
+    );
     assert_eq!(e.session_count(), 0);
 }
 
@@ -547,13 +625,18 @@ fn rule_4_7_last_message_number_exceeded_10() {
         last_message: true,
     });
     e.handle_message(now, last, Some(ExchangeId(2)));
-    assert_eq!(one_answer(&mut e, now).message.unwrap().ack.unwrap().ranges, vec![(1, 1)]);
+    assert_eq!(
+        one_answer(&mut e, now).message.unwrap().ack.unwrap().ranges,
+        vec![(1, 1)]
+    );
     e.handle_message(now, seq_msg(&id, 2, None), Some(ExchangeId(3)));
     assert_eq!(
         fault_kind(&one_answer(&mut e, now).message.unwrap()),
         Some((FaultCode::Sender, FaultKind::LastMessageNumberExceeded))
     );
-    assert!(matches!(e.poll_event(), Some(ServerEvent::SessionFailed { session: s, .. }) if s == session));
+    assert!(
+        matches!(e.poll_event(), Some(ServerEvent::SessionFailed { session: s, .. }) if s == session)
+    );
 }
 
 // §4.7 / §4.8: ordered delivery holds out-of-order messages; BufferRemaining counts held and
@@ -569,7 +652,11 @@ fn rule_4_8_buffer_remaining_and_receive_window() {
     assert!(e.poll_event().is_none(), "held, not delivered");
     e.handle_message(now, seq_msg(&id, 9, None), Some(ExchangeId(3)));
     let a = one_answer(&mut e, now).message.unwrap().ack.unwrap();
-    assert_eq!(a.ranges, vec![(2, 2)], "9 is beyond the buffer: dropped unacknowledged");
+    assert_eq!(
+        a.ranges,
+        vec![(2, 2)],
+        "9 is beyond the buffer: dropped unacknowledged"
+    );
     e.handle_message(now, seq_msg(&id, 1, None), Some(ExchangeId(4)));
     let a = one_answer(&mut e, now).message.unwrap().ack.unwrap();
     assert_eq!((a.ranges, a.buffer_remaining), (vec![(1, 2)], Some(6)));
@@ -595,26 +682,51 @@ fn rule_4_10_close_sequences_per_version() {
         let mut p = Pair::new(Pattern::OneWay, version, EndpointConfig::default());
         p.pump();
         for i in 1..=3 {
-            p.client.send(p.now, action(), body(&format!("m{i}"))).unwrap();
+            p.client
+                .send(p.now, action(), body(&format!("m{i}")))
+                .unwrap();
         }
         p.pump();
         p.client.close(p.now).unwrap();
         p.pump();
         assert_eq!(p.client.state(), ClientState::Closed, "{version}");
-        let tail: Vec<Action> = p.sent.iter().rev().take(2).rev().map(|m| m.action.clone()).collect();
+        let tail: Vec<Action> = p
+            .sent
+            .iter()
+            .rev()
+            .take(2)
+            .rev()
+            .map(|m| m.action.clone())
+            .collect();
         match version {
             RmVersion::Wsrm10 => {
                 assert_eq!(tail, vec![Action::LastMessage, Action::TerminateSequence]);
-                assert_eq!(p.sent[p.sent.len() - 2].sequence.as_ref().unwrap().number, 4);
+                assert_eq!(
+                    p.sent[p.sent.len() - 2].sequence.as_ref().unwrap().number,
+                    4
+                );
             }
             RmVersion::Wsrm11 => {
                 assert_eq!(tail, vec![Action::CloseSequence, Action::TerminateSequence]);
-                assert!(matches!(p.sent[p.sent.len() - 2].body, Body::CloseSequence { last_msg_number: Some(3), .. }));
+                assert!(matches!(
+                    p.sent[p.sent.len() - 2].body,
+                    Body::CloseSequence {
+                        last_msg_number: Some(3),
+                        ..
+                    }
+                ));
             }
         }
-        let delivered = p.events.iter().filter(|e| matches!(e, ServerEvent::Delivery { .. })).count();
+        let delivered = p
+            .events
+            .iter()
+            .filter(|e| matches!(e, ServerEvent::Delivery { .. }))
+            .count();
         assert_eq!(delivered, 3);
-        assert!(p.events.iter().any(|e| matches!(e, ServerEvent::SessionClosed { .. })));
+        assert!(p
+            .events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::SessionClosed { .. })));
         assert!(p.cevents.contains(&ClientEvent::Closed));
     }
 }
@@ -622,7 +734,11 @@ fn rule_4_10_close_sequences_per_version() {
 // §4.11: request-reply end to end: replies correlate with requests and arrive exactly once.
 #[test]
 fn rule_4_11_request_reply_round_trip() {
-    let mut p = Pair::new(Pattern::RequestReply, RmVersion::Wsrm11, EndpointConfig::default());
+    let mut p = Pair::new(
+        Pattern::RequestReply,
+        RmVersion::Wsrm11,
+        EndpointConfig::default(),
+    );
     p.pump();
     let r1 = p.client.request(p.now, action(), body("q1")).unwrap();
     p.pump();
@@ -635,7 +751,9 @@ fn rule_4_11_request_reply_round_trip() {
         })
         .collect();
     assert_eq!(tokens.len(), 1);
-    p.server.reply(p.now, tokens[0], action(), body("a1")).unwrap();
+    p.server
+        .reply(p.now, tokens[0], action(), body("a1"))
+        .unwrap();
     p.pump();
     assert!(p.cevents.iter().any(|e| matches!(e, ClientEvent::Reply { request, number: 1, payload, .. } if *request == r1 && payload == &body("a1"))));
     p.client.close(p.now).unwrap();

@@ -23,8 +23,16 @@ fn sweep(pattern: Pattern, version: RmVersion, ordered: bool) -> Summary {
     let mut s = Summary::default();
     for seed in 0..SEEDS {
         let o = run(&cfg, seed);
-        assert!(o.ok(), "{pattern:?} {version} seed {seed}: {:?}", o.problems);
-        assert!(!o.failed_session, "{pattern:?} {version} seed {seed}: {} / {}", o.client_end, o.server_end);
+        assert!(
+            o.ok(),
+            "{pattern:?} {version} seed {seed}: {:?}",
+            o.problems
+        );
+        assert!(
+            !o.failed_session,
+            "{pattern:?} {version} seed {seed}: {} / {}",
+            o.client_end, o.server_end
+        );
         s.add(&o);
     }
     s
@@ -100,7 +108,11 @@ fn retry_exhaustion_is_a_failed_session_not_a_loss() {
     let o = run(&cfg, 7);
     assert!(o.ok(), "{:?}", o.problems);
     assert!(o.failed_session);
-    assert!(o.client_end.contains("maximum retry count"), "{}", o.client_end);
+    assert!(
+        o.client_end.contains("maximum retry count"),
+        "{}",
+        o.client_end
+    );
 }
 
 /// Same seed, same outcome.
