@@ -427,8 +427,6 @@ enum ToDriver {
         respond: oneshot::Sender<Option<Message>>,
     },
     Outcome {
-        session: SessionId,
-        number: u64,
         token: Option<ReplyToken>,
         outcome: Outcome,
         bytes: usize,
@@ -666,14 +664,11 @@ impl Driver {
                 self.pump(identity);
             }
             ToDriver::Outcome {
-                session,
-                number,
                 token,
                 outcome,
                 bytes,
             } => {
                 self.shared.buffered.fetch_sub(bytes, Ordering::Relaxed);
-                self.endpoint.delivered(session, number);
                 if let Some(token) = token {
                     match outcome {
                         Outcome::Reply { action, body } => {
@@ -769,11 +764,9 @@ impl Driver {
                                 return;
                             }
                         };
-                        let (number, bytes) = (d.number, d.body.len());
+                        let bytes = d.body.len();
                         let outcome = handler.handle(d).await;
                         let _ = back.send(ToDriver::Outcome {
-                            session: id,
-                            number,
                             token,
                             outcome,
                             bytes,
@@ -877,8 +870,14 @@ impl Driver {
                     .unwrap_or(false);
                 if !sent {
                     self.shared.buffered.fetch_sub(bytes, Ordering::Relaxed);
-                    self.endpoint.delivered(session, number);
                 }
+                // The session's handler queue is the application's receive queue: the message
+                // counts as taken (BufferRemaining) once it is queued there. Memory stays
+                // bounded by `max_buffered_bytes`, enforced before messages reach the engine.
+                // Releasing only after the handler ran would advertise BufferRemaining 0 to a
+                // client whose window is full, and WCF's client then waits for its fast-poll
+                // interval (min(SendTimeout/2, keep-alive) = 30 s) before sending again.
+                self.endpoint.delivered(session, number);
                 if let Some(s) = self.sessions.get(&session) {
                     if let (Ok(mut m), Some(st)) =
                         (self.shared.stats.lock(), self.endpoint.stats(session))
