@@ -185,7 +185,8 @@ impl Destination {
             self.duplicates += 1;
             return Incoming::Duplicate;
         }
-        let empty = is_last_action && matches!(body, Body::Empty);
+        let empty =
+            is_last_action && matches!(body, Body::Empty) && self.version == RmVersion::Wsrm10;
         // Buffer admission (§4.7 step 5).
         let fits = if empty {
             true

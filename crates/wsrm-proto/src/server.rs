@@ -989,7 +989,20 @@ impl Endpoint {
                         reply,
                     });
                 }
-                if rr && matches!(m.action, Action::LastMessage) && seq.last_message {
+                if rr
+                    && v == RmVersion::Wsrm10
+                    && matches!(m.action, Action::LastMessage)
+                    && seq.last_message
+                {
+                    // A newer LastMessage request supersedes an older parked one (202).
+                    if let Some((_, Some((old, _)))) = s.pending_last.take() {
+                        self.parked_count -= 1;
+                        self.out.push_back(ServerTransmit {
+                            exchange: Some(old),
+                            session: Some(s.id),
+                            message: None,
+                        });
+                    }
                     let parked = if a.exchange.is_some() {
                         self.park(now, a)
                     } else {
