@@ -430,7 +430,10 @@ impl Driver {
         let (max, t) = (self.max_body, self.exchange_timeout);
         self.inflight.spawn(async move {
             match http.exchange(req, max, t).await {
-                Ok(r) if r.body.is_empty() => None,
+                Ok(r) if r.body.is_empty() => {
+                    tracing::debug!(status = %r.status, "empty response");
+                    None
+                }
                 Ok(r) if r.status.is_success() || r.status.as_u16() == 500 => Some(r.body),
                 Ok(r) => {
                     tracing::debug!(status = %r.status, "exchange failed");
