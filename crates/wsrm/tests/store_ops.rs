@@ -326,6 +326,7 @@ fn destination_lifecycle(store: &Store) {
     assert_eq!(info.pending, 4);
     assert_eq!(info.delivered_through, 0);
     assert_eq!(info.state, SequenceState::Open);
+    assert_eq!(info.next_reply_number, 1);
     let pend = store.undelivered(&d, 0, 10).wait().expect("page");
     assert_eq!(numbers(&pend, |m| m.number), vec![1, 2, 3, 6]);
     assert_eq!(pend[1].payload, env(2));
@@ -597,6 +598,9 @@ fn cached_replies(store: &Store) {
         .replies_acked(&r, &[(11, 11), (13, 13)])
         .wait()
         .expect("acked");
+    // The reply numbering survives the acknowledgement of cached replies.
+    let info = store.destination(&d).wait().expect("read").expect("stored");
+    assert_eq!(info.next_reply_number, 14);
     let page = store.cached_replies(&d, 0, 10).wait().expect("page");
     assert_eq!(numbers(&page, |c| c.request_number), vec![2]);
     // Acks for another reply sequence touch nothing.

@@ -38,6 +38,7 @@ struct MemDest {
     pending: BTreeMap<u64, PendingMessage>,
     /// Cached replies by request number.
     replies: BTreeMap<u64, CachedReply>,
+    reply_next: u64,
 }
 
 #[derive(Default, Debug)]
@@ -270,6 +271,7 @@ fn dest_info(d: &MemDest) -> DestInfo {
         state: d.state,
         last_number: d.last_number,
         pending: d.pending.len() as u64,
+        next_reply_number: d.reply_next,
         delivered_through: delivered_through(d.ranges.ranges(), d.pending.keys().next().copied()),
         created: d.created,
         last_activity: d.activity,
@@ -474,6 +476,7 @@ impl MemState {
                         activity: at,
                         pending: BTreeMap::new(),
                         replies: BTreeMap::new(),
+                        reply_next: 1,
                     },
                 );
             }
@@ -551,6 +554,7 @@ impl MemState {
                     .entry(reply.reply_sequence.clone())
                     .or_default()
                     .insert(sequence);
+                d.reply_next = d.reply_next.max(reply.reply_number.saturating_add(1));
                 d.replies.insert(reply.request_number, reply);
             }
             Op::RepliesAcked {

@@ -413,6 +413,9 @@ pub struct DestInfo {
     pub pending: u64,
     /// Every message `1..=delivered_through` has been delivered.
     pub delivered_through: u64,
+    /// Request-reply: 1 + the highest reply number ever cached ([`Op::CacheReply`]), i.e. the
+    /// number the next reply on the reply sequence gets (kept after replies are acknowledged).
+    pub next_reply_number: u64,
     /// When the sequence was created (store time).
     pub created: SystemTime,
     /// Last peer activity (creation, a received message, a state change, [`Op::Touch`]).

@@ -65,6 +65,7 @@ CREATE TABLE dest_seq (
     inactivity_ms INTEGER,
     extra         BLOB NOT NULL,
     ranges        TEXT NOT NULL,
+    reply_next    INTEGER NOT NULL,
     state         INTEGER NOT NULL,
     last_number   INTEGER,
     created_ms    INTEGER NOT NULL,
@@ -702,14 +703,14 @@ fn source_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SourceInfo> {
 
 const DEST_SELECT: &str = "SELECT d.seq_id, d.version, d.acks_to, d.reply_seq, d.label,
     d.expires_ms, d.inactivity_ms, d.extra, d.ranges, d.state, d.last_number,
-    d.created_ms, d.activity_ms,
+    d.created_ms, d.activity_ms, d.reply_next,
     (SELECT COUNT(*) FROM dest_msg m WHERE m.seq_id = d.seq_id),
     (SELECT MIN(number) FROM dest_msg m WHERE m.seq_id = d.seq_id)
     FROM dest_seq d";
 
 fn dest_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DestInfo> {
     let ranges = ranges_column(r.get(8)?)?;
-    let lowest: Option<i64> = r.get(14)?;
+    let lowest: Option<i64> = r.get(15)?;
     let lowest = lowest.map(u64_from).transpose()?;
     Ok(DestInfo {
         record: DestRecord {
@@ -728,7 +729,8 @@ fn dest_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DestInfo> {
         last_number: r.get::<_, Option<i64>>(10)?.map(u64_from).transpose()?,
         created: from_millis(r.get(11)?),
         last_activity: from_millis(r.get(12)?),
-        pending: u64_from(r.get(13)?)?,
+        next_reply_number: u64_from(r.get(13)?)?,
+        pending: u64_from(r.get(14)?)?,
     })
 }
 
@@ -1336,8 +1338,9 @@ fn apply_op(ctx: &Ctx<'_>, c: &Connection, op: Op, at: i64) -> Result<(), OpErro
             }
             c.prepare_cached(
                 "INSERT INTO dest_seq (seq_id, version, acks_to, reply_seq, label, expires_ms,
-                 inactivity_ms, extra, ranges, state, last_number, created_ms, activity_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '', 0, NULL, ?9, ?9)",
+                 inactivity_ms, extra, ranges, reply_next, state, last_number, created_ms,
+                 activity_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '', 1, 0, NULL, ?9, ?9)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -1446,10 +1449,12 @@ fn apply_op(ctx: &Ctx<'_>, c: &Connection, op: Op, at: i64) -> Result<(), OpErro
             let req = num(reply.request_number)?;
             let rn = num(reply.reply_number)?;
             let known = c
-                .prepare_cached("SELECT 1 FROM dest_seq WHERE seq_id = ?1")
-                .and_then(|mut s| s.exists([sequence.as_str()]))
+                .prepare_cached(
+                    "UPDATE dest_seq SET reply_next = MAX(reply_next, ?2) WHERE seq_id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![sequence.as_str(), rn.saturating_add(1)]))
                 .map_err(sql)?;
-            if !known {
+            if known == 0 {
                 return Err(unknown(sequence));
             }
             c.prepare_cached(
