@@ -821,3 +821,17 @@ fn store_stays_open_while_a_handle_lives() {
     // Closed: the lock is free again.
     open(&path);
 }
+
+#[test]
+fn panicking_read_does_not_stop_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        SqliteStore::open(dir.path().join("s.db"), &SqliteOptions::default()).expect("open");
+    let r = store
+        .query(|_| -> rusqlite::Result<()> { panic!("application read bug") })
+        .wait();
+    assert!(matches!(r, Err(StoreError::Closed)), "{r:?}");
+    let handle: Store = store.into();
+    handle.set_cursor("still", 1).wait().expect("writer alive");
+    assert_eq!(handle.cursor("still").wait().expect("read"), Some(1));
+}

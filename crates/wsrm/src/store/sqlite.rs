@@ -231,7 +231,9 @@ impl Drop for Shared {
 }
 
 /// The SQLite store. Cloning gives another handle on the same writer; the store closes when
-/// the last handle is dropped (after finishing every queued operation).
+/// the last handle is dropped: dropping it waits for the writer thread to finish every queued
+/// operation and release the lock (so a reopen right after succeeds). In async code, drop the
+/// last handle after awaiting its writes (or from `spawn_blocking`) to keep that wait short.
 #[derive(Clone)]
 pub struct SqliteStore {
     shared: Arc<Shared>,
@@ -952,7 +954,13 @@ impl Writer {
                 },
             };
             match first {
-                Request::Run(job) => job(&mut self),
+                Request::Run(job) => {
+                    // A panicking read closure (application code via `query`) drops its
+                    // completion (the caller sees `Closed`) but not the writer.
+                    if catch_unwind(AssertUnwindSafe(|| job(&mut self))).is_err() {
+                        tracing::error!(path = %self.path.display(), "a store read panicked");
+                    }
+                }
                 Request::Write(txn, done) => {
                     // Group commit: everything queued behind this write joins its transaction.
                     let mut bytes = txn.data_len();
