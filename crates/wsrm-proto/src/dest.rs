@@ -162,6 +162,18 @@ impl Destination {
                 "The message number 0 is not valid.",
             ));
         }
+        if n > crate::msg::MAX_MESSAGE_NUMBER {
+            return Incoming::Violation(Fault::new(
+                FaultCode::Sender,
+                crate::msg::FaultKind::MessageNumberRollover,
+                "The maximum value for wsrm:MessageNumber has been exceeded.",
+                crate::msg::FaultDetail::Rollover {
+                    identifier: self.id.clone(),
+                    max_message_number: (self.version == RmVersion::Wsrm11)
+                        .then_some(crate::msg::MAX_MESSAGE_NUMBER),
+                },
+            ));
+        }
         let is_last_action = matches!(action, Action::LastMessage);
         match self.version {
             RmVersion::Wsrm10 => {
@@ -459,6 +471,24 @@ mod tests {
         let f = d.on_terminate(None).unwrap_err();
         assert_eq!(f.code, FaultCode::Sender);
         assert_eq!(f.kind, crate::msg::FaultKind::SequenceTerminated);
+    }
+
+    #[test]
+    fn message_number_rollover_beyond_2_pow_63() {
+        let mut d = Destination::new("s".into(), RmVersion::Wsrm11, true, 8, true, true);
+        match recv(&mut d, u64::MAX).0 {
+            Incoming::Violation(f) => {
+                assert_eq!(f.kind, crate::msg::FaultKind::MessageNumberRollover);
+                assert_eq!(
+                    f.detail,
+                    crate::msg::FaultDetail::Rollover {
+                        identifier: "s".into(),
+                        max_message_number: Some(crate::msg::MAX_MESSAGE_NUMBER)
+                    }
+                );
+            }
+            o => panic!("{o:?}"),
+        }
     }
 
     #[test]

@@ -156,6 +156,9 @@ pub struct Endpoint {
     pending_count: usize,
     parked_count: usize,
     ended_count: usize,
+    /// Cleanly closed sessions kept for late retransmissions, oldest first (capped at
+    /// `max_sessions`).
+    ended_order: VecDeque<SessionId>,
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
     ready: VecDeque<SessionId>,
     out: VecDeque<ServerTransmit>,
@@ -261,6 +264,7 @@ impl Endpoint {
             pending_count: 0,
             parked_count: 0,
             ended_count: 0,
+            ended_order: VecDeque::new(),
             timers: BinaryHeap::new(),
             ready: VecDeque::new(),
             out: VecDeque::new(),
@@ -1363,6 +1367,23 @@ impl Endpoint {
                     self.events
                         .push_back(ServerEvent::SessionClosed { session: id });
                     self.mark_ready(id);
+                    // Drop ids of tombstones that already expired (oldest first).
+                    while let Some(front) = self.ended_order.front() {
+                        if self.sessions.get(front).is_some_and(|s| s.ended) {
+                            break;
+                        }
+                        self.ended_order.pop_front();
+                    }
+                    self.ended_order.push_back(id);
+                    // Bound the tombstones: evict the oldest beyond `max_sessions`.
+                    while self.ended_count > self.cfg.max_sessions.max(1) {
+                        let Some(old) = self.ended_order.pop_front() else {
+                            break;
+                        };
+                        if self.sessions.get(&old).is_some_and(|s| s.ended) {
+                            self.remove_ended(old);
+                        }
+                    }
                     return;
                 }
             }

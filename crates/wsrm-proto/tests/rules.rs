@@ -760,3 +760,38 @@ fn rule_4_11_request_reply_round_trip() {
     p.pump();
     assert_eq!(p.client.state(), ClientState::Closed);
 }
+
+// §4.7 ack generation on duplex transports: an accepted message starts the
+// AcknowledgementInterval timer (200 ms); AckRequested is answered at once.
+#[test]
+fn rule_4_7_duplex_ack_batching_and_immediate_ack_on_ack_requested() {
+    let now = Instant::now();
+    let mut e = Endpoint::new(EndpointConfig::default(), 3).unwrap();
+    let cb = "http://client.example/cb";
+    e.handle_message(now, cs_message(RmVersion::Wsrm10, cb, Some(cb), None), None);
+    let csr = e.poll_transmit(now).unwrap();
+    assert_eq!(csr.exchange, None);
+    let Some(Message {
+        body: Body::CreateSequenceResponse(r),
+        to,
+        ..
+    }) = csr.message
+    else {
+        panic!()
+    };
+    assert_eq!(to.as_deref(), Some(cb));
+    let id = r.identifier;
+    e.handle_message(now, seq_msg(&id, 1, None), None);
+    assert!(e.poll_transmit(now).is_none(), "batched");
+    let t = e.poll_timeout().unwrap();
+    assert_eq!(t.duration_since(now), Duration::from_millis(200));
+    e.handle_timeout(t);
+    let a = e.poll_transmit(t).unwrap().message.unwrap();
+    assert_eq!(a.action, Action::SequenceAcknowledgement);
+    assert_eq!(a.ack.unwrap().ranges, vec![(1, 1)]);
+    let mut m2 = seq_msg(&id, 2, None);
+    m2.ack_requested = Some(id.clone());
+    e.handle_message(t, m2, None);
+    let a = e.poll_transmit(t).unwrap().message.unwrap();
+    assert_eq!(a.ack.unwrap().ranges, vec![(1, 2)]);
+}
