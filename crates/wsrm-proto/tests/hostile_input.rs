@@ -87,9 +87,11 @@ proptest! {
     #[test]
     fn endpoint_answers_every_exchange_exactly_once(ops in proptest::collection::vec(op(), 1..60)) {
         let mut now = Instant::now();
-        let mut cfg = EndpointConfig::default();
-        cfg.parked_exchange_timeout = Duration::from_secs(30);
-        cfg.max_sessions = 3;
+        let cfg = EndpointConfig {
+            parked_exchange_timeout: Duration::from_secs(30),
+            max_sessions: 3,
+            ..EndpointConfig::default()
+        };
         let mut e = Endpoint::new(cfg, 5).unwrap();
         let mut ids: Vec<SequenceId> = vec![SequenceId::from("urn:uuid:unknown")];
         let mut offers: Vec<SequenceId> = vec![SequenceId::from("urn:uuid:unknown-offer")];
