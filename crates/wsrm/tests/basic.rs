@@ -82,3 +82,76 @@ async fn request_reply_rm11() {
     init_tracing();
     request_reply(Binding::ws2007_http(), 10).await;
 }
+
+#[tokio::test]
+async fn one_service_answers_each_client_in_its_own_rm_version() {
+    init_tracing();
+    let log = Log::default();
+    let svc = Service::builder(Binding::ws_http())
+        .handler(recorder(&log))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    for (i, b) in [Binding::ws_http(), Binding::ws2007_http()]
+        .into_iter()
+        .enumerate()
+    {
+        let c = Client::open(&svc.url("/svc"), &b, ClientOptions::default())
+            .await
+            .unwrap();
+        c.send(ONEWAY, payload(i + 1)).await.unwrap();
+        c.close().await.unwrap();
+    }
+    let got: Vec<String> = log.lock().unwrap().iter().map(|s| s.body.clone()).collect();
+    assert_eq!(got, vec![payload(1), payload(2)]);
+}
+
+#[tokio::test]
+async fn a_service_configured_to_one_version_refuses_the_other() {
+    let svc = Service::builder(Binding::ws_http())
+        .rm_versions(wsrm::RmVersions::BindingOnly)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let b = Binding::ws2007_http().open_timeout(std::time::Duration::from_secs(2));
+    let err = Client::open(&svc.url("/svc"), &b, ClientOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, wsrm::ClientError::Faulted(_)), "{err:?}");
+    assert_eq!(svc.stats().sessions_created, 0);
+}
+
+#[tokio::test]
+async fn abort_fails_the_session_on_the_service() {
+    let svc = Service::builder(Binding::ws2007_http())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let c = Client::open(
+        &svc.url("/svc"),
+        &Binding::ws2007_http(),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    c.send(ONEWAY, payload(1)).await.unwrap();
+    c.abort();
+    let err = c.send(ONEWAY, payload(2)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            wsrm::ClientError::Closed
+                | wsrm::ClientError::Refused(wsrm_proto::SendError::NotOpen)
+                | wsrm::ClientError::Faulted(wsrm::SessionError::Aborted)
+        ),
+        "{err:?}"
+    );
+    for _ in 0..2000 {
+        if svc.stats().sessions_failed == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(svc.stats().sessions_failed, 1);
+    assert_eq!(svc.stats().sessions_active, 0);
+}
