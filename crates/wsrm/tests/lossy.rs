@@ -2,6 +2,12 @@
 //! × SOAP 1.1 and 1.2, 20 % request loss, 5 % response loss, 10 % duplication, 10 %
 //! reordering. Every message must arrive exactly once and in order. All eight cases run
 //! concurrently (they mostly wait on retransmission timers).
+//!
+//! Messages per case: `WSRM_LOSSY_MESSAGES` (default 100). The full size is 2,000
+//! (`WSRM_LOSSY_MESSAGES=2000 cargo test -p wsrm --test lossy`): at 20 % loss WCF's algorithm
+//! (400 ms RTO floor, window reset to 1 on every timeout) allows only a few messages per second,
+//! and the engine's current RTT estimate inflates the RTO further (see BENCHMARKS.md), so the
+//! full size takes tens of minutes per case — too long for every `cargo test`.
 
 mod common;
 
@@ -9,9 +15,15 @@ use common::*;
 use futures_util::StreamExt;
 use wsrm::{Binding, Client, ClientOptions, Proxy, ProxyConfig, RmVersion, Service, SoapVersion};
 
-const N: usize = 2_000;
+fn messages() -> usize {
+    std::env::var("WSRM_LOSSY_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+}
 
 async fn case(rm: RmVersion, soap: SoapVersion, request_reply: bool, seed: u64) -> String {
+    let n = messages();
     let name = format!(
         "rm {rm} soap {} {}",
         soap.as_str(),
@@ -52,7 +64,7 @@ async fn case(rm: RmVersion, soap: SoapVersion, request_reply: bool, seed: u64) 
         .await
         .unwrap();
     let c = &client;
-    let results: Vec<(usize, String)> = futures_util::stream::iter(1..=N)
+    let results: Vec<(usize, String)> = futures_util::stream::iter(1..=n)
         .map(|i| async move {
             if request_reply {
                 let r = c
@@ -87,7 +99,7 @@ async fn case(rm: RmVersion, soap: SoapVersion, request_reply: bool, seed: u64) 
         .await
         .unwrap_or_else(|e| panic!("{name}: close: {e}"));
     let got = log.lock().unwrap().clone();
-    assert_eq!(got.len(), N, "{name}: exactly once");
+    assert_eq!(got.len(), n, "{name}: exactly once");
     for (k, s) in got.iter().enumerate() {
         assert_eq!(s.body, payload(k + 1), "{name}: in order");
         assert_eq!(s.number, k as u64 + 1, "{name}");
