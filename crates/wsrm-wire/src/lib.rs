@@ -57,6 +57,7 @@
 use bytes::{Bytes, BytesMut};
 use wsrm_proto::msg::Message;
 
+mod body;
 pub mod error;
 pub mod json;
 pub mod map;
@@ -65,6 +66,7 @@ mod reader;
 mod writer;
 mod xml;
 
+pub use body::self_contained_body;
 pub use error::{DecodeError, DecodeErrorKind, EncodeError, LimitKind};
 pub use map::{action_uri, Decoded, Framing};
 pub use ns::{AddressingVersion, SoapVersion};

@@ -47,7 +47,14 @@ pub(crate) fn limits(max: usize) -> Limits {
 }
 
 pub(crate) fn decode(b: &Bytes, max: usize) -> Result<(Message, MessageVersion), DecodeError> {
-    let d = wsrm_wire::decode(b.clone(), &limits(max))?;
+    let mut d = wsrm_wire::decode(b.clone(), &limits(max))?;
+    // gSOAP declares the payload namespace on the Envelope: deliver (and echo) a body that
+    // carries the declarations it relies on (docs/interop.md, gSOAP quirk 13)
+    if let Body::Application(body) = &mut d.message.body {
+        if !d.body_namespaces.is_empty() {
+            *body = wsrm_wire::self_contained_body(body, &d.body_namespaces);
+        }
+    }
     Ok((
         d.message,
         MessageVersion {
@@ -115,5 +122,22 @@ mod tests {
             .unwrap();
         assert_eq!(v, MessageVersion::SOAP12_WSA10);
         assert_eq!(d.action, Action::CreateSequence);
+    }
+
+    #[test]
+    fn gsoap_body_is_made_self_contained() {
+        let capture = include_str!("../../../interop/captures/gsoap-rm11-client-Echo.xml");
+        let xml = capture
+            .find("<SOAP-ENV:Envelope")
+            .and_then(|i| capture.get(i..))
+            .unwrap();
+        let (d, _) = decode(&Bytes::copy_from_slice(xml.as_bytes()), 65536).unwrap();
+        match d.body {
+            Body::Application(b) => assert_eq!(
+                &b[..],
+                &b"<p:p xmlns:p=\"urn:wsrm:payload\">message-1</p:p>"[..]
+            ),
+            other => panic!("not an application body: {other:?}"),
+        }
     }
 }
