@@ -238,18 +238,27 @@ impl Outbound {
                 "An unsolicited final acknowledgement was received.",
             ));
         }
-        let ok = match self.last_number() {
-            None => ack.ranges.is_empty(),
-            Some(l) => ack.ranges == [(1, l)],
-        };
-        if ok {
+        if self.covers_exactly(ack) {
             Ok(())
         } else {
             Err(Fault::invalid_acknowledgement(ack.clone()))
         }
     }
 
+    /// Whether `ack` acknowledges exactly `1..last` (nothing when nothing was sent).
+    fn covers_exactly(&self, ack: &AckHeader) -> bool {
+        match self.last_number() {
+            None => ack.ranges.is_empty(),
+            Some(l) => ack.ranges == [(1, l)],
+        }
+    }
+
     /// A CloseSequenceResponse arrived. Returns `Ok(true)` when it matched.
+    ///
+    /// Its ack must be final (WCF); a non-final ack that already covers exactly `1..last` is
+    /// accepted as well: gSOAP 2.8's CloseSequenceResponse carries ranges without `<Final/>`
+    /// (docs/interop.md, gSOAP quirk 14). Anything else (no ack, a gap, more than was sent)
+    /// still faults the session.
     pub fn on_close_response(
         &mut self,
         now: Instant,
@@ -265,6 +274,9 @@ impl Outbound {
         }
         match ack {
             Some(a) if a.final_ack => self.validate_final(a)?,
+            Some(a) if self.covers_exactly(a) => {
+                tracing::debug!("CloseSequenceResponse without Final accepted: acks cover 1..last");
+            }
             _ => {
                 let id = self.id().cloned().unwrap_or_default();
                 return Err(Fault::sequence_terminated(

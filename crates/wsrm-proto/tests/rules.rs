@@ -731,6 +731,59 @@ fn rule_4_10_close_sequences_per_version() {
     }
 }
 
+// §4.10 + interop (docs/interop.md, gSOAP quirk 14): gSOAP 2.8 answers CloseSequence with
+// ranges 1..last but no <Final/>. Such an ack is accepted when it covers exactly 1..last; a
+// missing ack or one with a gap still faults the session.
+#[test]
+fn interop_close_response_without_final_accepted_only_when_complete() {
+    let cases: [(Option<Vec<(u64, u64)>>, bool); 4] = [
+        (Some(vec![(1, 3)]), true),
+        (Some(vec![(1, 2)]), false),
+        (Some(vec![(1, 1), (3, 3)]), false),
+        (None, false),
+    ];
+    for (ranges, accepted) in cases {
+        let mut p = Pair::new(
+            Pattern::OneWay,
+            RmVersion::Wsrm11,
+            EndpointConfig::default(),
+        );
+        p.pump();
+        for i in 1..=3 {
+            p.client
+                .send(p.now, action(), body(&format!("m{i}")))
+                .unwrap();
+        }
+        p.pump();
+        p.client.close(p.now).unwrap();
+        let cs = p.client.poll_transmit(p.now).unwrap();
+        let Body::CloseSequence { identifier, .. } = &cs.body else {
+            panic!("expected CloseSequence, got {:?}", cs.action);
+        };
+        let mut r = Message::new(
+            RmVersion::Wsrm11,
+            Action::CloseSequenceResponse,
+            Body::CloseSequenceResponse {
+                identifier: identifier.clone(),
+            },
+        );
+        r.relates_to = cs.message_id.clone();
+        r.ack = ranges.clone().map(|ranges| AckHeader {
+            identifier: identifier.clone(),
+            ranges,
+            ..AckHeader::default()
+        });
+        p.client.handle_message(p.now, r);
+        let next = p.client.poll_transmit(p.now).map(|m| m.action);
+        if accepted {
+            assert_eq!(next, Some(Action::TerminateSequence), "{ranges:?}");
+            assert_eq!(p.client.state(), ClientState::Closing, "{ranges:?}");
+        } else {
+            assert_eq!(p.client.state(), ClientState::Failed, "{ranges:?}");
+        }
+    }
+}
+
 // §4.11: request-reply end to end: replies correlate with requests and arrive exactly once.
 #[test]
 fn rule_4_11_request_reply_round_trip() {
