@@ -42,11 +42,25 @@ pub(crate) struct Entry {
     pub replied: bool,
     /// Queued for retransmission.
     pub resend: bool,
+    /// Round-trip sample (µs) taken when the message first became done, measured from its
+    /// last transmission. Taken at acknowledgement time rather than when the window slides
+    /// over it: a message selectively acknowledged behind a lost head would otherwise report
+    /// the head's whole recovery time as its round trip and drive the timeout up.
+    pub rtt_sample_us: Option<i64>,
 }
 
 impl Entry {
     fn done(&self) -> bool {
         self.acked && (!self.two_way || self.replied)
+    }
+
+    /// Records the round-trip sample the first time the message becomes done.
+    fn note_done(&mut self, now: Instant) {
+        if self.rtt_sample_us.is_none() && self.done() {
+            if let Some(t) = self.last_sent {
+                self.rtt_sample_us = Some(us(now.saturating_duration_since(t)));
+            }
+        }
     }
 }
 
@@ -256,6 +270,7 @@ impl Source {
             two_way,
             retries: 0,
             last_sent: None,
+            rtt_sample_us: None,
             acked: false,
             replied: false,
             resend: false,
@@ -425,6 +440,7 @@ impl Source {
         for e in self.entries.iter_mut().take(self.in_window) {
             if !e.acked && set.contains(e.number) {
                 e.acked = true;
+                e.note_done(now);
                 if e.done() {
                     out.newly_done.push(e.number);
                 }
@@ -453,6 +469,7 @@ impl Source {
         e.replied = true;
         // A reply carries the ack for its request (§4.11); it is validated separately.
         e.acked = true;
+        e.note_done(now);
         self.counters.acknowledged += 1;
         self.slide(now, None);
         true
@@ -476,8 +493,10 @@ impl Source {
         }
         for _ in 0..slide {
             if let Some(e) = self.entries.pop_front() {
-                if let Some(t) = e.last_sent {
-                    let m = us(now.saturating_duration_since(t));
+                let sample = e
+                    .rtt_sample_us
+                    .or_else(|| e.last_sent.map(|t| us(now.saturating_duration_since(t))));
+                if let Some(m) = sample {
                     let err = m - self.mean_rtt_us;
                     self.serr_us += (err.abs() - self.serr_us) / 8;
                     self.mean_rtt_us += err / 8;
@@ -640,6 +659,32 @@ mod tests {
         // #3 was not resent; #4 goes out next.
         assert_eq!(sent_numbers(&mut s, d).first().map(|x| x.0), Some(4));
         assert_eq!(s.counters.retransmitted, 1);
+    }
+
+    #[test]
+    fn rtt_sample_is_taken_at_acknowledgement_not_at_slide() {
+        // A message selectively acknowledged behind a lost head must not report the head's
+        // recovery time as its round trip (that drove the timeout up under loss).
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = src(8);
+        s.set_initial_rtt(ms(10));
+        push(&mut s, 3);
+        sent_numbers(&mut s, t);
+        s.handle_ack(t + ms(10), &ack(&[(1, 1)], None)).unwrap();
+        assert_eq!(
+            sent_numbers(&mut s, t + ms(10)),
+            vec![(2, false), (3, true)]
+        );
+        // #2 lost; #3 acknowledged 10 ms after it was sent.
+        s.handle_ack(t + ms(20), &ack(&[(1, 1), (3, 3)], None))
+            .unwrap();
+        let d = s.poll_timeout().unwrap();
+        s.handle_timeout(d);
+        assert_eq!(sent_numbers(&mut s, d), vec![(2, true)]);
+        s.handle_ack(d + ms(10), &ack(&[(1, 3)], None)).unwrap();
+        // Every sample was 10 ms: the mean stays 10 ms, not the ~400 ms recovery of #2.
+        assert_eq!(s.rtt(), ms(10));
     }
 
     #[test]
