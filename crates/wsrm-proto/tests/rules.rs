@@ -736,8 +736,8 @@ fn rule_4_10_close_sequences_per_version() {
 // missing ack or one with a gap still faults the session.
 #[test]
 fn interop_close_response_without_final_accepted_only_when_complete() {
-    let cases: [(Option<Vec<(u64, u64)>>, bool); 4] = [
-        (Some(vec![(1, 3)]), true),
+    let cases = [
+        (Some(vec![(1u64, 3u64)]), true),
         (Some(vec![(1, 2)]), false),
         (Some(vec![(1, 1), (3, 3)]), false),
         (None, false),
