@@ -6,9 +6,8 @@
 
 use std::borrow::Cow;
 
-use quick_xml::events::{BytesStart, Event};
+use memchr::{memchr, memchr2, memchr3, memmem};
 use quick_xml::name::QName;
-use quick_xml::Reader;
 
 use crate::error::{DecodeErrorKind, LimitKind};
 use crate::ns::Ns;
@@ -178,7 +177,8 @@ pub(crate) struct Binding<'a> {
 }
 
 pub(crate) struct Rd<'a> {
-    pub r: Reader<&'a [u8]>,
+    /// Offset of the next unread byte of `src`.
+    i: usize,
     bindings: Vec<Binding<'a>>,
     /// Names of the open elements (end tags are matched here, without copying).
     open: Vec<&'a [u8]>,
@@ -192,6 +192,32 @@ pub(crate) struct Rd<'a> {
     pending_end: bool,
 }
 
+/// Byte classes while scanning an element name.
+const C_NAME: u8 = 0;
+const C_WS: u8 = 1;
+const C_SLASH: u8 = 2;
+const C_GT: u8 = 3;
+const C_BAD: u8 = 4;
+/// End of input (not a table entry).
+const C_END: u8 = 5;
+
+static NAME_CLASS: [u8; 256] = {
+    let mut t = [C_NAME; 256];
+    t[b' ' as usize] = C_WS;
+    t[b'\t' as usize] = C_WS;
+    t[b'\r' as usize] = C_WS;
+    t[b'\n' as usize] = C_WS;
+    t[b'/' as usize] = C_SLASH;
+    t[b'>' as usize] = C_GT;
+    let bad = b"<\"'=&!?";
+    let mut k = 0;
+    while k < bad.len() {
+        t[bad[k] as usize] = C_BAD;
+        k += 1;
+    }
+    t
+};
+
 fn is_xml_ws(b: &[u8]) -> bool {
     b.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
 }
@@ -202,21 +228,10 @@ pub(crate) fn trim_xml(s: &str) -> &str {
 
 impl<'a> Rd<'a> {
     pub(crate) fn new(src: &'a [u8], base: usize, limits: &'a Limits) -> Self {
-        let mut r = Reader::from_reader(src);
-        {
-            let c = r.config_mut();
-            // end tags are matched against `open` (borrowed names, no copies)
-            c.check_end_names = false;
-            c.expand_empty_elements = false;
-            c.trim_text(false);
-            c.allow_unmatched_ends = false;
-            c.check_comments = true;
-        }
         Rd {
-            r,
-            bindings: Vec::with_capacity(16),
-            open: Vec::with_capacity(limits.max_depth.min(64) + 1),
-
+            i: 0,
+            bindings: Vec::with_capacity(8),
+            open: Vec::with_capacity(16),
             pending_pop: false,
             src,
             base,
@@ -231,14 +246,7 @@ impl<'a> Rd<'a> {
     }
 
     pub(crate) fn pos(&self) -> usize {
-        self.r.buffer_position() as usize
-    }
-
-    fn xml_err(&self, reason: impl Into<String>) -> DecodeErrorKind {
-        DecodeErrorKind::Xml {
-            offset: self.base + self.r.error_position() as usize,
-            reason: reason.into(),
-        }
+        self.i
     }
 
     fn xml_err_at(&self, pos: usize, reason: impl Into<String>) -> DecodeErrorKind {
@@ -274,27 +282,57 @@ impl<'a> Rd<'a> {
             return Ok(Raw::End { pos: p });
         }
         loop {
-            let pos = self.pos();
-            let ev = match self.r.read_event() {
-                Ok(x) => x,
-                Err(e) => {
-                    let reason = e.to_string();
-                    return Err(self.xml_err(reason));
-                }
+            let pos = self.i;
+            let src = self.src;
+            let rest = src.get(pos..).unwrap_or_default();
+            let Some(&first) = rest.first() else {
+                return Ok(Raw::Eof);
             };
-            match ev {
-                Event::Start(start) => return self.start(start, pos, false).map(Raw::Start),
-                Event::Empty(start) => return self.start(start, pos, true).map(Raw::Start),
-                Event::End(e) => {
+            if first == b'&' {
+                return self.reference(pos, rest);
+            }
+            if first != b'<' {
+                // character data up to the next markup or reference
+                let len = memchr2(b'<', b'&', rest).unwrap_or(rest.len());
+                self.i = pos + len;
+                return Ok(Raw::Text(rest.get(..len).unwrap_or_default()));
+            }
+            match rest.get(1) {
+                Some(b'/') => {
+                    // fast path: `</name>` closing the innermost open element
+                    let expected = self.open.last().copied().unwrap_or_default();
+                    let n = expected.len();
+                    let gt = if !expected.is_empty()
+                        && rest.get(2..2 + n) == Some(expected)
+                        && rest.get(2 + n) == Some(&b'>')
+                    {
+                        2 + n
+                    } else {
+                        match memchr(b'>', rest) {
+                            Some(gt) => gt,
+                            None => {
+                                return Err(
+                                    self.xml_err_at(pos, "unclosed end tag (truncated document)")
+                                )
+                            }
+                        }
+                    };
+                    let inner = rest.get(2..gt).unwrap_or_default();
+                    let name_len = inner.iter().rposition(|&c| !is_ws(c)).map_or(0, |k| k + 1);
+                    let name = inner.get(..name_len).unwrap_or_default();
+                    if name.is_empty() || name.iter().any(|&c| is_ws(c)) {
+                        return Err(self.xml_err_at(pos, "malformed end tag"));
+                    }
+                    self.i = pos + gt + 1;
                     match self.open.pop() {
-                        Some(name) if name == e.name().as_ref() => {}
-                        Some(name) => {
+                        Some(open) if open == name => {}
+                        Some(open) => {
                             return Err(self.xml_err_at(
                                 pos,
                                 format!(
                                     "end tag </{}> does not match <{}>",
-                                    String::from_utf8_lossy(e.name().as_ref()),
-                                    String::from_utf8_lossy(name)
+                                    String::from_utf8_lossy(name),
+                                    String::from_utf8_lossy(open)
                                 ),
                             ))
                         }
@@ -304,59 +342,175 @@ impl<'a> Rd<'a> {
                     self.pending_pop = true;
                     return Ok(Raw::End { pos });
                 }
-                Event::Text(_) => {
-                    let end = self.pos();
-                    return Ok(Raw::Text(self.src.get(pos..end).unwrap_or_default()));
-                }
-                Event::CData(_) => {
-                    let end = self.pos();
-                    // `<![CDATA[` … `]]>`
-                    let inner = self
-                        .src
-                        .get(pos + 9..end.saturating_sub(3))
-                        .unwrap_or_default();
-                    return Ok(Raw::Text(inner));
-                }
-                Event::GeneralRef(r) => {
-                    if r.is_char_ref() {
-                        match r.resolve_char_ref() {
-                            Ok(Some(c)) => return Ok(Raw::Char(c)),
-                            _ => return Err(self.xml_err_at(pos, "invalid character reference")),
+                Some(b'!') => {
+                    if rest.starts_with(b"<!--") {
+                        let body = rest.get(4..).unwrap_or_default();
+                        let Some(k) = memmem::find(body, b"-->") else {
+                            return Err(
+                                self.xml_err_at(pos, "unclosed comment (truncated document)")
+                            );
+                        };
+                        let text = body.get(..k).unwrap_or_default();
+                        if memmem::find(text, b"--").is_some() || text.last() == Some(&b'-') {
+                            return Err(self.xml_err_at(pos, "'--' inside a comment"));
                         }
+                        self.i = pos + 4 + k + 3;
+                        continue;
                     }
-                    let name = std::str::from_utf8(&r).unwrap_or("");
-                    match quick_xml::escape::resolve_predefined_entity(name) {
-                        Some(s) => return Ok(Raw::Entity(s)),
-                        None => {
-                            return Err(self.xml_err_at(pos, format!(
-                                "entity reference '&{name};' is not allowed (no DTD, no entity expansion)"
-                            )))
-                        }
+                    if rest.starts_with(b"<![CDATA[") {
+                        let body = rest.get(9..).unwrap_or_default();
+                        let Some(k) = memmem::find(body, b"]]>") else {
+                            return Err(
+                                self.xml_err_at(pos, "unclosed CDATA section (truncated document)")
+                            );
+                        };
+                        self.i = pos + 9 + k + 3;
+                        return Ok(Raw::Text(body.get(..k).unwrap_or_default()));
                     }
+                    if rest
+                        .get(2..9)
+                        .is_some_and(|d| d.eq_ignore_ascii_case(b"DOCTYPE"))
+                    {
+                        return Err(DecodeErrorKind::Doctype {
+                            offset: self.base + pos,
+                        });
+                    }
+                    return Err(self.xml_err_at(pos, "unexpected '<!' markup"));
                 }
-                Event::Comment(_) => continue,
-                Event::Decl(d) => {
+                Some(b'?') => {
+                    let body = rest.get(2..).unwrap_or_default();
+                    let Some(k) = memmem::find(body, b"?>") else {
+                        return Err(self.xml_err_at(
+                            pos,
+                            "unclosed processing instruction (truncated document)",
+                        ));
+                    };
+                    let text = body.get(..k).unwrap_or_default();
+                    let is_decl = text.starts_with(b"xml") && text.get(3).is_none_or(|&c| is_ws(c));
+                    if !is_decl {
+                        return Err(self.xml_err_at(pos, "processing instructions are not allowed"));
+                    }
                     if pos != 0 {
                         return Err(self.xml_err_at(pos, "XML declaration not at the start"));
                     }
-                    if let Some(enc) = d.encoding() {
-                        let ok = matches!(&enc, Ok(v) if v.eq_ignore_ascii_case(b"utf-8"));
-                        if !ok {
-                            return Err(self.xml_err_at(pos, "only UTF-8 is accepted"));
+                    for a in (Attrs {
+                        b: text.get(3..).unwrap_or_default(),
+                        i: 0,
+                    }) {
+                        match a {
+                            Ok((b"encoding", v)) if !v.eq_ignore_ascii_case(b"utf-8") => {
+                                return Err(self.xml_err_at(pos, "only UTF-8 is accepted"))
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                return Err(
+                                    self.xml_err_at(pos, format!("malformed XML declaration: {e}"))
+                                )
+                            }
                         }
                     }
+                    self.i = pos + 2 + k + 2;
                     continue;
                 }
-                Event::PI(_) => {
-                    return Err(self.xml_err_at(pos, "processing instructions are not allowed"))
+                _ => {
+                    // start tag: the name, then (if any) the attribute area up to the first
+                    // `>` outside quoted attribute values
+                    let mut j = 1;
+                    let mut class = C_END;
+                    while let Some(&c) = rest.get(j) {
+                        class = NAME_CLASS[c as usize];
+                        if class != C_NAME {
+                            break;
+                        }
+                        j += 1;
+                    }
+                    let name = rest.get(1..j).unwrap_or_default();
+                    let (attrs, empty, gt) = match class {
+                        C_GT => (&b""[..], false, j),
+                        C_SLASH if rest.get(j + 1) == Some(&b'>') => (&b""[..], true, j + 1),
+                        C_WS => {
+                            let a0 = j;
+                            let gt = loop {
+                                let tail = rest.get(j..).unwrap_or_default();
+                                let Some(k) = memchr3(b'>', b'"', b'\'', tail) else {
+                                    return Err(self.xml_err_at(
+                                        pos,
+                                        "unclosed start tag (truncated document)",
+                                    ));
+                                };
+                                let at = j + k;
+                                let q = rest.get(at).copied().unwrap_or(b'>');
+                                if q == b'>' {
+                                    break at;
+                                }
+                                match memchr(q, rest.get(at + 1..).unwrap_or_default()) {
+                                    Some(m) => j = at + 1 + m + 1,
+                                    None => {
+                                        return Err(self.xml_err_at(
+                                            pos,
+                                            "unterminated attribute value (truncated document)",
+                                        ))
+                                    }
+                                }
+                            };
+                            let area = rest.get(a0..gt).unwrap_or_default();
+                            match area.strip_suffix(b"/") {
+                                Some(a) => (a, true, gt),
+                                None => (area, false, gt),
+                            }
+                        }
+                        C_END => {
+                            return Err(
+                                self.xml_err_at(pos, "unclosed start tag (truncated document)")
+                            )
+                        }
+                        _ => return Err(self.xml_err_at(pos, "malformed element name")),
+                    };
+                    self.i = pos + gt + 1;
+                    return self.start(name, attrs, pos, empty).map(Raw::Start);
                 }
-                Event::DocType(_) => {
-                    return Err(DecodeErrorKind::Doctype {
-                        offset: self.base + pos,
-                    })
-                }
-                Event::Eof => return Ok(Raw::Eof),
             }
+        }
+    }
+
+    /// A character or predefined entity reference at `pos` (`rest` starts with `&`).
+    fn reference(&mut self, pos: usize, rest: &'a [u8]) -> Result<Raw<'a>, DecodeErrorKind> {
+        // the longest legal reference is `&#x10FFFF;`; entity names are bounded likewise
+        let window = rest.get(..rest.len().min(64)).unwrap_or_default();
+        let Some(semi) = memchr(b';', window) else {
+            return Err(self.xml_err_at(pos, "unterminated reference"));
+        };
+        let name = window.get(1..semi).unwrap_or_default();
+        self.i = pos + semi + 1;
+        if let Some(num) = name.strip_prefix(b"#") {
+            let (digits, radix) = match num.strip_prefix(b"x") {
+                Some(h) => (h, 16),
+                None => (num, 10),
+            };
+            let c = std::str::from_utf8(digits)
+                .ok()
+                .filter(|d| !d.is_empty() && d.bytes().all(|c| c.is_ascii_hexdigit()))
+                .and_then(|d| u32::from_str_radix(d, radix).ok())
+                .and_then(char::from_u32)
+                .filter(|&c| c != '\0');
+            return match c {
+                Some(c) => Ok(Raw::Char(c)),
+                None => Err(self.xml_err_at(pos, "invalid character reference")),
+            };
+        }
+        match name {
+            b"lt" => Ok(Raw::Entity("<")),
+            b"gt" => Ok(Raw::Entity(">")),
+            b"amp" => Ok(Raw::Entity("&")),
+            b"apos" => Ok(Raw::Entity("'")),
+            b"quot" => Ok(Raw::Entity("\"")),
+            _ => Err(self.xml_err_at(
+                pos,
+                format!(
+                    "entity reference '&{};' is not allowed (no DTD, no entity expansion)",
+                    String::from_utf8_lossy(name)
+                ),
+            )),
         }
     }
 
@@ -373,7 +527,8 @@ impl<'a> Rd<'a> {
 
     fn start(
         &mut self,
-        start: BytesStart<'a>,
+        q: &'a [u8],
+        attrs: &'a [u8],
         pos: usize,
         empty: bool,
     ) -> Result<El<'a>, DecodeErrorKind> {
@@ -382,20 +537,12 @@ impl<'a> Rd<'a> {
         if self.depth > l.max_depth {
             return Err(self.limit(LimitKind::Depth, l.max_depth, pos));
         }
-        let qlen = start.name().as_ref().len();
-        if qlen > l.max_name_len {
+        if q.len() > l.max_name_len {
             return Err(self.limit(LimitKind::NameLength, l.max_name_len, pos));
         }
-        let name_start = pos + 1;
-        let q = self
-            .src
-            .get(name_start..name_start + qlen)
-            .unwrap_or_default();
-        // the attribute area, as a slice of the input
-        let attrs: &'a [u8] = match self.value_slice(start.attributes_raw(), pos) {
-            Some(a) => a,
-            None => return Err(self.xml_err_at(pos, "attributes outside the input")),
-        };
+        if q.is_empty() {
+            return Err(self.xml_err_at(pos, "malformed element name"));
+        }
         if attrs.len() > l.max_attributes_len {
             return Err(self.limit(LimitKind::AttributesLength, l.max_attributes_len, pos));
         }
@@ -488,7 +635,6 @@ impl<'a> Rd<'a> {
             self.open.push(q);
         }
         let content_start = self.pos();
-        drop(start);
         Ok(El {
             ns,
             qname: q,
@@ -499,14 +645,6 @@ impl<'a> Rd<'a> {
             empty,
             soap_attrs,
         })
-    }
-
-    /// Maps a slice that points into the input back to an `'a` slice of the input.
-    fn value_slice(&self, v: &[u8], _pos: usize) -> Option<&'a [u8]> {
-        let base = self.src.as_ptr() as usize;
-        let p = v.as_ptr() as usize;
-        let off = p.checked_sub(base)?;
-        self.src.get(off..off + v.len())
     }
 
     /// Next child element of the current element; `None` when the current element ends (its
