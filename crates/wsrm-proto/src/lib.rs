@@ -93,6 +93,7 @@ pub mod ranges;
 pub mod server;
 pub mod settings;
 pub mod sim;
+pub mod snapshot;
 mod source;
 pub mod types;
 

@@ -1636,3 +1636,187 @@ impl Endpoint {
         self.events.pop_front()
     }
 }
+
+// Durable sessions (issue 6): restoring stored inbound sequences after a restart.
+impl Endpoint {
+    /// Recreates a session from a stored [`crate::snapshot::DestSnapshot`] after a restart.
+    ///
+    /// The session acknowledges the stored ranges, treats stored numbers as duplicates, and
+    /// delivers the stored undelivered messages again (`Delivery` events, in order when
+    /// Ordered; two-way requests with a `reply` token). Request-reply sessions continue reply
+    /// numbering at `next_reply_number` and replay the cached replies for retransmitted
+    /// requests. A `SessionCreated` event is queued as for a new session; the session counts
+    /// against MaxPendingChannels until [`Endpoint::accept`].
+    pub fn restore_session(
+        &mut self,
+        now: Instant,
+        snapshot: crate::snapshot::DestSnapshot,
+    ) -> Result<SessionId, crate::snapshot::RestoreError> {
+        use crate::snapshot::{check_ascending, RestoreError};
+        let snap = snapshot;
+        if self.by_input.contains_key(&snap.id) {
+            return Err(RestoreError::Exists(snap.id));
+        }
+        if let Some(o) = &snap.reply_sequence {
+            if self.by_output.contains_key(o) {
+                return Err(RestoreError::Exists(o.clone()));
+            }
+        }
+        check_ascending(&snap.undelivered, None)?;
+        if snap.ranges.len() > crate::ranges::MAX_SEQUENCE_RANGES {
+            return Err(RestoreError::Invalid(format!(
+                "{} acknowledgement ranges (at most {})",
+                snap.ranges.len(),
+                crate::ranges::MAX_SEQUENCE_RANGES
+            )));
+        }
+        for &(l, u) in &snap.ranges {
+            if l == 0 || l > u || u > crate::msg::MAX_MESSAGE_NUMBER {
+                return Err(RestoreError::Invalid(format!("range {l}-{u}")));
+            }
+        }
+        let s = &self.cfg.settings;
+        let version = snap.version;
+        let http = snap.http;
+        let pattern = match (&snap.reply_sequence, http) {
+            (None, _) => Pattern::OneWay,
+            (Some(_), true) => Pattern::RequestReply,
+            (Some(_), false) => {
+                return Err(RestoreError::Invalid(
+                    "duplex sessions cannot be restored".into(),
+                ))
+            }
+        };
+        let rr = pattern == Pattern::RequestReply;
+        let mut dest = Destination::new(
+            snap.id.clone(),
+            version,
+            s.ordered,
+            s.max_transfer_window_size,
+            s.flow_control_enabled || rr,
+            false,
+        );
+        dest.strict_in_order = rr && s.ordered;
+        let undelivered: Vec<Delivered> = snap
+            .undelivered
+            .into_iter()
+            .map(|m| Delivered {
+                number: m.number,
+                action: Action::Other(m.action),
+                payload: m.payload,
+                message_id: m.message_id,
+            })
+            .collect();
+        let mut out = Vec::new();
+        dest.restore(
+            &snap.ranges,
+            snap.last_number,
+            snap.delivered_through,
+            undelivered,
+            &mut out,
+        );
+        let inbound = Inbound::new(
+            dest,
+            !http,
+            s.acknowledgement_interval,
+            s.max_transfer_window_size,
+        );
+        let mut csr = Message::new(
+            version,
+            Action::CreateSequenceResponse,
+            Body::CreateSequenceResponse(CreateSequenceResponse {
+                identifier: snap.id.clone(),
+                expires: None,
+                incomplete_sequence_behavior: (version == RmVersion::Wsrm11)
+                    .then(|| s.incomplete_sequence_behavior()),
+                accept: None,
+            }),
+        );
+        csr.to = snap.acks_to.clone();
+        let id = SessionId(self.next_session);
+        self.next_session += 1;
+        let mut requests = HashMap::new();
+        let mut unacked_replies = BTreeMap::new();
+        for r in snap.cached_replies {
+            unacked_replies.insert(r.reply_number, r.request_number);
+            requests.insert(
+                r.request_number,
+                ReqState::Replied {
+                    reply: Box::new(r.message),
+                },
+            );
+        }
+        let mut events = Vec::new();
+        for d in out {
+            let two_way = rr && d.message_id.is_some();
+            if two_way {
+                requests.insert(
+                    d.number,
+                    ReqState::Pending {
+                        message_id: d.message_id.clone(),
+                        parked: None,
+                    },
+                );
+            }
+            events.push(ServerEvent::Delivery {
+                session: id,
+                number: d.number,
+                action: action_text(&d.action),
+                payload: d.payload,
+                reply: two_way.then_some(ReplyToken {
+                    session: id,
+                    request: d.number,
+                }),
+            });
+        }
+        let session = Session {
+            id,
+            version,
+            pattern,
+            http,
+            accepted: false,
+            inbound,
+            outbound: None,
+            offer: snap.reply_sequence.clone(),
+            peer: snap.acks_to.clone(),
+            csr,
+            inactivity: s.inactivity_timeout,
+            inactivity_deadline: now + s.inactivity_timeout,
+            requests,
+            unacked_replies,
+            next_reply: snap.next_reply_number.max(1),
+            pending_last: None,
+            last_reply: None,
+            max_window: s.max_transfer_window_size,
+            armed: None,
+            queued: false,
+            tx: VecDeque::new(),
+            ended: false,
+        };
+        self.sessions.insert(id, Box::new(session));
+        self.by_input.insert(snap.id.clone(), id);
+        if let Some(o) = &snap.reply_sequence {
+            self.by_output.insert(o.clone(), id);
+        }
+        self.pending_count += 1;
+        self.events.push_back(ServerEvent::SessionCreated {
+            session: id,
+            pattern,
+            version,
+            input: snap.id,
+            output: snap.reply_sequence,
+        });
+        self.events.extend(events);
+        self.rearm(id);
+        Ok(id)
+    }
+
+    /// The reply cached for request `request` of `session` (request-reply), as it is replayed
+    /// for a retransmitted request; `None` if there is none (not replied yet, or acknowledged).
+    pub fn cached_reply(&self, session: SessionId, request: u64) -> Option<&Message> {
+        match self.sessions.get(&session)?.requests.get(&request)? {
+            ReqState::Replied { reply } => Some(reply),
+            ReqState::Pending { .. } => None,
+        }
+    }
+}
