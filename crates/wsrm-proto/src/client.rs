@@ -369,6 +369,28 @@ impl ClientSession {
         self.keepalive_deadline = Some(now + self.interval(self.keepalive_mode));
     }
 
+    /// The HTTP exchange that carried the RM 1.0 LastMessage was answered with an empty
+    /// success status (HTTP 200/202, no envelope): the destination took the LastMessage but
+    /// sent no acknowledgement on the only channel an anonymous AcksTo has, so none will
+    /// come. gSOAP 2.8 does this every time (docs/interop.md, gSOAP quirk 15); WCF always
+    /// answers with an acknowledgement. If every application message is acknowledged, the
+    /// close proceeds to TerminateSequence instead of retransmitting the LastMessage until
+    /// CloseTimeout. Otherwise (or in any other state) nothing happens. A failed exchange
+    /// (connection error, an intermediary's 502) is not such an answer and must not be
+    /// reported.
+    pub fn handle_empty_answer_to_last_message(&mut self, now: Instant) {
+        if self.state != ClientState::Closing
+            || self.version != RmVersion::Wsrm10
+            || self.cfg.shape != Shape::RequestReply
+        {
+            return;
+        }
+        if self.out.src.give_up_last_message() {
+            tracing::debug!("LastMessage accepted without an acknowledgement: terminating");
+            self.on_remote_activity(now);
+        }
+    }
+
     /// Processes one inbound message (including HTTP responses). Never panics on peer input;
     /// violations become faults and `Failed` events.
     pub fn handle_message(&mut self, now: Instant, m: Message) {

@@ -759,6 +759,9 @@ impl Endpoint {
                 identifier,
                 last_msg_number,
             } if *identifier == input_id => {
+                if s.pattern == Pattern::RequestReply && !Self::acks_replies(s, m) {
+                    Self::release_unacknowledged_replies(s, None);
+                }
                 if s.pattern == Pattern::RequestReply && !s.unacked_replies.is_empty() {
                     let f = Fault::sequence_terminated(
                         FaultCode::Sender,
@@ -851,6 +854,9 @@ impl Endpoint {
         let v = s.version;
         let input_id = s.inbound.dest.id.clone();
         if s.pattern == Pattern::RequestReply {
+            if !Self::acks_replies(s, m) {
+                Self::release_unacknowledged_replies(s, None);
+            }
             let outstanding = s
                 .unacked_replies
                 .keys()
@@ -936,6 +942,47 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Whether `m` acknowledges the reply (offered) sequence.
+    fn acks_replies(s: &Session, m: &Message) -> bool {
+        m.ack
+            .as_ref()
+            .is_some_and(|a| Some(&a.identifier) == s.offer.as_ref())
+    }
+
+    /// Peer quirk (gSOAP 2.8, docs/interop.md gSOAP quirk 16): a request-reply client that
+    /// never acknowledges the offered reply sequence. WCF piggy-backs an acknowledgement of the
+    /// reply sequence on every request once it has a reply, so a request without one while
+    /// replies are outstanding comes from such a client. For it, the cached replies of earlier
+    /// requests (`before`: requests numbered below it; `None`: all, used when the client
+    /// closes or terminates, which a request-reply client does only once every request has
+    /// its reply) are released instead of holding the reply window shut forever. Memory stays
+    /// bounded by the window; a later retransmission of such a request gets a plain
+    /// acknowledgement, as for a request whose reply was acknowledged.
+    fn release_unacknowledged_replies(s: &mut Session, before: Option<u64>) {
+        let last = s.last_reply.as_ref().map(|l| l.0);
+        let released: Vec<(u64, u64)> = s
+            .unacked_replies
+            .iter()
+            .filter(|(_, req)| {
+                **req > 0
+                    && Some(**req) != last
+                    && before.is_none_or(|b| **req < b)
+                    && matches!(s.requests.get(*req), Some(ReqState::Replied { .. }))
+            })
+            .map(|(r, q)| (*r, *q))
+            .collect();
+        for (reply, req) in &released {
+            s.unacked_replies.remove(reply);
+            s.requests.remove(req);
+        }
+        if !released.is_empty() {
+            tracing::debug!(
+                released = released.len(),
+                "reply window: releasing replies the client does not acknowledge"
+            );
+        }
+    }
+
     fn sequence_message(
         &mut self,
         now: Instant,
@@ -946,6 +993,12 @@ impl Endpoint {
     ) -> Result<(), SessionError> {
         let v = s.version;
         let n = seq.number;
+        if s.pattern == Pattern::RequestReply
+            && s.unacked_replies.len() >= s.max_window as usize
+            && !Self::acks_replies(s, m)
+        {
+            Self::release_unacknowledged_replies(s, Some(n));
+        }
         let admit =
             s.pattern != Pattern::RequestReply || s.unacked_replies.len() < s.max_window as usize;
         let mut out = std::mem::take(&mut self.scratch);

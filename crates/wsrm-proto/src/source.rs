@@ -287,6 +287,29 @@ impl Source {
             .collect()
     }
 
+    /// Peer quirk (gSOAP 2.8 RM 1.0, docs/interop.md gSOAP quirk 15): the destination accepts
+    /// the empty-bodied LastMessage (HTTP 202) but never acknowledges it. When the LastMessage
+    /// is the only message left (every application message is acknowledged) and has been
+    /// transmitted, it is given up so the close can proceed to TerminateSequence: it carries
+    /// no application data and the destination took it. Returns whether it was given up.
+    pub fn give_up_last_message(&mut self) -> bool {
+        let only_last = self.entries.len() == 1
+            && self.in_window == 1
+            && self
+                .entries
+                .front()
+                .is_some_and(|e| e.last && e.last_sent.is_some());
+        if !only_last {
+            return false;
+        }
+        self.entries.clear();
+        self.in_window = 0;
+        self.window_start += 1;
+        self.resend_queue.clear();
+        self.retry_deadline = None;
+        true
+    }
+
     /// Next retry deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.retry_deadline

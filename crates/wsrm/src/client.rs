@@ -385,6 +385,12 @@ impl Driver {
     }
 
     fn response(&mut self, body: Bytes) {
+        if body.is_empty() {
+            // Only the LastMessage's exchange reports an empty success answer (gSOAP quirk 15).
+            let now = Instant::now().into_std();
+            self.session.handle_empty_answer_to_last_message(now);
+            return;
+        }
         match codec::decode(&body, self.max_body) {
             Ok((m, _)) => {
                 tracing::trace!(action = ?m.action, ack = ?m.ack.as_ref().map(|a| (&a.ranges, a.buffer_remaining)), "response");
@@ -407,6 +413,7 @@ impl Driver {
             ack = ?m.ack.as_ref().map(|a| &a.ranges),
             "transmit"
         );
+        let last_message = matches!(m.action, wsrm_proto::msg::Action::LastMessage);
         let enc = match codec::encode(&m, self.version) {
             Ok(e) => e,
             Err(e) => {
@@ -432,7 +439,9 @@ impl Driver {
             match http.exchange(req, max, t).await {
                 Ok(r) if r.body.is_empty() => {
                     tracing::debug!(status = %r.status, "empty response");
-                    None
+                    // An accepted LastMessage without an acknowledgement (docs/interop.md,
+                    // gSOAP quirk 15) is reported to the engine as an empty body.
+                    (last_message && r.status.is_success()).then(Bytes::new)
                 }
                 Ok(r) if r.status.is_success() || r.status.as_u16() == 500 => Some(r.body),
                 Ok(r) => {

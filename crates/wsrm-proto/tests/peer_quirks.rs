@@ -1,0 +1,385 @@
+//! Regression tests for third-party peer quirks (docs/interop.md, "Quirks observed"). Each
+//! test drives the engine with the message sequence the peer actually produced on the wire in
+//! the interop matrix (`interop/run`), and asserts exactly what wsrm does with it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wsrm_proto::msg::{
+    AckHeader, Action, Body, CreateSequence, CreateSequenceResponse, Message, Offer, RmVersion,
+    SequenceHeader, SequenceId,
+};
+use wsrm_proto::{
+    ClientConfig, ClientEvent, ClientSession, ClientState, Endpoint, EndpointConfig, ExchangeId,
+    Pattern, ServerEvent, SessionId, Shape, WSA10_ANONYMOUS,
+};
+
+const GSOAP_SEQ: &str = "urn:uuid:5d2b3c4a-1787-4e12-ab8b-45673200000000";
+
+fn ack(id: &SequenceId, ranges: Vec<(u64, u64)>) -> AckHeader {
+    AckHeader {
+        identifier: id.clone(),
+        ranges,
+        ..AckHeader::default()
+    }
+}
+
+/// gSOAP's answer to a one-way Ping in our peer: a header-only SequenceAcknowledgement.
+fn header_only_ack(version: RmVersion, id: &SequenceId, upto: u64) -> Message {
+    let mut m = Message::new(version, Action::SequenceAcknowledgement, Body::Empty);
+    m.ack = Some(ack(id, vec![(1, upto)]));
+    m
+}
+
+/// Opens a 1.0 one-way client session against a scripted gSOAP service.
+fn gsoap_rm10_client(now: Instant) -> (ClientSession, SequenceId) {
+    let mut cfg = ClientConfig::new(Pattern::OneWay, Shape::RequestReply);
+    cfg.settings.reliable_messaging_version = RmVersion::Wsrm10;
+    let mut c = ClientSession::new(now, cfg, 7).unwrap();
+    let cs = c.poll_transmit(now).unwrap();
+    assert!(matches!(cs.body, Body::CreateSequence(_)));
+    let id = SequenceId::from(GSOAP_SEQ);
+    let mut csr = Message::new(
+        RmVersion::Wsrm10,
+        Action::CreateSequenceResponse,
+        Body::CreateSequenceResponse(CreateSequenceResponse {
+            identifier: id.clone(),
+            expires: Some("PT00H10M00S".into()),
+            incomplete_sequence_behavior: None,
+            accept: None,
+        }),
+    );
+    csr.relates_to = cs.message_id.clone();
+    c.handle_message(now, csr);
+    assert_eq!(c.state(), ClientState::Open);
+    (c, id)
+}
+
+// gSOAP quirk 15: the gSOAP 2.8 RM 1.0 service acknowledges every Ping (header-only ack from
+// our peer's operation) but answers the empty-bodied LastMessage with HTTP 202 and no
+// envelope, every time. The runtime reports that empty success answer; once every application
+// message is acknowledged, wsrm proceeds to TerminateSequence instead of retransmitting the
+// LastMessage until CloseTimeout (60 s).
+#[test]
+fn gsoap_rm10_last_message_accepted_without_ack_close_proceeds_to_terminate() {
+    let now = Instant::now();
+    let (mut c, id) = gsoap_rm10_client(now);
+    for i in 1..=3u64 {
+        c.send(now, Arc::from("urn:wsrm:payload/Ping"), Bytes::from("<p/>"))
+            .unwrap();
+        let m = c.poll_transmit(now).unwrap();
+        assert_eq!(m.sequence.as_ref().unwrap().number, i);
+        c.handle_message(now, header_only_ack(RmVersion::Wsrm10, &id, i));
+    }
+    c.close(now).unwrap();
+    let lm = c.poll_transmit(now).unwrap();
+    assert_eq!(lm.action, Action::LastMessage);
+    assert_eq!(lm.sequence.as_ref().unwrap().number, 4);
+    assert!(
+        c.poll_transmit(now).is_none(),
+        "waits for the LastMessage ack"
+    );
+    // HTTP 202, empty body.
+    c.handle_empty_answer_to_last_message(now);
+    let terminate = c.poll_transmit(now).expect("TerminateSequence");
+    assert!(matches!(
+        terminate.body,
+        Body::TerminateSequence { ref identifier, last_msg_number: None } if *identifier == id
+    ));
+    assert_eq!(c.state(), ClientState::Closed);
+    let events: Vec<ClientEvent> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert!(events.contains(&ClientEvent::Closed));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Failed { .. })));
+}
+
+// The relaxation is only for the LastMessage, and only on an empty answer: with an
+// application message still unacknowledged, an empty answer changes nothing and the session
+// keeps retransmitting until MaxRetryCount fails it; without any answer (loss), the
+// LastMessage is retransmitted as WCF does.
+#[test]
+fn rm10_empty_answer_does_not_skip_unacknowledged_messages() {
+    let mut now = Instant::now();
+    let (mut c, id) = gsoap_rm10_client(now);
+    for _ in 0..2 {
+        c.send(now, Arc::from("urn:a"), Bytes::from("<p/>"))
+            .unwrap();
+    }
+    let m1 = c.poll_transmit(now).unwrap();
+    assert_eq!(m1.sequence.unwrap().number, 1);
+    c.handle_message(now, header_only_ack(RmVersion::Wsrm10, &id, 1));
+    c.close(now).unwrap();
+    let start = now;
+    let failed = loop {
+        while let Some(m) = c.poll_transmit(now) {
+            assert_ne!(m.action, Action::TerminateSequence);
+            c.handle_empty_answer_to_last_message(now);
+        }
+        if let Some(ClientEvent::Failed { unacknowledged, .. }) =
+            std::iter::from_fn(|| c.poll_event()).find(|e| matches!(e, ClientEvent::Failed { .. }))
+        {
+            break unacknowledged;
+        }
+        now = c.poll_timeout().expect("deadline");
+        c.handle_timeout(now);
+        assert!(now - start < Duration::from_secs(3600));
+    };
+    assert_eq!(failed, vec![2]);
+
+    // No answer at all: the LastMessage is retransmitted, then acknowledged as usual.
+    let now = Instant::now();
+    let (mut c, id) = gsoap_rm10_client(now);
+    c.send(now, Arc::from("urn:a"), Bytes::from("<p/>"))
+        .unwrap();
+    c.poll_transmit(now).unwrap();
+    c.handle_message(now, header_only_ack(RmVersion::Wsrm10, &id, 1));
+    c.close(now).unwrap();
+    assert_eq!(c.poll_transmit(now).unwrap().action, Action::LastMessage);
+    let t = c.poll_timeout().unwrap();
+    c.handle_timeout(t);
+    assert_eq!(c.poll_transmit(t).unwrap().action, Action::LastMessage);
+    c.handle_message(t, header_only_ack(RmVersion::Wsrm10, &id, 2));
+    assert_eq!(
+        c.poll_transmit(t).map(|m| m.action),
+        Some(Action::TerminateSequence)
+    );
+    assert_eq!(c.state(), ClientState::Closed);
+}
+
+// ----------------------------------------------------------------------------- service side
+
+struct Svc {
+    e: Endpoint,
+    now: Instant,
+    ex: u64,
+    session: SessionId,
+    input: SequenceId,
+    offer: SequenceId,
+    version: RmVersion,
+    closed: bool,
+}
+
+impl Svc {
+    /// A request-reply session opened by a gSOAP-style CreateSequence with an Offer.
+    fn open(version: RmVersion) -> Svc {
+        let now = Instant::now();
+        let mut e = Endpoint::new(EndpointConfig::default(), 11).unwrap();
+        let offer = SequenceId::from("urn:uuid:6a1b2c3d-1787-4e12-ab8b-45673200000001");
+        let mut cs = Message::new(
+            version,
+            Action::CreateSequence,
+            Body::CreateSequence(CreateSequence {
+                acks_to: WSA10_ANONYMOUS.to_string(),
+                expires: Some("PT00H10M00S".into()),
+                offer: Some(Offer {
+                    identifier: offer.clone(),
+                    endpoint: Some(WSA10_ANONYMOUS.to_string()),
+                    expires: Some("PT00H10M00S".into()),
+                    incomplete_sequence_behavior: None,
+                }),
+            }),
+        );
+        cs.message_id = Some(Arc::from("urn:uuid:cs"));
+        cs.reply_to = Some(Arc::from(WSA10_ANONYMOUS));
+        e.handle_message(now, cs, Some(ExchangeId(1)));
+        let t = e.poll_transmit(now).unwrap();
+        let Some(Message {
+            body: Body::CreateSequenceResponse(r),
+            ..
+        }) = t.message
+        else {
+            panic!("no CSR");
+        };
+        let Some(ServerEvent::SessionCreated { session, .. }) = e.poll_event() else {
+            panic!("no SessionCreated");
+        };
+        e.accept(session);
+        Svc {
+            e,
+            now,
+            ex: 1,
+            session,
+            input: r.identifier,
+            offer,
+            version,
+            closed: false,
+        }
+    }
+
+    /// Sends `m` on a new HTTP exchange, lets the application echo every delivery, and
+    /// returns the answers to that exchange (exactly one expected) and the delivered numbers.
+    fn exchange(&mut self, m: Message) -> (Option<Message>, Vec<u64>) {
+        self.ex += 1;
+        let ex = ExchangeId(self.ex);
+        self.e.handle_message(self.now, m, Some(ex));
+        let mut delivered = vec![];
+        while let Some(ev) = self.e.poll_event() {
+            if matches!(ev, ServerEvent::SessionClosed { session } if session == self.session) {
+                self.closed = true;
+            }
+            if let ServerEvent::Delivery {
+                number,
+                reply,
+                payload,
+                ..
+            } = ev
+            {
+                delivered.push(number);
+                self.e.delivered(self.session, number);
+                if let Some(tok) = reply {
+                    self.e
+                        .reply(
+                            self.now,
+                            tok,
+                            Arc::from("urn:wsrm:payload/EchoResponse"),
+                            payload,
+                        )
+                        .unwrap();
+                }
+            }
+        }
+        let mut answers = vec![];
+        while let Some(t) = self.e.poll_transmit(self.now) {
+            assert_eq!(t.exchange, Some(ex), "answer to another exchange");
+            answers.push(t.message);
+        }
+        assert_eq!(answers.len(), 1, "exactly one answer per exchange");
+        (answers.pop().flatten(), delivered)
+    }
+
+    fn request(&self, n: u64, reply_ack: Option<Vec<(u64, u64)>>) -> Message {
+        let mut m = Message::new(
+            self.version,
+            Action::Other(Arc::from("urn:wsrm:payload/Echo")),
+            Body::Application(Bytes::from(format!(
+                "<p:p xmlns:p=\"urn:wsrm:payload\">message-{n}</p:p>"
+            ))),
+        );
+        m.sequence = Some(SequenceHeader {
+            identifier: self.input.clone(),
+            number: n,
+            last_message: false,
+        });
+        m.message_id = Some(Arc::from(format!("urn:uuid:req-{n}")));
+        m.reply_to = Some(Arc::from(WSA10_ANONYMOUS));
+        m.ack = reply_ack.map(|r| ack(&self.offer, r));
+        m
+    }
+
+    fn closed(&mut self) -> bool {
+        std::iter::from_fn(|| self.e.poll_event())
+            .any(|e| matches!(e, ServerEvent::SessionClosed { session } if session == self.session))
+    }
+}
+
+// gSOAP quirk 16: the gSOAP 2.8 request-reply client never acknowledges the offered reply
+// sequence (its requests, CloseSequence and TerminateSequence carry no
+// SequenceAcknowledgement for it). Before the fix the service's reply window (8) filled and
+// requests 9+ were answered with a bare acknowledgement and never delivered. Now every request
+// is delivered and answered with its reply, and the close/terminate succeed.
+#[test]
+fn gsoap_request_reply_client_that_never_acknowledges_replies() {
+    for version in [RmVersion::Wsrm10, RmVersion::Wsrm11] {
+        let mut s = Svc::open(version);
+        for n in 1..=20u64 {
+            let (answer, delivered) = s.exchange(s.request(n, None));
+            assert_eq!(delivered, vec![n], "{version} request {n}");
+            let reply = answer.expect("a reply");
+            assert_eq!(
+                reply.relates_to.as_deref(),
+                Some(&*format!("urn:uuid:req-{n}"))
+            );
+            let seq = reply.sequence.expect("reply sequence header");
+            assert_eq!((seq.identifier.clone(), seq.number), (s.offer.clone(), n));
+            assert_eq!(reply.ack.unwrap().ranges, vec![(1, n)]);
+        }
+        match version {
+            RmVersion::Wsrm10 => {
+                // LastMessage 21 is answered with the reply sequence's LastMessage (21).
+                let mut lm = Message::new(version, Action::LastMessage, Body::Empty);
+                lm.sequence = Some(SequenceHeader {
+                    identifier: s.input.clone(),
+                    number: 21,
+                    last_message: true,
+                });
+                lm.message_id = Some(Arc::from("urn:uuid:lm"));
+                lm.reply_to = Some(Arc::from(WSA10_ANONYMOUS));
+                let (answer, _) = s.exchange(lm);
+                let answer = answer.expect("reply-sequence LastMessage");
+                assert_eq!(answer.action, Action::LastMessage);
+                assert_eq!(answer.sequence.unwrap().number, 21);
+            }
+            RmVersion::Wsrm11 => {
+                let mut close = Message::new(
+                    version,
+                    Action::CloseSequence,
+                    Body::CloseSequence {
+                        identifier: s.input.clone(),
+                        last_msg_number: Some(20),
+                    },
+                );
+                close.message_id = Some(Arc::from("urn:uuid:close"));
+                let (answer, _) = s.exchange(close);
+                let answer = answer.unwrap();
+                assert!(
+                    matches!(answer.body, Body::CloseSequenceResponse { .. }),
+                    "{:?}",
+                    answer.body
+                );
+                assert_eq!(answer.ack.unwrap().ranges, vec![(1, 20)]);
+            }
+        }
+        let mut term = Message::new(
+            version,
+            Action::TerminateSequence,
+            Body::TerminateSequence {
+                identifier: s.input.clone(),
+                last_msg_number: (version == RmVersion::Wsrm11).then_some(20),
+            },
+        );
+        term.message_id = Some(Arc::from("urn:uuid:term"));
+        let (answer, _) = s.exchange(term);
+        let answer = answer.unwrap();
+        assert!(
+            !matches!(answer.body, Body::Fault(_)),
+            "{version}: {:?}",
+            answer.body
+        );
+        assert!(s.closed, "{version}: session closed cleanly");
+    }
+}
+
+// A client that does acknowledge the reply sequence keeps WCF's flow control: with 8 replies
+// unacknowledged (its ack covers only reply 1), request 10 is not delivered; once it
+// acknowledges, it is.
+#[test]
+fn acknowledging_client_keeps_the_reply_window() {
+    let mut s = Svc::open(RmVersion::Wsrm11);
+    for n in 1..=9u64 {
+        let acked = (n > 1).then(|| vec![(1, 1)]);
+        let (answer, delivered) = s.exchange(s.request(n, acked));
+        assert_eq!(delivered, vec![n]);
+        assert!(answer.unwrap().sequence.is_some());
+    }
+    let (answer, delivered) = s.exchange(s.request(10, Some(vec![(1, 1)])));
+    assert!(delivered.is_empty(), "reply window full: not delivered");
+    assert!(answer.is_none_or(|m| m.sequence.is_none()));
+    let (answer, delivered) = s.exchange(s.request(10, Some(vec![(1, 9)])));
+    assert_eq!(delivered, vec![10]);
+    assert_eq!(answer.unwrap().sequence.unwrap().number, 10);
+    // CloseSequence whose ack still misses reply 10 is refused (WCF's rule).
+    let mut close = Message::new(
+        RmVersion::Wsrm11,
+        Action::CloseSequence,
+        Body::CloseSequence {
+            identifier: s.input.clone(),
+            last_msg_number: Some(10),
+        },
+    );
+    close.message_id = Some(Arc::from("urn:uuid:close"));
+    close.ack = Some(ack(&s.offer, vec![(1, 9)]));
+    let (answer, _) = s.exchange(close);
+    assert!(matches!(answer.unwrap().body, Body::Fault(_)));
+}
