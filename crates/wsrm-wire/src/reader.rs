@@ -146,6 +146,13 @@ pub(crate) fn read(bytes: &Bytes, limits: &Limits) -> Result<Envelope, DecodeErr
         0
     };
     let src = all.get(base..).unwrap_or_default();
+    if let Some((at, reason)) = crate::xml::check_chars(src) {
+        return Err(DecodeErrorKind::Xml {
+            offset: base + at,
+            reason: reason.into(),
+        }
+        .into());
+    }
     let mut p = P {
         rd: Rd::new(src, base, limits),
         bytes,

@@ -79,17 +79,17 @@ impl<'a> Iterator for Attrs<'a> {
         self.i = b.len();
         let ks = i;
         while let Some(&c) = b.get(i) {
-            if c == b'=' || is_ws(c) {
+            if NAME_CLASS[c as usize] != C_NAME {
                 break;
-            }
-            if matches!(c, b'<' | b'>' | b'"' | b'\'' | b'&' | b'/') {
-                return Some(Err("invalid character in attribute name"));
             }
             i += 1;
         }
         let key = b.get(ks..i).unwrap_or_default();
         if key.is_empty() {
             return Some(Err("attribute without a name"));
+        }
+        if !is_qname(key) {
+            return Some(Err("invalid attribute name"));
         }
         while b.get(i).is_some_and(|&c| is_ws(c)) {
             i += 1;
@@ -201,22 +201,94 @@ const C_BAD: u8 = 4;
 /// End of input (not a table entry).
 const C_END: u8 = 5;
 
+/// Checks the whole input once: valid UTF-8 and no C0 control character other than tab, line
+/// feed and carriage return (not XML characters, WCF's reader refuses them too). Returns the
+/// offset of the first offending byte. Branch-free chunks keep this cheap (a few hundred
+/// instructions for a 1 KiB message).
+pub(crate) fn check_chars(src: &[u8]) -> Option<(usize, &'static str)> {
+    fn bad(c: u8) -> bool {
+        c < 0x20 && c != b'\t' && c != b'\n' && c != b'\r'
+    }
+    // reductions without early exit (vectorised by the compiler): the smallest byte (no byte
+    // below 0x20 = no control character, the common case) and the OR of all bytes (ASCII?)
+    fn scan(chunk: &[u8]) -> (u8, u8) {
+        let mut min = u8::MAX;
+        let mut all = 0u8;
+        for &c in chunk {
+            min = min.min(c);
+            all |= c;
+        }
+        let ctl = if min < 0x20 {
+            u8::from(chunk.iter().any(|&c| bad(c)))
+        } else {
+            0
+        };
+        (ctl, all)
+    }
+    const CHUNK: usize = 64;
+    let mut all = 0u8;
+    let mut it = src.chunks_exact(CHUNK);
+    let mut base = 0;
+    for chunk in &mut it {
+        let (ctl, a) = scan(chunk);
+        all |= a;
+        if ctl != 0 {
+            let i = chunk.iter().position(|&c| bad(c)).unwrap_or(0);
+            return Some((base + i, "control character (not an XML character)"));
+        }
+        base += CHUNK;
+    }
+    let rest = it.remainder();
+    let (ctl, a) = scan(rest);
+    all |= a;
+    if ctl != 0 {
+        let i = rest.iter().position(|&c| bad(c)).unwrap_or(0);
+        return Some((base + i, "control character (not an XML character)"));
+    }
+    if all >= 0x80 {
+        if let Err(e) = std::str::from_utf8(src) {
+            return Some((e.valid_up_to(), "invalid UTF-8"));
+        }
+    }
+    None
+}
+
+/// XML name characters are `C_NAME` (ASCII: letters, digits, `_ : - .`; every non-ASCII byte is
+/// let through, UTF-8 validity is checked where names are used).
 static NAME_CLASS: [u8; 256] = {
-    let mut t = [C_NAME; 256];
+    let mut t = [C_BAD; 256];
+    let mut k = 0;
+    while k < 256 {
+        let c = k as u8;
+        if c.is_ascii_alphanumeric() || c >= 0x80 || matches!(c, b'_' | b':' | b'-' | b'.') {
+            t[k] = C_NAME;
+        }
+        k += 1;
+    }
     t[b' ' as usize] = C_WS;
     t[b'\t' as usize] = C_WS;
     t[b'\r' as usize] = C_WS;
     t[b'\n' as usize] = C_WS;
     t[b'/' as usize] = C_SLASH;
     t[b'>' as usize] = C_GT;
-    let bad = b"<\"'=&!?";
-    let mut k = 0;
-    while k < bad.len() {
-        t[bad[k] as usize] = C_BAD;
-        k += 1;
-    }
     t
 };
+
+/// A namespace-well-formed QName made of name characters (`NAME_CLASS`): `prefix:local` or
+/// `local`, each part starting with a letter, `_` or a non-ASCII byte.
+pub(crate) fn is_qname(q: &[u8]) -> bool {
+    fn start(c: Option<&u8>) -> bool {
+        c.is_some_and(|&c| c.is_ascii_alphabetic() || c == b'_' || c >= 0x80)
+    }
+    if !start(q.first()) {
+        return false;
+    }
+    // names are short: a plain loop beats a vectorised search here
+    match q.iter().position(|&c| c == b':') {
+        None => true,
+        Some(i) => start(q.get(i + 1)) && !q.get(i + 1..).is_some_and(|l| l.contains(&b':')),
+    }
+}
 
 fn is_xml_ws(b: &[u8]) -> bool {
     b.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
@@ -302,27 +374,25 @@ impl<'a> Rd<'a> {
                     // fast path: `</name>` closing the innermost open element
                     let expected = self.open.last().copied().unwrap_or_default();
                     let n = expected.len();
-                    let gt = if !expected.is_empty()
+                    let fast = !expected.is_empty()
                         && rest.get(2..2 + n) == Some(expected)
-                        && rest.get(2 + n) == Some(&b'>')
-                    {
-                        2 + n
+                        && rest.get(2 + n) == Some(&b'>');
+                    let (gt, name) = if fast {
+                        (2 + n, expected)
                     } else {
-                        match memchr(b'>', rest) {
-                            Some(gt) => gt,
-                            None => {
-                                return Err(
-                                    self.xml_err_at(pos, "unclosed end tag (truncated document)")
-                                )
-                            }
+                        let Some(gt) = memchr(b'>', rest) else {
+                            return Err(
+                                self.xml_err_at(pos, "unclosed end tag (truncated document)")
+                            );
+                        };
+                        let inner = rest.get(2..gt).unwrap_or_default();
+                        let name_len = inner.iter().rposition(|&c| !is_ws(c)).map_or(0, |k| k + 1);
+                        let name = inner.get(..name_len).unwrap_or_default();
+                        if name.is_empty() || name.iter().any(|&c| is_ws(c)) {
+                            return Err(self.xml_err_at(pos, "malformed end tag"));
                         }
+                        (gt, name)
                     };
-                    let inner = rest.get(2..gt).unwrap_or_default();
-                    let name_len = inner.iter().rposition(|&c| !is_ws(c)).map_or(0, |k| k + 1);
-                    let name = inner.get(..name_len).unwrap_or_default();
-                    if name.is_empty() || name.iter().any(|&c| is_ws(c)) {
-                        return Err(self.xml_err_at(pos, "malformed end tag"));
-                    }
                     self.i = pos + gt + 1;
                     match self.open.pop() {
                         Some(open) if open == name => {}
@@ -540,7 +610,7 @@ impl<'a> Rd<'a> {
         if q.len() > l.max_name_len {
             return Err(self.limit(LimitKind::NameLength, l.max_name_len, pos));
         }
-        if q.is_empty() {
+        if !is_qname(q) {
             return Err(self.xml_err_at(pos, "malformed element name"));
         }
         if attrs.len() > l.max_attributes_len {
@@ -550,7 +620,11 @@ impl<'a> Rd<'a> {
         let depth = self.depth;
         let mut n = 0usize;
         let mut soap_attrs = false;
-        if attrs.iter().any(|&c| !is_ws(c)) {
+        // prefixes of prefixed attributes, checked once the tag's declarations are known
+        let mut attr_prefixes: [&[u8]; 4] = [b""; 4];
+        let mut n_prefixed = 0usize;
+        let mut prefix_overflow = false;
+        if !attrs.is_empty() && attrs.iter().any(|&c| !is_ws(c)) {
             let mut seen: [&[u8]; 8] = [b""; 8];
             let mut seen_more: Vec<&[u8]> = Vec::new();
             for a in (Attrs { b: attrs, i: 0 }) {
@@ -583,6 +657,14 @@ impl<'a> Rd<'a> {
                         if matches!(local, b"mustUnderstand" | b"actor" | b"role") {
                             soap_attrs = true;
                         }
+                        let p = key.get(..i).unwrap_or_default();
+                        if p != b"xml" {
+                            match attr_prefixes.get_mut(n_prefixed) {
+                                Some(slot) => *slot = p,
+                                None => prefix_overflow = true,
+                            }
+                            n_prefixed += 1;
+                        }
                     }
                     continue;
                 };
@@ -607,6 +689,21 @@ impl<'a> Rd<'a> {
                     depth,
                 });
             }
+        }
+        // every attribute prefix must be declared (in scope or on this tag)
+        let undeclared = |p: &[u8]| p != b"xml" && self.lookup(p).is_none();
+        if prefix_overflow {
+            for (key, _) in (Attrs { b: attrs, i: 0 }).flatten() {
+                if let Some(i) = key.iter().position(|&c| c == b':') {
+                    if !key.starts_with(b"xmlns:") && undeclared(key.get(..i).unwrap_or_default()) {
+                        return Err(
+                            self.xml_err_at(pos, "undeclared namespace prefix on an attribute")
+                        );
+                    }
+                }
+            }
+        } else if attr_prefixes.iter().take(n_prefixed).any(|p| undeclared(p)) {
+            return Err(self.xml_err_at(pos, "undeclared namespace prefix on an attribute"));
         }
         // resolve the element name
         let (prefix, local) = match q.iter().position(|&c| c == b':') {

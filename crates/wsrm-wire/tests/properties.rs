@@ -384,3 +384,33 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, .. ProptestConfig::default() })]
+
+    /// Whatever the reader accepts is well-formed, namespace-well-formed XML: a message mutated
+    /// with markup characters is either refused or also parsed by roxmltree (a conforming
+    /// parser), so the streaming reader is never more lenient than XML allows.
+    #[test]
+    fn accepted_mutations_are_well_formed_xml(
+        (m, framing) in message(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), prop::sample::select(b"<>/!?&;:=\"' -x#[]\x01\t\xc3".to_vec()), 0..3u8), 1..4),
+    ) {
+        let mut bytes = encode(&m, &framing).expect("encode").to_vec();
+        for (at, byte, op) in edits {
+            if bytes.is_empty() { break; }
+            let i = at.index(bytes.len());
+            match op {
+                0 => bytes[i] = byte,
+                1 => { bytes.remove(i); }
+                _ => bytes.insert(i, byte),
+            }
+        }
+        if decode(Bytes::from(bytes.clone()), &Limits::default()).is_ok() {
+            if let Ok(s) = std::str::from_utf8(&bytes) {
+                let r = roxmltree::Document::parse(s);
+                prop_assert!(r.is_ok(), "accepted but not well-formed: {:?}\n{}", r.err(), s);
+            }
+        }
+    }
+}
