@@ -71,4 +71,7 @@ pub enum ServiceError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The session store failed (e.g. at startup, restoring stored sessions).
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }

@@ -11,6 +11,7 @@
 pub mod binding;
 pub mod client;
 pub(crate) mod codec;
+pub(crate) mod durable;
 pub mod error;
 pub(crate) mod http;
 pub mod proxy;

@@ -102,6 +102,15 @@ pub trait SessionHandler: Send + 'static {
 
     /// Called once when the session is over.
     fn ended(&mut self, _end: &SessionEnd) {}
+
+    /// With a store ([`ServiceBuilder::store`]), called right after [`SessionHandler::handle`]
+    /// returned for message `number`: the application's own writes to commit in the same
+    /// store transaction as the delivery (the inbox, `docs/store.md`). The message counts as
+    /// delivered only once that transaction commits; after a crash before it, it is handed out
+    /// again. Default: none.
+    fn commit(&mut self, _number: u64) -> Option<crate::store::AppWrite> {
+        None
+    }
 }
 
 type Factory = Arc<dyn Fn(&SessionInfo) -> Box<dyn SessionHandler> + Send + Sync>;
@@ -125,6 +134,7 @@ pub struct ServiceBuilder {
     max_buffered_bytes: usize,
     versions: RmVersions,
     path: Option<String>,
+    store: Option<crate::store::Store>,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -178,7 +188,18 @@ impl ServiceBuilder {
             max_buffered_bytes: 64 * 1024 * 1024,
             versions: RmVersions::Any,
             path: None,
+            store: None,
         }
+    }
+
+    /// Keeps the sessions in `store` (issue 6). With a durable store (SQLite) every received
+    /// message is stored before its acknowledgement leaves, deliveries commit with the
+    /// handler's writes ([`SessionHandler::commit`]), replies are cached in the store, and
+    /// [`ServiceBuilder::bind`] restores the stored sessions first. Default: none — sessions
+    /// live in memory only (WCF's behaviour).
+    pub fn store(mut self, store: crate::store::Store) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// The handler factory: called once per accepted session.
@@ -271,8 +292,24 @@ impl ServiceBuilder {
             parked_exchange_timeout: self.binding.transport.send_timeout,
             ..EndpointConfig::default()
         };
-        let endpoint =
+        let mut endpoint =
             Endpoint::new(cfg, rand::random()).map_err(|e| ServiceError::Binding(e.into()))?;
+        let durable = match &self.store {
+            Some(store) => {
+                let restored = crate::durable::restore_service(
+                    store,
+                    &mut endpoint,
+                    self.binding.max_message_bytes(),
+                )
+                .await?;
+                Some(crate::durable::DurableService::new(
+                    store.clone(),
+                    self.binding.message_version,
+                    restored,
+                ))
+            }
+            None => None,
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -293,6 +330,8 @@ impl ServiceBuilder {
             owners: HashMap::new(),
             tx: tx.clone(),
             next_exchange: 0,
+            durable: durable.clone(),
+            inactivity: self.binding.session.inactivity_timeout,
         };
         tokio::spawn(
             driver
@@ -307,6 +346,7 @@ impl ServiceBuilder {
             body_timeout: self.binding.transport.request_body_timeout,
             exchange_timeout: self.binding.transport.send_timeout,
             path: self.path.clone(),
+            durable,
         });
         let limits = ServerLimits {
             max_connections: self.binding.transport.max_connections,
@@ -430,7 +470,12 @@ enum ToDriver {
         token: Option<ReplyToken>,
         outcome: Outcome,
         bytes: usize,
+        session: SessionId,
+        number: u64,
+        app: Option<crate::store::AppWrite>,
     },
+    /// The handler of an ended session is done (durable: forget the sequence).
+    Forget(SequenceId),
 }
 
 struct Front {
@@ -441,6 +486,7 @@ struct Front {
     body_timeout: Duration,
     exchange_timeout: Duration,
     path: Option<String>,
+    durable: Option<Arc<crate::durable::DurableService>>,
 }
 
 impl Front {
@@ -538,6 +584,12 @@ impl Front {
         } else {
             None
         };
+        if let Some(d) = &self.durable {
+            // Durable: the message is stored before the engine (and so any ack) sees it.
+            if d.before_engine(&message).await.is_err() {
+                return Handled::Respond(h::empty(StatusCode::SERVICE_UNAVAILABLE));
+            }
+        }
         let (respond, rx) = oneshot::channel();
         if self
             .tx
@@ -579,6 +631,8 @@ struct Driver {
     owners: HashMap<SequenceId, ClientIdentity>,
     tx: mpsc::UnboundedSender<ToDriver>,
     next_exchange: u64,
+    durable: Option<Arc<crate::durable::DurableService>>,
+    inactivity: Duration,
 }
 
 /// Every sequence identifier a message names (for the mutual-TLS ownership check).
@@ -660,6 +714,10 @@ impl Driver {
                 self.next_exchange += 1;
                 let ex = ExchangeId(self.next_exchange);
                 self.exchanges.insert(ex, respond);
+                if let (Some(d), Some(ack)) = (&self.durable, &message.ack) {
+                    // Request-reply: the client acknowledges replies on its requests.
+                    d.replies_acked(&ack.identifier, &ack.ranges);
+                }
                 self.endpoint.handle_message(now, *message, Some(ex));
                 self.pump(identity);
             }
@@ -667,19 +725,38 @@ impl Driver {
                 token,
                 outcome,
                 bytes,
+                session,
+                number,
+                app,
             } => {
                 self.shared.buffered.fetch_sub(bytes, Ordering::Relaxed);
+                let mut reply_number = None;
                 if let Some(token) = token {
                     match outcome {
                         Outcome::Reply { action, body } => {
-                            let _ = self.endpoint.reply(now, token, action, body);
+                            reply_number = self.endpoint.reply(now, token, action, body).ok();
                         }
                         Outcome::NoReply => {
                             let _ = self.endpoint.reply_none(now, token);
                         }
                     }
                 }
+                if let (Some(d), Some(slot)) = (&self.durable, self.sessions.get(&session)) {
+                    let cached = reply_number
+                        .zip(slot.info.reply_sequence.as_ref())
+                        .and_then(|(rn, rs)| {
+                            self.endpoint
+                                .cached_reply(session, number)
+                                .map(|m| (rs, rn, m))
+                        });
+                    d.delivered(&slot.info.sequence, number, app, cached);
+                }
                 self.pump(None);
+            }
+            ToDriver::Forget(sequence) => {
+                if let Some(d) = &self.durable {
+                    d.session_ended(&sequence);
+                }
             }
         }
     }
@@ -721,7 +798,13 @@ impl Driver {
                 match t.exchange {
                     Some(ex) => {
                         if let Some(tx) = self.exchanges.remove(&ex) {
-                            let _ = tx.send(t.message);
+                            match &self.durable {
+                                // Durable: the answer waits for the writes before it.
+                                Some(d) => d.respond(tx, t.message),
+                                None => {
+                                    let _ = tx.send(t.message);
+                                }
+                            }
                         }
                     }
                     None => tracing::debug!("duplex transmit has no HTTP exchange; dropped"),
@@ -754,6 +837,8 @@ impl Driver {
             slot.to_handler = Some(htx);
             let back = self.tx.clone();
             let span = tracing::info_span!("session", sequence = %slot.info.sequence);
+            let durable = self.durable.is_some();
+            let sequence = slot.info.sequence.clone();
             tokio::spawn(
                 async move {
                     while let Some(msg) = hrx.recv().await {
@@ -761,15 +846,25 @@ impl Driver {
                             HandlerMsg::Deliver(d, t) => (d, t),
                             HandlerMsg::End(end) => {
                                 handler.ended(&end);
+                                let _ = back.send(ToDriver::Forget(sequence));
                                 return;
                             }
                         };
                         let bytes = d.body.len();
+                        let number = d.number;
                         let outcome = handler.handle(d).await;
+                        let app = if durable {
+                            handler.commit(number)
+                        } else {
+                            None
+                        };
                         let _ = back.send(ToDriver::Outcome {
                             token,
                             outcome,
                             bytes,
+                            session: id,
+                            number,
+                            app,
                         });
                     }
                 }
@@ -826,6 +921,9 @@ impl Driver {
                     }
                 }
                 tracing::info!(sequence = %input, %version, "session created");
+                if let Some(d) = &self.durable {
+                    d.session_created(version, &input, output.as_ref(), self.inactivity);
+                }
                 self.sessions.insert(
                     session,
                     SessionSlot {

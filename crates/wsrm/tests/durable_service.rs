@@ -1,0 +1,177 @@
+//! Durable sessions (issue 6), service side: received messages are stored before they are
+//! acknowledged, deliveries commit with the handler's writes, and a restarted service on the
+//! same store restores the session and delivers what was not committed, exactly once.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use wsrm::service::{Delivery, HandlerFuture, Outcome, SessionHandler};
+use wsrm::store::{AppWrite, Store};
+use wsrm::{Binding, Client, ClientOptions, Service};
+
+/// Records committed deliveries (inside the store transaction); `handle` never returns for
+/// numbers above `stall_above` (the crash point: those stay pending).
+struct Committer {
+    log: Arc<Mutex<Vec<(u64, String)>>>,
+    stall_above: u64,
+    body: Option<(u64, String)>,
+}
+
+impl SessionHandler for Committer {
+    fn handle(&mut self, d: Delivery) -> HandlerFuture<'_> {
+        let stall = d.number > self.stall_above;
+        self.body = Some((d.number, String::from_utf8_lossy(&d.body).into_owned()));
+        Box::pin(async move {
+            if stall {
+                std::future::pending::<()>().await;
+            }
+            Outcome::NoReply
+        })
+    }
+
+    fn commit(&mut self, number: u64) -> Option<AppWrite> {
+        let log = self.log.clone();
+        let body = self.body.take().filter(|(n, _)| *n == number)?;
+        Some(Box::new(move |_tx| {
+            log.lock().map_err(|_| "poisoned")?.push(body);
+            Ok(())
+        }))
+    }
+}
+
+fn committer(
+    log: &Arc<Mutex<Vec<(u64, String)>>>,
+    stall_above: u64,
+) -> impl Fn(&wsrm::SessionInfo) -> Committer + Send + Sync + 'static {
+    let log = log.clone();
+    move |_| Committer {
+        log: log.clone(),
+        stall_above,
+        body: None,
+    }
+}
+
+async fn restart_redelivers_uncommitted(binding: Binding, store: Store) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let svc = Service::builder(binding.clone())
+        .handler(committer(&log, 10))
+        .store(store.clone())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = svc.local_addr();
+    let client = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
+        .await
+        .unwrap();
+    for i in 1..=20 {
+        assert_eq!(client.send(ONEWAY, payload(i)).await.unwrap(), i as u64);
+    }
+    let seq = client.sequence_id().unwrap();
+    // All 20 acknowledged, hence stored; 1..=10 committed, 11..=20 pending.
+    let info = store.destination(&seq).await.unwrap().unwrap();
+    assert_eq!(info.ranges, vec![(1, 20)]);
+    assert_eq!(info.delivered_through, 10);
+    assert_eq!(info.pending, 10);
+    // "Crash": the service goes away with its handler stuck; a new one starts on the store.
+    svc.shutdown().await;
+    let svc = Service::builder(binding.clone())
+        .handler(committer(&log, u64::MAX))
+        .store(store.clone())
+        .bind(addr)
+        .await
+        .unwrap();
+    for i in 21..=30 {
+        assert_eq!(client.send(ONEWAY, payload(i)).await.unwrap(), i as u64);
+    }
+    client.close().await.unwrap();
+    // Every message exactly once, in order.
+    let got = log.lock().unwrap().clone();
+    let want: Vec<(u64, String)> = (1..=30).map(|i| (i as u64, payload(i))).collect();
+    assert_eq!(got, want);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn memory_store_restart_redelivers_uncommitted_rm10() {
+    init_tracing();
+    restart_redelivers_uncommitted(Binding::ws_http(), Store::memory()).await;
+}
+
+#[tokio::test]
+async fn memory_store_restart_redelivers_uncommitted_rm11() {
+    init_tracing();
+    restart_redelivers_uncommitted(Binding::ws2007_http(), Store::memory()).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_commits_deliveries_with_application_writes() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("svc.db");
+    let store = Store::open_sqlite(&path, &Default::default()).unwrap();
+    store
+        .commit(wsrm::store::Txn::single(wsrm::store::Op::App(Box::new(
+            |tx| {
+                tx.sqlite()
+                    .ok_or("sqlite")?
+                    .execute_batch("CREATE TABLE app_log (n INTEGER PRIMARY KEY, body TEXT)")?;
+                Ok(())
+            },
+        ))))
+        .await
+        .unwrap();
+    struct SqlApp(Option<(u64, String)>);
+    impl SessionHandler for SqlApp {
+        fn handle(&mut self, d: Delivery) -> HandlerFuture<'_> {
+            self.0 = Some((d.number, String::from_utf8_lossy(&d.body).into_owned()));
+            Box::pin(async { Outcome::NoReply })
+        }
+        fn commit(&mut self, _number: u64) -> Option<AppWrite> {
+            let (n, body) = self.0.take()?;
+            Some(Box::new(move |tx| {
+                tx.sqlite().ok_or("sqlite")?.execute(
+                    "INSERT INTO app_log (n, body) VALUES (?1, ?2)",
+                    wsrm::store::rusqlite::params![n as i64, body],
+                )?;
+                Ok(())
+            }))
+        }
+    }
+    let binding = Binding::ws2007_http();
+    let svc = Service::builder(binding.clone())
+        .handler(|_: &wsrm::SessionInfo| SqlApp(None))
+        .store(store.clone())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
+        .await
+        .unwrap();
+    let sends: Vec<_> = (1..=40)
+        .map(|i| client.start_send(ONEWAY, payload(i)))
+        .collect();
+    for (i, s) in sends.into_iter().enumerate() {
+        assert_eq!(s.await.unwrap(), i as u64 + 1);
+    }
+    client.close().await.unwrap();
+    svc.shutdown().await;
+    store.flush().await.unwrap();
+    let rows: Vec<(i64, String)> = store
+        .as_sqlite()
+        .unwrap()
+        .query(|c| {
+            let mut st = c.prepare("SELECT n, body FROM app_log ORDER BY n")?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+        .unwrap();
+    let want: Vec<(i64, String)> = (1..=40).map(|i| (i as i64, payload(i))).collect();
+    assert_eq!(rows, want);
+    // The closed session was forgotten once its handler was done.
+    assert!(store.destinations().await.unwrap().is_empty());
+}
