@@ -146,17 +146,23 @@ pub(crate) enum Ns {
 
 impl Ns {
     pub(crate) fn classify(uri: &[u8]) -> Ns {
-        match uri {
-            b"http://www.w3.org/2003/05/soap-envelope" => Ns::Soap12,
-            b"http://schemas.xmlsoap.org/soap/envelope/" => Ns::Soap11,
-            b"http://www.w3.org/2005/08/addressing" => Ns::Wsa10,
-            b"http://schemas.xmlsoap.org/ws/2004/08/addressing" => Ns::Wsa04,
-            b"http://schemas.xmlsoap.org/ws/2005/02/rm" => Ns::Rm10,
-            b"http://docs.oasis-open.org/ws-rx/wsrm/200702" => Ns::Rm11,
-            b"http://schemas.microsoft.com/ws/2006/05/rm" => Ns::NetRm,
-            b"http://www.w3.org/XML/1998/namespace" => Ns::Xml,
-            b"" => Ns::None,
-            _ => Ns::Other,
+        // dispatch on the length first: at most two comparisons
+        let (ns, uri_of): (Ns, &str) = match uri.len() {
+            0 => return Ns::None,
+            36 if uri.get(18) == Some(&b'2') => (Ns::Wsa10, WSA10),
+            36 => (Ns::Xml, XML),
+            39 => (Ns::Soap12, SOAP12),
+            40 => (Ns::Rm10, RM10),
+            41 => (Ns::Soap11, SOAP11),
+            42 => (Ns::NetRm, NETRM),
+            44 => (Ns::Rm11, RM11),
+            48 => (Ns::Wsa04, WSA200408),
+            _ => return Ns::Other,
+        };
+        if uri == uri_of.as_bytes() {
+            ns
+        } else {
+            Ns::Other
         }
     }
 
@@ -197,4 +203,34 @@ pub(crate) mod act {
     pub const ACK_REQUESTED: &str = "AckRequested";
     pub const LAST_MESSAGE: &str = "LastMessage";
     pub const FAULT: &str = "fault";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_known_and_near_miss_uris() {
+        for (uri, ns) in [
+            (SOAP11, Ns::Soap11),
+            (SOAP12, Ns::Soap12),
+            (WSA200408, Ns::Wsa04),
+            (WSA10, Ns::Wsa10),
+            (RM10, Ns::Rm10),
+            (RM11, Ns::Rm11),
+            (NETRM, Ns::NetRm),
+            (XML, Ns::Xml),
+            ("", Ns::None),
+        ] {
+            assert_eq!(Ns::classify(uri.as_bytes()), ns, "{uri}");
+            if !uri.is_empty() {
+                // same length, one byte different
+                let mut b = uri.as_bytes().to_vec();
+                let last = b.len() - 1;
+                b[last] ^= 1;
+                assert_eq!(Ns::classify(&b), Ns::Other, "{uri}");
+            }
+        }
+        assert_eq!(Ns::classify(b"urn:x"), Ns::Other);
+    }
 }

@@ -146,10 +146,21 @@ pub(crate) fn read(bytes: &Bytes, limits: &Limits) -> Result<Envelope, DecodeErr
         0
     };
     let src = all.get(base..).unwrap_or_default();
-    if let Some((at, reason)) = crate::xml::check_chars(src) {
+    // validated once: every value is later sliced from this text
+    let src = match std::str::from_utf8(src) {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(DecodeErrorKind::Xml {
+                offset: base + e.valid_up_to(),
+                reason: "invalid UTF-8".into(),
+            }
+            .into())
+        }
+    };
+    if let Some(at) = crate::xml::check_chars(src.as_bytes()) {
         return Err(DecodeErrorKind::Xml {
             offset: base + at,
-            reason: reason.into(),
+            reason: "control character (not an XML character)".into(),
         }
         .into());
     }

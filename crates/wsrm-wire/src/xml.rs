@@ -185,11 +185,18 @@ pub(crate) struct Rd<'a> {
 
     pending_pop: bool,
     pub src: &'a [u8],
+    /// `src` as text (validated once; values are sliced from it without re-validation).
+    text_src: &'a str,
     /// Offset of `src` in the caller's buffer (a skipped BOM).
     pub base: usize,
     limits: &'a Limits,
     pub depth: usize,
     pending_end: bool,
+}
+
+/// Equality of short byte strings (prefixes): a plain loop, no `memcmp` call.
+pub(crate) fn eq_short(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// Byte classes while scanning an element name.
@@ -201,54 +208,25 @@ const C_BAD: u8 = 4;
 /// End of input (not a table entry).
 const C_END: u8 = 5;
 
-/// Checks the whole input once: valid UTF-8 and no C0 control character other than tab, line
-/// feed and carriage return (not XML characters, WCF's reader refuses them too). Returns the
-/// offset of the first offending byte. Branch-free chunks keep this cheap (a few hundred
-/// instructions for a 1 KiB message).
-pub(crate) fn check_chars(src: &[u8]) -> Option<(usize, &'static str)> {
+/// Checks the whole input once for C0 control characters other than tab, line feed and
+/// carriage return (not XML characters; WCF's reader refuses them too). Returns the offset of
+/// the first one. Branch-free chunks keep this cheap (a few hundred instructions for 1 KiB).
+pub(crate) fn check_chars(src: &[u8]) -> Option<usize> {
     fn bad(c: u8) -> bool {
         c < 0x20 && c != b'\t' && c != b'\n' && c != b'\r'
     }
-    // reductions without early exit (vectorised by the compiler): the smallest byte (no byte
-    // below 0x20 = no control character, the common case) and the OR of all bytes (ASCII?)
-    fn scan(chunk: &[u8]) -> (u8, u8) {
-        let mut min = u8::MAX;
-        let mut all = 0u8;
-        for &c in chunk {
-            min = min.min(c);
-            all |= c;
-        }
-        let ctl = if min < 0x20 {
-            u8::from(chunk.iter().any(|&c| bad(c)))
-        } else {
-            0
-        };
-        (ctl, all)
-    }
     const CHUNK: usize = 64;
-    let mut all = 0u8;
-    let mut it = src.chunks_exact(CHUNK);
     let mut base = 0;
-    for chunk in &mut it {
-        let (ctl, a) = scan(chunk);
-        all |= a;
-        if ctl != 0 {
-            let i = chunk.iter().position(|&c| bad(c)).unwrap_or(0);
-            return Some((base + i, "control character (not an XML character)"));
+    for chunk in src.chunks(CHUNK) {
+        // the smallest byte, without early exit (vectorised): no byte below 0x20 = no control
+        // character, the common case
+        let min = chunk.iter().fold(u8::MAX, |m, &c| m.min(c));
+        if min < 0x20 {
+            if let Some(i) = chunk.iter().position(|&c| bad(c)) {
+                return Some(base + i);
+            }
         }
         base += CHUNK;
-    }
-    let rest = it.remainder();
-    let (ctl, a) = scan(rest);
-    all |= a;
-    if ctl != 0 {
-        let i = rest.iter().position(|&c| bad(c)).unwrap_or(0);
-        return Some((base + i, "control character (not an XML character)"));
-    }
-    if all >= 0x80 {
-        if let Err(e) = std::str::from_utf8(src) {
-            return Some((e.valid_up_to(), "invalid UTF-8"));
-        }
     }
     None
 }
@@ -295,12 +273,18 @@ fn is_xml_ws(b: &[u8]) -> bool {
 }
 
 pub(crate) fn trim_xml(s: &str) -> &str {
-    s.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
+    let b = s.as_bytes();
+    let start = b.iter().position(|&c| !is_ws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| !is_ws(c)).map_or(start, |k| k + 1);
+    // whitespace is ASCII: both ends are character boundaries
+    s.get(start..end).unwrap_or_default()
 }
 
 impl<'a> Rd<'a> {
-    pub(crate) fn new(src: &'a [u8], base: usize, limits: &'a Limits) -> Self {
+    pub(crate) fn new(text_src: &'a str, base: usize, limits: &'a Limits) -> Self {
+        let src = text_src.as_bytes();
         Rd {
+            text_src,
             i: 0,
             bindings: Vec::with_capacity(8),
             open: Vec::with_capacity(16),
@@ -319,6 +303,15 @@ impl<'a> Rd<'a> {
 
     pub(crate) fn pos(&self) -> usize {
         self.i
+    }
+
+    /// `b` (a slice of the input) as text, without validating it again.
+    fn str_at(&self, b: &'a [u8]) -> PResult<&'a str> {
+        let off = (b.as_ptr() as usize).wrapping_sub(self.src.as_ptr() as usize);
+        match self.text_src.get(off..off.wrapping_add(b.len())) {
+            Some(t) if t.as_bytes().as_ptr() == b.as_ptr() => Ok(t),
+            _ => utf8(b),
+        }
     }
 
     fn xml_err_at(&self, pos: usize, reason: impl Into<String>) -> DecodeErrorKind {
@@ -592,7 +585,10 @@ impl<'a> Rd<'a> {
 
     /// The binding of `prefix` (empty = default namespace), innermost first.
     pub(crate) fn lookup(&self, prefix: &[u8]) -> Option<&Binding<'a>> {
-        self.bindings.iter().rev().find(|b| b.prefix == prefix)
+        self.bindings
+            .iter()
+            .rev()
+            .find(|b| eq_short(b.prefix, prefix))
     }
 
     fn start(
@@ -801,6 +797,29 @@ impl<'a> Rd<'a> {
             return Ok(Cow::Borrowed(""));
         }
         let max = self.limits.max_text_len;
+        // fast path: plain character data directly followed by this element's end tag
+        if !self.pending_pop && !self.pending_end {
+            let start = self.i;
+            let rest = self.src.get(start..).unwrap_or_default();
+            let len = memchr2(b'<', b'&', rest).unwrap_or(rest.len());
+            let name = self.open.last().copied().unwrap_or_default();
+            let n = name.len();
+            let after = rest.get(len..).unwrap_or_default();
+            if len <= max
+                && n > 0
+                && after.get(..2) == Some(b"</")
+                && after.get(2..2 + n).is_some_and(|t| eq_short(t, name))
+                && after.get(2 + n) == Some(&b'>')
+                && self.open.len() == self.depth
+            {
+                let t = self.str_at(rest.get(..len).unwrap_or_default())?;
+                self.open.pop();
+                self.i = start + len + n + 3;
+                self.depth = self.depth.saturating_sub(1);
+                self.pending_pop = true;
+                return Ok(Cow::Borrowed(t));
+            }
+        }
         let mut acc: Option<String> = None;
         let mut first: &'a [u8] = b"";
         loop {
@@ -811,16 +830,16 @@ impl<'a> Rd<'a> {
                 Raw::Text(t) => match &mut acc {
                     None if first.is_empty() => first = t,
                     None => {
-                        let mut s = utf8(first)?.to_owned();
-                        s.push_str(utf8(t)?);
+                        let mut s = self.str_at(first)?.to_owned();
+                        s.push_str(self.str_at(t)?);
                         acc = Some(s);
                     }
-                    Some(s) => s.push_str(utf8(t)?),
+                    Some(s) => s.push_str(self.str_at(t)?),
                 },
                 Raw::Char(c) => {
                     let s = acc.get_or_insert_with(String::new);
                     if s.is_empty() && !first.is_empty() {
-                        s.push_str(utf8(first)?);
+                        s.push_str(self.str_at(first)?);
                     }
                     s.push(c);
                     first = b"";
@@ -828,7 +847,7 @@ impl<'a> Rd<'a> {
                 Raw::Entity(e) => {
                     let s = acc.get_or_insert_with(String::new);
                     if s.is_empty() && !first.is_empty() {
-                        s.push_str(utf8(first)?);
+                        s.push_str(self.str_at(first)?);
                     }
                     s.push_str(e);
                     first = b"";
@@ -843,7 +862,7 @@ impl<'a> Rd<'a> {
         }
         match acc {
             Some(s) => Ok(Cow::Owned(s)),
-            None => Ok(Cow::Borrowed(utf8(first)?)),
+            None => Ok(Cow::Borrowed(self.str_at(first)?)),
         }
     }
 
