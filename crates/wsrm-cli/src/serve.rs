@@ -15,8 +15,16 @@ JSON line: {\"sequence\":…,\"number\":…,\"action\":…,\"body\":…} (body =
 the SOAP Body). The service prints the URL it listens on, runs until SIGINT/SIGTERM, then prints
 its counters.
 
+With --store sqlite:PATH the sessions are durable (issue 6): every received message is stored
+before it is acknowledged, a restarted service resumes the stored sessions, and --deliver-to FILE
+receives every message exactly once across crashes (even SIGKILL): each line is written and the
+file's committed length recorded in the same store transaction as the delivery; at startup the
+file is cut back to the committed length and uncommitted messages are delivered again. A store
+that is corrupt, of another application or in use by another process is refused (exit 2).
+
 Examples:
   wsrm serve --listen 127.0.0.1:8080 --deliver-to delivered.jsonl
+  wsrm serve --listen 127.0.0.1:8080 --store sqlite:svc.db --deliver-to delivered.jsonl
   wsrm serve --listen 127.0.0.1:8080 --rm 1.1 --soap 1.1 --addressing 2004/08
   wsrm serve --listen 127.0.0.1:8443 --tls-cert server.pem --tls-key server.key --client-ca ca.pem
 
@@ -57,6 +65,10 @@ pub struct Args {
     /// Append delivered messages as JSON lines to FILE (`-` = standard output).
     #[arg(long, value_name = "FILE|-")]
     deliver_to: Option<String>,
+    /// Where sessions live: `memory` (WCF's behaviour, lost on exit) or `sqlite:PATH`
+    /// (durable: survives crashes; exactly-once delivery to --deliver-to FILE).
+    #[arg(long, value_name = "memory|sqlite:PATH", default_value = "memory")]
+    store: wsrm::store::StoreSpec,
     /// Server certificate chain (PEM); enables HTTPS.
     #[arg(long, value_name = "F", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -90,7 +102,22 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     if let Err(e) = binding.validate() {
         return common::usage(e);
     }
+    let store = match &args.store {
+        wsrm::store::StoreSpec::Memory => None,
+        spec => match wsrm::store::Store::open(spec) {
+            Ok(s) => Some(s),
+            Err(e) => return common::usage(format!("--store {spec}: {e}")),
+        },
+    };
+    let durable_file = match (&store, args.deliver_to.as_deref()) {
+        (Some(st), Some(path)) if path != "-" => match DurableFile::open(st, path) {
+            Ok(f) => Some(f),
+            Err(e) => return common::usage(format!("--deliver-to {path}: {e}")),
+        },
+        _ => None,
+    };
     let sink: Box<dyn std::io::Write + Send> = match args.deliver_to.as_deref() {
+        _ if durable_file.is_some() => Box::new(std::io::sink()),
         None => Box::new(std::io::sink()),
         Some("-") => Box::new(std::io::stdout()),
         Some(path) => match std::fs::OpenOptions::new()
@@ -128,12 +155,23 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 wsrm::RmVersions::Any
             } else {
                 wsrm::RmVersions::BindingOnly
-            })
-            .handler(move |info: &wsrm::SessionInfo| JsonEcho {
+            });
+        builder = match durable_file {
+            Some(file) => builder.handler(move |info: &wsrm::SessionInfo| FileInbox {
+                sequence: info.sequence.to_string(),
+                file: file.clone(),
+                delivered: d.clone(),
+                line: None,
+            }),
+            None => builder.handler(move |info: &wsrm::SessionInfo| JsonEcho {
                 sequence: info.sequence.to_string(),
                 sink: s.clone(),
                 delivered: d.clone(),
-            });
+            }),
+        };
+        if let Some(st) = &store {
+            builder = builder.store(st.clone());
+        }
         if let Some(t) = tls {
             builder = builder.tls(t);
         }
@@ -161,4 +199,139 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         svc.shutdown().await;
         Ok(common::EXIT_OK)
     })?
+}
+
+/// The application table of `--deliver-to FILE` with a durable store: the file's committed
+/// length, updated in the same transaction as each delivery.
+const FILE_TABLE: &str = "CREATE TABLE IF NOT EXISTS app_deliver_file \
+    (id INTEGER PRIMARY KEY CHECK (id = 1), len INTEGER NOT NULL)";
+
+/// `--deliver-to FILE` on a durable store: lines are written at the committed length inside
+/// the delivery's store transaction.
+#[derive(Clone)]
+struct DurableFile {
+    file: Arc<std::fs::File>,
+}
+
+impl DurableFile {
+    /// Opens (creating) the file and cuts it back to the committed length recorded in the
+    /// store (bytes past it belong to deliveries that never committed).
+    fn open(store: &wsrm::store::Store, path: &str) -> anyhow::Result<Self> {
+        let committed = store
+            .commit(wsrm::store::Txn::single(wsrm::store::Op::App(Box::new(
+                |tx| {
+                    let c = tx.sqlite().ok_or("the store is not SQLite")?;
+                    c.execute_batch(FILE_TABLE)?;
+                    Ok(())
+                },
+            ))))
+            .wait()
+            .and_then(|()| {
+                store
+                    .as_sqlite()
+                    .map(|s| {
+                        s.query(|c| {
+                            c.query_row("SELECT len FROM app_deliver_file WHERE id = 1", [], |r| {
+                                r.get::<_, i64>(0)
+                            })
+                            .or_else(|e| match e {
+                                wsrm::store::rusqlite::Error::QueryReturnedNoRows => Ok(0),
+                                e => Err(e),
+                            })
+                        })
+                        .wait()
+                    })
+                    .unwrap_or(Ok(0))
+            })?;
+        let committed = u64::try_from(committed).unwrap_or(0);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let len = file.metadata()?.len();
+        if len < committed {
+            anyhow::bail!(
+                "the file is {len} bytes but the store says {committed} bytes were delivered to it; \
+                 refusing to continue (was it truncated or replaced?)"
+            );
+        }
+        if len > committed {
+            eprintln!(
+                "wsrm: {path}: cutting {} uncommitted bytes (deliveries that will be made again)",
+                len - committed
+            );
+            file.set_len(committed)?;
+            file.sync_all()?;
+        }
+        Ok(DurableFile {
+            file: Arc::new(file),
+        })
+    }
+}
+
+/// The exactly-once handler of `--deliver-to FILE` with a durable store.
+struct FileInbox {
+    sequence: String,
+    file: DurableFile,
+    delivered: Arc<AtomicU64>,
+    line: Option<(u64, Vec<u8>)>,
+}
+
+impl wsrm::SessionHandler for FileInbox {
+    fn handle(&mut self, d: wsrm::Delivery) -> wsrm::HandlerFuture<'_> {
+        let mut line = serde_json::json!({
+            "sequence": self.sequence,
+            "number": d.number,
+            "action": &*d.action,
+            "body": String::from_utf8_lossy(&d.body),
+        })
+        .to_string()
+        .into_bytes();
+        line.push(b'\n');
+        self.line = Some((d.number, line));
+        let out = if d.expects_reply {
+            wsrm::Outcome::Reply {
+                action: Arc::from(format!("{}Response", d.action)),
+                body: d.body.clone(),
+            }
+        } else {
+            wsrm::Outcome::NoReply
+        };
+        Box::pin(async move { out })
+    }
+
+    fn commit(&mut self, number: u64) -> Option<wsrm::store::AppWrite> {
+        let (n, line) = self.line.take()?;
+        if n != number {
+            return None;
+        }
+        let file = self.file.file.clone();
+        let delivered = self.delivered.clone();
+        Some(Box::new(move |tx| {
+            use std::os::unix::fs::FileExt as _;
+            let c = tx.sqlite().ok_or("the store is not SQLite")?;
+            let len: i64 = c
+                .query_row("SELECT len FROM app_deliver_file WHERE id = 1", [], |r| {
+                    r.get(0)
+                })
+                .or_else(|e| match e {
+                    wsrm::store::rusqlite::Error::QueryReturnedNoRows => Ok(0),
+                    e => Err(e),
+                })?;
+            let at = u64::try_from(len).unwrap_or(0);
+            file.write_all_at(&line, at)?;
+            let new_len = i64::try_from(line.len())
+                .unwrap_or(i64::MAX)
+                .saturating_add(len);
+            c.execute(
+                "INSERT INTO app_deliver_file (id, len) VALUES (1, ?1) \
+                 ON CONFLICT (id) DO UPDATE SET len = excluded.len",
+                [new_len],
+            )?;
+            delivered.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }))
+    }
 }
