@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use memchr::{memchr, memchr2, memchr3, memmem};
+use memchr::{memchr, memchr2, memmem};
 use quick_xml::name::QName;
 
 use crate::error::{DecodeErrorKind, LimitKind};
@@ -56,6 +56,15 @@ pub(crate) struct El<'a> {
 pub(crate) struct Attrs<'a> {
     b: &'a [u8],
     i: usize,
+    /// Where the tag ends, when scanning from the name to the end of the input: the offset of
+    /// the `>` (or of the `/` of `/>`) and whether it is an empty-element tag.
+    end: Option<(usize, bool)>,
+}
+
+impl<'a> Attrs<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Attrs { b, i: 0, end: None }
+    }
 }
 
 fn is_ws(c: u8) -> bool {
@@ -77,6 +86,17 @@ impl<'a> Iterator for Attrs<'a> {
         }
         // on error, stop iterating
         self.i = b.len();
+        match b.get(i) {
+            Some(b'>') => {
+                self.end = Some((i, false));
+                return None;
+            }
+            Some(b'/') if b.get(i + 1) == Some(&b'>') => {
+                self.end = Some((i, true));
+                return None;
+            }
+            _ => {}
+        }
         let ks = i;
         while let Some(&c) = b.get(i) {
             if NAME_CLASS[c as usize] != C_NAME {
@@ -115,7 +135,9 @@ impl<'a> Iterator for Attrs<'a> {
         };
         let value = rest.get(..len).unwrap_or_default();
         i = vs + len + 1;
-        if b.get(i).is_some_and(|&c| !is_ws(c)) {
+        if b.get(i)
+            .is_some_and(|&c| !is_ws(c) && c != b'>' && c != b'/')
+        {
             return Some(Err("missing whitespace between attributes"));
         }
         self.i = i;
@@ -140,10 +162,7 @@ impl<'a> El<'a> {
 
     /// The attributes of the tag.
     pub(crate) fn attrs(&self) -> Attrs<'a> {
-        Attrs {
-            b: self.attrs,
-            i: 0,
-        }
+        Attrs::new(self.attrs)
     }
 
     /// `{ns}local` for messages (allocates; error paths only).
@@ -264,7 +283,9 @@ pub(crate) fn is_qname(q: &[u8]) -> bool {
     // names are short: a plain loop beats a vectorised search here
     match q.iter().position(|&c| c == b':') {
         None => true,
-        Some(i) => start(q.get(i + 1)) && !q.get(i + 1..).is_some_and(|l| l.contains(&b':')),
+        Some(i) => {
+            start(q.get(i + 1)) && !q.get(i + 1..).is_some_and(|l| l.iter().any(|&c| c == b':'))
+        }
     }
 }
 
@@ -456,10 +477,7 @@ impl<'a> Rd<'a> {
                     if pos != 0 {
                         return Err(self.xml_err_at(pos, "XML declaration not at the start"));
                     }
-                    for a in (Attrs {
-                        b: text.get(3..).unwrap_or_default(),
-                        i: 0,
-                    }) {
+                    for a in Attrs::new(text.get(3..).unwrap_or_default()) {
                         match a {
                             Ok((b"encoding", v)) if !v.eq_ignore_ascii_case(b"utf-8") => {
                                 return Err(self.xml_err_at(pos, "only UTF-8 is accepted"))
@@ -488,39 +506,13 @@ impl<'a> Rd<'a> {
                         j += 1;
                     }
                     let name = rest.get(1..j).unwrap_or_default();
-                    let (attrs, empty, gt) = match class {
-                        C_GT => (&b""[..], false, j),
-                        C_SLASH if rest.get(j + 1) == Some(&b'>') => (&b""[..], true, j + 1),
+                    let (empty, gt) = match class {
+                        C_GT => (false, j),
+                        C_SLASH if rest.get(j + 1) == Some(&b'>') => (true, j + 1),
                         C_WS => {
-                            let a0 = j;
-                            let gt = loop {
-                                let tail = rest.get(j..).unwrap_or_default();
-                                let Some(k) = memchr3(b'>', b'"', b'\'', tail) else {
-                                    return Err(self.xml_err_at(
-                                        pos,
-                                        "unclosed start tag (truncated document)",
-                                    ));
-                                };
-                                let at = j + k;
-                                let q = rest.get(at).copied().unwrap_or(b'>');
-                                if q == b'>' {
-                                    break at;
-                                }
-                                match memchr(q, rest.get(at + 1..).unwrap_or_default()) {
-                                    Some(m) => j = at + 1 + m + 1,
-                                    None => {
-                                        return Err(self.xml_err_at(
-                                            pos,
-                                            "unterminated attribute value (truncated document)",
-                                        ))
-                                    }
-                                }
-                            };
-                            let area = rest.get(a0..gt).unwrap_or_default();
-                            match area.strip_suffix(b"/") {
-                                Some(a) => (a, true, gt),
-                                None => (area, false, gt),
-                            }
+                            // attributes: scanned once, up to the end of the tag
+                            let tail = rest.get(j..).unwrap_or_default();
+                            return self.start(name, tail, pos, None).map(Raw::Start);
                         }
                         C_END => {
                             return Err(
@@ -530,7 +522,7 @@ impl<'a> Rd<'a> {
                         _ => return Err(self.xml_err_at(pos, "malformed element name")),
                     };
                     self.i = pos + gt + 1;
-                    return self.start(name, attrs, pos, empty).map(Raw::Start);
+                    return self.start(name, b"", pos, Some(empty)).map(Raw::Start);
                 }
             }
         }
@@ -591,12 +583,15 @@ impl<'a> Rd<'a> {
             .find(|b| eq_short(b.prefix, prefix))
     }
 
+    /// A start tag at `pos` named `q`. `simple` = `Some(empty)` for a tag without attributes
+    /// (the tokenizer has consumed it); `None` when `tail` (the input after the name) starts
+    /// with the attributes: they are scanned here, up to the end of the tag.
     fn start(
         &mut self,
         q: &'a [u8],
-        attrs: &'a [u8],
+        tail: &'a [u8],
         pos: usize,
-        empty: bool,
+        simple: Option<bool>,
     ) -> Result<El<'a>, DecodeErrorKind> {
         let l = self.limits;
         self.depth += 1;
@@ -609,9 +604,6 @@ impl<'a> Rd<'a> {
         if !is_qname(q) {
             return Err(self.xml_err_at(pos, "malformed element name"));
         }
-        if attrs.len() > l.max_attributes_len {
-            return Err(self.limit(LimitKind::AttributesLength, l.max_attributes_len, pos));
-        }
         // one pass over the attributes: well-formedness, count, duplicates, declarations
         let depth = self.depth;
         let mut n = 0usize;
@@ -620,20 +612,26 @@ impl<'a> Rd<'a> {
         let mut attr_prefixes: [&[u8]; 4] = [b""; 4];
         let mut n_prefixed = 0usize;
         let mut prefix_overflow = false;
-        if !attrs.is_empty() && attrs.iter().any(|&c| !is_ws(c)) {
+        let (attrs, empty) = if let Some(empty) = simple {
+            (&b""[..], empty)
+        } else {
             let mut seen: [&[u8]; 8] = [b""; 8];
             let mut seen_more: Vec<&[u8]> = Vec::new();
-            for a in (Attrs { b: attrs, i: 0 }) {
+            let mut it = Attrs::new(tail);
+            while let Some(a) = it.next() {
                 let (key, value) = match a {
                     Ok(kv) => kv,
                     Err(e) => return Err(self.xml_err_at(pos, format!("malformed attribute: {e}"))),
                 };
+                if it.i > l.max_attributes_len {
+                    return Err(self.limit(LimitKind::AttributesLength, l.max_attributes_len, pos));
+                }
                 n += 1;
                 if n > l.max_attributes {
                     return Err(self.limit(LimitKind::Attributes, l.max_attributes, pos));
                 }
                 let prev = seen.get(..(n - 1).min(8)).unwrap_or_default();
-                if prev.contains(&key) || seen_more.contains(&key) {
+                if prev.iter().any(|p| eq_short(p, key)) || seen_more.contains(&key) {
                     return Err(self.xml_err_at(pos, "duplicate attribute"));
                 }
                 match seen.get_mut(n - 1) {
@@ -664,7 +662,7 @@ impl<'a> Rd<'a> {
                     }
                     continue;
                 };
-                let uri: Cow<'a, [u8]> = if value.contains(&b'&') {
+                let uri: Cow<'a, [u8]> = if value.iter().any(|&c| c == b'&') {
                     match attr_value(value) {
                         Ok(v) => Cow::Owned(v.into_owned().into_bytes()),
                         Err(e) => {
@@ -685,11 +683,20 @@ impl<'a> Rd<'a> {
                     depth,
                 });
             }
-        }
+            let Some((end, empty)) = it.end else {
+                return Err(self.xml_err_at(pos, "unclosed start tag (truncated document)"));
+            };
+            if end > l.max_attributes_len {
+                return Err(self.limit(LimitKind::AttributesLength, l.max_attributes_len, pos));
+            }
+            // `<` + name + attributes + `>` or `/>`
+            self.i = pos + 1 + q.len() + end + if empty { 2 } else { 1 };
+            (tail.get(..end).unwrap_or_default(), empty)
+        };
         // every attribute prefix must be declared (in scope or on this tag)
         let undeclared = |p: &[u8]| p != b"xml" && self.lookup(p).is_none();
         if prefix_overflow {
-            for (key, _) in (Attrs { b: attrs, i: 0 }).flatten() {
+            for (key, _) in Attrs::new(attrs).flatten() {
                 if let Some(i) = key.iter().position(|&c| c == b':') {
                     if !key.starts_with(b"xmlns:") && undeclared(key.get(..i).unwrap_or_default()) {
                         return Err(
