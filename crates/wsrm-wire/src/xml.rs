@@ -213,6 +213,17 @@ pub(crate) struct Rd<'a> {
     pending_end: bool,
 }
 
+/// Whether a short byte string contains `x` (a plain loop: `contains` calls `memchr`, whose
+/// set-up costs more than the search on names and short values).
+fn has_byte(b: &[u8], x: u8) -> bool {
+    for &c in b {
+        if c == x {
+            return true;
+        }
+    }
+    false
+}
+
 /// Equality of short byte strings (prefixes): a plain loop, no `memcmp` call.
 pub(crate) fn eq_short(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
@@ -283,9 +294,7 @@ pub(crate) fn is_qname(q: &[u8]) -> bool {
     // names are short: a plain loop beats a vectorised search here
     match q.iter().position(|&c| c == b':') {
         None => true,
-        Some(i) => {
-            start(q.get(i + 1)) && !q.get(i + 1..).is_some_and(|l| l.iter().any(|&c| c == b':'))
-        }
+        Some(i) => start(q.get(i + 1)) && !q.get(i + 1..).is_some_and(|l| has_byte(l, b':')),
     }
 }
 
@@ -662,7 +671,7 @@ impl<'a> Rd<'a> {
                     }
                     continue;
                 };
-                let uri: Cow<'a, [u8]> = if value.iter().any(|&c| c == b'&') {
+                let uri: Cow<'a, [u8]> = if has_byte(value, b'&') {
                     match attr_value(value) {
                         Ok(v) => Cow::Owned(v.into_owned().into_bytes()),
                         Err(e) => {
