@@ -311,22 +311,33 @@ struct Driver {
     inflight: JoinSet<ExchangeResult>,
 }
 
+/// How long the driver waits, once the session is over, for exchanges still in flight.
+const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+
 impl Driver {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         let mut cmds_open = true;
+        // When the session ended: the last exchanges (an RM 1.0 TerminateSequence, which gets
+        // no answer from some peers) get up to CLOSE_FLUSH to reach the wire before `close`
+        // returns, so a process exiting right after `close` does not cut them off.
+        let mut flush_until: Option<Instant> = None;
         loop {
             let now = Instant::now().into_std();
             self.session.handle_timeout(now);
             self.pump_transmits(now);
             let finished = self.pump_events();
-            if finished && self.inflight.is_empty() {
-                break;
+            if finished {
+                let until = *flush_until.get_or_insert_with(|| Instant::now() + CLOSE_FLUSH);
+                if self.inflight.is_empty() || Instant::now() >= until {
+                    break;
+                }
             }
-            let deadline = self
-                .session
-                .poll_timeout()
-                .map(Instant::from_std)
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let deadline = flush_until.unwrap_or_else(|| {
+                self.session
+                    .poll_timeout()
+                    .map(Instant::from_std)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+            });
             tokio::select! {
                 cmd = rx.recv(), if cmds_open => match cmd {
                     Some(c) => self.command(c),
@@ -345,6 +356,9 @@ impl Driver {
                 }
                 _ = tokio::time::sleep_until(deadline) => {}
             }
+        }
+        if let Some(tx) = self.close.take() {
+            let _ = tx.send(Ok(()));
         }
         tracing::debug!("client driver finished");
     }
@@ -496,10 +510,8 @@ impl Driver {
                     tracing::debug!(number, "unexpected duplex delivery ignored");
                 }
                 ClientEvent::Closed => {
+                    // `close` is answered when the driver finishes (after the flush).
                     tracing::info!("session closed");
-                    if let Some(tx) = self.close.take() {
-                        let _ = tx.send(Ok(()));
-                    }
                     over = true;
                 }
                 ClientEvent::Failed {
