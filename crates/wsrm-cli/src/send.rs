@@ -12,8 +12,16 @@ message; --count N sends message-1 … message-N. All messages travel in one ses
 window in flight at once. A summary (sent, retransmitted, acknowledged, elapsed, msg/s) is
 printed at the end; a progress bar is shown when standard error is a terminal.
 
+With --store sqlite:PATH the run is durable (issue 6; one-way only): each message is stored,
+together with the number of input lines taken, before it is first sent; retransmissions send
+the stored bytes. After a crash (even SIGKILL), the same command with --resume continues the
+run: lines already taken are not sent again as new messages, the unacknowledged ones are
+retransmitted on the same sequence, and the rest are sent. A store holding a run is refused
+without --resume; --resume of a finished run sends nothing and exits 0.
+
 Examples:
   wsrm send http://127.0.0.1:8080/svc --count 1000
+  wsrm send http://127.0.0.1:8080/svc --lines input.txt --store sqlite:send.db --resume
   printf 'a\\nb\\n' | wsrm send http://127.0.0.1:8080/svc --lines - --request-reply
   wsrm send https://localhost:8443/svc --count 10 --tls-ca ca.pem --tls-cert client.pem --tls-key client.key
 
@@ -61,7 +69,16 @@ pub struct Args {
     /// Client private key (PEM).
     #[arg(long, value_name = "F", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Where the session lives: `memory` (default) or `sqlite:PATH` (durable, resumable).
+    #[arg(long, value_name = "memory|sqlite:PATH", default_value = "memory")]
+    store: wsrm::store::StoreSpec,
+    /// Continue the run recorded in --store (after a crash or kill).
+    #[arg(long, requires = "store")]
+    resume: bool,
 }
+
+/// The store label (and cursor name) of a `wsrm send` run.
+const RUN_LABEL: &str = "wsrm-send";
 
 fn read_lines(src: &str) -> std::io::Result<Vec<String>> {
     let reader: Box<dyn BufRead> = if src == "-" {
@@ -108,6 +125,42 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             Err(e) => return common::usage(e),
         };
     }
+    let store = match &args.store {
+        wsrm::store::StoreSpec::Memory => None,
+        spec => match wsrm::store::Store::open(spec) {
+            Ok(s) => Some(s),
+            Err(e) => return common::usage(format!("--store {spec}: {e}")),
+        },
+    };
+    if store.is_some() && args.request_reply {
+        return common::usage("--store sqlite:PATH is for one-way runs (no --request-reply)");
+    }
+    let mut lines = lines;
+    if let Some(st) = &store {
+        let taken = match st.cursor(RUN_LABEL).wait() {
+            Ok(c) => c,
+            Err(e) => return common::usage(format!("--store: {e}")),
+        };
+        let stored = match st.sources().wait() {
+            Ok(s) => s
+                .iter()
+                .any(|s| s.record.label.as_deref() == Some(RUN_LABEL)),
+            Err(e) => return common::usage(format!("--store: {e}")),
+        };
+        if (taken.is_some() || stored) && !args.resume {
+            return common::usage(
+                "--store holds a run already; pass --resume to continue it, or use a new store",
+            );
+        }
+        let skipped = taken.unwrap_or(0).min(lines.len() as u64);
+        lines.drain(..skipped as usize);
+        if skipped > 0 {
+            eprintln!(
+                "wsrm: resuming: {skipped} lines were taken before; {} left",
+                lines.len()
+            );
+        }
+    }
     let action = args.action.clone().unwrap_or_else(|| {
         if args.request_reply {
             common::ECHO_ACTION.to_string()
@@ -132,6 +185,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             request_reply: args.request_reply,
             tls: Some(tls),
             seed: None,
+            label: store.as_ref().map(|_| RUN_LABEL.to_string()),
+            store: store.clone(),
         };
         let client = match wsrm::Client::open(&args.url, &binding, opts).await {
             Ok(c) => c,

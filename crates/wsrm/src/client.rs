@@ -29,6 +29,8 @@ use crate::error::ClientError;
 use crate::http::HttpClient;
 use crate::tls::ClientTls;
 
+mod durable_client;
+
 /// Options of [`Client::open`] beyond the binding.
 #[derive(Debug, Clone, Default)]
 pub struct ClientOptions {
@@ -39,6 +41,14 @@ pub struct ClientOptions {
     pub tls: Option<ClientTls>,
     /// Seed for identifiers (`None`: random).
     pub seed: Option<u64>,
+    /// Keep the session in this store (issue 6; one-way sessions): every message is stored
+    /// before its first transmission, retransmissions send the stored bytes, and a later
+    /// `open` with the same `label` and URL resumes the stored sequence. `None` (default):
+    /// the session lives in memory only (WCF's behaviour).
+    pub store: Option<crate::store::Store>,
+    /// With a store: the key that finds the sequence again after a restart; also the name of
+    /// the store cursor recording how many messages were taken (= the highest number stored).
+    pub label: Option<String>,
 }
 
 /// A reply to [`Client::request`].
@@ -52,7 +62,7 @@ pub struct Reply {
     pub number: u64,
 }
 
-enum Cmd {
+pub(crate) enum Cmd {
     Send {
         action: Arc<str>,
         body: Bytes,
@@ -69,7 +79,7 @@ enum Cmd {
     Abort,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     stats: Mutex<SessionStats>,
     output: Mutex<Option<SequenceId>>,
 }
@@ -116,6 +126,10 @@ impl Client {
         cfg.close_timeout = binding.transport.close_timeout;
         cfg.send_timeout = binding.transport.send_timeout;
         let seed = options.seed.unwrap_or_else(rand::random);
+        if let Some(store) = options.store.clone() {
+            let parts = (http, uri, cfg, seed);
+            return durable_client::open(url, binding, options, store, parts).await;
+        }
         let now = Instant::now();
         let session = ClientSession::new(now.into_std(), cfg, seed)
             .map_err(|e| ClientError::Binding(e.into()))?;
@@ -294,7 +308,16 @@ impl<T> std::fmt::Debug for Pending<T> {
     }
 }
 
-type ExchangeResult = Option<Bytes>;
+/// What one HTTP exchange produced.
+enum ExchangeResult {
+    /// A SOAP answer (or, for the LastMessage only, an accepted empty answer).
+    Answer(Bytes),
+    /// No SOAP answer: connection error, timeout or a non-SOAP error status. Carries the
+    /// sequence number of the message it carried, if any.
+    Failed(Option<u64>),
+    /// An empty success answer to anything but the LastMessage (202 Accepted).
+    Nothing,
+}
 
 struct Driver {
     session: ClientSession,
@@ -350,8 +373,12 @@ impl Driver {
                     }
                 },
                 Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => {
-                    if let Ok(Some(body)) = done {
-                        self.response(body);
+                    match done {
+                        Ok(ExchangeResult::Answer(body)) => self.response(body),
+                        Ok(ExchangeResult::Failed(n)) => {
+                            self.session.handle_transport_failure(Instant::now().into_std(), n);
+                        }
+                        _ => {}
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {}
@@ -428,6 +455,7 @@ impl Driver {
             "transmit"
         );
         let last_message = matches!(m.action, wsrm_proto::msg::Action::LastMessage);
+        let number = m.sequence.as_ref().map(|s| s.number);
         let enc = match codec::encode(&m, self.version) {
             Ok(e) => e,
             Err(e) => {
@@ -451,20 +479,31 @@ impl Driver {
         let (max, t) = (self.max_body, self.exchange_timeout);
         self.inflight.spawn(async move {
             match http.exchange(req, max, t).await {
-                Ok(r) if r.body.is_empty() => {
+                Ok(r) if r.body.is_empty() && r.status.is_success() => {
                     tracing::debug!(status = %r.status, "empty response");
                     // An accepted LastMessage without an acknowledgement (docs/interop.md,
                     // gSOAP quirk 15) is reported to the engine as an empty body.
-                    (last_message && r.status.is_success()).then(Bytes::new)
+                    if last_message {
+                        ExchangeResult::Answer(Bytes::new())
+                    } else {
+                        ExchangeResult::Nothing
+                    }
                 }
-                Ok(r) if r.status.is_success() || r.status.as_u16() == 500 => Some(r.body),
+                // SOAP answers: 2xx, 500 (SOAP 1.1/1.2 faults) and 400 (SOAP 1.2 Sender faults,
+                // e.g. gSOAP's). An intermediary's 502/503 carries no SOAP answer.
+                Ok(r)
+                    if !r.body.is_empty()
+                        && (r.status.is_success() || matches!(r.status.as_u16(), 400 | 500)) =>
+                {
+                    ExchangeResult::Answer(r.body)
+                }
                 Ok(r) => {
                     tracing::debug!(status = %r.status, "exchange failed");
-                    None
+                    ExchangeResult::Failed(number)
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "exchange failed");
-                    None
+                    ExchangeResult::Failed(number)
                 }
             }
         });

@@ -33,6 +33,9 @@ pub enum ClientError {
     /// The session's driver stopped (the session was aborted or closed).
     #[error("the session is no longer running")]
     Closed,
+    /// The client's store failed or holds something unusable (durable sessions).
+    #[error("store: {0}")]
+    Store(String),
 }
 
 impl ClientError {
