@@ -8,6 +8,7 @@ use wsrm_proto::msg::{
 };
 
 use crate::ns::{AddressingVersion, SoapVersion, SOAP11, SOAP12};
+use crate::reader::EndpointReference;
 
 /// Which configured limit was exceeded (see [`crate::Limits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -198,6 +199,8 @@ pub struct DecodeError {
     pub(crate) addressing: Option<AddressingVersion>,
     pub(crate) rm: Option<RmVersion>,
     pub(crate) message_id: Option<Arc<str>>,
+    /// `wsa:FaultTo` of the refused message if it had been read, else its `wsa:ReplyTo`.
+    pub(crate) fault_endpoint: Option<EndpointReference>,
 }
 
 impl From<DecodeErrorKind> for DecodeError {
@@ -215,6 +218,7 @@ impl DecodeError {
             addressing: None,
             rm: None,
             message_id: None,
+            fault_endpoint: None,
         }
     }
 
@@ -242,6 +246,25 @@ impl DecodeError {
     /// The offending message's `wsa:MessageID`, if it had been read (the fault's `RelatesTo`).
     pub fn message_id(&self) -> Option<&Arc<str>> {
         self.message_id.as_ref()
+    }
+
+    /// Where the fault goes (WS-Addressing): the refused message's `wsa:FaultTo` if it had been
+    /// read, else its `wsa:ReplyTo`; `None` = the anonymous endpoint (the HTTP response). See
+    /// [`Framing::for_error`](crate::Framing::for_error).
+    pub fn fault_endpoint(&self) -> Option<&EndpointReference> {
+        self.fault_endpoint.as_ref()
+    }
+
+    /// For a MustUnderstand refusal naming a header: that header as (namespace, local name).
+    /// A SOAP 1.2 fault names it in an `env:NotUnderstood` header block
+    /// ([`Framing::not_understood`](crate::Framing::not_understood)).
+    pub fn not_understood(&self) -> Option<(&str, &str)> {
+        match &*self.kind {
+            DecodeErrorKind::MustUnderstand { header, .. } if header.starts_with('{') => {
+                Some(split_clark(header))
+            }
+            _ => None,
+        }
     }
 
     /// A stable name of the error kind (`"TooLarge"`, `"Xml"`, `"Doctype"`, `"LimitExceeded"`,
@@ -322,6 +345,23 @@ impl DecodeError {
                 reason,
                 FaultDetail::None,
             ),
+            DecodeErrorKind::MustUnderstand { header, .. } if header.starts_with('{') => {
+                // WCF's reason text (MustUnderstandSoapException)
+                let (ns, local) = split_clark(header);
+                Fault::new(
+                    FaultCode::Sender,
+                    FaultKind::MustUnderstand,
+                    format!(
+                        "The header '{local}' from the namespace '{ns}' was not understood by the \
+                         recipient of this message, causing the message to not be processed.  \
+                         This error typically indicates that the sender of this message has \
+                         enabled a communication protocol that the receiver cannot process.  \
+                         Please ensure that the configuration of the client's binding is \
+                         consistent with the service's binding. "
+                    ),
+                    FaultDetail::None,
+                )
+            }
             DecodeErrorKind::MustUnderstand { .. } | DecodeErrorKind::MixedVersions { .. } => {
                 Fault::new(
                     FaultCode::Sender,

@@ -29,6 +29,10 @@ pub fn to_json(d: &Decoded) -> Value {
     o.insert("relates_to".into(), json!(m.relates_to.as_deref()));
     o.insert("to".into(), json!(m.to.as_deref()));
     o.insert("reply_to".into(), json!(m.reply_to.as_deref()));
+    // optional key: only when the message names a fault endpoint
+    if let Some(ft) = &d.fault_to {
+        o.insert("fault_to".into(), json!(&*ft.address));
+    }
     o.insert(
         "sequence".into(),
         match &m.sequence {
@@ -106,14 +110,27 @@ pub fn to_json(d: &Decoded) -> Value {
                     "max_message_number": max_message_number,
                 }),
             };
-            json!({
+            let mut fj = json!({
                 "kind": "Fault",
                 "code": match f.code { FaultCode::Sender => "Sender", FaultCode::Receiver => "Receiver" },
                 "subcode": d.fault_subcode,
                 "fault": fault_kind_name(&f.kind),
                 "reason": f.reason,
                 "detail": detail,
-            })
+            });
+            // optional key: the SOAP 1.2 NotUnderstood headers of a MustUnderstand fault
+            if !d.not_understood.is_empty() {
+                if let Value::Object(fo) = &mut fj {
+                    fo.insert(
+                        "not_understood".into(),
+                        d.not_understood
+                            .iter()
+                            .map(|(ns, l)| json!(format!("{{{ns}}}{l}")))
+                            .collect(),
+                    );
+                }
+            }
+            fj
         }
     };
     o.insert("body".into(), body);

@@ -53,6 +53,9 @@ pub struct Decoded {
     /// writer binds them are left out. Empty for WCF-shaped messages; gSOAP declares every
     /// namespace on the envelope. Pass them as [`Framing::body_namespaces`] to re-frame the body.
     pub body_namespaces: Vec<(String, String)>,
+    /// The headers a SOAP 1.2 MustUnderstand fault names in `env:NotUnderstood` header blocks,
+    /// as (namespace, local name); empty otherwise.
+    pub not_understood: Vec<(String, String)>,
     /// The message as the protocol engine sees it.
     pub message: Message,
 }
@@ -78,6 +81,11 @@ pub struct Framing {
     /// declarations outside it (see [`Decoded::body_namespaces`]); prefixes `s` and `a` are
     /// skipped (they cannot be rebound there).
     pub body_namespaces: Vec<(String, String)>,
+    /// Header blocks a SOAP `MustUnderstand` fault names as not understood, as (namespace,
+    /// local name): written as `<s:NotUnderstood qname="h:Local" xmlns:h="namespace"/>` header
+    /// blocks (SOAP 1.2 only; SOAP 1.1 has no such header) when the message is a
+    /// MustUnderstand fault. See [`Framing::for_error`].
+    pub not_understood: Vec<(String, String)>,
 }
 
 impl Framing {
@@ -90,6 +98,7 @@ impl Framing {
             reference_parameters: Vec::new(),
             xml_lang: Cow::Borrowed("en-US"),
             body_namespaces: Vec::new(),
+            not_understood: Vec::new(),
         }
     }
 
@@ -112,6 +121,35 @@ impl Framing {
                 f
             }
         }
+    }
+
+    /// Framing for a fault answering `request` (WS-Addressing §3.4: faults go to `FaultTo`,
+    /// else to `ReplyTo`, else to the anonymous endpoint): same SOAP and WS-Addressing versions,
+    /// `To` and reference parameters of that endpoint.
+    pub fn for_fault(request: &Decoded) -> Self {
+        match &request.fault_to {
+            Some(epr) => Framing::new(request.soap, request.addressing).to_endpoint(epr),
+            None => Framing::for_reply(request),
+        }
+    }
+
+    /// Framing for the fault answering a refused message ([`DecodeError::fault`]): the
+    /// refused message's SOAP and WS-Addressing versions where known (else `fallback`'s), `To`
+    /// = its `FaultTo`/`ReplyTo` if read ([`DecodeError::fault_endpoint`]), and for a
+    /// MustUnderstand refusal the header to name in `env:NotUnderstood`
+    /// ([`DecodeError::not_understood`]). `fallback`'s other settings are kept.
+    pub fn for_error(e: &DecodeError, fallback: &Framing) -> Self {
+        let mut f = fallback.clone();
+        f.soap = e.soap().unwrap_or(fallback.soap);
+        f.addressing = e.addressing().unwrap_or(fallback.addressing);
+        if let Some(epr) = e.fault_endpoint() {
+            f = f.to_endpoint(epr);
+        }
+        f.not_understood = e
+            .not_understood()
+            .map(|(ns, local)| vec![(ns.to_owned(), local.to_owned())])
+            .unwrap_or_default();
+        f
     }
 
     /// Framing for sending to `epr`: its address as default `To` and its reference parameters.
@@ -269,6 +307,7 @@ pub(crate) fn to_decoded(env: Envelope) -> Result<Decoded, DecodeError> {
         header_count: env.headers,
         body_bytes: env.body_bytes,
         body_namespaces: env.body_namespaces,
+        not_understood: env.not_understood,
         message,
     })
 }
@@ -453,6 +492,29 @@ fn r_decl(v: RmVersion) -> &'static str {
     }
 }
 
+/// `<s:NotUnderstood qname="h:Local" xmlns:h="ns"/>` (SOAP 1.2 §5.4.8); an empty namespace
+/// gives `qname="Local"` (no default namespace is in scope there).
+fn write_not_understood(buf: &mut BytesMut, ns: &str, local: &str) -> Result<(), EncodeError> {
+    if !crate::xml::is_ncname(local.as_bytes()) {
+        return Err(EncodeError::InvalidFault {
+            what: format!("MustUnderstand (NotUnderstood '{local}')"),
+            reason: "the header name is not an XML NCName",
+        });
+    }
+    if ns.is_empty() {
+        w::raw(buf, "<s:NotUnderstood qname=\"");
+        w::raw(buf, local);
+        w::raw(buf, "\"/>");
+    } else {
+        w::raw(buf, "<s:NotUnderstood qname=\"h:");
+        w::raw(buf, local);
+        w::raw(buf, "\" xmlns:h=\"");
+        w::attr(buf, ns);
+        w::raw(buf, "\"/>");
+    }
+    Ok(())
+}
+
 /// Writes `msg` framed by `framing` into `buf`.
 pub(crate) fn write(
     msg: &Message,
@@ -550,6 +612,15 @@ pub(crate) fn write(
     }
     for p in &framing.reference_parameters {
         write_ref_param(buf, p, framing.addressing);
+    }
+    if framing.soap == SoapVersion::Soap12 {
+        if let Body::Fault(f) = &msg.body {
+            if f.kind == FaultKind::MustUnderstand {
+                for (ns, local) in &framing.not_understood {
+                    write_not_understood(buf, ns, local)?;
+                }
+            }
+        }
     }
     if framing.soap == SoapVersion::Soap11 {
         if let Body::Fault(f) = &msg.body {

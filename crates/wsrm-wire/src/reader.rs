@@ -114,6 +114,8 @@ pub(crate) struct Envelope {
     pub body: WBody,
     pub body_bytes: Bytes,
     pub body_namespaces: Vec<(String, String)>,
+    /// SOAP 1.2 `NotUnderstood` header blocks (of a MustUnderstand fault), as (namespace, local).
+    pub not_understood: Vec<(String, String)>,
 }
 
 struct P<'a> {
@@ -190,6 +192,7 @@ pub(crate) fn read(bytes: &Bytes, limits: &Limits) -> Result<Envelope, DecodeErr
             body: WBody::Empty,
             body_bytes: Bytes::new(),
             body_namespaces: Vec::new(),
+            not_understood: Vec::new(),
         },
         uses_mu: None,
     };
@@ -204,6 +207,7 @@ pub(crate) fn read(bytes: &Bytes, limits: &Limits) -> Result<Envelope, DecodeErr
             e.addressing = p.env.wsa;
             e.rm = p.env.rm;
             e.message_id = p.env.message_id.clone();
+            e.fault_endpoint = p.env.fault_to.take().or_else(|| p.env.reply_to.take());
             Err(e)
         }
     }
@@ -515,6 +519,11 @@ impl<'a> P<'a> {
             } else if let Some(v) = h.ns.rm() {
                 self.set_rm(v)?;
                 self.rm_header(&h, v, mu)?;
+            } else if h.ns == Ns::Soap12 && h.local == b"NotUnderstood" {
+                let q = or_kind(self.not_understood(&h), |reason| {
+                    not_env(format!("in NotUnderstood: {reason}"))
+                })?;
+                self.env.not_understood.push(q);
             } else {
                 if mu {
                     return Err(DecodeErrorKind::MustUnderstand {
@@ -526,6 +535,22 @@ impl<'a> P<'a> {
             }
         }
         Ok(())
+    }
+
+    /// `<env:NotUnderstood qname="p:Local"/>`: the qname resolved.
+    fn not_understood(&mut self, h: &El<'a>) -> PResult<(String, String)> {
+        let mut q = None;
+        for (key, value) in h.attrs().flatten() {
+            if key == b"qname" {
+                let v = crate::xml::attr_value(value).map_err(PErr::Bad)?;
+                q = Some(self.rd.resolve_qname(crate::xml::trim_xml(&v))?);
+            }
+        }
+        self.rd.skip(h)?;
+        match q {
+            Some(q) => Ok(q),
+            None => bad("missing qname attribute"),
+        }
     }
 
     fn text_arc(&mut self, el: &El<'a>) -> PResult<Arc<str>> {

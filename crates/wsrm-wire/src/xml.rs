@@ -282,6 +282,13 @@ static NAME_CLASS: [u8; 256] = {
     t
 };
 
+/// An XML NCName (a name without a colon) made of name characters.
+pub(crate) fn is_ncname(n: &[u8]) -> bool {
+    is_qname(n)
+        && n.iter()
+            .all(|&c| c != b':' && NAME_CLASS[c as usize] == C_NAME)
+}
+
 /// A namespace-well-formed QName made of name characters (`NAME_CLASS`): `prefix:local` or
 /// `local`, each part starting with a letter, `_` or a non-ASCII byte.
 pub(crate) fn is_qname(q: &[u8]) -> bool {
