@@ -98,17 +98,13 @@ impl<'a> Iterator for Attrs<'a> {
             _ => {}
         }
         let ks = i;
-        while let Some(&c) = b.get(i) {
-            if NAME_CLASS[c as usize] != C_NAME {
-                break;
-            }
-            i += 1;
-        }
+        let (end, _, _, ok) = scan_name(b, ks);
+        i = end;
         let key = b.get(ks..i).unwrap_or_default();
         if key.is_empty() {
             return Some(Err("attribute without a name"));
         }
-        if !is_qname(key) {
+        if !ok {
             return Some(Err("invalid attribute name"));
         }
         while b.get(i).is_some_and(|&c| is_ws(c)) {
@@ -237,6 +233,36 @@ const C_GT: u8 = 3;
 const C_BAD: u8 = 4;
 /// End of input (not a table entry).
 const C_END: u8 = 5;
+const C_COLON: u8 = 6;
+
+/// A name starting at `b[from]`: (end offset, class of the byte that ended it, offset of the
+/// colon relative to `from` if any, whether it is a namespace-well-formed QName).
+fn scan_name(b: &[u8], from: usize) -> (usize, u8, Option<usize>, bool) {
+    fn start(c: Option<&u8>) -> bool {
+        c.is_some_and(|&c| c.is_ascii_alphabetic() || c == b'_' || c >= 0x80)
+    }
+    let mut j = from;
+    let mut colon = None;
+    let mut ok = start(b.get(from));
+    loop {
+        let mut class = C_END;
+        while let Some(&c) = b.get(j) {
+            class = NAME_CLASS[c as usize];
+            if class != C_NAME {
+                break;
+            }
+            j += 1;
+        }
+        if class == C_COLON {
+            // at most one colon, followed by a name start character
+            ok &= colon.is_none() && start(b.get(j + 1));
+            colon.get_or_insert(j - from);
+            j += 1;
+            continue;
+        }
+        return (j, class, colon, ok);
+    }
+}
 
 /// Checks the whole input once for C0 control characters other than tab, line feed and
 /// carriage return (not XML characters; WCF's reader refuses them too). Returns the offset of
@@ -268,11 +294,12 @@ static NAME_CLASS: [u8; 256] = {
     let mut k = 0;
     while k < 256 {
         let c = k as u8;
-        if c.is_ascii_alphanumeric() || c >= 0x80 || matches!(c, b'_' | b':' | b'-' | b'.') {
+        if c.is_ascii_alphanumeric() || c >= 0x80 || matches!(c, b'_' | b'-' | b'.') {
             t[k] = C_NAME;
         }
         k += 1;
     }
+    t[b':' as usize] = C_COLON;
     t[b' ' as usize] = C_WS;
     t[b'\t' as usize] = C_WS;
     t[b'\r' as usize] = C_WS;
@@ -512,23 +539,18 @@ impl<'a> Rd<'a> {
                 _ => {
                     // start tag: the name, then (if any) the attribute area up to the first
                     // `>` outside quoted attribute values
-                    let mut j = 1;
-                    let mut class = C_END;
-                    while let Some(&c) = rest.get(j) {
-                        class = NAME_CLASS[c as usize];
-                        if class != C_NAME {
-                            break;
-                        }
-                        j += 1;
-                    }
+                    let (j, class, colon, ok) = scan_name(rest, 1);
                     let name = rest.get(1..j).unwrap_or_default();
+                    if !ok {
+                        return Err(self.xml_err_at(pos, "malformed element name"));
+                    }
                     let (empty, gt) = match class {
                         C_GT => (false, j),
                         C_SLASH if rest.get(j + 1) == Some(&b'>') => (true, j + 1),
                         C_WS => {
                             // attributes: scanned once, up to the end of the tag
                             let tail = rest.get(j..).unwrap_or_default();
-                            return self.start(name, tail, pos, None).map(Raw::Start);
+                            return self.start(name, colon, tail, pos, None).map(Raw::Start);
                         }
                         C_END => {
                             return Err(
@@ -538,7 +560,9 @@ impl<'a> Rd<'a> {
                         _ => return Err(self.xml_err_at(pos, "malformed element name")),
                     };
                     self.i = pos + gt + 1;
-                    return self.start(name, b"", pos, Some(empty)).map(Raw::Start);
+                    return self
+                        .start(name, colon, b"", pos, Some(empty))
+                        .map(Raw::Start);
                 }
             }
         }
@@ -605,6 +629,7 @@ impl<'a> Rd<'a> {
     fn start(
         &mut self,
         q: &'a [u8],
+        colon: Option<usize>,
         tail: &'a [u8],
         pos: usize,
         simple: Option<bool>,
@@ -616,9 +641,6 @@ impl<'a> Rd<'a> {
         }
         if q.len() > l.max_name_len {
             return Err(self.limit(LimitKind::NameLength, l.max_name_len, pos));
-        }
-        if !is_qname(q) {
-            return Err(self.xml_err_at(pos, "malformed element name"));
         }
         // one pass over the attributes: well-formedness, count, duplicates, declarations
         let depth = self.depth;
@@ -678,9 +700,15 @@ impl<'a> Rd<'a> {
                     }
                     continue;
                 };
-                let uri: Cow<'a, [u8]> = if has_byte(value, b'&') {
+                // a known URI contains no reference: only other URIs are searched for `&`
+                let mut ns = Ns::classify(value);
+                let uri: Cow<'a, [u8]> = if ns == Ns::Other && has_byte(value, b'&') {
                     match attr_value(value) {
-                        Ok(v) => Cow::Owned(v.into_owned().into_bytes()),
+                        Ok(v) => {
+                            let v = v.into_owned().into_bytes();
+                            ns = Ns::classify(&v);
+                            Cow::Owned(v)
+                        }
                         Err(e) => {
                             return Err(self.xml_err_at(pos, format!("bad namespace URI: {e}")))
                         }
@@ -688,7 +716,6 @@ impl<'a> Rd<'a> {
                 } else {
                     Cow::Borrowed(value)
                 };
-                let ns = Ns::classify(&uri);
                 if prefix == b"xml" && ns != Ns::Xml {
                     return Err(self.xml_err_at(pos, "the xml prefix cannot be rebound"));
                 }
@@ -725,7 +752,7 @@ impl<'a> Rd<'a> {
             return Err(self.xml_err_at(pos, "undeclared namespace prefix on an attribute"));
         }
         // resolve the element name
-        let (prefix, local) = match q.iter().position(|&c| c == b':') {
+        let (prefix, local) = match colon {
             Some(i) => (
                 q.get(..i).unwrap_or_default(),
                 q.get(i + 1..).unwrap_or_default(),
