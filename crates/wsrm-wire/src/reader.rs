@@ -912,7 +912,12 @@ impl<'a> P<'a> {
         let max_ranges = self.rd.limits().max_ack_ranges;
         let mut ack = AckHeader {
             identifier: id,
-            ..AckHeader::default()
+            // spelled out: `..Default::default()` would allocate an identifier to drop
+            ranges: Vec::new(),
+            none: false,
+            final_ack: false,
+            nacks: Vec::new(),
+            buffer_remaining: None,
         };
         let mut ext = false;
         // 1.0 empty form `Lower="0" Upper="0"`; 1.1 `<None/>`
