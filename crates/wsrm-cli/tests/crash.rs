@@ -1,0 +1,377 @@
+//! Crash tests with real processes (issue 6).
+//!
+//! `crash_kills_deliver_every_message_exactly_once_in_order`: `wsrm send` and `wsrm serve`,
+//! both on SQLite stores, 5,000 messages through a lossy `wsrm proxy`. A seeded driver
+//! SIGKILLs the service or the sender at random moments (at least 20 kills; a kill waits for
+//! some random progress, so the run cannot stall on kills alone), restarts them (the sender
+//! with `--resume`), and at the end checks that the service's delivered log holds every
+//! message exactly once and in order.
+//!
+//! The other tests check the refusals: a corrupt store, a store held by another process and a
+//! store that cannot be created all stop the process at startup with a clear message.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+const WSRM: &str = env!("CARGO_BIN_EXE_wsrm");
+const MESSAGES: usize = 5_000;
+const MIN_KILLS: u32 = 20;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn wait_listening(port: u16, within: Duration) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn log_file(dir: &Path, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(name))
+        .expect("log file")
+}
+
+fn spawn_serve(dir: &Path, port: u16) -> Child {
+    for _ in 0..50 {
+        let mut child = Command::new(WSRM)
+            .current_dir(dir)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--store",
+                "sqlite:svc.db",
+                "--deliver-to",
+                "delivered.jsonl",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log_file(dir, "serve.log"))
+            .spawn()
+            .expect("spawn serve");
+        if wait_listening(port, Duration::from_secs(10)) {
+            return child;
+        }
+        // The port is still held by the killed process' socket, or startup failed: retry.
+        let _ = child.kill();
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "wsrm serve does not start; see {}",
+        dir.join("serve.log").display()
+    );
+}
+
+fn spawn_send(dir: &Path, url: &str) -> Child {
+    Command::new(WSRM)
+        .current_dir(dir)
+        .args([
+            "send",
+            url,
+            "--lines",
+            "input.txt",
+            "--store",
+            "sqlite:send.db",
+        ])
+        .arg("--resume")
+        .env("RUST_LOG", "warn")
+        .stdout(log_file(dir, "send.out"))
+        .stderr(log_file(dir, "send.log"))
+        .spawn()
+        .expect("spawn send")
+}
+
+/// Complete lines in the delivered log.
+fn delivered_lines(path: &Path) -> usize {
+    let mut buf = Vec::new();
+    match std::fs::File::open(path) {
+        Ok(mut f) => {
+            let _ = f.read_to_end(&mut buf);
+            buf.iter().filter(|&&b| b == b'\n').count()
+        }
+        Err(_) => 0,
+    }
+}
+
+fn kill(child: &mut Child) {
+    // Child::kill is SIGKILL on Unix.
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn crash_kills_deliver_every_message_exactly_once_in_order() {
+    let seed: u64 = std::env::var("WSRM_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_128);
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    let input: String = (1..=MESSAGES).map(|i| format!("line-{i}\n")).collect();
+    std::fs::write(dir.join("input.txt"), input).expect("input");
+    let log = dir.join("delivered.jsonl");
+
+    let port = free_port();
+    let mut service = spawn_serve(&dir, port);
+    let mut proxy = Command::new(WSRM)
+        .current_dir(&dir)
+        .args(["proxy", "--listen", "127.0.0.1:0"])
+        .args(["--to", &format!("http://127.0.0.1:{port}")])
+        .args([
+            "--drop",
+            "0.03",
+            "--drop-responses",
+            "0.03",
+            "--dup",
+            "0.02",
+        ])
+        .args(["--seed", &seed.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(log_file(&dir, "proxy.log"))
+        .spawn()
+        .expect("spawn proxy");
+    let mut first = String::new();
+    BufReader::new(proxy.stdout.take().expect("proxy stdout"))
+        .read_line(&mut first)
+        .expect("proxy address");
+    // "listening on http://127.0.0.1:PORT -> ..."
+    let proxy_url = first
+        .split_whitespace()
+        .nth(2)
+        .expect("proxy url")
+        .to_string();
+    let url = format!("{proxy_url}/svc");
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(170);
+    let mut sender = spawn_send(&dir, &url);
+    let (mut kills, mut service_kills, mut sender_kills, mut sender_failures) = (0u32, 0, 0, 0);
+    let finished = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no end after {kills} kills; delivered {} of {MESSAGES}; logs in {}",
+            delivered_lines(&log),
+            dir.display()
+        );
+        // Wait for some random progress (or the sender's end) before the next kill.
+        let target = delivered_lines(&log) + rng.random_range(30..=220);
+        let wait_end = Instant::now() + Duration::from_secs(8);
+        let mut exited = None;
+        while Instant::now() < wait_end && delivered_lines(&log) < target {
+            if let Some(st) = sender.try_wait().expect("try_wait") {
+                exited = Some(st);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(st) = exited.or_else(|| sender.try_wait().ok().flatten()) {
+            if st.success() {
+                break true;
+            }
+            // A run that gave up (e.g. the service was down for a whole retry budget) is
+            // resumed like a killed one.
+            sender_failures += 1;
+            assert!(
+                sender_failures <= 5,
+                "the sender keeps failing; see {}",
+                dir.display()
+            );
+            sender = spawn_send(&dir, &url);
+            continue;
+        }
+        if kills >= MIN_KILLS + 5 || delivered_lines(&log) >= MESSAGES - 100 {
+            // Enough kills: let the run finish.
+            let st = loop {
+                if let Some(st) = sender.try_wait().expect("try_wait") {
+                    break st;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the sender does not finish; delivered {} of {MESSAGES}; logs in {}",
+                    delivered_lines(&log),
+                    dir.display()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if st.success() {
+                break true;
+            }
+            sender_failures += 1;
+            assert!(
+                sender_failures <= 5,
+                "the sender keeps failing; see {}",
+                dir.display()
+            );
+            sender = spawn_send(&dir, &url);
+            continue;
+        }
+        // Random pause inside the progress window, then SIGKILL one of them.
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..60)));
+        kills += 1;
+        if rng.random_bool(0.5) {
+            service_kills += 1;
+            kill(&mut service);
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..150)));
+            service = spawn_serve(&dir, port);
+        } else {
+            sender_kills += 1;
+            kill(&mut sender);
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..150)));
+            sender = spawn_send(&dir, &url);
+        }
+    };
+    assert!(finished);
+    eprintln!(
+        "crash test: seed {seed}, {kills} kills ({service_kills} service, {sender_kills} sender), {sender_failures} sender failures, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Stop the service the hard way too: the log must already be complete.
+    kill(&mut service);
+    kill(&mut proxy);
+    assert!(kills >= MIN_KILLS, "only {kills} kills");
+
+    let text = std::fs::read_to_string(&log).expect("delivered log");
+    let mut sequences = std::collections::BTreeSet::new();
+    let mut bodies = Vec::new();
+    let mut numbers = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+        sequences.insert(v["sequence"].as_str().expect("sequence").to_string());
+        numbers.push(v["number"].as_u64().expect("number"));
+        bodies.push(v["body"].as_str().expect("body").to_string());
+    }
+    assert_eq!(sequences.len(), 1, "one sequence across all restarts");
+    let want_numbers: Vec<u64> = (1..=MESSAGES as u64).collect();
+    let want_bodies: Vec<String> = (1..=MESSAGES)
+        .map(|i| format!("<p xmlns=\"urn:wsrm:payload\">line-{i}</p>"))
+        .collect();
+    assert_eq!(numbers.len(), MESSAGES, "message count");
+    assert!(
+        numbers == want_numbers,
+        "numbers are not 1..={MESSAGES} in order"
+    );
+    assert!(
+        bodies == want_bodies,
+        "bodies are not line-1..line-{MESSAGES} in order"
+    );
+}
+
+fn run_wsrm(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(WSRM)
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wsrm");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn corrupt_store_is_refused_and_left_untouched() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let garbage = b"this is not an SQLite database, and wsrm must not start on it".repeat(20);
+    std::fs::write(dir.join("bad.db"), &garbage).expect("write");
+    let (code, err) = run_wsrm(
+        dir,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "sqlite:bad.db",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("corrupt or not a wsrm store"), "{err}");
+    let (code, err) = run_wsrm(
+        dir,
+        &[
+            "send",
+            "http://127.0.0.1:9/svc",
+            "--count",
+            "1",
+            "--store",
+            "sqlite:bad.db",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("corrupt or not a wsrm store"), "{err}");
+    assert_eq!(std::fs::read(dir.join("bad.db")).expect("read"), garbage);
+}
+
+#[test]
+fn second_process_on_a_store_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    let port = free_port();
+    let mut first = Command::new(WSRM)
+        .current_dir(&dir)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--store", "sqlite:one.db"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert!(wait_listening(port, Duration::from_secs(20)));
+    let (code, err) = run_wsrm(
+        &dir,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "sqlite:one.db",
+        ],
+    );
+    kill(&mut first);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("in use by another process"), "{err}");
+}
+
+#[test]
+fn store_that_cannot_be_created_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let missing: PathBuf = tmp.path().join("no-such-dir").join("s.db");
+    let spec = format!("sqlite:{}", missing.display());
+    let (code, err) = run_wsrm(
+        tmp.path(),
+        &["serve", "--listen", "127.0.0.1:0", "--store", &spec],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot open store"), "{err}");
+    // A read-only file system (sysfs): refused the same way, nothing acknowledged.
+    let (code, err) = run_wsrm(
+        tmp.path(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "sqlite:/sys/wsrm-test.db",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot open store"), "{err}");
+}
