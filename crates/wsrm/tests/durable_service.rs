@@ -175,3 +175,69 @@ async fn sqlite_store_commits_deliveries_with_application_writes() {
     // The closed session was forgotten once its handler was done.
     assert!(store.destinations().await.unwrap().is_empty());
 }
+
+/// A store that fills up: the messages that could not be stored are never acknowledged, and
+/// everything acknowledged is in the store.
+#[tokio::test]
+async fn full_store_acknowledges_only_what_was_stored() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small.db");
+    let opts = wsrm::store::SqliteOptions {
+        max_size_bytes: Some(96 * 1024),
+        ..Default::default()
+    };
+    let store = Store::open_sqlite(&path, &opts).unwrap();
+    let mut binding = Binding::ws2007_http();
+    binding.transport.send_timeout = std::time::Duration::from_secs(3);
+    // The handler never finishes, so every message stays pending in the store.
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let svc = Service::builder(binding.clone())
+        .handler(committer(&log, 0))
+        .store(store.clone())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
+        .await
+        .unwrap();
+    let seq = client.sequence_id().unwrap();
+    let big = "x".repeat(4000);
+    let mut acked = Vec::new();
+    let mut failed = 0;
+    for i in 1..=60u64 {
+        match client.send(ONEWAY, format!("<b>{i}{big}</b>")).await {
+            Ok(n) => acked.push(n),
+            Err(_) => {
+                failed += 1;
+                break;
+            }
+        }
+    }
+    assert!(failed > 0, "the store never filled up");
+    assert!(!acked.is_empty());
+    client.abort();
+    svc.shutdown().await;
+    drop(store);
+    // Reopen: every acknowledged number is stored.
+    let mut store = None;
+    for _ in 0..100 {
+        match Store::open_sqlite(&path, &Default::default()) {
+            Ok(s) => {
+                store = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    let store = store.expect("reopen");
+    let info = store
+        .destination(&seq)
+        .await
+        .unwrap()
+        .expect("sequence stored");
+    let stored = wsrm_proto::ranges::RangeSet::from_ranges(&info.ranges);
+    for n in &acked {
+        assert!(stored.contains(*n), "{n} acknowledged but not stored");
+    }
+}
