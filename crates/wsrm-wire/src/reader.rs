@@ -238,6 +238,24 @@ enum Num {
 
 /// Parses an `xs:long`/`xs:unsignedLong` value that must be ≥ `min` and ≤ 2^63 − 1.
 fn parse_num(s: &str, min: u64) -> PResult<Num> {
+    // fast path: 1 to 18 plain digits (no sign, no whitespace) cannot overflow 2^63 - 1
+    let b = s.as_bytes();
+    if !b.is_empty() && b.len() <= 18 && b.first() != Some(&b'0') {
+        let mut v = 0u64;
+        let mut digits = true;
+        for &c in b {
+            digits &= c.is_ascii_digit();
+            v = v
+                .wrapping_mul(10)
+                .wrapping_add(u64::from(c.wrapping_sub(b'0')));
+        }
+        if digits {
+            if v < min {
+                return bad(format!("'{s}' is below the minimum {min}"));
+            }
+            return Ok(Num::Ok(v));
+        }
+    }
     let t = crate::xml::trim_xml(s);
     let (neg, digits) = match t.as_bytes().first() {
         Some(b'-') => (true, t.get(1..).unwrap_or("")),

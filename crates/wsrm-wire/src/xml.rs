@@ -124,7 +124,7 @@ impl<'a> Iterator for Attrs<'a> {
         i += 1;
         let vs = i;
         let rest = b.get(vs..).unwrap_or_default();
-        let len = match memchr::memchr2(q, b'<', rest) {
+        let len = match memchr2(q, b'<', rest) {
             Some(len) if rest.get(len) == Some(&q) => len,
             Some(_) => return Some(Err("'<' in attribute value")),
             None => return Some(Err("unterminated attribute value")),
