@@ -348,6 +348,7 @@ static int client(const char *url, struct lines *msgs, int request_reply, int ac
   unsigned long replies = 0, bad_replies = 0, retries = 0, sent = 0, failed = 0;
   int closed = 0, terminated = 0, terminate_answered = 0, rc, ok;
   unsigned long long nack;
+  struct SOAP_ENV__Header saved;
   const char *seqid = "";
   const char *terminate_reply = "failed";
   double t0 = now_s();
@@ -379,6 +380,9 @@ static int client(const char *url, struct lines *msgs, int request_reply, int ac
       soap_print_fault(s, stderr);
       break;
     }
+    /* the answer to a failed attempt replaces s->header: keep the request's headers to resend
+     * (without this a retried message went out with no WS-A/RM headers at all) */
+    saved = *s->header;
     for (;;)
     {
       const char *to = soap_wsrm_to(seq);
@@ -428,6 +432,14 @@ static int client(const char *url, struct lines *msgs, int request_reply, int ac
       }
       retries++;
       attempt++;
+      if (!s->header)
+        soap_header(s);
+      if (!s->header)
+      {
+        rc = s->error = SOAP_EOM;
+        break;
+      }
+      *s->header = saved;
       usleep(100000);
     }
     if (rc && s->error)
