@@ -1244,8 +1244,15 @@ impl<'a> P<'a> {
             let r = self.rm_body(&first, exp, rm, v, &mut id);
             self.env.body = or_kind(r, |reason| body_err(exp, id.clone(), reason))?;
         } else {
-            or_kind(self.rd.walk_to_end(&first), not_env)?;
+            // opaque application content: its structure is checked up to `</s:Body>`, nothing
+            // in it is interpreted
+            if first.empty {
+                or_kind(self.rd.skip(&first), not_env)?;
+            }
+            let end_pos = or_kind(self.rd.skip_opaque(body_depth), not_env)?;
             self.env.body = WBody::Application;
+            self.env.body_bytes = end_of_body(self, end_pos);
+            return Ok(());
         }
         // rest of the body
         let end_pos = loop {

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use memchr::{memchr, memchr2, memmem};
+use memchr::{memchr, memchr2, memchr3, memmem};
 use quick_xml::name::QName;
 
 use crate::error::{DecodeErrorKind, LimitKind};
@@ -958,6 +958,97 @@ impl<'a> Rd<'a> {
                     return Ns::Xml;
                 }
                 self.lookup(p).map_or(Ns::Other, |b| b.ns)
+            }
+        }
+    }
+
+    /// Skips opaque content (an application body) until the depth drops to `target`; returns
+    /// the offset of the end tag that gets there (consumed). Only the structure is checked:
+    /// tags are well-formed names that nest and match, comments, CDATA sections, processing
+    /// instructions and DOCTYPE are handled as everywhere else, and the depth, name-length and
+    /// tag-length limits hold. Attributes, namespace prefixes and references inside are not
+    /// interpreted (WCF parses a body only when the application reads it). Text is skipped
+    /// with one `memchr` per markup.
+    pub(crate) fn skip_opaque(&mut self, target: usize) -> PResult<usize> {
+        let l = self.limits;
+        loop {
+            let pos = if self.pending_pop || self.pending_end {
+                None
+            } else {
+                let i = self.i;
+                let rest = self.src.get(i..).unwrap_or_default();
+                match memchr(b'<', rest) {
+                    Some(k) => Some(i + k),
+                    None => return Err(self.eof().into()),
+                }
+            };
+            let light = pos.and_then(|p| {
+                let t = self.src.get(p..).unwrap_or_default();
+                match t.get(1) {
+                    Some(b'/' | b'!' | b'?') | None => None,
+                    Some(_) => Some((p, t)),
+                }
+            });
+            let Some((pos, t)) = light else {
+                // end tags, comments, CDATA, PIs, DOCTYPE and pending events: the strict path
+                if let Some(p) = pos {
+                    self.i = p;
+                }
+                match self.next_raw()? {
+                    Raw::End { pos } if self.depth == target => return Ok(pos),
+                    Raw::Start(el) if el.empty => self.skip(&el)?,
+                    Raw::Eof => return Err(self.eof().into()),
+                    _ => {}
+                }
+                continue;
+            };
+            // a start tag: its name, then the first `>` outside quoted values
+            let (j, class, _, ok) = scan_name(t, 1);
+            if !ok {
+                return Err(self.xml_err_at(pos, "malformed element name").into());
+            }
+            if j - 1 > l.max_name_len {
+                return Err(self
+                    .limit(LimitKind::NameLength, l.max_name_len, pos)
+                    .into());
+            }
+            let (empty, gt) = match class {
+                C_GT => (false, j),
+                C_SLASH if t.get(j + 1) == Some(&b'>') => (true, j + 1),
+                C_WS => {
+                    let mut k = j;
+                    let gt = loop {
+                        let tail = t.get(k..).unwrap_or_default();
+                        let Some(m) = memchr3(b'>', b'"', b'\'', tail) else {
+                            return Err(self.eof().into());
+                        };
+                        let at = k + m;
+                        let q = t.get(at).copied().unwrap_or(b'>');
+                        if q == b'>' {
+                            break at;
+                        }
+                        match memchr(q, t.get(at + 1..).unwrap_or_default()) {
+                            Some(e) => k = at + 1 + e + 1,
+                            None => return Err(self.eof().into()),
+                        }
+                    };
+                    if gt - j > l.max_attributes_len {
+                        return Err(self
+                            .limit(LimitKind::AttributesLength, l.max_attributes_len, pos)
+                            .into());
+                    }
+                    (t.get(gt - 1) == Some(&b'/'), gt)
+                }
+                C_END => return Err(self.eof().into()),
+                _ => return Err(self.xml_err_at(pos, "malformed element name").into()),
+            };
+            if self.depth + 1 > l.max_depth {
+                return Err(self.limit(LimitKind::Depth, l.max_depth, pos).into());
+            }
+            self.i = pos + gt + 1;
+            if !empty {
+                self.depth += 1;
+                self.open.push(t.get(1..j).unwrap_or_default());
             }
         }
     }

@@ -390,7 +390,9 @@ proptest! {
 
     /// Whatever the reader accepts is well-formed, namespace-well-formed XML: a message mutated
     /// with markup characters is either refused or also parsed by roxmltree (a conforming
-    /// parser), so the streaming reader is never more lenient than XML allows.
+    /// parser), so the streaming reader is never more lenient than XML allows. The content of
+    /// an application body is opaque and only structurally checked: it is left out of the
+    /// comparison (`tests/opaque_body.rs` covers what is checked there).
     #[test]
     fn accepted_mutations_are_well_formed_xml(
         (m, framing) in message(),
@@ -406,9 +408,18 @@ proptest! {
                 _ => bytes.insert(i, byte),
             }
         }
-        if decode(Bytes::from(bytes.clone()), &Limits::default()).is_ok() {
+        let input = Bytes::from(bytes.clone());
+        if let Ok(d) = decode(input.clone(), &Limits::default()) {
             if let Ok(s) = std::str::from_utf8(&bytes) {
-                let r = roxmltree::Document::parse(s);
+                // an application body is opaque (only its structure is checked, like WCF,
+                // which parses it when the application reads it): check the envelope without it
+                let doc = if matches!(d.message.body, Body::Application(_)) && !d.body_bytes.is_empty() {
+                    let at = d.body_bytes.as_ptr() as usize - input.as_ptr() as usize;
+                    format!("{}{}", &s[..at], &s[at + d.body_bytes.len()..])
+                } else {
+                    s.to_owned()
+                };
+                let r = roxmltree::Document::parse(&doc);
                 prop_assert!(r.is_ok(), "accepted but not well-formed: {:?}\n{}", r.err(), s);
             }
         }
