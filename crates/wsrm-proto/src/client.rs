@@ -455,10 +455,24 @@ impl ClientSession {
     fn handle_body(&mut self, now: Instant, m: &Message) {
         match &m.body {
             Body::CloseSequenceResponse { identifier } if Some(identifier) == self.out.id() => {
+                let own_ack = m.ack.as_ref().filter(|a| a.identifier == *identifier);
+                // Peer quirk (Apache CXF 4.2, docs/interop.md CXF quirk 12): the
+                // CloseSequenceResponse carries no SequenceAcknowledgement at all. CloseSequence
+                // is only sent once every message is acknowledged, so without an ack of its own
+                // the response stands for the acknowledgement of exactly 1..last already held
+                // (WCF requires a final ack; an ack that is present is still validated).
+                let implied = (own_ack.is_none() && self.out.src.all_done()).then(|| {
+                    let last = self.out.src.last_assigned();
+                    crate::msg::AckHeader {
+                        identifier: identifier.clone(),
+                        ranges: if last > 0 { vec![(1, last)] } else { vec![] },
+                        ..crate::msg::AckHeader::default()
+                    }
+                });
                 match self.out.on_close_response(
                     now,
                     m.relates_to.as_ref(),
-                    m.ack.as_ref(),
+                    own_ack.or(implied.as_ref()),
                     &mut self.rng,
                 ) {
                     Ok(_) => {}

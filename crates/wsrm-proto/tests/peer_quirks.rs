@@ -383,3 +383,58 @@ fn acknowledging_client_keeps_the_reply_window() {
     let (answer, _) = s.exchange(close);
     assert!(matches!(answer.unwrap().body, Body::Fault(_)));
 }
+
+// CXF quirk 12: Apache CXF 4.2 answers CloseSequence with a CloseSequenceResponse that carries
+// no SequenceAcknowledgement. Every message was acknowledged before CloseSequence went out, so
+// wsrm proceeds to TerminateSequence; an ack that is present must still be exactly 1..last.
+#[test]
+fn cxf_close_sequence_response_without_ack() {
+    for (ack_ranges, accepted) in [(None, true), (Some(vec![(1u64, 1u64)]), false)] {
+        let now = Instant::now();
+        let mut cfg = ClientConfig::new(Pattern::OneWay, Shape::RequestReply);
+        cfg.settings.reliable_messaging_version = RmVersion::Wsrm11;
+        let mut c = ClientSession::new(now, cfg, 9).unwrap();
+        let cs = c.poll_transmit(now).unwrap();
+        let id = SequenceId::from("urn:uuid:0f49d8a9-499f-4499-9909-cc774b72ad1d");
+        let mut csr = Message::new(
+            RmVersion::Wsrm11,
+            Action::CreateSequenceResponse,
+            Body::CreateSequenceResponse(CreateSequenceResponse {
+                identifier: id.clone(),
+                expires: None,
+                incomplete_sequence_behavior: None,
+                accept: None,
+            }),
+        );
+        csr.relates_to = cs.message_id.clone();
+        c.handle_message(now, csr);
+        for i in 1..=2u64 {
+            c.send(now, Arc::from("urn:wsrm:payload/Ping"), Bytes::from("<p/>"))
+                .unwrap();
+            c.poll_transmit(now).unwrap();
+            c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, i));
+        }
+        c.close(now).unwrap();
+        let close = c.poll_transmit(now).unwrap();
+        assert_eq!(close.action, Action::CloseSequence);
+        let mut r = Message::new(
+            RmVersion::Wsrm11,
+            Action::CloseSequenceResponse,
+            Body::CloseSequenceResponse {
+                identifier: id.clone(),
+            },
+        );
+        r.relates_to = close.message_id.clone();
+        r.ack = ack_ranges.clone().map(|ranges| ack(&id, ranges));
+        c.handle_message(now, r);
+        if accepted {
+            assert_eq!(
+                c.poll_transmit(now).map(|m| m.action),
+                Some(Action::TerminateSequence)
+            );
+            assert_eq!(c.state(), ClientState::Closing);
+        } else {
+            assert_eq!(c.state(), ClientState::Failed, "{ack_ranges:?}");
+        }
+    }
+}
