@@ -94,6 +94,8 @@ pub struct ClientSession {
     inactivity_deadline: Option<Instant>,
     keepalive_deadline: Option<Instant>,
     keepalive_mode: KeepAlive,
+    /// Fast polls sent since the quota last reopened (backoff of the fast-polling interval).
+    fast_polls: u32,
     requests: HashMap<Arc<str>, u64>,
     inbound_seen: bool,
     undelivered_replies: std::collections::BTreeSet<u64>,
@@ -175,6 +177,7 @@ impl ClientSession {
             inactivity_deadline: None,
             keepalive_deadline: None,
             keepalive_mode: KeepAlive::Idle,
+            fast_polls: 0,
             requests: HashMap::new(),
             inbound_seen: false,
             undelivered_replies: std::collections::BTreeSet::new(),
@@ -355,7 +358,18 @@ impl ClientSession {
         match mode {
             KeepAlive::Idle => s.inactivity_timeout / 2,
             KeepAlive::Polling => ka,
-            KeepAlive::Fast => (self.cfg.send_timeout / 2).min(ka),
+            // WCF polls a destination that advertised BufferRemaining 0 every
+            // min(SendTimeout/2, InactivityTimeout/(2·MaxRetryCount)) = 30 s. An HTTP
+            // destination cannot announce that its buffer reopened, and a busy application
+            // empties it within milliseconds, so a 30 s poll stalls the session for nothing.
+            // We poll after 2·RTT (at least 20 ms), doubling per unanswered poll, capped at
+            // WCF's interval (docs/engine.md, deviations).
+            KeepAlive::Fast => {
+                let wcf = (self.cfg.send_timeout / 2).min(ka);
+                let base = (self.out.src.rtt() * 2).max(Duration::from_millis(20));
+                let factor = 1u32 << self.fast_polls.min(16);
+                base.saturating_mul(factor).min(wcf)
+            }
         }
     }
 
@@ -364,6 +378,7 @@ impl ClientSession {
         self.keepalive_mode = if self.out.src.quota_exhausted() {
             KeepAlive::Fast
         } else {
+            self.fast_polls = 0;
             KeepAlive::Idle
         };
         self.keepalive_deadline = Some(now + self.interval(self.keepalive_mode));
@@ -388,6 +403,37 @@ impl ClientSession {
         if self.out.src.give_up_last_message() {
             tracing::debug!("LastMessage accepted without an acknowledgement: terminating");
             self.on_remote_activity(now);
+        }
+    }
+
+    /// The transport lost the last transmission of sequence message `number` for certain (the
+    /// HTTP exchange carrying it failed without a SOAP answer: connection error, timeout, an
+    /// intermediary's 502). The message is retransmitted at once for its first few attempts
+    /// instead of waiting for the retransmission timer (a deviation from WCF that only makes
+    /// recovery faster; see docs/engine.md). Other messages and states are unaffected.
+    ///
+    /// `number: None` is a failed exchange that carried no sequence message; while connecting
+    /// it is the CreateSequence, which is then retried after 50 ms, doubling per attempt up to
+    /// WCF's 10 s requestor retry interval (instead of always waiting 10 s).
+    pub fn handle_transport_failure(&mut self, now: Instant, number: Option<u64>) {
+        match (self.state, number) {
+            (ClientState::Connecting, None) => {
+                let since_first = self.cs_last_sent.saturating_duration_since(self.cs_sent_at);
+                let delay = (since_first * 2)
+                    .max(Duration::from_millis(50))
+                    .min(REQUESTOR_RETRY_INTERVAL);
+                let at = (self.cs_last_sent + delay).max(now);
+                if at < self.cs_next {
+                    tracing::debug!(?delay, "CreateSequence exchange failed: retrying early");
+                    self.cs_next = at;
+                }
+            }
+            (ClientState::Open | ClientState::Closing, Some(n)) => {
+                if self.out.src.transport_failed(n) {
+                    tracing::debug!(number = n, "transport failure: retransmitting at once");
+                }
+            }
+            _ => {}
         }
     }
 
@@ -425,6 +471,9 @@ impl ClientSession {
                             self.events
                                 .push_back(ClientEvent::Acknowledged { number: n });
                         }
+                        // The polling mode follows the quota this ack left (WCF:
+                        // OnRemoteActivity(fastPolling) after processing the ack).
+                        self.on_remote_activity(now);
                     }
                 }
             } else if Some(&ack.identifier) != self.offered.as_ref() {
@@ -907,6 +956,9 @@ impl ClientSession {
                     }
                     if self.keepalive_mode == KeepAlive::Idle {
                         self.keepalive_mode = KeepAlive::Polling;
+                    }
+                    if self.keepalive_mode == KeepAlive::Fast {
+                        self.fast_polls = self.fast_polls.saturating_add(1);
                     }
                     self.keepalive_deadline = Some(now + self.interval(self.keepalive_mode));
                 }

@@ -123,7 +123,7 @@ impl Destination {
     pub fn release(&mut self, n: u64) -> (bool, bool) {
         let was_full = self.buffer_remaining() == 0;
         let removed = self.unreleased.remove(&n);
-        (removed, removed && was_full)
+        (removed, removed && was_full && self.buffer_remaining() > 0)
     }
 
     /// The acknowledgement for this sequence.
@@ -199,16 +199,25 @@ impl Destination {
         }
         let empty =
             is_last_action && matches!(body, Body::Empty) && self.version == RmVersion::Wsrm10;
-        // Buffer admission (§4.7 step 5).
+        // Buffer admission (§4.7 step 5), with a deliberate deviation (docs/engine.md): WCF
+        // drops a message when `held + unreleased + ahead ≥ MaxTransferWindowSize`, which over
+        // HTTP (requests overtaking each other on parallel connections while the application
+        // still holds a few delivered messages) drops messages a compliant source was allowed
+        // to send and stalls the session for a retransmission timeout. We admit anything
+        // within one window of the first gap (`ahead < W`, which a compliant source never
+        // exceeds) as long as at most 2·W messages are buffered; BufferRemaining still
+        // advertises `W − buffered`, so the source's quota throttles a slow application.
+        let w = u64::from(self.max_window);
+        let pending = (self.unreleased.len() + self.held.len()) as u64;
         let fits = if empty {
             true
         } else if self.ordered {
-            let pending = (self.unreleased.len() + self.held.len()) as u64;
             let ahead = n.saturating_sub(self.next_expected);
             (!self.strict_in_order || n == self.next_expected)
-                && pending.saturating_add(ahead) < u64::from(self.max_window)
+                && ahead < w
+                && pending < w.saturating_mul(2)
         } else {
-            (self.unreleased.len() as u64) < u64::from(self.max_window)
+            (self.unreleased.len() as u64) < w.saturating_mul(2)
         };
         if !fits
             || !admit_extra && !empty
@@ -379,19 +388,33 @@ mod tests {
     #[test]
     fn receive_buffer_of_window_drops_beyond_unacknowledged() {
         let mut d = Destination::new("s".into(), RmVersion::Wsrm10, true, 4, true, false);
-        // ordered: pending + (n − next) < 4 → 5 is beyond the buffer.
+        // ordered: (n − next) < 4 → 5 is beyond the window.
         assert_eq!(recv(&mut d, 5), (Incoming::Dropped, vec![]));
         assert_eq!(recv(&mut d, 4), (Incoming::Accepted, vec![]));
         assert!(!d.contains(5));
-        // unordered: at most 4 unreleased.
+        // ordered: at most 2·W buffered (delivered-unreleased + held), whatever the window.
+        let mut o = Destination::new("o".into(), RmVersion::Wsrm10, true, 4, true, false);
+        for n in 1..=8 {
+            assert_eq!(recv(&mut o, n).0, Incoming::Accepted, "message {n}");
+        }
+        assert_eq!(o.ack_header().buffer_remaining, Some(0));
+        assert_eq!(recv(&mut o, 9), (Incoming::Dropped, vec![]));
+        assert_eq!(o.release(1), (true, false));
+        assert_eq!(recv(&mut o, 9), (Incoming::Accepted, vec![9]));
+        for n in 2..=5 {
+            o.release(n);
+        }
+        // 6..=9 still unreleased: 4 of 4 used; one more release reopens the buffer.
+        assert_eq!(o.release(6), (true, true));
+        // unordered: at most 2·W unreleased; BufferRemaining counts W − unreleased.
         let mut u = Destination::new("u".into(), RmVersion::Wsrm10, false, 4, true, false);
-        for n in 1..=4 {
+        for n in 1..=8 {
             assert_eq!(recv(&mut u, n).0, Incoming::Accepted);
         }
-        assert_eq!(recv(&mut u, 5).0, Incoming::Dropped);
+        assert_eq!(recv(&mut u, 9).0, Incoming::Dropped);
         assert_eq!(u.ack_header().buffer_remaining, Some(0));
-        assert_eq!(u.release(2), (true, true));
-        assert_eq!(recv(&mut u, 5).0, Incoming::Accepted);
+        assert_eq!(u.release(2), (true, false));
+        assert_eq!(recv(&mut u, 9).0, Incoming::Accepted);
     }
 
     #[test]

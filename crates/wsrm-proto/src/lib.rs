@@ -100,5 +100,5 @@ pub mod types;
 pub use client::{ClientConfig, ClientSession};
 pub use server::{Endpoint, EndpointConfig};
 pub use settings::{Settings, SettingsError};
-pub use source::SourceCounters;
+pub use source::{SourceCounters, FAST_RETRIES};
 pub use types::*;

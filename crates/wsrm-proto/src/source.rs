@@ -14,6 +14,10 @@ use crate::msg::{
 use crate::ranges::RangeSet;
 use bytes::Bytes;
 
+/// How many attempts of one message may be retransmitted at once after a transport failure
+/// ([`Source::transport_failed`]); later failures wait for the retransmission timer.
+pub const FAST_RETRIES: u32 = 3;
+
 /// WCF's assumed RTT when none was measured (`UnknownInitiationTime`).
 pub const UNKNOWN_INITIATION_TIME: Duration = Duration::from_secs(2);
 /// Minimum slack added to the RTT for the retransmission timeout.
@@ -307,6 +311,32 @@ impl Source {
         self.window_start += 1;
         self.resend_queue.clear();
         self.retry_deadline = None;
+        true
+    }
+
+    /// The transport reported that the last transmission of message `number` certainly did
+    /// not get through (no HTTP response: connection error, or an intermediary's 5xx other
+    /// than a SOAP fault). WCF waits for the retransmission timer; we retransmit at once, but
+    /// only for the first [`FAST_RETRIES`] attempts of a message, so a dead peer still meets
+    /// the timer's exponential backoff and MaxRetryCount. Returns whether a retransmission
+    /// was queued. Unknown, acknowledged or already queued messages are ignored.
+    pub fn transport_failed(&mut self, number: u64) -> bool {
+        if number < self.window_start {
+            return false;
+        }
+        let idx = (number - self.window_start) as usize;
+        if idx >= self.in_window {
+            return false;
+        }
+        let Some(e) = self.entries.get_mut(idx) else {
+            return false;
+        };
+        if e.done() || e.acked || e.resend || e.last_sent.is_none() || e.retries >= FAST_RETRIES {
+            return false;
+        }
+        e.resend = true;
+        e.retries = e.retries.saturating_add(1);
+        self.resend_queue.push_back(number);
         true
     }
 
