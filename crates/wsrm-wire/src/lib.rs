@@ -49,8 +49,13 @@
 //!   [`SoapVersion::content_type`] the HTTP content type.
 //!
 //! The mapping between the wire and `wsrm_proto::msg` lives in [`map`]; the streaming reader
-//! (quick-xml's `NsReader` over the input slice, no DOM) and the writer know nothing of the
+//! (a borrowing tokenizer over the input slice with its own namespace stack, no DOM, no copies;
+//! the application body is skipped as opaque content) and the writer know nothing of the
 //! engine's types beyond plain data.
+//!
+//! A MustUnderstand refusal is answered with [`Framing::for_error`], which names the header in a
+//! SOAP 1.2 `env:NotUnderstood` header block; [`Framing::for_fault`] addresses a fault to the
+//! request's `FaultTo`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
