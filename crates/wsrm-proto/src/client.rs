@@ -771,11 +771,22 @@ impl ClientSession {
                 let s = &self.cfg.settings;
                 if let Some(id) = &self.offered {
                     let rr = self.cfg.shape == Shape::RequestReply;
+                    // Request-reply: reply numbers are assigned by the service in the order it
+                    // produces replies, so one slow reply can trail the replies to up to two
+                    // windows of requests (Apache CXF 4.2 under loss, docs/interop.md CXF quirk
+                    // 13). Replies arrive only on our own exchanges, so the buffer stays bounded
+                    // by the requests in flight; a window of W would drop the trailing replies
+                    // and the service has no reply cache to send them again.
+                    let reply_window = if rr {
+                        s.max_transfer_window_size.saturating_mul(2)
+                    } else {
+                        s.max_transfer_window_size
+                    };
                     let dest = Destination::new(
                         id.clone(),
                         self.version,
                         s.ordered,
-                        s.max_transfer_window_size,
+                        reply_window,
                         s.flow_control_enabled && !rr,
                         true,
                     );

@@ -438,3 +438,110 @@ fn cxf_close_sequence_response_without_ack() {
         }
     }
 }
+
+// CXF quirk 13: Apache CXF 4.2 numbers replies in the order it produces them, so under loss one
+// slow reply trails the replies to later requests by more than a window (seen through the
+// lossy proxy: reply 127, for request 129, arrived after replies 128..136). wsrm's reply
+// buffer admits two windows in request-reply, so none of the trailing replies is dropped
+// (CXF answers a retransmitted request with a bare ack, never the reply again).
+#[test]
+fn cxf_request_reply_reply_trailing_by_more_than_a_window() {
+    let now = Instant::now();
+    let mut cfg = ClientConfig::new(Pattern::RequestReply, Shape::RequestReply);
+    cfg.settings.reliable_messaging_version = RmVersion::Wsrm10;
+    let mut c = ClientSession::new(now, cfg, 5).unwrap();
+    let cs = c.poll_transmit(now).unwrap();
+    let Body::CreateSequence(req) = &cs.body else {
+        panic!("no CreateSequence")
+    };
+    let offer = req.offer.as_ref().unwrap().identifier.clone();
+    let id = SequenceId::from("urn:uuid:d79ac1d4-041c-45c4-bd14-a01bdcc8d398");
+    let mut csr = Message::new(
+        RmVersion::Wsrm10,
+        Action::CreateSequenceResponse,
+        Body::CreateSequenceResponse(CreateSequenceResponse {
+            identifier: id.clone(),
+            expires: None,
+            incomplete_sequence_behavior: None,
+            accept: Some(WSA10_ANONYMOUS.to_string()),
+        }),
+    );
+    csr.relates_to = cs.message_id.clone();
+    c.handle_message(now, csr);
+    assert_eq!(c.state(), ClientState::Open);
+    let mut mids = std::collections::HashMap::new();
+    let mut highest = 0u64;
+    let mut pump = |c: &mut ClientSession, mids: &mut std::collections::HashMap<u64, Arc<str>>| {
+        while let Some(m) = c.poll_transmit(now) {
+            if let Some(seq) = &m.sequence {
+                assert!(
+                    !mids.contains_key(&seq.number),
+                    "request {} resent",
+                    seq.number
+                );
+                mids.insert(seq.number, m.message_id.clone().unwrap());
+                highest = highest.max(seq.number);
+            }
+        }
+        highest
+    };
+    let reply = |n: u64, req: u64, mids: &std::collections::HashMap<u64, Arc<str>>, hi: u64| {
+        let mut r = Message::new(
+            RmVersion::Wsrm10,
+            Action::Other(Arc::from("urn:wsrm:payload/EchoResponse")),
+            Body::Application(Bytes::from(format!("<p>{req}</p>"))),
+        );
+        r.sequence = Some(SequenceHeader {
+            identifier: offer.clone(),
+            number: n,
+            last_message: false,
+        });
+        r.relates_to = Some(mids[&req].clone());
+        r.ack = Some(ack(&id, vec![(1, hi)]));
+        r
+    };
+    // Warm-up: requests 1..10 answered in order (replies 1..10) open the window to 8.
+    for q in 1..=10u64 {
+        c.request(now, Arc::from("urn:wsrm:payload/Echo"), Bytes::from("<p/>"))
+            .unwrap();
+        let hi = pump(&mut c, &mut mids);
+        c.handle_message(now, reply(q, q, &mids, hi));
+    }
+    for _ in 11..=20u64 {
+        c.request(now, Arc::from("urn:wsrm:payload/Echo"), Bytes::from("<p/>"))
+            .unwrap();
+    }
+    let hi = pump(&mut c, &mut mids);
+    assert_eq!(hi, 18, "window of 8 requests in flight");
+    // Reply 11 (for request 13) is the slow one; the others arrive first.
+    for (n, q) in [
+        (12, 14),
+        (13, 11),
+        (14, 15),
+        (15, 16),
+        (16, 17),
+        (17, 18),
+        (18, 12),
+    ] {
+        c.handle_message(now, reply(n, q, &mids, hi));
+    }
+    let hi = pump(&mut c, &mut mids);
+    assert_eq!(
+        hi, 20,
+        "requests 19 and 20 sent once 11 and 12 were answered"
+    );
+    c.handle_message(now, reply(19, 19, &mids, hi));
+    c.handle_message(now, reply(20, 20, &mids, hi)); // 9 ahead of the missing reply 11
+    c.handle_message(now, reply(11, 13, &mids, hi));
+    let replied: Vec<u64> = std::iter::from_fn(|| c.poll_event())
+        .filter_map(|e| match e {
+            ClientEvent::Reply { request, .. } => Some(request),
+            _ => None,
+        })
+        .collect();
+    let mut sorted = replied.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (1..=20).collect::<Vec<u64>>(), "{replied:?}");
+    assert_eq!(c.stats().retransmitted, 0);
+    assert_eq!(c.stats().dropped, 0);
+}
