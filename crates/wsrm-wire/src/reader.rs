@@ -483,7 +483,10 @@ impl<'a> P<'a> {
             {
                 continue;
             }
-            let v = crate::xml::attr_value(value).unwrap_or(std::borrow::Cow::Borrowed("?"));
+            let v = self
+                .rd
+                .attr_value(value)
+                .unwrap_or(std::borrow::Cow::Borrowed("?"));
             let v = crate::xml::trim_xml(&v);
             match local {
                 b"mustUnderstand" => {
@@ -560,7 +563,7 @@ impl<'a> P<'a> {
         let mut q = None;
         for (key, value) in h.attrs().flatten() {
             if key == b"qname" {
-                let v = crate::xml::attr_value(value).map_err(PErr::Bad)?;
+                let v = self.rd.attr_value(value).map_err(PErr::Bad)?;
                 q = Some(self.rd.resolve_qname(crate::xml::trim_xml(&v))?);
             }
         }
@@ -608,7 +611,7 @@ impl<'a> P<'a> {
                 let mut rel: Option<String> = None;
                 for (key, value) in h.attrs().flatten() {
                     if key == b"RelationshipType" {
-                        let v = crate::xml::attr_value(value).map_err(|reason| {
+                        let v = self.rd.attr_value(value).map_err(|reason| {
                             DecodeErrorKind::InvalidAddressingHeader {
                                 header: "RelatesTo",
                                 reason,
@@ -969,7 +972,7 @@ impl<'a> P<'a> {
                                 b"Upper" => &mut up,
                                 _ => continue,
                             };
-                            let v = crate::xml::attr_value(value).map_err(PErr::Bad)?;
+                            let v = self.rd.attr_value(value).map_err(PErr::Bad)?;
                             *which = Some(num(&v, 0)?);
                         }
                         self.rd.skip(&c)?;

@@ -378,6 +378,18 @@ impl<'a> Rd<'a> {
         }
     }
 
+    /// The value of an attribute of the input with references resolved (like [`attr_value`],
+    /// without validating the UTF-8 again).
+    pub(crate) fn attr_value(&self, v: &'a [u8]) -> Result<Cow<'a, str>, String> {
+        let s = self
+            .str_at(v)
+            .map_err(|_| "attribute value is not UTF-8".to_string())?;
+        if !has_byte(v, b'&') {
+            return Ok(Cow::Borrowed(s));
+        }
+        quick_xml::escape::unescape(s).map_err(|e| e.to_string())
+    }
+
     fn xml_err_at(&self, pos: usize, reason: impl Into<String>) -> DecodeErrorKind {
         DecodeErrorKind::Xml {
             offset: self.base + pos,
@@ -966,9 +978,9 @@ impl<'a> Rd<'a> {
     /// the offset of the end tag that gets there (consumed). Only the structure is checked:
     /// tags are well-formed names that nest and match, comments, CDATA sections, processing
     /// instructions and DOCTYPE are handled as everywhere else, and the depth, name-length and
-    /// tag-length limits hold. Attributes, namespace prefixes and references inside are not
-    /// interpreted (WCF parses a body only when the application reads it). Text is skipped
-    /// with one `memchr` per markup.
+    /// tag-length limits hold, references must be predefined or character references.
+    /// Attributes and namespace prefixes inside are not interpreted (WCF parses a body only
+    /// when the application reads it). Text is skipped with one `memchr2` per markup.
     pub(crate) fn skip_opaque(&mut self, target: usize) -> PResult<usize> {
         let l = self.limits;
         loop {
@@ -977,7 +989,12 @@ impl<'a> Rd<'a> {
             } else {
                 let i = self.i;
                 let rest = self.src.get(i..).unwrap_or_default();
-                match memchr(b'<', rest) {
+                match memchr2(b'<', b'&', rest) {
+                    Some(k) if rest.get(k) == Some(&b'&') => {
+                        // references are checked (no entity expansion), their value dropped
+                        self.reference(i + k, rest.get(k..).unwrap_or_default())?;
+                        continue;
+                    }
                     Some(k) => Some(i + k),
                     None => return Err(self.eof().into()),
                 }

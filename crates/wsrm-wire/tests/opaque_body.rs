@@ -47,9 +47,9 @@ fn body_bytes_are_the_exact_content() {
         r#"<X xmlns="urn:x"><!-- </s:Body> --><![CDATA[</s:Body><]]><Y v="a>b</s:Body>"/></X>"#,
         // siblings, whitespace and text between them
         "<A xmlns=\"urn:a\"/>\n  <B xmlns=\"urn:b\">1 &lt; 2</B> ",
-        // below the first element (resolved: it decides the body kind) nothing is
-        // interpreted: a prefix declared nowhere, an undefined entity
-        r#"<X xmlns="urn:x"><p:Y q:a="1">&custom;</p:Y></X>"#,
+        // below the first element (resolved: it decides the body kind) attributes and
+        // prefixes are not interpreted: a prefix declared nowhere
+        r#"<X xmlns="urn:x"><p:Y q:a="1">&amp;&#x41;</p:Y></X>"#,
     ] {
         assert_eq!(&app_body(body)[..], body.as_bytes(), "{body}");
     }
@@ -67,6 +67,9 @@ fn body_structure_errors_are_refused() {
         ("<X><1bad/></X>", "malformed element name"),
         ("<X><a:b:c/></X>", "malformed element name"),
         ("<X><Y a=\"1></Y></X>", "truncated"),
+        ("<X>&lol;</X>", "entity reference"),
+        ("<X>&#0;</X>", "character reference"),
+        ("<X>& </X>", "unterminated reference"),
     ] {
         let reason = xml_error(body);
         assert!(reason.contains(want), "{body}: {reason}");
