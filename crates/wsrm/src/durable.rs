@@ -6,11 +6,13 @@
 //!   what it was fed, so every acknowledgement covers durable messages only. Concurrent
 //!   exchanges share one fsync (the store's group commit).
 //! * Every other write (a new sequence, a delivery with the application's own writes, a
-//!   cached reply, a removed sequence) goes into one ordered *pipeline*; the answer of an HTTP
-//!   exchange is queued behind the writes submitted before it and leaves only when they are
-//!   durable. A CreateSequenceResponse therefore never names a sequence the store does not
-//!   hold, and a reply never leaves before the delivery of its request and the reply itself
-//!   are committed.
+//!   cached reply, a removed sequence) goes into one ordered *pipeline*; an answer that
+//!   depends on such writes — a CreateSequenceResponse, a reply — is queued behind the writes
+//!   submitted before it and leaves only when they are durable. A CreateSequenceResponse
+//!   therefore never names a sequence the store does not hold, and a reply never leaves
+//!   before the delivery of its request and the reply itself are committed. Plain
+//!   acknowledgements, faults and empty answers leave at once: they only cover received
+//!   messages, already durable.
 //! * After a store failure that may have lost a write (full disk, read-only, I/O error), no
 //!   further answer carries anything: exchanges get an empty 202 (or 503 when the message
 //!   itself could not be stored), so nothing that is not durable is ever acknowledged.
@@ -188,6 +190,19 @@ impl DurableService {
 
     /// The answer of an exchange: sent once every write submitted before it is durable.
     pub(crate) fn respond(&self, tx: oneshot::Sender<Option<Message>>, m: Option<Message>) {
+        // Acknowledgements, faults and empty answers only cover received messages, which were
+        // durable before the engine saw them: they need not wait. A CreateSequenceResponse
+        // (the new sequence) and replies (the delivery and the cached reply) do.
+        let wait = m.as_ref().is_some_and(|m| {
+            matches!(
+                m.body,
+                Body::CreateSequenceResponse(_) | Body::Application(_)
+            ) || m.sequence.is_some()
+        });
+        if !wait {
+            let _ = tx.send(m);
+            return;
+        }
         if let Err(mpsc::error::SendError(Pipe::Respond(tx, m))) =
             self.pipe.send(Pipe::Respond(tx, m))
         {
