@@ -124,10 +124,18 @@ impl<'a> Iterator for Attrs<'a> {
         i += 1;
         let vs = i;
         let rest = b.get(vs..).unwrap_or_default();
-        let len = match memchr2(q, b'<', rest) {
-            Some(len) if rest.get(len) == Some(&q) => len,
-            Some(_) => return Some(Err("'<' in attribute value")),
-            None => return Some(Err("unterminated attribute value")),
+        let mut from = 0;
+        let len = loop {
+            let tail = rest.get(from..).unwrap_or_default();
+            match memchr3(q, b'<', b'&', tail).map(|k| (k + from, tail.get(k))) {
+                Some((len, Some(&c))) if c == q => break len,
+                Some((at, Some(b'&'))) => match ref_len(rest.get(at..).unwrap_or_default()) {
+                    Some(n) => from = at + n,
+                    None => return Some(Err("malformed reference in attribute value")),
+                },
+                Some(_) => return Some(Err("'<' in attribute value")),
+                None => return Some(Err("unterminated attribute value")),
+            }
         };
         let value = rest.get(..len).unwrap_or_default();
         i = vs + len + 1;
@@ -139,6 +147,30 @@ impl<'a> Iterator for Attrs<'a> {
         self.i = i;
         Some(Ok((key, value)))
     }
+}
+
+/// The length of the reference at the start of `rest` (`&…;`) if it is a predefined entity or
+/// a valid character reference.
+fn ref_len(rest: &[u8]) -> Option<usize> {
+    let window = rest.get(..rest.len().min(64))?;
+    let semi = memchr(b';', window)?;
+    let name = window.get(1..semi)?;
+    let ok = match name.strip_prefix(b"#") {
+        Some(num) => {
+            let (digits, radix) = match num.strip_prefix(b"x") {
+                Some(h) => (h, 16),
+                None => (num, 10),
+            };
+            std::str::from_utf8(digits)
+                .ok()
+                .filter(|d| !d.is_empty() && d.bytes().all(|c| c.is_ascii_hexdigit()))
+                .and_then(|d| u32::from_str_radix(d, radix).ok())
+                .and_then(char::from_u32)
+                .is_some_and(|c| c != '\0')
+        }
+        None => matches!(name, b"lt" | b"gt" | b"amp" | b"apos" | b"quot"),
+    };
+    ok.then_some(semi + 1)
 }
 
 /// The value of an attribute with references resolved (predefined entities and character
