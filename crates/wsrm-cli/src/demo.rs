@@ -13,9 +13,16 @@ and reordered) and a client that sends --count messages through the intermediary
 session. Prints what the intermediary did and checks that the service received every message
 exactly once and in order.
 
+With --durable the demo shows a crash and a recovery instead: `wsrm serve` and `wsrm send`
+run as separate processes on SQLite stores (in a temporary directory); the demo SIGKILLs the
+service after a third of the messages and the sender after two thirds, restarts both (the
+sender with --resume) and checks the service's delivered file: every message exactly once,
+in order.
+
 Examples:
   wsrm demo
   wsrm demo --count 200 --rm 1.1 --seed 7
+  wsrm demo --durable --count 3000
 
 Exit codes: 0 every message delivered exactly once, in order; 1 otherwise; 2 bad arguments.";
 
@@ -45,6 +52,9 @@ pub struct Args {
     /// MaxTransferWindowSize of client and service.
     #[arg(long, value_name = "N", default_value_t = 64)]
     window: u32,
+    /// Show a crash and recovery of durable sessions (SQLite stores, SIGKILLed processes).
+    #[arg(long)]
+    durable: bool,
 }
 
 struct Record {
@@ -70,6 +80,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     common::init_tracing();
     if args.rm == RmArg::Auto {
         return common::usage("--rm: choose 1.0 or 1.1");
+    }
+    if args.durable {
+        return durable(&args);
     }
     let binding = common::binding(
         args.rm,
@@ -197,4 +210,145 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             Ok(common::EXIT_FAILED)
         }
     })?
+}
+
+/// Complete lines in a file (0 if it does not exist).
+fn lines_in(path: &std::path::Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// `wsrm demo --durable`: real processes, real SIGKILLs.
+fn durable(args: &Args) -> anyhow::Result<u8> {
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+    let exe = std::env::current_exe()?;
+    let dir = std::env::temp_dir().join(format!("wsrm-demo-durable-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let input: String = (1..=args.count).map(|i| format!("message-{i}\n")).collect();
+    std::fs::write(dir.join("input.txt"), input)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let url = format!("http://127.0.0.1:{port}/svc");
+    let rm = if args.rm == RmArg::V11 { "1.1" } else { "1.0" };
+    let delivered = dir.join("delivered.jsonl");
+    let serve = || -> anyhow::Result<Child> {
+        for _ in 0..100 {
+            let mut c = Command::new(&exe)
+                .current_dir(&dir)
+                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .args([
+                    "--store",
+                    "sqlite:service.db",
+                    "--deliver-to",
+                    "delivered.jsonl",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            let until = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < until {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Ok(c);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        anyhow::bail!("wsrm serve does not start")
+    };
+    let send = || -> anyhow::Result<Child> {
+        Ok(Command::new(&exe)
+            .current_dir(&dir)
+            .args(["send", &url, "--lines", "input.txt", "--rm", rm])
+            .args(["--store", "sqlite:sender.db", "--resume"])
+            .args(["--window", &args.window.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?)
+    };
+    let wait_for = |n: usize, sender: &mut Child| -> anyhow::Result<()> {
+        let until = Instant::now() + Duration::from_secs(120);
+        while lines_in(&delivered) < n {
+            if sender.try_wait()?.is_some() || Instant::now() > until {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    };
+    println!(
+        "wsrm demo --durable: {} messages, sender and service on SQLite stores in {}",
+        args.count,
+        dir.display()
+    );
+    let started = Instant::now();
+    let mut service = serve()?;
+    let mut sender = send()?;
+    let third = (args.count / 3) as usize;
+    wait_for(third, &mut sender)?;
+    service.kill()?;
+    service.wait()?;
+    println!(
+        "  SIGKILL service after {:>6} delivered; restarting it on its store",
+        lines_in(&delivered)
+    );
+    service = serve()?;
+    wait_for(2 * third, &mut sender)?;
+    sender.kill()?;
+    sender.wait()?;
+    println!(
+        "  SIGKILL sender  after {:>6} delivered; restarting it with --resume",
+        lines_in(&delivered)
+    );
+    sender = send()?;
+    let status = sender.wait()?;
+    service.kill()?;
+    service.wait()?;
+    let text = std::fs::read_to_string(&delivered).unwrap_or_default();
+    let mut bodies = Vec::new();
+    let mut sequences = std::collections::HashSet::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        bodies.push(v["body"].as_str().unwrap_or("").to_string());
+        sequences.insert(v["sequence"].as_str().unwrap_or("").to_string());
+    }
+    let expected: Vec<String> = (1..=args.count)
+        .map(|i| common::payload_for(&format!("message-{i}")))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let duplicates = bodies.iter().filter(|b| !seen.insert((*b).clone())).count();
+    let missing = expected.iter().filter(|b| !seen.contains(*b)).count();
+    let in_order = bodies == expected;
+    println!();
+    let row = |k: &str, v: String| println!("  {k:<44} {v:>8}");
+    row(
+        "sender: final run exit code",
+        format!("{}", status.code().unwrap_or(-1)),
+    );
+    row("service: sessions", sequences.len().to_string());
+    row("service: messages delivered", bodies.len().to_string());
+    row("service: duplicates delivered", duplicates.to_string());
+    row("service: messages missing", missing.to_string());
+    row(
+        "service: delivered in send order",
+        (if in_order { "yes" } else { "NO" }).to_string(),
+    );
+    row(
+        "elapsed (s)",
+        format!("{:.1}", started.elapsed().as_secs_f64()),
+    );
+    println!();
+    let ok = status.success() && in_order && duplicates == 0 && missing == 0;
+    if ok {
+        let _ = std::fs::remove_dir_all(&dir);
+        println!("result: two crashes, every message delivered exactly once and in order");
+        Ok(common::EXIT_OK)
+    } else {
+        println!("result: FAILED (files kept in {})", dir.display());
+        Ok(common::EXIT_FAILED)
+    }
 }
