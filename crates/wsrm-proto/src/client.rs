@@ -437,6 +437,26 @@ impl ClientSession {
         }
     }
 
+    /// The HTTP exchange that carried sequence message `number` was answered with an empty
+    /// success status (HTTP 200/202, no envelope). WCF always answers a sequence message with an
+    /// acknowledgement, so this changes nothing against WCF. gSOAP 2.8 answers a duplicate this
+    /// way and never acknowledges it again (docs/interop.md, gSOAP quirk 19): when that answer
+    /// is to a retransmission of the window head, the next message is sent as well, so its
+    /// cumulative acknowledgement covers the head. Do not report failed exchanges here.
+    pub fn handle_empty_answer(&mut self, _now: Instant, number: u64) {
+        if !matches!(self.state, ClientState::Open | ClientState::Closing)
+            || self.cfg.shape != Shape::RequestReply
+        {
+            return;
+        }
+        if self.out.src.probe_past_head(number) {
+            tracing::debug!(
+                number,
+                "retransmission accepted without an ack: probing with the next message"
+            );
+        }
+    }
+
     /// Processes one inbound message (including HTTP responses). Never panics on peer input;
     /// violations become faults and `Failed` events.
     pub fn handle_message(&mut self, now: Instant, m: Message) {

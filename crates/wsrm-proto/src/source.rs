@@ -340,6 +340,47 @@ impl Source {
         true
     }
 
+    /// Peer quirk (gSOAP 2.8, docs/interop.md gSOAP quirk 19): a destination that answers a
+    /// duplicate with an empty HTTP 202 and never re-acknowledges it over an anonymous
+    /// back-channel. If the *retransmitted* window head (one-way) drew such an answer, its
+    /// acknowledgement was lost for good; the next message's cumulative acknowledgement will
+    /// cover it. So the next message is sent now: retransmitted if it is already in the window,
+    /// else admitted although the window collapsed to one. Returns whether a probe was queued.
+    pub fn probe_past_head(&mut self, number: u64) -> bool {
+        if number != self.window_start || self.in_window == 0 {
+            return false;
+        }
+        let head_eligible = self
+            .entries
+            .front()
+            .is_some_and(|e| !e.acked && !e.two_way && !e.last && e.retries > 0);
+        if !head_eligible {
+            return false;
+        }
+        if self.in_window > 1 {
+            let next = self
+                .entries
+                .iter_mut()
+                .take(self.in_window)
+                .skip(1)
+                .find(|e| !e.done());
+            return match next {
+                Some(e) if !e.resend => {
+                    e.resend = true;
+                    e.retries = e.retries.saturating_add(1);
+                    self.resend_queue.push_back(e.number);
+                    true
+                }
+                _ => false,
+            };
+        }
+        if self.entries.len() > 1 && self.window_size < 2 && self.max_window >= 2 {
+            self.window_size = 2;
+            return true;
+        }
+        false
+    }
+
     /// Next retry deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.retry_deadline

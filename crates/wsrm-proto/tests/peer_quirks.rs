@@ -545,3 +545,87 @@ fn cxf_request_reply_reply_trailing_by_more_than_a_window() {
     assert_eq!(c.stats().retransmitted, 0);
     assert_eq!(c.stats().dropped, 0);
 }
+
+/// Opens a 1.1 one-way client session against a scripted gSOAP service.
+fn gsoap_rm11_client(now: Instant) -> (ClientSession, SequenceId) {
+    let mut cfg = ClientConfig::new(Pattern::OneWay, Shape::RequestReply);
+    cfg.settings.reliable_messaging_version = RmVersion::Wsrm11;
+    let mut c = ClientSession::new(now, cfg, 3).unwrap();
+    let cs = c.poll_transmit(now).unwrap();
+    let id = SequenceId::from(GSOAP_SEQ);
+    let mut csr = Message::new(
+        RmVersion::Wsrm11,
+        Action::CreateSequenceResponse,
+        Body::CreateSequenceResponse(CreateSequenceResponse {
+            identifier: id.clone(),
+            expires: None,
+            incomplete_sequence_behavior: None,
+            accept: None,
+        }),
+    );
+    csr.relates_to = cs.message_id.clone();
+    c.handle_message(now, csr);
+    (c, id)
+}
+
+// gSOAP quirk 19: gSOAP answers a duplicate with an empty HTTP 202 and never acknowledges it
+// again over an anonymous back-channel. Through the lossy proxy: message 3 overtook 2 and was
+// discarded (202), message 2 was taken but the answer carrying its ack was the one the proxy
+// discarded (duplicate copy). The retransmitted head (2) then draws a bare 202; wsrm sends the
+// next message (3) at once, whose cumulative ack covers both, instead of retransmitting 2
+// until MaxRetryCount.
+#[test]
+fn gsoap_duplicate_answered_without_ack_probes_with_next_message() {
+    let now = Instant::now();
+    let (mut c, id) = gsoap_rm11_client(now);
+    for _ in 0..3 {
+        c.send(now, Arc::from("urn:wsrm:payload/Ping"), Bytes::from("<p/>"))
+            .unwrap();
+    }
+    assert_eq!(c.poll_transmit(now).unwrap().sequence.unwrap().number, 1);
+    c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, 1));
+    let sent: Vec<u64> = std::iter::from_fn(|| c.poll_transmit(now))
+        .map(|m| m.sequence.unwrap().number)
+        .collect();
+    assert_eq!(sent, vec![2, 3]);
+    // 3 arrived first and was discarded (202); an empty answer to a non-head message: nothing.
+    c.handle_empty_answer(now, 3);
+    assert!(c.poll_transmit(now).is_none());
+    // 2 was taken; its answer (ack 1..2) was lost. The retry timer resends the head only.
+    let t = c.poll_timeout().unwrap();
+    c.handle_timeout(t);
+    let resent: Vec<u64> = std::iter::from_fn(|| c.poll_transmit(t))
+        .map(|m| m.sequence.unwrap().number)
+        .collect();
+    assert_eq!(resent, vec![2]);
+    // gSOAP: duplicate, HTTP 202 without an ack. wsrm probes with 3.
+    c.handle_empty_answer(t, 2);
+    let probe = c.poll_transmit(t).unwrap();
+    assert_eq!(probe.sequence.unwrap().number, 3);
+    assert!(c.poll_transmit(t).is_none(), "one probe");
+    c.handle_message(t, header_only_ack(RmVersion::Wsrm11, &id, 3));
+    let acked: Vec<u64> = std::iter::from_fn(|| c.poll_event())
+        .filter_map(|e| match e {
+            ClientEvent::Acknowledged { number } => Some(number),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, vec![1, 2, 3]);
+}
+
+// The probe needs a retransmitted head: an empty answer to the head's first transmission (a
+// destination that discarded it, e.g. gSOAP's out-of-order discard, quirk 4) does not probe.
+#[test]
+fn empty_answer_to_a_first_transmission_does_not_probe() {
+    let now = Instant::now();
+    let (mut c, id) = gsoap_rm11_client(now);
+    for _ in 0..3 {
+        c.send(now, Arc::from("urn:wsrm:payload/Ping"), Bytes::from("<p/>"))
+            .unwrap();
+    }
+    c.poll_transmit(now).unwrap();
+    c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, 1));
+    while c.poll_transmit(now).is_some() {}
+    c.handle_empty_answer(now, 2);
+    assert!(c.poll_transmit(now).is_none());
+}

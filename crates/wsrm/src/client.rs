@@ -316,7 +316,7 @@ enum ExchangeResult {
     /// sequence number of the message it carried, if any.
     Failed(Option<u64>),
     /// An empty success answer to anything but the LastMessage (202 Accepted).
-    Nothing,
+    Nothing(Option<u64>),
 }
 
 struct Driver {
@@ -377,6 +377,10 @@ impl Driver {
                         Ok(ExchangeResult::Answer(body)) => self.response(body),
                         Ok(ExchangeResult::Failed(n)) => {
                             self.session.handle_transport_failure(Instant::now().into_std(), n);
+                        }
+                        Ok(ExchangeResult::Nothing(Some(n))) => {
+                            // gSOAP quirk 19 (docs/interop.md): accepted without an ack.
+                            self.session.handle_empty_answer(Instant::now().into_std(), n);
                         }
                         _ => {}
                     }
@@ -486,7 +490,7 @@ impl Driver {
                     if last_message {
                         ExchangeResult::Answer(Bytes::new())
                     } else {
-                        ExchangeResult::Nothing
+                        ExchangeResult::Nothing(number)
                     }
                 }
                 // SOAP answers: 2xx, 500 (SOAP 1.1/1.2 faults) and 400 (SOAP 1.2 Sender faults,
