@@ -413,8 +413,9 @@ impl ClientSession {
     /// recovery faster; see docs/engine.md). Other messages and states are unaffected.
     ///
     /// `number: None` is a failed exchange that carried no sequence message; while connecting
-    /// it is the CreateSequence, which is then retried after 50 ms, doubling per attempt up to
-    /// WCF's 10 s requestor retry interval (instead of always waiting 10 s).
+    /// it is the CreateSequence, while closing the 1.1 CloseSequence or TerminateSequence:
+    /// each is then retried after 50 ms, doubling per failure up to WCF's 10 s requestor retry
+    /// interval (instead of always waiting 10 s).
     pub fn handle_transport_failure(&mut self, now: Instant, number: Option<u64>) {
         match (self.state, number) {
             (ClientState::Connecting, None) => {
@@ -431,6 +432,11 @@ impl ClientSession {
             (ClientState::Open | ClientState::Closing, Some(n)) => {
                 if self.out.src.transport_failed(n) {
                     tracing::debug!(number = n, "transport failure: retransmitting at once");
+                }
+            }
+            (ClientState::Closing, None) => {
+                if self.out.control_failed(now) {
+                    tracing::debug!("Close/Terminate exchange failed: retrying early");
                 }
             }
             _ => {}

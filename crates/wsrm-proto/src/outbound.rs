@@ -51,6 +51,8 @@ pub(crate) struct Outbound {
     close_timeout: Duration,
     /// A control message to send now (first attempt of Close/Terminate).
     pending: Option<Message>,
+    /// Close/Terminate exchanges that failed without an answer (backoff of early retries).
+    control_failures: u32,
 }
 
 impl Outbound {
@@ -63,6 +65,7 @@ impl Outbound {
             close_deadline: None,
             close_timeout: Duration::from_secs(60),
             pending: None,
+            control_failures: 0,
         }
     }
 
@@ -190,6 +193,27 @@ impl Outbound {
                 m
             }
             _ => None,
+        }
+    }
+
+    /// The exchange carrying the 1.1 CloseSequence or TerminateSequence failed without an
+    /// answer (docs/engine.md deviation 8): retry after 50 ms, doubling per failure, instead of
+    /// WCF's fixed 10 s requestor interval (never later than that).
+    pub fn control_failed(&mut self, now: Instant) -> bool {
+        let delay = Duration::from_millis(50)
+            .saturating_mul(1u32 << self.control_failures.min(16))
+            .min(REQUESTOR_RETRY_INTERVAL);
+        match &mut self.stage {
+            Stage::Closing { next, .. } | Stage::Terminating { next, .. } => {
+                self.control_failures = self.control_failures.saturating_add(1);
+                let at = now + delay;
+                if at < *next {
+                    *next = at;
+                    return true;
+                }
+                false
+            }
+            _ => false,
         }
     }
 

@@ -15,7 +15,8 @@ use wsrm_proto::msg::{
 use wsrm_proto::{ClientConfig, ClientSession, ClientState, Pattern, Shape, FAST_RETRIES};
 
 fn open(now: Instant) -> (ClientSession, SequenceId) {
-    let cfg = ClientConfig::new(Pattern::OneWay, Shape::RequestReply);
+    let mut cfg = ClientConfig::new(Pattern::OneWay, Shape::RequestReply);
+    cfg.settings.reliable_messaging_version = RmVersion::Wsrm11;
     let mut c = ClientSession::new(now, cfg, 1).unwrap();
     let cs = c.poll_transmit(now).unwrap();
     let id = SequenceId::from("urn:uuid:00000000-0000-4000-8000-000000000001");
@@ -150,4 +151,28 @@ fn zero_buffer_remaining_is_polled_quickly_with_backoff() {
         .poll_transmit(second_poll)
         .expect("message 2 after the quota reopened");
     assert_eq!(number(&m), Some(2));
+}
+
+#[test]
+fn failed_close_sequence_exchange_is_retried_early_with_backoff() {
+    let now = Instant::now();
+    let (mut c, id) = open(now);
+    c.send(now, Arc::from("urn:a"), Bytes::from_static(b"<p/>"))
+        .unwrap();
+    let _ = c.poll_transmit(now).unwrap();
+    c.handle_message(now, ack(&id, vec![(1, 1)], None));
+    c.close(now).unwrap();
+    let close = c.poll_transmit(now).expect("CloseSequence");
+    assert!(matches!(close.body, Body::CloseSequence { .. }));
+    // WCF's requestor would wait 10 s; a failed exchange brings the retry forward to 50 ms.
+    c.handle_transport_failure(now, None);
+    let t1 = c.poll_timeout().unwrap();
+    assert_eq!(t1, now + Duration::from_millis(50));
+    c.handle_timeout(t1);
+    let again = c.poll_transmit(t1).expect("CloseSequence resent");
+    assert!(matches!(again.body, Body::CloseSequence { .. }));
+    assert_eq!(again.message_id, close.message_id);
+    // Second failure: 100 ms.
+    c.handle_transport_failure(t1, None);
+    assert_eq!(c.poll_timeout().unwrap(), t1 + Duration::from_millis(100));
 }
