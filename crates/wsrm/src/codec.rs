@@ -26,8 +26,16 @@ pub(crate) fn media_type(v: SoapVersion) -> &'static str {
 }
 
 pub(crate) fn encode(m: &Message, v: MessageVersion) -> Result<Encoded, EncodeError> {
-    let framing = Framing::new(v.soap, v.addressing);
-    let body = wsrm_wire::encode(m, &framing)?;
+    encode_framed(m, v, &Framing::new(v.soap, v.addressing))
+}
+
+/// Encodes with an explicit framing (e.g. a MustUnderstand fault's `NotUnderstood` headers).
+pub(crate) fn encode_framed(
+    m: &Message,
+    v: MessageVersion,
+    framing: &Framing,
+) -> Result<Encoded, EncodeError> {
+    let body = wsrm_wire::encode(m, framing)?;
     let soap_action = match v.soap {
         SoapVersion::Soap11 => Some(format!("\"{}\"", wsrm_wire::action_uri(m, v.addressing)?)),
         SoapVersion::Soap12 => None,
@@ -70,6 +78,13 @@ pub(crate) fn error_version(e: &DecodeError, fallback: MessageVersion) -> Messag
         soap: e.soap().unwrap_or(fallback.soap),
         addressing: e.addressing().unwrap_or(fallback.addressing),
     }
+}
+
+/// The framing of the fault answering a decode error: the request's SOAP/WS-Addressing
+/// versions where they were read, its FaultTo/ReplyTo, and for a MustUnderstand fault the
+/// SOAP 1.2 `NotUnderstood` header naming the header that was not understood.
+pub(crate) fn error_framing(e: &DecodeError, fallback: MessageVersion) -> Framing {
+    Framing::for_error(e, &Framing::new(fallback.soap, fallback.addressing))
 }
 
 /// The fault message answering a decode error, if WCF answers with one.

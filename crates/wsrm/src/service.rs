@@ -499,12 +499,22 @@ impl Front {
         let Some(m) = m else {
             return Handled::Respond(h::empty(StatusCode::ACCEPTED));
         };
+        let framing = wsrm_wire::Framing::new(version.soap, version.addressing);
+        self.respond_framed(m, version, &framing)
+    }
+
+    fn respond_framed(
+        &self,
+        m: Message,
+        version: MessageVersion,
+        framing: &wsrm_wire::Framing,
+    ) -> Handled {
         let status = if matches!(m.body, Body::Fault(_)) {
             StatusCode::INTERNAL_SERVER_ERROR
         } else {
             StatusCode::OK
         };
-        match codec::encode(&m, version) {
+        match codec::encode_framed(&m, version, framing) {
             Ok(enc) => {
                 let mut r = Response::new(Full::new(enc.body));
                 *r.status_mut() = status;
@@ -560,7 +570,9 @@ impl Front {
                 tracing::debug!(error = %e, body = %String::from_utf8_lossy(&body), "refused undecodable request");
                 let version = codec::error_version(&e, self.version);
                 return match codec::error_fault(&e) {
-                    Some(m) => self.respond(Some(m), version),
+                    Some(m) => {
+                        self.respond_framed(m, version, &codec::error_framing(&e, self.version))
+                    }
                     None => Handled::Respond(h::empty(
                         StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
                     )),

@@ -237,3 +237,27 @@ async fn create_sequence_flood_is_bounded() {
     assert_eq!(f.svc.stats().sessions_created, 20);
     f.still_fine().await;
 }
+
+#[tokio::test]
+async fn unknown_must_understand_header_gets_must_understand_fault_with_not_understood() {
+    let f = fixture(Binding::ws_http(), 100).await;
+    let c = raw_client();
+    let env = concat!(
+        r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" "#,
+        r#"xmlns:a="http://www.w3.org/2005/08/addressing">"#,
+        r#"<s:Header><a:Action s:mustUnderstand="1">urn:wsrm:test/OneWay</a:Action>"#,
+        r#"<a:MessageID>urn:uuid:00000000-0000-4000-8000-0000000000aa</a:MessageID>"#,
+        r#"<x:Secret xmlns:x="urn:example:unknown" s:mustUnderstand="true">1</x:Secret>"#,
+        r#"</s:Header><s:Body><p xmlns="urn:wsrm:payload">x</p></s:Body></s:Envelope>"#
+    );
+    let (status, body) =
+        post_raw(&c, &f.svc.url("/svc"), SOAP12_CT, env.as_bytes().to_vec()).await;
+    assert_eq!(status, 500);
+    let text = String::from_utf8_lossy(&body);
+    // SOAP 1.2 MustUnderstand fault, naming the header in an env:NotUnderstood header.
+    assert!(text.contains("MustUnderstand"), "{text}");
+    assert!(text.contains("NotUnderstood"), "{text}");
+    assert!(text.contains("urn:example:unknown"), "{text}");
+    assert!(text.contains(":Secret\""), "{text}");
+    f.still_fine().await;
+}
