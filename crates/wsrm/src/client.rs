@@ -337,6 +337,9 @@ struct Driver {
 /// How long the driver waits, once the session is over, for exchanges still in flight.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
+/// At most this many further commands or finished exchanges are taken per driver turn.
+const BATCH: usize = 64;
+
 impl Driver {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         let mut cmds_open = true;
@@ -363,7 +366,17 @@ impl Driver {
             });
             tokio::select! {
                 cmd = rx.recv(), if cmds_open => match cmd {
-                    Some(c) => self.command(c),
+                    Some(c) => {
+                        self.command(c);
+                        // Take whatever else is queued in the same turn: one pass of the
+                        // engine (timers, transmits, events) serves the whole batch.
+                        for _ in 0..BATCH {
+                            match rx.try_recv() {
+                                Ok(c) => self.command(c),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => {
                         cmds_open = false;
                         // Every handle is gone: abort unless closing/closed.
@@ -373,16 +386,13 @@ impl Driver {
                     }
                 },
                 Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => {
-                    match done {
-                        Ok(ExchangeResult::Answer(body)) => self.response(body),
-                        Ok(ExchangeResult::Failed(n)) => {
-                            self.session.handle_transport_failure(Instant::now().into_std(), n);
+                    self.exchange_done(done);
+                    // Every other finished exchange in the same turn (see above).
+                    for _ in 0..BATCH {
+                        match self.inflight.try_join_next() {
+                            Some(done) => self.exchange_done(done),
+                            None => break,
                         }
-                        Ok(ExchangeResult::Nothing(Some(n))) => {
-                            // gSOAP quirk 19 (docs/interop.md): accepted without an ack.
-                            self.session.handle_empty_answer(Instant::now().into_std(), n);
-                        }
-                        _ => {}
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {}
@@ -392,6 +402,22 @@ impl Driver {
             let _ = tx.send(Ok(()));
         }
         tracing::debug!("client driver finished");
+    }
+
+    fn exchange_done(&mut self, done: Result<ExchangeResult, tokio::task::JoinError>) {
+        match done {
+            Ok(ExchangeResult::Answer(body)) => self.response(body),
+            Ok(ExchangeResult::Failed(n)) => {
+                self.session
+                    .handle_transport_failure(Instant::now().into_std(), n);
+            }
+            Ok(ExchangeResult::Nothing(Some(n))) => {
+                // gSOAP quirk 19 (docs/interop.md): accepted without an ack.
+                self.session
+                    .handle_empty_answer(Instant::now().into_std(), n);
+            }
+            _ => {}
+        }
     }
 
     fn command(&mut self, c: Cmd) {
