@@ -250,8 +250,7 @@ async fn unknown_must_understand_header_gets_must_understand_fault_with_not_unde
         r#"<x:Secret xmlns:x="urn:example:unknown" s:mustUnderstand="true">1</x:Secret>"#,
         r#"</s:Header><s:Body><p xmlns="urn:wsrm:payload">x</p></s:Body></s:Envelope>"#
     );
-    let (status, body) =
-        post_raw(&c, &f.svc.url("/svc"), SOAP12_CT, env.as_bytes().to_vec()).await;
+    let (status, body) = post_raw(&c, &f.svc.url("/svc"), SOAP12_CT, env.as_bytes().to_vec()).await;
     assert_eq!(status, 500);
     let text = String::from_utf8_lossy(&body);
     // SOAP 1.2 MustUnderstand fault, naming the header in an env:NotUnderstood header.
