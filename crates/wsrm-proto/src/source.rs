@@ -314,6 +314,15 @@ impl Source {
         true
     }
 
+    /// The window entry of a message that was put on the wire (`None` outside the window).
+    fn sent_entry_mut(&mut self, number: u64) -> Option<&mut Entry> {
+        let idx = usize::try_from(number.checked_sub(self.window_start)?).ok()?;
+        if idx >= self.in_window {
+            return None;
+        }
+        self.entries.get_mut(idx)
+    }
+
     /// The transport reported that the last transmission of message `number` certainly did
     /// not get through (no HTTP response: connection error, or an intermediary's 5xx other
     /// than a SOAP fault). WCF waits for the retransmission timer; we retransmit at once, but
@@ -321,14 +330,7 @@ impl Source {
     /// the timer's exponential backoff and MaxRetryCount. Returns whether a retransmission
     /// was queued. Unknown, acknowledged or already queued messages are ignored.
     pub fn transport_failed(&mut self, number: u64) -> bool {
-        if number < self.window_start {
-            return false;
-        }
-        let idx = (number - self.window_start) as usize;
-        if idx >= self.in_window {
-            return false;
-        }
-        let Some(e) = self.entries.get_mut(idx) else {
+        let Some(e) = self.sent_entry_mut(number) else {
             return false;
         };
         if e.done() || e.acked || e.resend || e.last_sent.is_none() || e.retries >= FAST_RETRIES {
@@ -547,14 +549,7 @@ impl Source {
 
     /// Marks a two-way request as replied; returns whether it thereby became done.
     pub fn mark_replied(&mut self, now: Instant, number: u64) -> bool {
-        if number < self.window_start {
-            return false;
-        }
-        let idx = (number - self.window_start) as usize;
-        if idx >= self.in_window {
-            return false;
-        }
-        let Some(e) = self.entries.get_mut(idx) else {
+        let Some(e) = self.sent_entry_mut(number) else {
             return false;
         };
         if e.replied || !e.two_way {
