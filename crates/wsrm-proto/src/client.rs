@@ -429,15 +429,13 @@ impl ClientSession {
                     self.cs_next = at;
                 }
             }
-            (ClientState::Open | ClientState::Closing, Some(n)) => {
-                if self.out.src.transport_failed(n) {
-                    tracing::debug!(number = n, "transport failure: retransmitting at once");
-                }
+            (ClientState::Open | ClientState::Closing, Some(n))
+                if self.out.src.transport_failed(n) =>
+            {
+                tracing::debug!(number = n, "transport failure: retransmitting at once");
             }
-            (ClientState::Closing, None) => {
-                if self.out.control_failed(now) {
-                    tracing::debug!("Close/Terminate exchange failed: retrying early");
-                }
+            (ClientState::Closing, None) if self.out.control_failed(now) => {
+                tracing::debug!("Close/Terminate exchange failed: retrying early");
             }
             _ => {}
         }
