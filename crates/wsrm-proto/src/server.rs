@@ -999,8 +999,11 @@ impl Endpoint {
         {
             Self::release_unacknowledged_replies(s, Some(n));
         }
-        let admit =
-            s.pattern != Pattern::RequestReply || s.unacked_replies.len() < s.max_window as usize;
+        // Like the receive buffer (docs/engine.md, deviation 7): up to two windows of replies
+        // may await their acknowledgement; concurrent requests on parallel connections carry
+        // acks that lag by a few replies, and WCF's one-window limit dropped them.
+        let admit = s.pattern != Pattern::RequestReply
+            || s.unacked_replies.len() < 2 * s.max_window as usize;
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
         let r = s.inbound.dest.on_message(

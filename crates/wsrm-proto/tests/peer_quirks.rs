@@ -351,35 +351,35 @@ fn gsoap_request_reply_client_that_never_acknowledges_replies() {
     }
 }
 
-// A client that does acknowledge the reply sequence keeps WCF's flow control: with 8 replies
-// unacknowledged (its ack covers only reply 1), request 10 is not delivered; once it
-// acknowledges, it is.
+// A client that does acknowledge the reply sequence keeps flow control: with two windows (16)
+// of replies unacknowledged (its ack covers only reply 1; docs/engine.md deviation 7 — WCF
+// stops at one window), request 18 is not delivered; once it acknowledges, it is.
 #[test]
 fn acknowledging_client_keeps_the_reply_window() {
     let mut s = Svc::open(RmVersion::Wsrm11);
-    for n in 1..=9u64 {
+    for n in 1..=17u64 {
         let acked = (n > 1).then(|| vec![(1, 1)]);
         let (answer, delivered) = s.exchange(s.request(n, acked));
         assert_eq!(delivered, vec![n]);
         assert!(answer.unwrap().sequence.is_some());
     }
-    let (answer, delivered) = s.exchange(s.request(10, Some(vec![(1, 1)])));
+    let (answer, delivered) = s.exchange(s.request(18, Some(vec![(1, 1)])));
     assert!(delivered.is_empty(), "reply window full: not delivered");
     assert!(answer.is_none_or(|m| m.sequence.is_none()));
-    let (answer, delivered) = s.exchange(s.request(10, Some(vec![(1, 9)])));
-    assert_eq!(delivered, vec![10]);
-    assert_eq!(answer.unwrap().sequence.unwrap().number, 10);
-    // CloseSequence whose ack still misses reply 10 is refused (WCF's rule).
+    let (answer, delivered) = s.exchange(s.request(18, Some(vec![(1, 17)])));
+    assert_eq!(delivered, vec![18]);
+    assert_eq!(answer.unwrap().sequence.unwrap().number, 18);
+    // CloseSequence whose ack still misses reply 18 is refused (WCF's rule).
     let mut close = Message::new(
         RmVersion::Wsrm11,
         Action::CloseSequence,
         Body::CloseSequence {
             identifier: s.input.clone(),
-            last_msg_number: Some(10),
+            last_msg_number: Some(18),
         },
     );
     close.message_id = Some(Arc::from("urn:uuid:close"));
-    close.ack = Some(ack(&s.offer, vec![(1, 9)]));
+    close.ack = Some(ack(&s.offer, vec![(1, 17)]));
     let (answer, _) = s.exchange(close);
     assert!(matches!(answer.unwrap().body, Body::Fault(_)));
 }
