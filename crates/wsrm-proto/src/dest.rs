@@ -348,6 +348,62 @@ impl Destination {
     }
 }
 
+// Durable sessions (issue 6): rebuilding a destination from a stored snapshot.
+impl Destination {
+    /// Restores the received ranges, the last number and the delivery position from a
+    /// snapshot; `undelivered` messages are delivered again (pushed to `out` when deliverable:
+    /// in order when Ordered, held behind gaps otherwise).
+    pub(crate) fn restore(
+        &mut self,
+        ranges: &[(u64, u64)],
+        last: Option<u64>,
+        delivered_through: u64,
+        undelivered: Vec<Delivered>,
+        out: &mut Vec<Delivered>,
+    ) {
+        self.ranges = RangeSet::from_ranges(ranges);
+        self.last = last;
+        self.next_expected = delivered_through.saturating_add(1);
+        for d in undelivered {
+            if !self.ranges.contains(d.number) {
+                self.ranges.insert(d.number);
+            }
+            if self.ordered {
+                if d.number >= self.next_expected {
+                    self.held.insert(d.number, d);
+                }
+            } else {
+                self.push_out(d, out);
+            }
+        }
+        if self.ordered {
+            // 1.0: an empty LastMessage is never delivered; the watermark skips it.
+            if let Some(l) = last {
+                if self.version == RmVersion::Wsrm10
+                    && l > delivered_through
+                    && self.ranges.contains(l)
+                    && !self.held.contains_key(&l)
+                {
+                    self.empty_last = Some(l);
+                }
+            }
+            loop {
+                if self.empty_last == Some(self.next_expected) {
+                    self.next_expected += 1;
+                    continue;
+                }
+                match self.held.remove(&self.next_expected) {
+                    Some(d) => {
+                        self.next_expected += 1;
+                        self.push_out(d, out);
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,61 +575,5 @@ mod tests {
         let d = Destination::new("s".into(), RmVersion::Wsrm11, true, 8, false, true);
         let a = d.ack_header();
         assert!(a.none && a.ranges.is_empty() && a.buffer_remaining.is_none());
-    }
-}
-
-// Durable sessions (issue 6): rebuilding a destination from a stored snapshot.
-impl Destination {
-    /// Restores the received ranges, the last number and the delivery position from a
-    /// snapshot; `undelivered` messages are delivered again (pushed to `out` when deliverable:
-    /// in order when Ordered, held behind gaps otherwise).
-    pub(crate) fn restore(
-        &mut self,
-        ranges: &[(u64, u64)],
-        last: Option<u64>,
-        delivered_through: u64,
-        undelivered: Vec<Delivered>,
-        out: &mut Vec<Delivered>,
-    ) {
-        self.ranges = RangeSet::from_ranges(ranges);
-        self.last = last;
-        self.next_expected = delivered_through.saturating_add(1);
-        for d in undelivered {
-            if !self.ranges.contains(d.number) {
-                self.ranges.insert(d.number);
-            }
-            if self.ordered {
-                if d.number >= self.next_expected {
-                    self.held.insert(d.number, d);
-                }
-            } else {
-                self.push_out(d, out);
-            }
-        }
-        if self.ordered {
-            // 1.0: an empty LastMessage is never delivered; the watermark skips it.
-            if let Some(l) = last {
-                if self.version == RmVersion::Wsrm10
-                    && l > delivered_through
-                    && self.ranges.contains(l)
-                    && !self.held.contains_key(&l)
-                {
-                    self.empty_last = Some(l);
-                }
-            }
-            loop {
-                if self.empty_last == Some(self.next_expected) {
-                    self.next_expected += 1;
-                    continue;
-                }
-                match self.held.remove(&self.next_expected) {
-                    Some(d) => {
-                        self.next_expected += 1;
-                        self.push_out(d, out);
-                    }
-                    None => break,
-                }
-            }
-        }
     }
 }

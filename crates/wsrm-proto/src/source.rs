@@ -640,6 +640,60 @@ impl Source {
     }
 }
 
+// Durable sessions (issue 6): rebuilding a source from a stored snapshot.
+impl Source {
+    /// Restores numbering and the unacknowledged messages (ascending, all below
+    /// `next_number`) after a restart: every number from the lowest unacknowledged one up to
+    /// `next_number − 1` is in the window (numbers missing from `unacked` count as
+    /// acknowledged), and the unacknowledged ones are queued for retransmission.
+    pub(crate) fn restore(
+        &mut self,
+        now: Instant,
+        next_number: u64,
+        unacked: Vec<crate::snapshot::SnapshotMessage>,
+    ) {
+        let next_number = next_number.max(1);
+        let start = unacked.first().map_or(next_number, |m| m.number);
+        self.entries.clear();
+        self.resend_queue.clear();
+        self.window_start = start;
+        self.next_number = next_number;
+        self.highest_sent = next_number - 1;
+        let mut it = unacked.into_iter().peekable();
+        for n in start..next_number {
+            let m = it.next_if(|m| m.number == n);
+            let acked = m.is_none();
+            let (action, payload, message_id) = match m {
+                Some(m) => (Action::Other(m.action), Some(m.payload), m.message_id),
+                None => (Action::Other(Arc::from("")), None, None),
+            };
+            self.entries.push_back(Entry {
+                number: n,
+                action,
+                payload,
+                message_id,
+                reply_to: None,
+                last: false,
+                two_way: false,
+                retries: 0,
+                last_sent: None,
+                acked,
+                replied: false,
+                resend: !acked,
+                rtt_sample_us: None,
+            });
+            if !acked {
+                self.resend_queue.push_back(n);
+            }
+        }
+        self.in_window = self.entries.len();
+        self.window_size = (self.in_window as u32).clamp(1, self.max_window);
+        self.startup = false;
+        self.ssthresh = self.window_size;
+        self.arm(now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -826,59 +880,5 @@ mod tests {
         // An old-news ack with more room reopens the quota.
         s.handle_ack(t, &ack(&[(1, 2)], Some(3))).unwrap();
         assert_eq!(s.quota(), 3);
-    }
-}
-
-// Durable sessions (issue 6): rebuilding a source from a stored snapshot.
-impl Source {
-    /// Restores numbering and the unacknowledged messages (ascending, all below
-    /// `next_number`) after a restart: every number from the lowest unacknowledged one up to
-    /// `next_number − 1` is in the window (numbers missing from `unacked` count as
-    /// acknowledged), and the unacknowledged ones are queued for retransmission.
-    pub(crate) fn restore(
-        &mut self,
-        now: Instant,
-        next_number: u64,
-        unacked: Vec<crate::snapshot::SnapshotMessage>,
-    ) {
-        let next_number = next_number.max(1);
-        let start = unacked.first().map_or(next_number, |m| m.number);
-        self.entries.clear();
-        self.resend_queue.clear();
-        self.window_start = start;
-        self.next_number = next_number;
-        self.highest_sent = next_number - 1;
-        let mut it = unacked.into_iter().peekable();
-        for n in start..next_number {
-            let m = it.next_if(|m| m.number == n);
-            let acked = m.is_none();
-            let (action, payload, message_id) = match m {
-                Some(m) => (Action::Other(m.action), Some(m.payload), m.message_id),
-                None => (Action::Other(Arc::from("")), None, None),
-            };
-            self.entries.push_back(Entry {
-                number: n,
-                action,
-                payload,
-                message_id,
-                reply_to: None,
-                last: false,
-                two_way: false,
-                retries: 0,
-                last_sent: None,
-                acked,
-                replied: false,
-                resend: !acked,
-                rtt_sample_us: None,
-            });
-            if !acked {
-                self.resend_queue.push_back(n);
-            }
-        }
-        self.in_window = self.entries.len();
-        self.window_size = (self.in_window as u32).clamp(1, self.max_window);
-        self.startup = false;
-        self.ssthresh = self.window_size;
-        self.arm(now);
     }
 }

@@ -267,11 +267,6 @@ impl Svc {
         m.ack = reply_ack.map(|r| ack(&self.offer, r));
         m
     }
-
-    fn closed(&mut self) -> bool {
-        std::iter::from_fn(|| self.e.poll_event())
-            .any(|e| matches!(e, ServerEvent::SessionClosed { session } if session == self.session))
-    }
 }
 
 // gSOAP quirk 16: the gSOAP 2.8 request-reply client never acknowledges the offered reply

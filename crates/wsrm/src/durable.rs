@@ -54,7 +54,7 @@ pub(crate) fn is_fatal(e: &StoreError) -> bool {
 
 enum Pipe {
     Write(Durable, &'static str),
-    Respond(oneshot::Sender<Option<Message>>, Option<Message>),
+    Respond(oneshot::Sender<Option<Message>>, Option<Box<Message>>),
 }
 
 /// The service's store glue (one per service; shared by the HTTP front and the driver).
@@ -101,7 +101,7 @@ impl DurableService {
                     }
                     Pipe::Respond(tx, m) => {
                         let ok = !f.load(Ordering::SeqCst);
-                        let _ = tx.send(if ok { m } else { None });
+                        let _ = tx.send(if ok { m.map(|b| *b) } else { None });
                     }
                 }
             }
@@ -204,9 +204,13 @@ impl DurableService {
             return;
         }
         if let Err(mpsc::error::SendError(Pipe::Respond(tx, m))) =
-            self.pipe.send(Pipe::Respond(tx, m))
+            self.pipe.send(Pipe::Respond(tx, m.map(Box::new)))
         {
-            let _ = tx.send(if self.has_failed() { None } else { m });
+            let _ = tx.send(if self.has_failed() {
+                None
+            } else {
+                m.map(|b| *b)
+            });
         }
     }
 

@@ -392,7 +392,7 @@ impl DurableDriver {
         if !acked.is_empty() {
             if let Some(id) = self.session.output_id() {
                 // Not awaited: an acknowledgement lost in a crash only means a retransmission.
-                let _ = self.store.source_acked(id, &acked);
+                drop(self.store.source_acked(id, &acked));
             }
         }
         over || matches!(
