@@ -344,3 +344,58 @@ async fn request_reply_restarts_replay_stored_replies_rm11() {
     init_tracing();
     request_reply_restarts(Binding::ws2007_http()).await;
 }
+
+/// A hostile message number far past the window is neither stored nor acknowledged, and the
+/// session keeps working (the store of a sequence is bounded by MAX_RECEIVE_AHEAD).
+#[tokio::test]
+async fn hostile_far_ahead_number_is_not_stored() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.db");
+    let store = Store::open_sqlite(&path, &Default::default()).unwrap();
+    let binding = Binding::ws2007_http();
+    let log: Log = Default::default();
+    let svc = Service::builder(binding.clone())
+        .handler(recorder(&log))
+        .store(store.clone())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
+        .await
+        .unwrap();
+    client.send(ONEWAY, payload(1)).await.unwrap();
+    let seq = client.sequence_id().unwrap();
+    let far = wsrm::store::MAX_RECEIVE_AHEAD + 10;
+    let mut m = wsrm_proto::msg::Message::new(
+        wsrm_proto::msg::RmVersion::Wsrm11,
+        wsrm_proto::msg::Action::Other(Arc::from(ONEWAY)),
+        wsrm_proto::msg::Body::Application(bytes::Bytes::from_static(b"<x xmlns=\"urn:x\"/>")),
+    );
+    m.sequence = Some(wsrm_proto::msg::SequenceHeader {
+        identifier: seq.clone(),
+        number: far,
+        last_message: false,
+    });
+    m.message_id = Some(Arc::from("urn:uuid:00000000-0000-4000-8000-00000000f00d"));
+    let c = raw_client();
+    let (status, body) = post_raw(&c, &svc.url("/svc"), SOAP12_CT, envelope(&m)).await;
+    assert!(status == 200 || status == 202, "status {status}");
+    if !body.is_empty() {
+        let ack = decode(&body).ack.expect("an acknowledgement");
+        assert!(ack.ranges.iter().all(|&(_, u)| u < far), "{:?}", ack.ranges);
+    }
+    let info = store.destination(&seq).await.unwrap().expect("stored");
+    assert!(
+        info.ranges.iter().all(|&(_, u)| u < far),
+        "{:?}",
+        info.ranges
+    );
+    for i in 2..=3 {
+        client.send(ONEWAY, payload(i)).await.unwrap();
+    }
+    client.close().await.unwrap();
+    let got: Vec<String> = log.lock().unwrap().iter().map(|s| s.body.clone()).collect();
+    assert_eq!(got, (1..=3).map(payload).collect::<Vec<_>>());
+    svc.shutdown().await;
+}

@@ -220,6 +220,21 @@ fn errors_are_typed(store: &Store) {
         store.received(&d, 0, "a", env(0), false).wait(),
         Err(StoreError::Invalid { .. })
     ));
+    // A hostile number far past the first gap is not stored (bounded store per sequence);
+    // the edge of the bound is.
+    let ahead = wsrm::store::MAX_RECEIVE_AHEAD;
+    assert!(matches!(
+        store.received(&d, ahead + 1, "a", env(1), false).wait(),
+        Err(StoreError::Invalid { .. })
+    ));
+    assert!(matches!(
+        store.received(&d, u64::MAX >> 1, "a", env(1), false).wait(),
+        Err(StoreError::Invalid { .. })
+    ));
+    store
+        .received(&d, ahead, "a", env(ahead), false)
+        .wait()
+        .expect("within the bound");
     // The largest legal number works.
     let max = wsrm_proto::msg::MAX_MESSAGE_NUMBER;
     store.record_sent(&s, max, env(max)).wait().expect("max");

@@ -492,6 +492,7 @@ impl MemState {
                     .dests
                     .get_mut(&sequence)
                     .ok_or_else(|| unknown(&sequence))?;
+                super::check_receive_ahead(number, &d.ranges)?;
                 d.activity = at;
                 if d.ranges.insert(number) {
                     d.pending.insert(

@@ -722,6 +722,29 @@ impl Op {
 }
 
 /// Checks a message number is within 1 ..= 2^63 − 1.
+/// How far past the first gap of a destination sequence a received message may be stored:
+/// twice the largest MaxTransferWindowSize (4096). The engine never admits (and so never
+/// acknowledges) a message a window or more past the gap, so refusing these loses nothing, and
+/// a hostile client cannot fill the store with numbers far beyond the window.
+pub const MAX_RECEIVE_AHEAD: u64 = 2 * 4096;
+
+/// Refuses a received message number too far past the first gap (see [`MAX_RECEIVE_AHEAD`]).
+pub(crate) fn check_receive_ahead(
+    number: u64,
+    ranges: &wsrm_proto::ranges::RangeSet,
+) -> Result<(), StoreError> {
+    let prefix = ranges.contiguous_prefix();
+    if number > prefix.saturating_add(MAX_RECEIVE_AHEAD) {
+        return Err(StoreError::Invalid {
+            reason: format!(
+                "message number {number} is more than {MAX_RECEIVE_AHEAD} past the first gap ({})",
+                prefix + 1
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn check_number(number: u64) -> Result<(), StoreError> {
     if number == 0 || number > wsrm_proto::msg::MAX_MESSAGE_NUMBER {
         return Err(StoreError::Invalid {

@@ -1383,6 +1383,7 @@ fn apply_op(ctx: &Ctx<'_>, c: &Connection, op: Op, at: i64) -> Result<(), OpErro
             let mut set = decode_ranges(&ranges).ok_or_else(|| {
                 OpError::Fatal(corrupt(ctx.path, format!("malformed ranges {ranges:?}")))
             })?;
+            super::check_receive_ahead(number, &set)?;
             if set.insert(number) {
                 c.prepare_cached(
                     "INSERT INTO dest_msg (seq_id, number, action, payload, last)
