@@ -308,8 +308,70 @@ impl<T> std::fmt::Debug for Pending<T> {
     }
 }
 
+/// A SOAP-over-HTTP POST of an encoded envelope.
+pub(crate) fn soap_request(
+    uri: &http::Uri,
+    body: Bytes,
+    content_type: &'static str,
+    soap_action: Option<String>,
+) -> Request<Full<Bytes>> {
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = uri.clone();
+    req.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    if let Some(sa) = soap_action {
+        if let Ok(v) = header::HeaderValue::from_str(&sa) {
+            req.headers_mut().insert("soapaction", v);
+        }
+    }
+    req
+}
+
+/// Runs one exchange and classifies its outcome for the engine. `number` is the sequence
+/// number of the message it carries, `last_message` whether that is the RM 1.0 LastMessage.
+pub(crate) async fn exchange(
+    http: &HttpClient,
+    req: Request<Full<Bytes>>,
+    max: usize,
+    timeout: Duration,
+    last_message: bool,
+    number: Option<u64>,
+) -> ExchangeResult {
+    match http.exchange(req, max, timeout).await {
+        Ok(r) if r.body.is_empty() && r.status.is_success() => {
+            tracing::debug!(status = %r.status, "empty response");
+            // An accepted LastMessage without an acknowledgement (docs/interop.md, gSOAP
+            // quirk 15) is reported to the engine as an empty body.
+            if last_message {
+                ExchangeResult::Answer(Bytes::new())
+            } else {
+                ExchangeResult::Nothing(number)
+            }
+        }
+        // SOAP answers: 2xx, 500 (SOAP 1.1/1.2 faults) and 400 (SOAP 1.2 Sender faults, e.g.
+        // gSOAP's). An intermediary's 502/503 carries no SOAP answer.
+        Ok(r)
+            if !r.body.is_empty()
+                && (r.status.is_success() || matches!(r.status.as_u16(), 400 | 500)) =>
+        {
+            ExchangeResult::Answer(r.body)
+        }
+        Ok(r) => {
+            tracing::debug!(status = %r.status, "exchange failed");
+            ExchangeResult::Failed(number)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "exchange failed");
+            ExchangeResult::Failed(number)
+        }
+    }
+}
+
 /// What one HTTP exchange produced.
-enum ExchangeResult {
+pub(crate) enum ExchangeResult {
     /// A SOAP answer (or, for the LastMessage only, an accepted empty answer).
     Answer(Bytes),
     /// No SOAP answer: connection error, timeout or a non-SOAP error status. Carries the
@@ -493,50 +555,11 @@ impl Driver {
                 return;
             }
         };
-        let mut req = Request::new(Full::new(enc.body));
-        *req.method_mut() = http::Method::POST;
-        *req.uri_mut() = self.uri.clone();
-        req.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static(enc.content_type),
-        );
-        if let Some(sa) = enc.soap_action {
-            if let Ok(v) = header::HeaderValue::from_str(&sa) {
-                req.headers_mut().insert("soapaction", v);
-            }
-        }
+        let req = soap_request(&self.uri, enc.body, enc.content_type, enc.soap_action);
         let http = self.http.clone();
         let (max, t) = (self.max_body, self.exchange_timeout);
-        self.inflight.spawn(async move {
-            match http.exchange(req, max, t).await {
-                Ok(r) if r.body.is_empty() && r.status.is_success() => {
-                    tracing::debug!(status = %r.status, "empty response");
-                    // An accepted LastMessage without an acknowledgement (docs/interop.md,
-                    // gSOAP quirk 15) is reported to the engine as an empty body.
-                    if last_message {
-                        ExchangeResult::Answer(Bytes::new())
-                    } else {
-                        ExchangeResult::Nothing(number)
-                    }
-                }
-                // SOAP answers: 2xx, 500 (SOAP 1.1/1.2 faults) and 400 (SOAP 1.2 Sender faults,
-                // e.g. gSOAP's). An intermediary's 502/503 carries no SOAP answer.
-                Ok(r)
-                    if !r.body.is_empty()
-                        && (r.status.is_success() || matches!(r.status.as_u16(), 400 | 500)) =>
-                {
-                    ExchangeResult::Answer(r.body)
-                }
-                Ok(r) => {
-                    tracing::debug!(status = %r.status, "exchange failed");
-                    ExchangeResult::Failed(number)
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "exchange failed");
-                    ExchangeResult::Failed(number)
-                }
-            }
-        });
+        self.inflight
+            .spawn(async move { exchange(&http, req, max, t, last_message, number).await });
     }
 
     /// Dispatches engine events; returns true when the session is over.

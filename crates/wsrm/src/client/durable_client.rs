@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Request};
-use http_body_util::Full;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -22,7 +20,7 @@ use wsrm_proto::msg::{Body, Message, SequenceId};
 use wsrm_proto::snapshot::{SnapshotMessage, SourceSnapshot};
 use wsrm_proto::{ClientConfig, ClientEvent, ClientSession, ClientState};
 
-use super::{Cmd, Shared};
+use super::{exchange, soap_request, Cmd, ExchangeResult, Shared};
 use crate::binding::MessageVersion;
 use crate::codec;
 use crate::error::ClientError;
@@ -125,8 +123,6 @@ pub(super) async fn open_session(
     })
 }
 
-type ExchangeResult = Option<Bytes>;
-
 pub(super) struct DurableDriver {
     pub session: ClientSession,
     pub http: HttpClient,
@@ -178,11 +174,18 @@ impl DurableDriver {
                     }
                 },
                 Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => {
-                    if let Ok(Some(body)) = done {
-                        match codec::decode(&body, self.max_body) {
-                            Ok((m, _)) => self.session.handle_message(Instant::now().into_std(), m),
-                            Err(e) => tracing::debug!(error = %e, "undecodable response dropped"),
+                    let now = Instant::now().into_std();
+                    match done {
+                        Ok(ExchangeResult::Answer(body)) if !body.is_empty() => {
+                            match codec::decode(&body, self.max_body) {
+                                Ok((m, _)) => self.session.handle_message(now, m),
+                                Err(e) => tracing::debug!(error = %e, "undecodable response dropped"),
+                            }
                         }
+                        // A failed exchange is a loss signal (docs/engine.md, deviation 8);
+                        // the retransmission sends the stored bytes.
+                        Ok(ExchangeResult::Failed(n)) => self.session.handle_transport_failure(now, n),
+                        _ => {}
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {}
@@ -231,6 +234,8 @@ impl DurableDriver {
     }
 
     fn exchange(&mut self, m: Message) {
+        let number = m.sequence.as_ref().map(|s| s.number);
+        let last_message = matches!(m.action, wsrm_proto::msg::Action::LastMessage);
         let app = match (&m.sequence, &m.body) {
             (Some(s), Body::Application(_)) => Some((s.identifier.clone(), s.number)),
             _ => None,
@@ -260,18 +265,7 @@ impl DurableDriver {
                 body = stored.clone();
             }
         }
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = http::Method::POST;
-        *req.uri_mut() = self.uri.clone();
-        req.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static(enc.content_type),
-        );
-        if let Some(sa) = enc.soap_action {
-            if let Ok(v) = header::HeaderValue::from_str(&sa) {
-                req.headers_mut().insert("soapaction", v);
-            }
-        }
+        let req = soap_request(&self.uri, body, enc.content_type, enc.soap_action);
         let http = self.http.clone();
         let (max, t) = (self.max_body, self.exchange_timeout);
         let store_failed = self.store_failed.clone();
@@ -280,24 +274,13 @@ impl DurableDriver {
                 if let Err(e) = d.await {
                     tracing::error!(error = %e, "cannot store a message before sending it; not sent");
                     store_failed.store(true, std::sync::atomic::Ordering::SeqCst);
-                    return None;
+                    return ExchangeResult::Nothing(None);
                 }
             }
             if store_failed.load(std::sync::atomic::Ordering::SeqCst) {
-                return None;
+                return ExchangeResult::Nothing(None);
             }
-            match http.exchange(req, max, t).await {
-                Ok(r) if r.body.is_empty() => None,
-                Ok(r) if r.status.is_success() || r.status.as_u16() == 500 => Some(r.body),
-                Ok(r) => {
-                    tracing::debug!(status = %r.status, "exchange failed");
-                    None
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "exchange failed");
-                    None
-                }
-            }
+            exchange(&http, req, max, t, last_message, number).await
         });
     }
 
