@@ -129,9 +129,10 @@ pub fn rm_namespace(v: RmVersion) -> &'static str {
 }
 
 /// Classified namespace of an element or attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum Ns {
     /// No namespace.
+    #[default]
     None,
     Soap11,
     Soap12,

@@ -365,6 +365,79 @@ pub(crate) fn is_duration(s: &str) -> bool {
     any && (!in_time || time_any)
 }
 
+/// The RM 1.0 action suffixes (appended to the namespace + `/`).
+const RM10_ACTIONS: [&str; 6] = [
+    act::CREATE_SEQUENCE,
+    act::CREATE_SEQUENCE_RESPONSE,
+    act::TERMINATE_SEQUENCE,
+    act::SEQUENCE_ACKNOWLEDGEMENT,
+    act::ACK_REQUESTED,
+    act::LAST_MESSAGE,
+];
+
+/// The RM 1.1 action suffixes.
+const RM11_ACTIONS: [&str; 9] = [
+    act::CREATE_SEQUENCE,
+    act::CREATE_SEQUENCE_RESPONSE,
+    act::CLOSE_SEQUENCE,
+    act::CLOSE_SEQUENCE_RESPONSE,
+    act::TERMINATE_SEQUENCE,
+    act::TERMINATE_SEQUENCE_RESPONSE,
+    act::SEQUENCE_ACKNOWLEDGEMENT,
+    act::ACK_REQUESTED,
+    act::FAULT,
+];
+
+/// Strings that recur in nearly every message, allocated once per process: handing out a clone
+/// costs a reference-count increment instead of an allocation, a copy and a later free.
+struct Interned {
+    rm10: Vec<Arc<str>>,
+    rm11: Vec<Arc<str>>,
+    anon10: Arc<str>,
+    anon04: Arc<str>,
+}
+
+fn interned() -> &'static Interned {
+    static INTERNED: std::sync::OnceLock<Interned> = std::sync::OnceLock::new();
+    INTERNED.get_or_init(|| {
+        let full = |ns: &str, s: &str| Arc::from(format!("{ns}/{s}"));
+        Interned {
+            rm10: RM10_ACTIONS
+                .iter()
+                .map(|s| full(crate::ns::RM10, s))
+                .collect(),
+            rm11: RM11_ACTIONS
+                .iter()
+                .map(|s| full(crate::ns::RM11, s))
+                .collect(),
+            anon10: Arc::from(crate::ns::WSA10_ANONYMOUS),
+            anon04: Arc::from(crate::ns::WSA200408_ANONYMOUS),
+        }
+    })
+}
+
+/// The shared `Arc` of the RM action `i` of `RM10_ACTIONS`/`RM11_ACTIONS`.
+fn interned_rm_action(v: RmVersion, i: usize) -> Option<Arc<str>> {
+    let t = interned();
+    match v {
+        RmVersion::Wsrm10 => t.rm10.get(i).cloned(),
+        RmVersion::Wsrm11 => t.rm11.get(i).cloned(),
+    }
+}
+
+/// The shared `Arc` of an anonymous address, `None` for any other value.
+fn interned_address(s: &str) -> Option<Arc<str>> {
+    // the length first: other addresses rarely have either length
+    if s.len() == crate::ns::WSA10_ANONYMOUS.len() && s == crate::ns::WSA10_ANONYMOUS {
+        Some(interned().anon10.clone())
+    } else if s.len() == crate::ns::WSA200408_ANONYMOUS.len() && s == crate::ns::WSA200408_ANONYMOUS
+    {
+        Some(interned().anon04.clone())
+    } else {
+        None
+    }
+}
+
 impl<'a> P<'a> {
     fn envelope(&mut self, soap_known: &mut bool) -> Result<(), DecodeErrorKind> {
         // document element
@@ -579,6 +652,12 @@ impl<'a> P<'a> {
         Ok(Arc::from(t.as_ref()))
     }
 
+    /// Like [`Self::text_arc`], but an anonymous address is the shared one (no allocation).
+    fn address_arc(&mut self, el: &El<'a>) -> PResult<Arc<str>> {
+        let t = self.rd.trimmed(el)?;
+        Ok(interned_address(&t).unwrap_or_else(|| Arc::from(t.as_ref())))
+    }
+
     fn wsa_header(&mut self, h: &El<'a>, mu: bool) -> Result<(), DecodeErrorKind> {
         fn dup(header: &'static str) -> DecodeErrorKind {
             DecodeErrorKind::InvalidAddressingHeader {
@@ -602,10 +681,31 @@ impl<'a> P<'a> {
         }
         match h.local {
             b"Action" => {
-                simple!(action, "Action");
-                self.classify_action()?;
+                if self.env.action.is_some() {
+                    return Err(dup("Action"));
+                }
+                let t = or_kind(self.rd.trimmed(h), |reason| {
+                    DecodeErrorKind::InvalidAddressingHeader {
+                        header: "Action",
+                        reason,
+                    }
+                })?;
+                // an RM action is shared, not allocated
+                let shared = self.classify_action(&t)?;
+                self.env.action = Some(shared.unwrap_or_else(|| Arc::from(t.as_ref())));
             }
-            b"To" => simple!(to, "To"),
+            b"To" => {
+                if self.env.to.is_some() {
+                    return Err(dup("To"));
+                }
+                let v = or_kind(self.address_arc(h), |reason| {
+                    DecodeErrorKind::InvalidAddressingHeader {
+                        header: "To",
+                        reason,
+                    }
+                })?;
+                self.env.to = Some(v);
+            }
             b"MessageID" => simple!(message_id, "MessageID"),
             b"RelatesTo" => {
                 let mut rel: Option<String> = None;
@@ -682,11 +782,9 @@ impl<'a> P<'a> {
         Ok(())
     }
 
-    /// Detects the RM version from the action and validates RM actions.
-    fn classify_action(&mut self) -> Result<(), DecodeErrorKind> {
-        let Some(action) = self.env.action.clone() else {
-            return Ok(());
-        };
+    /// Detects the RM version from the action and validates RM actions. Returns the shared
+    /// `Arc` of a known RM action.
+    fn classify_action(&mut self, action: &str) -> Result<Option<Arc<str>>, DecodeErrorKind> {
         let (v, suffix) = if let Some(s) =
             action.strip_prefix("http://schemas.xmlsoap.org/ws/2005/02/rm/")
         {
@@ -695,34 +793,17 @@ impl<'a> P<'a> {
         {
             (RmVersion::Wsrm11, s)
         } else {
-            return Ok(());
+            return Ok(None);
         };
         self.set_rm(v)?;
         let known: &[&'static str] = match v {
-            RmVersion::Wsrm10 => &[
-                act::CREATE_SEQUENCE,
-                act::CREATE_SEQUENCE_RESPONSE,
-                act::TERMINATE_SEQUENCE,
-                act::SEQUENCE_ACKNOWLEDGEMENT,
-                act::ACK_REQUESTED,
-                act::LAST_MESSAGE,
-            ],
-            RmVersion::Wsrm11 => &[
-                act::CREATE_SEQUENCE,
-                act::CREATE_SEQUENCE_RESPONSE,
-                act::CLOSE_SEQUENCE,
-                act::CLOSE_SEQUENCE_RESPONSE,
-                act::TERMINATE_SEQUENCE,
-                act::TERMINATE_SEQUENCE_RESPONSE,
-                act::SEQUENCE_ACKNOWLEDGEMENT,
-                act::ACK_REQUESTED,
-                act::FAULT,
-            ],
+            RmVersion::Wsrm10 => &RM10_ACTIONS,
+            RmVersion::Wsrm11 => &RM11_ACTIONS,
         };
-        match known.iter().find(|k| **k == suffix) {
-            Some(k) => {
-                self.env.rm_action = Some(k);
-                Ok(())
+        match known.iter().position(|k| *k == suffix) {
+            Some(i) => {
+                self.env.rm_action = known.get(i).copied();
+                Ok(interned_rm_action(v, i))
             }
             None => Err(DecodeErrorKind::ActionNotSupported {
                 action: action.to_string(),
@@ -745,7 +826,7 @@ impl<'a> P<'a> {
                     if address.is_some() {
                         return bad("two Address elements");
                     }
-                    address = Some(self.text_arc(&c)?);
+                    address = Some(self.address_arc(&c)?);
                 }
                 b"ReferenceParameters" | b"ReferenceProperties" => {
                     if c.empty {

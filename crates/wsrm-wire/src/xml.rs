@@ -199,7 +199,7 @@ impl<'a> El<'a> {
         let prefix = q.iter().position(|&c| c == b':').and_then(|i| q.get(..i));
         let ns = rd
             .lookup(prefix.unwrap_or_default())
-            .map(|b| String::from_utf8_lossy(&b.uri).into_owned())
+            .map(|b| String::from_utf8_lossy(rd.uri_of(&b)).into_owned())
             .unwrap_or_default();
         format!("{{{}}}{}", ns, String::from_utf8_lossy(self.local))
     }
@@ -215,20 +215,101 @@ pub(crate) enum Raw<'a> {
 }
 
 /// One in-scope namespace declaration.
+#[derive(Default, Clone, Copy)]
 pub(crate) struct Binding<'a> {
     /// Empty for the default namespace.
     prefix: &'a [u8],
-    pub uri: Cow<'a, [u8]>,
+    /// The URI as written; see `owned`.
+    uri: &'a [u8],
+    /// The URI contained a reference: the index of its resolved form in `Rd::owned_uris`
+    /// (rare; everything else stays borrowed and `Copy`).
+    owned: Option<usize>,
     ns: Ns,
     depth: usize,
+}
+
+/// A stack kept inline up to `N` entries and spilled to a `Vec` beyond (deeper nesting than
+/// ordinary messages have, or limits above the defaults): no allocation per message.
+pub(crate) struct Stack<T, const N: usize> {
+    inline: [T; N],
+    len: usize,
+    more: Vec<T>,
+}
+
+impl<T: Default + Copy, const N: usize> Stack<T, N> {
+    fn new() -> Self {
+        Stack {
+            inline: [T::default(); N],
+            len: 0,
+            more: Vec::new(),
+        }
+    }
+
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline(always)]
+    fn push(&mut self, v: T) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = v,
+            None => self.more.push(v),
+        }
+        self.len += 1;
+    }
+
+    #[inline(always)]
+    fn last(&self) -> Option<T> {
+        if self.len > N {
+            self.more.last().copied()
+        } else {
+            self.inline.get(self.len.checked_sub(1)?).copied()
+        }
+    }
+
+    #[inline(always)]
+    fn pop(&mut self) -> Option<T> {
+        if self.len > N {
+            self.len -= 1;
+            self.more.pop()
+        } else {
+            let v = self.inline.get(self.len.checked_sub(1)?).copied();
+            self.len -= 1;
+            v
+        }
+    }
+
+    /// The topmost entry for which `f` holds.
+    #[inline(always)]
+    fn rfind(&self, f: impl Fn(&T) -> bool) -> Option<T> {
+        if self.len <= N {
+            // the common case: a plain slice search
+            let v = self.inline.get(..self.len).unwrap_or_default();
+            return v.iter().rev().find(|x| f(x)).copied();
+        }
+        self.iter().rev().find(|x| f(x)).copied()
+    }
+
+    /// Bottom to top.
+    fn iter(&self) -> impl DoubleEndedIterator<Item = &T> {
+        let n = self.len.min(N);
+        self.inline
+            .get(..n)
+            .unwrap_or_default()
+            .iter()
+            .chain(self.more.iter())
+    }
 }
 
 pub(crate) struct Rd<'a> {
     /// Offset of the next unread byte of `src`.
     i: usize,
-    bindings: Vec<Binding<'a>>,
+    bindings: Stack<Binding<'a>, 8>,
+    /// Resolved URIs of the bindings whose URI contained a reference, in declaration order.
+    owned_uris: Vec<Vec<u8>>,
     /// Names of the open elements (end tags are matched here, without copying).
-    open: Vec<&'a [u8]>,
+    open: Stack<&'a [u8], 16>,
 
     pending_pop: bool,
     pub src: &'a [u8],
@@ -382,8 +463,9 @@ impl<'a> Rd<'a> {
         Rd {
             text_src,
             i: 0,
-            bindings: Vec::with_capacity(8),
-            open: Vec::with_capacity(16),
+            bindings: Stack::new(),
+            owned_uris: Vec::new(),
+            open: Stack::new(),
             pending_pop: false,
             src,
             base,
@@ -444,7 +526,9 @@ impl<'a> Rd<'a> {
             self.pending_pop = false;
             let d = self.depth;
             while self.bindings.last().is_some_and(|b| b.depth > d) {
-                self.bindings.pop();
+                if self.bindings.pop().is_some_and(|b| b.owned.is_some()) {
+                    self.owned_uris.pop();
+                }
             }
         }
         if self.pending_end {
@@ -473,7 +557,7 @@ impl<'a> Rd<'a> {
             match rest.get(1) {
                 Some(b'/') => {
                     // fast path: `</name>` closing the innermost open element
-                    let expected = self.open.last().copied().unwrap_or_default();
+                    let expected = self.open.last().unwrap_or_default();
                     let n = expected.len();
                     let fast = !expected.is_empty()
                         && rest.get(2..2 + n) == Some(expected)
@@ -656,15 +740,21 @@ impl<'a> Rd<'a> {
     /// The namespace declarations in scope, innermost last, as (prefix, URI); prefix empty =
     /// default namespace.
     pub(crate) fn in_scope(&self) -> impl DoubleEndedIterator<Item = (&'a [u8], &[u8])> + '_ {
-        self.bindings.iter().map(|b| (b.prefix, &*b.uri))
+        self.bindings.iter().map(|b| (b.prefix, self.uri_of(b)))
+    }
+
+    /// The URI of a binding in scope (references resolved).
+    pub(crate) fn uri_of(&self, b: &Binding<'a>) -> &[u8] {
+        match b.owned {
+            None => b.uri,
+            Some(k) => self.owned_uris.get(k).map_or(b.uri, |v| v.as_slice()),
+        }
     }
 
     /// The binding of `prefix` (empty = default namespace), innermost first.
-    pub(crate) fn lookup(&self, prefix: &[u8]) -> Option<&Binding<'a>> {
-        self.bindings
-            .iter()
-            .rev()
-            .find(|b| eq_short(b.prefix, prefix))
+    #[inline(always)]
+    pub(crate) fn lookup(&self, prefix: &[u8]) -> Option<Binding<'a>> {
+        self.bindings.rfind(|b| eq_short(b.prefix, prefix))
     }
 
     /// A start tag at `pos` named `q`. `simple` = `Some(empty)` for a tag without attributes
@@ -746,26 +836,31 @@ impl<'a> Rd<'a> {
                 };
                 // a known URI contains no reference: only other URIs are searched for `&`
                 let mut ns = Ns::classify(value);
-                let uri: Cow<'a, [u8]> = if ns == Ns::Other && has_byte(value, b'&') {
+                let owned = if ns == Ns::Other && has_byte(value, b'&') {
                     match attr_value(value) {
                         Ok(v) => {
                             let v = v.into_owned().into_bytes();
                             ns = Ns::classify(&v);
-                            Cow::Owned(v)
+                            Some(v)
                         }
                         Err(e) => {
                             return Err(self.xml_err_at(pos, format!("bad namespace URI: {e}")))
                         }
                     }
                 } else {
-                    Cow::Borrowed(value)
+                    None
                 };
                 if prefix == b"xml" && ns != Ns::Xml {
                     return Err(self.xml_err_at(pos, "the xml prefix cannot be rebound"));
                 }
+                let is_owned = owned.map(|v| {
+                    self.owned_uris.push(v);
+                    self.owned_uris.len() - 1
+                });
                 self.bindings.push(Binding {
                     prefix,
-                    uri,
+                    uri: value,
+                    owned: is_owned,
                     ns,
                     depth,
                 });
@@ -896,7 +991,7 @@ impl<'a> Rd<'a> {
             let start = self.i;
             let rest = self.src.get(start..).unwrap_or_default();
             let len = memchr2(b'<', b'&', rest).unwrap_or(rest.len());
-            let name = self.open.last().copied().unwrap_or_default();
+            let name = self.open.last().unwrap_or_default();
             let n = name.len();
             let after = rest.get(len..).unwrap_or_default();
             if len <= max
@@ -983,7 +1078,7 @@ impl<'a> Rd<'a> {
             None => ("", value),
         };
         let ns = match self.lookup(prefix.as_bytes()) {
-            Some(b) => String::from_utf8_lossy(&b.uri).into_owned(),
+            Some(b) => String::from_utf8_lossy(self.uri_of(&b)).into_owned(),
             None if prefix.is_empty() => String::new(),
             None if prefix == "xml" => crate::ns::XML.to_owned(),
             None => return bad(format!("QName '{value}' uses undeclared prefix '{prefix}'")),
