@@ -544,7 +544,7 @@ impl<'a> P<'a> {
             return Ok((mu, targeted));
         }
         // the tag's attributes were validated when it was read
-        for (key, value) in h.attrs().flatten() {
+        for (key, value) in self.rd.attrs(h).flatten() {
             let local: &[u8] = match key.iter().position(|&c| c == b':') {
                 Some(i) => key.get(i + 1..).unwrap_or_default(),
                 None => key,
@@ -634,7 +634,7 @@ impl<'a> P<'a> {
     /// `<env:NotUnderstood qname="p:Local"/>`: the qname resolved.
     fn not_understood(&mut self, h: &El<'a>) -> PResult<(String, String)> {
         let mut q = None;
-        for (key, value) in h.attrs().flatten() {
+        for (key, value) in self.rd.attrs(h).flatten() {
             if key == b"qname" {
                 let v = self.rd.attr_value(value).map_err(PErr::Bad)?;
                 q = Some(self.rd.resolve_qname(crate::xml::trim_xml(&v))?);
@@ -709,7 +709,7 @@ impl<'a> P<'a> {
             b"MessageID" => simple!(message_id, "MessageID"),
             b"RelatesTo" => {
                 let mut rel: Option<String> = None;
-                for (key, value) in h.attrs().flatten() {
+                for (key, value) in self.rd.attrs(h).flatten() {
                     if key == b"RelationshipType" {
                         let v = self.rd.attr_value(value).map_err(|reason| {
                             DecodeErrorKind::InvalidAddressingHeader {
@@ -1047,7 +1047,7 @@ impl<'a> P<'a> {
                             ));
                         }
                         let (mut lo, mut up) = (None, None);
-                        for (key, value) in c.attrs().flatten() {
+                        for (key, value) in self.rd.attrs(&c).flatten() {
                             let which = match key {
                                 b"Lower" => &mut lo,
                                 b"Upper" => &mut up,

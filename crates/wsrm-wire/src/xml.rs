@@ -51,6 +51,39 @@ pub(crate) struct El<'a> {
     pub soap_attrs: bool,
 }
 
+/// How many attributes (other than namespace declarations) of a start tag the reader keeps.
+const REC_ATTRS: usize = 4;
+
+/// The attributes other than namespace declarations of a start tag: the ones recorded when
+/// the tag was read, or a new scan (see [`Rd::attrs`]).
+pub(crate) enum AttrIter<'a> {
+    Recorded([(&'a [u8], &'a [u8]); REC_ATTRS], usize, usize),
+    Scan(Attrs<'a>),
+}
+
+impl<'a> Iterator for AttrIter<'a> {
+    type Item = Result<(&'a [u8], &'a [u8]), &'static str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            AttrIter::Recorded(rec, n, i) => {
+                if *i >= *n {
+                    return None;
+                }
+                let kv = rec.get(*i).copied()?;
+                *i += 1;
+                Some(Ok(kv))
+            }
+            AttrIter::Scan(it) => loop {
+                match it.next()? {
+                    Ok((k, _)) if k == b"xmlns" || k.starts_with(b"xmlns:") => {}
+                    other => return Some(other),
+                }
+            },
+        }
+    }
+}
+
 /// A minimal, allocation-free scanner of a start tag's attribute area:
 /// `name = "value"` pairs, quotes `"` or `'`, no `<` in values, whitespace between pairs.
 pub(crate) struct Attrs<'a> {
@@ -188,11 +221,6 @@ impl<'a> El<'a> {
         self.ns == ns && self.local == local.as_bytes()
     }
 
-    /// The attributes of the tag.
-    pub(crate) fn attrs(&self) -> Attrs<'a> {
-        Attrs::new(self.attrs)
-    }
-
     /// `{ns}local` for messages (allocates; error paths only).
     pub(crate) fn clark(&self, rd: &Rd<'_>) -> String {
         let q = self.qname;
@@ -308,6 +336,13 @@ pub(crate) struct Rd<'a> {
     bindings: Stack<Binding<'a>, 8>,
     /// Resolved URIs of the bindings whose URI contained a reference, in declaration order.
     owned_uris: Vec<Vec<u8>>,
+    /// The attributes other than namespace declarations of the last start tag with an
+    /// attribute area (at `last_attrs_pos`), as recorded while that tag was scanned: callers
+    /// look at a tag's attributes right after reading it, without scanning them again.
+    last_attrs: [(&'a [u8], &'a [u8]); REC_ATTRS],
+    /// How many there were (more than `REC_ATTRS`: not all recorded, scan again).
+    last_attrs_n: usize,
+    last_attrs_pos: usize,
     /// Names of the open elements (end tags are matched here, without copying).
     open: Stack<&'a [u8], 16>,
 
@@ -384,13 +419,16 @@ pub(crate) fn check_chars(src: &[u8]) -> Option<usize> {
     fn bad(c: u8) -> bool {
         c < 0x20 && c != b'\t' && c != b'\n' && c != b'\r'
     }
-    const CHUNK: usize = 64;
+    // 256 bytes: the horizontal reduction of the vectorised minimum is paid once per chunk
+    const CHUNK: usize = 256;
     let mut base = 0;
     for chunk in src.chunks(CHUNK) {
         // the smallest byte, without early exit (vectorised): no byte below 0x20 = no control
         // character, the common case
         let min = chunk.iter().fold(u8::MAX, |m, &c| m.min(c));
-        if min < 0x20 {
+        // tab, line feed, carriage return (indentation) are below 0x20 too: look for a bad
+        // byte without early exit (vectorised) before searching for its position
+        if min < 0x20 && chunk.iter().fold(false, |a, &c| a | bad(c)) {
             if let Some(i) = chunk.iter().position(|&c| bad(c)) {
                 return Some(base + i);
             }
@@ -465,6 +503,9 @@ impl<'a> Rd<'a> {
             i: 0,
             bindings: Stack::new(),
             owned_uris: Vec::new(),
+            last_attrs: [(b"", b""); REC_ATTRS],
+            last_attrs_n: 0,
+            last_attrs_pos: usize::MAX,
             open: Stack::new(),
             pending_pop: false,
             src,
@@ -757,6 +798,16 @@ impl<'a> Rd<'a> {
         self.bindings.rfind(|b| eq_short(b.prefix, prefix))
     }
 
+    /// The attributes other than namespace declarations of `el`: those recorded when it was
+    /// read if it is the last tag read with attributes (the usual case), else scanned again.
+    pub(crate) fn attrs(&self, el: &El<'a>) -> AttrIter<'a> {
+        if el.pos == self.last_attrs_pos && self.last_attrs_n <= REC_ATTRS {
+            AttrIter::Recorded(self.last_attrs, self.last_attrs_n, 0)
+        } else {
+            AttrIter::Scan(Attrs::new(el.attrs))
+        }
+    }
+
     /// A start tag at `pos` named `q`. `simple` = `Some(empty)` for a tag without attributes
     /// (the tokenizer has consumed it); `None` when `tail` (the input after the name) starts
     /// with the attributes: they are scanned here, up to the end of the tag.
@@ -789,6 +840,8 @@ impl<'a> Rd<'a> {
         } else {
             let mut seen: [&[u8]; 8] = [b""; 8];
             let mut seen_more: Vec<&[u8]> = Vec::new();
+            let mut rec: [(&'a [u8], &'a [u8]); REC_ATTRS] = [(b"", b""); REC_ATTRS];
+            let mut n_rec = 0usize;
             let mut it = Attrs::new(tail);
             while let Some(a) = it.next() {
                 let (key, value) = match a {
@@ -818,6 +871,10 @@ impl<'a> Rd<'a> {
                     }
                     p
                 } else {
+                    if let Some(slot) = rec.get_mut(n_rec) {
+                        *slot = (key, value);
+                    }
+                    n_rec += 1;
                     if let Some(i) = key.iter().position(|&c| c == b':') {
                         let local = key.get(i + 1..).unwrap_or_default();
                         if matches!(local, b"mustUnderstand" | b"actor" | b"role") {
@@ -868,6 +925,9 @@ impl<'a> Rd<'a> {
             let Some((end, empty)) = it.end else {
                 return Err(self.xml_err_at(pos, "unclosed start tag (truncated document)"));
             };
+            self.last_attrs = rec;
+            self.last_attrs_n = n_rec;
+            self.last_attrs_pos = pos;
             if end > l.max_attributes_len {
                 return Err(self.limit(LimitKind::AttributesLength, l.max_attributes_len, pos));
             }
