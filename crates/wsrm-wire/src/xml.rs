@@ -560,17 +560,22 @@ impl<'a> Rd<'a> {
         }
     }
 
+    /// Drops the namespace declarations of the elements deeper than the current depth.
+    fn pop_bindings(&mut self) {
+        let d = self.depth;
+        while self.bindings.last().is_some_and(|b| b.depth > d) {
+            if self.bindings.pop().is_some_and(|b| b.owned.is_some()) {
+                self.owned_uris.pop();
+            }
+        }
+    }
+
     /// Next raw event with limits enforced. Comments are skipped; a DOCTYPE, a processing
     /// instruction or an XML declaration after the start are refused.
     pub(crate) fn next_raw(&mut self) -> Result<Raw<'a>, DecodeErrorKind> {
         if self.pending_pop {
             self.pending_pop = false;
-            let d = self.depth;
-            while self.bindings.last().is_some_and(|b| b.depth > d) {
-                if self.bindings.pop().is_some_and(|b| b.owned.is_some()) {
-                    self.owned_uris.pop();
-                }
-            }
+            self.pop_bindings();
         }
         if self.pending_end {
             self.pending_end = false;
@@ -1186,6 +1191,27 @@ impl<'a> Rd<'a> {
                     None => return Err(self.eof().into()),
                 }
             };
+            if let Some(p) = pos {
+                // an end tag closing the innermost open element (the usual case): here, not
+                // through the strict path
+                let t = self.src.get(p..).unwrap_or_default();
+                let expected = self.open.last().unwrap_or_default();
+                let n = expected.len();
+                if t.get(1) == Some(&b'/')
+                    && n > 0
+                    && t.get(2..2 + n) == Some(expected)
+                    && t.get(2 + n) == Some(&b'>')
+                {
+                    self.i = p + n + 3;
+                    self.open.pop();
+                    self.depth = self.depth.saturating_sub(1);
+                    self.pop_bindings();
+                    if self.depth == target {
+                        return Ok(p);
+                    }
+                    continue;
+                }
+            }
             let light = pos.and_then(|p| {
                 let t = self.src.get(p..).unwrap_or_default();
                 match t.get(1) {
