@@ -231,6 +231,22 @@ fn or_kind<T>(
     }
 }
 
+/// 1 to 18 plain ASCII digits without a leading zero (cannot overflow 2^63 − 1): the value;
+/// anything else (sign, whitespace, references, zero, longer) `None`, for the general path.
+fn plain_number(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || b.len() > 18 || b.first() == Some(&b'0') {
+        return None;
+    }
+    let mut v = 0u64;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u64::from(c - b'0');
+    }
+    Some(v)
+}
+
 enum Num {
     Ok(u64),
     Rollover,
@@ -554,6 +570,11 @@ impl<'a> P<'a> {
                 || key.starts_with(b"xmlns")
                 || self.rd.attr_ns(quick_xml::name::QName(key)) != env_ns
             {
+                continue;
+            }
+            // the value WCF writes: no text conversion
+            if value == b"1" && local == b"mustUnderstand" {
+                mu = true;
                 continue;
             }
             let v = self
@@ -1053,8 +1074,13 @@ impl<'a> P<'a> {
                                 b"Upper" => &mut up,
                                 _ => continue,
                             };
-                            let v = self.rd.attr_value(value).map_err(PErr::Bad)?;
-                            *which = Some(num(&v, 0)?);
+                            *which = Some(match plain_number(value) {
+                                Some(n) => n,
+                                None => {
+                                    let v = self.rd.attr_value(value).map_err(PErr::Bad)?;
+                                    num(&v, 0)?
+                                }
+                            });
                         }
                         self.rd.skip(&c)?;
                         let (Some(lo), Some(up)) = (lo, up) else {

@@ -92,12 +92,37 @@ pub(crate) struct Attrs<'a> {
     /// Where the tag ends, when scanning from the name to the end of the input: the offset of
     /// the `>` (or of the `/` of `/>`) and whether it is an empty-element tag.
     end: Option<(usize, bool)>,
+    /// The classified URI of the last attribute returned, when it is a namespace declaration
+    /// of one of the known namespaces (recognised in place, see [`known_uri`]).
+    known: Option<Ns>,
 }
 
 impl<'a> Attrs<'a> {
     fn new(b: &'a [u8]) -> Self {
-        Attrs { b, i: 0, end: None }
+        Attrs {
+            b,
+            i: 0,
+            end: None,
+            known: None,
+        }
     }
+}
+
+/// A known namespace URI at the start of `rest` directly followed by the closing quote `q`:
+/// its length and class. Known URIs contain no quote, `<` or `&`, so the value is complete and
+/// well-formed without searching for its end.
+fn known_uri(rest: &[u8], q: u8) -> Option<(usize, Ns)> {
+    // the lengths of the known URIs (see `Ns::classify`), ascending
+    for len in [36, 39, 40, 41, 42, 44, 48] {
+        if rest.get(len) == Some(&q) {
+            // a quote at `len`: the value ends there or earlier (values hold no quote)
+            return match Ns::classify(rest.get(..len)?) {
+                Ns::Other | Ns::None => None,
+                ns => Some((len, ns)),
+            };
+        }
+    }
+    None
 }
 
 fn is_ws(c: u8) -> bool {
@@ -110,6 +135,7 @@ impl<'a> Iterator for Attrs<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         let b = self.b;
         let mut i = self.i;
+        self.known = None;
         while b.get(i).is_some_and(|&c| is_ws(c)) {
             i += 1;
         }
@@ -158,16 +184,26 @@ impl<'a> Iterator for Attrs<'a> {
         let vs = i;
         let rest = b.get(vs..).unwrap_or_default();
         let mut from = 0;
-        let len = loop {
-            let tail = rest.get(from..).unwrap_or_default();
-            match memchr3(q, b'<', b'&', tail).map(|k| (k + from, tail.get(k))) {
-                Some((len, Some(&c))) if c == q => break len,
-                Some((at, Some(b'&'))) => match ref_len(rest.get(at..).unwrap_or_default()) {
-                    Some(n) => from = at + n,
-                    None => return Some(Err("malformed reference in attribute value")),
-                },
-                Some(_) => return Some(Err("'<' in attribute value")),
-                None => return Some(Err("unterminated attribute value")),
+        let known = if key.starts_with(b"xmlns") {
+            known_uri(rest, q)
+        } else {
+            None
+        };
+        let len = if let Some((len, ns)) = known {
+            self.known = Some(ns);
+            len
+        } else {
+            loop {
+                let tail = rest.get(from..).unwrap_or_default();
+                match memchr3(q, b'<', b'&', tail).map(|k| (k + from, tail.get(k))) {
+                    Some((len, Some(&c))) if c == q => break len,
+                    Some((at, Some(b'&'))) => match ref_len(rest.get(at..).unwrap_or_default()) {
+                        Some(n) => from = at + n,
+                        None => return Some(Err("malformed reference in attribute value")),
+                    },
+                    Some(_) => return Some(Err("'<' in attribute value")),
+                    None => return Some(Err("unterminated attribute value")),
+                }
             }
         };
         let value = rest.get(..len).unwrap_or_default();
@@ -897,7 +933,10 @@ impl<'a> Rd<'a> {
                     continue;
                 };
                 // a known URI contains no reference: only other URIs are searched for `&`
-                let mut ns = Ns::classify(value);
+                let mut ns = match it.known {
+                    Some(ns) => ns,
+                    None => Ns::classify(value),
+                };
                 let owned = if ns == Ns::Other && has_byte(value, b'&') {
                     match attr_value(value) {
                         Ok(v) => {
@@ -1301,4 +1340,60 @@ pub(crate) fn utf8(b: &[u8]) -> PResult<&str> {
             reason: "text is not valid UTF-8".into(),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_uri_only_for_a_whole_known_value() {
+        for (uri, ns) in [
+            (crate::ns::SOAP11, Ns::Soap11),
+            (crate::ns::SOAP12, Ns::Soap12),
+            (crate::ns::WSA200408, Ns::Wsa04),
+            (crate::ns::WSA10, Ns::Wsa10),
+            (crate::ns::RM10, Ns::Rm10),
+            (crate::ns::RM11, Ns::Rm11),
+            (crate::ns::NETRM, Ns::NetRm),
+            (crate::ns::XML, Ns::Xml),
+        ] {
+            for q in [b'"', b'\''] {
+                let mut v = uri.as_bytes().to_vec();
+                v.push(q);
+                v.extend_from_slice(b" x='1'>");
+                assert_eq!(known_uri(&v, q), Some((uri.len(), ns)), "{uri}");
+                // the other quote character does not end the value
+                let other = if q == b'"' { b'\'' } else { b'"' };
+                assert_eq!(known_uri(&v, other), None, "{uri}");
+                // longer value, shorter value
+                let mut longer = uri.as_bytes().to_vec();
+                longer.extend_from_slice(b"/x");
+                longer.push(q);
+                assert_eq!(known_uri(&longer, q), None, "{uri}");
+                let short = uri.as_bytes().get(..uri.len() - 1).unwrap_or_default();
+                let mut shorter = short.to_vec();
+                shorter.push(q);
+                shorter.extend_from_slice(b"              >");
+                assert_eq!(known_uri(&shorter, q), None, "{uri}");
+            }
+        }
+        assert_eq!(known_uri(b"urn:x\" a='1'>", b'"'), None);
+    }
+
+    #[test]
+    fn attrs_report_known_namespaces() {
+        let tag = br#"xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:x="urn:x" a="1">"#;
+        let mut it = Attrs::new(tag);
+        let (k, v) = it.next().and_then(|r| r.ok()).unwrap_or_default();
+        assert_eq!((k, v), (&b"xmlns:s"[..], crate::ns::SOAP12.as_bytes()));
+        assert_eq!(it.known, Some(Ns::Soap12));
+        let (k, v) = it.next().and_then(|r| r.ok()).unwrap_or_default();
+        assert_eq!((k, v), (&b"xmlns:x"[..], &b"urn:x"[..]));
+        assert_eq!(it.known, None);
+        let (k, v) = it.next().and_then(|r| r.ok()).unwrap_or_default();
+        assert_eq!((k, v), (&b"a"[..], &b"1"[..]));
+        assert!(it.next().is_none());
+        assert_eq!(it.end, Some((tag.len() - 1, false)));
+    }
 }
