@@ -133,6 +133,10 @@ impl<'a> Iterator for Attrs<'a> {
     type Item = Result<(&'a [u8], &'a [u8]), &'static str>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.end.is_some() {
+            // found right after the last value
+            return None;
+        }
         let b = self.b;
         let mut i = self.i;
         self.known = None;
@@ -208,10 +212,14 @@ impl<'a> Iterator for Attrs<'a> {
         };
         let value = rest.get(..len).unwrap_or_default();
         i = vs + len + 1;
-        if b.get(i)
-            .is_some_and(|&c| !is_ws(c) && c != b'>' && c != b'/')
-        {
-            return Some(Err("missing whitespace between attributes"));
+        match b.get(i) {
+            // the end of the tag right after the value (the usual last attribute)
+            Some(b'>') => self.end = Some((i, false)),
+            Some(b'/') if b.get(i + 1) == Some(&b'>') => self.end = Some((i, true)),
+            Some(&c) if !is_ws(c) && c != b'/' => {
+                return Some(Err("missing whitespace between attributes"))
+            }
+            _ => {}
         }
         self.i = i;
         Some(Ok((key, value)))
@@ -325,10 +333,10 @@ impl<T: Default + Copy, const N: usize> Stack<T, N> {
 
     #[inline(always)]
     fn last(&self) -> Option<T> {
-        if self.len > N {
-            self.more.last().copied()
-        } else {
-            self.inline.get(self.len.checked_sub(1)?).copied()
+        // empty: index usize::MAX, not inline, and `more` is empty
+        match self.inline.get(self.len.wrapping_sub(1)) {
+            Some(v) => Some(*v),
+            None => self.more.last().copied(),
         }
     }
 
@@ -1105,7 +1113,11 @@ impl<'a> Rd<'a> {
                 && after.get(2 + n) == Some(&b'>')
                 && self.open.len() == self.depth
             {
-                let t = self.str_at(rest.get(..len).unwrap_or_default())?;
+                // `start..start + len` lies before a `<`: character boundaries at both ends
+                let t = match self.text_src.get(start..start + len) {
+                    Some(t) => t,
+                    None => self.str_at(rest.get(..len).unwrap_or_default())?,
+                };
                 self.open.pop();
                 self.i = start + len + n + 3;
                 self.depth = self.depth.saturating_sub(1);
