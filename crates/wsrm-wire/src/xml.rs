@@ -108,6 +108,21 @@ impl<'a> Attrs<'a> {
     }
 }
 
+/// The length of a short attribute value (up to 7 bytes, no reference) at the start of
+/// `rest` ending with the quote `q`, by a plain loop (values such as `"1"` or `"41"`: cheaper
+/// than setting up a vectorised search); `None` = longer or not plain, search.
+fn short_value(rest: &[u8], q: u8) -> Option<usize> {
+    for (k, &c) in rest.iter().take(8).enumerate() {
+        if c == q {
+            return Some(k);
+        }
+        if c == b'<' || c == b'&' {
+            return None;
+        }
+    }
+    None
+}
+
 /// A known namespace URI at the start of `rest` directly followed by the closing quote `q`:
 /// its length and class. Known URIs contain no quote, `<` or `&`, so the value is complete and
 /// well-formed without searching for its end.
@@ -195,6 +210,8 @@ impl<'a> Iterator for Attrs<'a> {
         };
         let len = if let Some((len, ns)) = known {
             self.known = Some(ns);
+            len
+        } else if let Some(len) = short_value(rest, q) {
             len
         } else {
             loop {
