@@ -17,7 +17,8 @@ use bytes::Bytes;
 use http::{header, Request};
 use http_body_util::Full;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 use wsrm_proto::msg::{Message, SequenceId};
@@ -151,7 +152,7 @@ impl Client {
             requests: HashMap::new(),
             close: None,
             opened: Some(opened_tx),
-            inflight: JoinSet::new(),
+            inflight: FuturesUnordered::new(),
         };
         let span = tracing::info_span!("client", url = %url, pattern = pattern.as_str());
         tokio::spawn(driver.run(rx).instrument(span));
@@ -393,8 +394,13 @@ struct Driver {
     requests: HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>>,
     close: Option<oneshot::Sender<Result<(), ClientError>>>,
     opened: Option<oneshot::Sender<Result<(), ClientError>>>,
-    inflight: JoinSet<ExchangeResult>,
+    /// The HTTP exchanges in flight, polled by the driver itself (no task per exchange: the
+    /// response wakes the driver directly).
+    inflight: FuturesUnordered<ExchangeFuture>,
 }
+
+/// One HTTP exchange in flight.
+type ExchangeFuture = Pin<Box<dyn Future<Output = ExchangeResult> + Send>>;
 
 /// How long the driver waits, once the session is over, for exchanges still in flight.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
@@ -447,13 +453,13 @@ impl Driver {
                         }
                     }
                 },
-                Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => {
+                Some(done) = self.inflight.next(), if !self.inflight.is_empty() => {
                     self.exchange_done(done);
                     // Every other finished exchange in the same turn (see above).
                     for _ in 0..BATCH {
-                        match self.inflight.try_join_next() {
-                            Some(done) => self.exchange_done(done),
-                            None => break,
+                        match self.inflight.next().now_or_never() {
+                            Some(Some(done)) => self.exchange_done(done),
+                            _ => break,
                         }
                     }
                 }
@@ -466,19 +472,19 @@ impl Driver {
         tracing::debug!("client driver finished");
     }
 
-    fn exchange_done(&mut self, done: Result<ExchangeResult, tokio::task::JoinError>) {
+    fn exchange_done(&mut self, done: ExchangeResult) {
         match done {
-            Ok(ExchangeResult::Answer(body)) => self.response(body),
-            Ok(ExchangeResult::Failed(n)) => {
+            ExchangeResult::Answer(body) => self.response(body),
+            ExchangeResult::Failed(n) => {
                 self.session
                     .handle_transport_failure(Instant::now().into_std(), n);
             }
-            Ok(ExchangeResult::Nothing(Some(n))) => {
+            ExchangeResult::Nothing(Some(n)) => {
                 // gSOAP quirk 19 (docs/interop.md): accepted without an ack.
                 self.session
                     .handle_empty_answer(Instant::now().into_std(), n);
             }
-            _ => {}
+            ExchangeResult::Nothing(None) => {}
         }
     }
 
@@ -558,8 +564,9 @@ impl Driver {
         let req = soap_request(&self.uri, enc.body, enc.content_type, enc.soap_action);
         let http = self.http.clone();
         let (max, t) = (self.max_body, self.exchange_timeout);
-        self.inflight
-            .spawn(async move { exchange(&http, req, max, t, last_message, number).await });
+        self.inflight.push(Box::pin(async move {
+            exchange(&http, req, max, t, last_message, number).await
+        }));
     }
 
     /// Dispatches engine events; returns true when the session is over.

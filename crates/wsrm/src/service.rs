@@ -2,7 +2,9 @@
 //!
 //! Data flow: HTTP request → body read under `maxReceivedMessageSize` → `wsrm-wire` decode
 //! (bad input answered with the codec's fault and status) → mutual-TLS identity check → the
-//! engine's server [`wsrm_proto::Endpoint`] (one driver task for all sessions) → the engine's
+//! engine's server [`wsrm_proto::Endpoint`] (one driver for all sessions, behind a lock: each
+//! exchange runs it inline on its own connection task, a timer task runs it when a deadline is
+//! due) → the engine's
 //! answer for that exchange, encoded in the client's own SOAP/WS-Addressing version:
 //! a message → `200`, a fault → `500`, nothing → `202` with an empty body
 //! (wire-protocol.md §1.4, §4.11).
@@ -25,7 +27,7 @@ use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 use tracing::Instrument;
 use wsrm_proto::msg::{Body, Fault, Message, RmVersion, SequenceId};
@@ -310,7 +312,6 @@ impl ServiceBuilder {
             }
             None => None,
         };
-        let (tx, rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             counters: Counters::default(),
@@ -319,27 +320,31 @@ impl ServiceBuilder {
             stats: Mutex::new(HashMap::new()),
             mutual: self.tls.as_ref().is_some_and(|t| t.is_mutual()),
         });
-        let driver = Driver {
-            endpoint,
-            shared: shared.clone(),
-            factory,
-            max_sessions: self.max_sessions,
-            exchanges: HashMap::new(),
-            sessions: HashMap::new(),
-            pending: std::collections::VecDeque::new(),
-            owners: HashMap::new(),
-            tx: tx.clone(),
-            next_exchange: 0,
-            durable: durable.clone(),
-            inactivity: self.binding.session.inactivity_timeout,
-        };
+        let core = Arc::new_cyclic(|weak| Core {
+            driver: Mutex::new(Driver {
+                endpoint,
+                shared: shared.clone(),
+                factory,
+                max_sessions: self.max_sessions,
+                exchanges: HashMap::new(),
+                sessions: HashMap::new(),
+                pending: std::collections::VecDeque::new(),
+                owners: HashMap::new(),
+                core: weak.clone(),
+                next_exchange: 0,
+                durable: durable.clone(),
+                inactivity: self.binding.session.inactivity_timeout,
+                armed: None,
+                stopped: false,
+            }),
+            wake: Notify::new(),
+        });
         tokio::spawn(
-            driver
-                .run(rx, shutdown_rx.clone())
+            timers(core.clone(), shutdown_rx.clone())
                 .instrument(tracing::info_span!("service", addr = %local)),
         );
         let front = Arc::new(Front {
-            tx: tx.clone(),
+            core,
             shared: shared.clone(),
             version: self.binding.message_version,
             max_body: self.binding.max_message_bytes(),
@@ -459,6 +464,64 @@ struct Shared {
     mutual: bool,
 }
 
+/// The driver behind a lock. HTTP exchanges and handler outcomes run it inline on their own
+/// tasks, so a message costs no hand-off to another task and back; the timer task runs it when
+/// the engine's next deadline is due and is woken when an input moved that deadline earlier.
+struct Core {
+    driver: Mutex<Driver>,
+    wake: Notify,
+}
+
+impl Core {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Driver> {
+        // A panic while holding the lock is a bug in this crate, not peer input; the driver's
+        // state is still consistent between inputs, so keep serving.
+        self.driver.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one input through the driver; `false` once the service stopped.
+    fn input(&self, m: ToDriver) -> bool {
+        let mut d = self.lock();
+        if d.stopped {
+            return false;
+        }
+        d.input(m);
+        if d.rearm() {
+            self.wake.notify_one();
+        }
+        true
+    }
+}
+
+/// Runs the engine's timers until shutdown: retransmissions, acknowledgement intervals,
+/// inactivity, parked exchanges.
+async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let deadline = {
+            let mut d = core.lock();
+            let now = Instant::now().into_std();
+            d.endpoint.handle_timeout(now);
+            d.pump(None);
+            d.armed = d.endpoint.poll_timeout();
+            d.armed
+        };
+        let deadline = deadline
+            .map(Instant::from_std)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = core.wake.notified() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    // Stopped: later exchanges are refused, and dropping the sessions' queues ends their
+    // handler tasks.
+    let mut d = core.lock();
+    d.stopped = true;
+    d.sessions.clear();
+    d.exchanges.clear();
+}
+
 /// What the HTTP front hands to the driver.
 enum ToDriver {
     Exchange {
@@ -479,7 +542,7 @@ enum ToDriver {
 }
 
 struct Front {
-    tx: mpsc::UnboundedSender<ToDriver>,
+    core: Arc<Core>,
     shared: Arc<Shared>,
     version: MessageVersion,
     max_body: usize,
@@ -603,17 +666,14 @@ impl Front {
             }
         }
         let (respond, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(ToDriver::Exchange {
-                message: Box::new(message),
-                identity,
-                respond,
-            })
-            .is_err()
-        {
+        if !self.core.input(ToDriver::Exchange {
+            message: Box::new(message),
+            identity,
+            respond,
+        }) {
             return Handled::Respond(h::empty(StatusCode::SERVICE_UNAVAILABLE));
         }
+        // Usually answered already: the engine answered during `input`.
         match tokio::time::timeout(self.exchange_timeout, rx).await {
             Ok(Ok(m)) => self.respond(m, version),
             _ => Handled::Respond(h::empty(StatusCode::ACCEPTED)),
@@ -641,10 +701,15 @@ struct Driver {
     sessions: HashMap<SessionId, SessionSlot>,
     pending: std::collections::VecDeque<SessionId>,
     owners: HashMap<SequenceId, ClientIdentity>,
-    tx: mpsc::UnboundedSender<ToDriver>,
+    /// For the handler tasks, which hand their outcomes back through it.
+    core: std::sync::Weak<Core>,
     next_exchange: u64,
     durable: Option<Arc<crate::durable::DurableService>>,
     inactivity: Duration,
+    /// The deadline the timer task sleeps until (`None`: none).
+    armed: Option<std::time::Instant>,
+    /// Set at shutdown: no further input.
+    stopped: bool,
 }
 
 /// Every sequence identifier a message names (for the mutual-TLS ownership check).
@@ -680,34 +745,16 @@ fn identifiers(m: &Message) -> Vec<&SequenceId> {
 }
 
 impl Driver {
-    async fn run(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<ToDriver>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        loop {
-            let now = Instant::now().into_std();
-            self.endpoint.handle_timeout(now);
-            self.pump(None);
-            let deadline = self
-                .endpoint
-                .poll_timeout()
-                .map(Instant::from_std)
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-            tokio::select! {
-                m = rx.recv() => match m {
-                    Some(m) => {
-                        self.input(m);
-                        // Drain whatever else is queued before touching timers again.
-                        while let Ok(m) = rx.try_recv() {
-                            self.input(m);
-                        }
-                    }
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(deadline) => {}
-                _ = shutdown.changed() => break,
+    /// After an input: whether the engine's next deadline moved before the one the timer task
+    /// sleeps until (it must then be woken).
+    fn rearm(&mut self) -> bool {
+        match (self.endpoint.poll_timeout(), self.armed) {
+            (Some(next), Some(armed)) if next >= armed => false,
+            (Some(next), _) => {
+                self.armed = Some(next);
+                true
             }
+            (None, _) => false,
         }
     }
 
@@ -847,7 +894,7 @@ impl Driver {
             let mut handler = (self.factory)(&slot.info);
             let (htx, mut hrx) = mpsc::unbounded_channel::<HandlerMsg>();
             slot.to_handler = Some(htx);
-            let back = self.tx.clone();
+            let back = self.core.clone();
             let span = tracing::info_span!("session", sequence = %slot.info.sequence);
             let durable = self.durable.is_some();
             let sequence = slot.info.sequence.clone();
@@ -858,7 +905,9 @@ impl Driver {
                             HandlerMsg::Deliver(d, t) => (d, t),
                             HandlerMsg::End(end) => {
                                 handler.ended(&end);
-                                let _ = back.send(ToDriver::Forget(sequence));
+                                if let Some(core) = back.upgrade() {
+                                    core.input(ToDriver::Forget(sequence));
+                                }
                                 return;
                             }
                         };
@@ -870,7 +919,10 @@ impl Driver {
                         } else {
                             None
                         };
-                        let _ = back.send(ToDriver::Outcome {
+                        let Some(core) = back.upgrade() else {
+                            return;
+                        };
+                        core.input(ToDriver::Outcome {
                             token,
                             outcome,
                             bytes,
