@@ -14,11 +14,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use http::{header, Request};
 use http_body_util::Full;
 use tokio::sync::{mpsc, oneshot};
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use futures_util::FutureExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 use wsrm_proto::msg::{Message, SequenceId};
