@@ -27,6 +27,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Barrier;
 
+// The allocator of the `wsrm` binary (the ceiling `plain_soap` and `wsrm_load` use it too).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "Plain SOAP one-way POST server and load client (the benchmark ceiling)")]
 struct Cli {

@@ -22,6 +22,10 @@ use clap::Parser;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Barrier;
 
+// The allocator of the `wsrm` binary (the ceiling `plain_soap` and `wsrm_load` use it too).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Clone)]
 #[command(about = "One-way reliable load over the wsrm client API (benchmark client)")]
 struct Args {

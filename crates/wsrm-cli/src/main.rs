@@ -5,6 +5,12 @@
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: the runtime allocates per message (envelopes,
+/// identifiers, futures), and glibc's malloc took about 15 % of the CPU of a loopback run
+/// (BENCHMARKS.md, "wsrm runtime").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 // Each subcommand lives in its own module with its `Args` and `run`.
 // (module declarations)
 mod common;

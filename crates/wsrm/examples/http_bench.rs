@@ -13,13 +13,36 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use wsrm::{Binding, Client, ClientOptions, Service};
 use wsrm_proto::msg::{Action, Body, CreateSequence, Message, RmVersion};
+
+// The same allocator as the `wsrm` binary; the ceiling and the reliable runs share it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn body_1k() -> String {
     let filler = "x".repeat(1024 - 40);
     format!("<p xmlns=\"urn:wsrm:payload\">{filler}</p>")
+}
+
+/// CPU time (user + system) this process used so far, from /proc/self/stat (Linux; 0 elsewhere).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU microseconds per message spent since `since` (client and service, both in this process).
+fn cpu_per_msg(since: Duration, n: usize) -> f64 {
+    (cpu_time() - since).as_secs_f64() * 1e6 / n as f64
 }
 
 fn pct(v: &mut [Duration], p: f64) -> Duration {
@@ -28,7 +51,7 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.get(i).copied().unwrap_or_default()
 }
 
-async fn ceiling(n: usize) -> f64 {
+async fn ceiling(n: usize) -> (f64, f64) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -64,6 +87,7 @@ async fn ceiling(n: usize) -> f64 {
     m.to = Some(Arc::from(format!("http://{addr}/svc").as_str()));
     let env = wsrm_wire::encode(&m, &wsrm_wire::Framing::soap12_wsa10()).unwrap();
     let url = format!("http://{addr}/svc");
+    let cpu = cpu_time();
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for w in 0..64 {
@@ -82,10 +106,107 @@ async fn ceiling(n: usize) -> f64 {
         });
     }
     while set.join_next().await.is_some() {}
-    n as f64 / start.elapsed().as_secs_f64()
+    (
+        n as f64 / start.elapsed().as_secs_f64(),
+        cpu_per_msg(cpu, n),
+    )
 }
 
-async fn reliable(sessions: usize, window: u32, n: usize) -> (f64, Duration, Duration, u64) {
+/// The ceiling with wsrm's own transport settings (the binding's defaults): the server
+/// has a header-read timer, a body size limit and a body read timeout and accepts under a
+/// connection limit; the client pools as `Client` does and bounds each exchange by SendTimeout
+/// and the response size. Everything a reliable message pays on the HTTP side, without RM.
+async fn ceiling_same_settings(n: usize) -> (f64, f64) {
+    let t = Binding::ws_http().transport;
+    let max = usize::try_from(t.max_received_message_size).unwrap_or(usize::MAX);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (header_timeout, body_timeout) = (t.request_header_timeout, t.request_body_timeout);
+    let permits = Arc::new(tokio::sync::Semaphore::new(t.max_connections));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = tcp.set_nodelay(true);
+            tokio::spawn(async move {
+                let _permit = permit;
+                let svc = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        let limited = http_body_util::Limited::new(req.into_body(), max);
+                        let b = tokio::time::timeout(body_timeout, limited.collect())
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| e.to_string())?
+                            .to_bytes();
+                        let _ = wsrm_wire::decode(b, &wsrm_wire::Limits::default());
+                        let mut r = http::Response::new(Full::new(Bytes::new()));
+                        *r.status_mut() = http::StatusCode::ACCEPTED;
+                        Ok::<_, String>(r)
+                    },
+                );
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .keep_alive(true);
+                let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+            });
+        }
+    });
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(t.max_idle_connections_per_host)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+    let mut m = Message::new(
+        RmVersion::Wsrm10,
+        Action::Other(Arc::from("urn:bench/OneWay")),
+        Body::Application(Bytes::from(body_1k())),
+    );
+    m.to = Some(Arc::from(format!("http://{addr}/svc").as_str()));
+    let env = wsrm_wire::encode(&m, &wsrm_wire::Framing::soap12_wsa10()).unwrap();
+    let url: http::Uri = format!("http://{addr}/svc").parse().unwrap();
+    let cpu = cpu_time();
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for w in 0..64 {
+        let (client, env, url) = (client.clone(), env.clone(), url.clone());
+        let send_timeout = t.send_timeout;
+        set.spawn(async move {
+            let mut i = w;
+            while i < n {
+                let req = http::Request::post(url.clone())
+                    .header("content-type", "application/soap+xml; charset=utf-8")
+                    .body(Full::new(env.clone()))
+                    .unwrap();
+                let exchange = async {
+                    let r = client.request(req).await.unwrap();
+                    http_body_util::Limited::new(r.into_body(), max)
+                        .collect()
+                        .await
+                        .map(|c| c.to_bytes())
+                };
+                let _ = tokio::time::timeout(send_timeout, exchange).await;
+                i += 64;
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    (
+        n as f64 / start.elapsed().as_secs_f64(),
+        cpu_per_msg(cpu, n),
+    )
+}
+
+async fn reliable(sessions: usize, window: u32, n: usize) -> (f64, Duration, Duration, u64, f64) {
     let binding = Binding::ws_http().max_transfer_window_size(window);
     let svc = Service::builder(binding.clone())
         .bind("127.0.0.1:0".parse().unwrap())
@@ -102,6 +223,7 @@ async fn reliable(sessions: usize, window: u32, n: usize) -> (f64, Duration, Dur
     }
     let per = n / sessions;
     let body = Bytes::from(body_1k());
+    let cpu = cpu_time();
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for c in clients.clone() {
@@ -134,11 +256,12 @@ async fn reliable(sessions: usize, window: u32, n: usize) -> (f64, Duration, Dur
         lat.extend(r.unwrap());
     }
     let rate = (per * sessions) as f64 / start.elapsed().as_secs_f64();
+    let cpu = cpu_per_msg(cpu, per * sessions);
     let retrans: u64 = clients.iter().map(|c| c.stats().retransmitted).sum();
     for c in &clients {
         c.close().await.unwrap();
     }
-    (rate, pct(&mut lat, 0.5), pct(&mut lat, 0.99), retrans)
+    (rate, pct(&mut lat, 0.5), pct(&mut lat, 0.99), retrans, cpu)
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -228,18 +351,34 @@ async fn main() {
         return;
     }
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
-    let c = ceiling(n).await;
-    println!("ceiling (plain SOAP POST, no RM, 64 concurrent): {c:.0} msg/s");
-    let (r1, p50, p99, re1) = reliable(1, 64, n).await;
+    // HTTP_BENCH_RELIABLE_ONLY: skip the ceiling (for profiling the reliable path alone).
+    let (c, cc) = if std::env::var_os("HTTP_BENCH_RELIABLE_ONLY").is_some() {
+        (f64::NAN, f64::NAN)
+    } else {
+        ceiling(n).await
+    };
+    println!("ceiling (plain SOAP POST, no RM, 64 concurrent): {c:.0} msg/s, CPU {cc:.1} us/msg");
+    let (cs, ccs) = if std::env::var_os("HTTP_BENCH_RELIABLE_ONLY").is_some() {
+        (f64::NAN, f64::NAN)
+    } else {
+        ceiling_same_settings(n).await
+    };
     println!(
-        "reliable, 1 session, window 64: {r1:.0} msg/s ({:.0} % of ceiling), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re1}",
-        100.0 * r1 / c
+        "ceiling with wsrm's transport settings (plain SOAP POST, no RM, 64 concurrent): {cs:.0} msg/s, CPU {ccs:.1} us/msg"
     );
-    let (r64, p50, p99, re64) = reliable(64, 8, n).await;
+    let (r1, p50, p99, re1, c1) = reliable(1, 64, n).await;
     println!(
-        "reliable, 64 sessions, window 8: {r64:.0} msg/s ({:.0} % of ceiling), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re64}",
-        100.0 * r64 / c
+        "reliable, 1 session, window 64: {r1:.0} msg/s ({:.0} % of ceiling), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re1}, CPU {c1:.1} us/msg ({:.0} % of ceiling's); with wsrm's settings: {:.0} % of ceiling, CPU {:.0} %",
+        100.0 * r1 / c, 100.0 * c1 / cc, 100.0 * r1 / cs, 100.0 * c1 / ccs
     );
+    let (r64, p50, p99, re64, c64) = reliable(64, 8, n).await;
+    println!(
+        "reliable, 64 sessions, window 8: {r64:.0} msg/s ({:.0} % of ceiling), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re64}, CPU {c64:.1} us/msg ({:.0} % of ceiling's); with wsrm's settings: {:.0} % of ceiling, CPU {:.0} %",
+        100.0 * r64 / c, 100.0 * c64 / cc, 100.0 * r64 / cs, 100.0 * c64 / ccs
+    );
+    if std::env::var_os("HTTP_BENCH_SKIP_IDLE").is_some() {
+        return;
+    }
     let (opened, rss) = idle_sessions(10_000).await;
     println!(
         "{opened} idle sessions: service RSS {:.1} MiB",
