@@ -922,7 +922,7 @@ impl<'a> Rd<'a> {
                     return Err(self.limit(LimitKind::Attributes, l.max_attributes, pos));
                 }
                 let prev = seen.get(..(n - 1).min(8)).unwrap_or_default();
-                if prev.iter().any(|p| eq_short(p, key)) || seen_more.contains(&key) {
+                if prev.contains(&key) || seen_more.contains(&key) {
                     return Err(self.xml_err_at(pos, "duplicate attribute"));
                 }
                 match seen.get_mut(n - 1) {
@@ -1126,7 +1126,7 @@ impl<'a> Rd<'a> {
             if len <= max
                 && n > 0
                 && after.get(..2) == Some(b"</")
-                && after.get(2..2 + n).is_some_and(|t| eq_short(t, name))
+                && after.get(2..2 + n) == Some(name)
                 && after.get(2 + n) == Some(&b'>')
                 && self.open.len() == self.depth
             {
