@@ -56,24 +56,17 @@ const REC_ATTRS: usize = 4;
 
 /// The attributes other than namespace declarations of a start tag: the ones recorded when
 /// the tag was read, or a new scan (see [`Rd::attrs`]).
-pub(crate) enum AttrIter<'a> {
-    Recorded([(&'a [u8], &'a [u8]); REC_ATTRS], usize, usize),
+pub(crate) enum AttrIter<'r, 'a> {
+    Recorded(std::slice::Iter<'r, (&'a [u8], &'a [u8])>),
     Scan(Attrs<'a>),
 }
 
-impl<'a> Iterator for AttrIter<'a> {
+impl<'a> Iterator for AttrIter<'_, 'a> {
     type Item = Result<(&'a [u8], &'a [u8]), &'static str>;
 
     fn next(&mut self) -> Option<Self::Item> {
         match self {
-            AttrIter::Recorded(rec, n, i) => {
-                if *i >= *n {
-                    return None;
-                }
-                let kv = rec.get(*i).copied()?;
-                *i += 1;
-                Some(Ok(kv))
-            }
+            AttrIter::Recorded(it) => it.next().map(|kv| Ok(*kv)),
             AttrIter::Scan(it) => loop {
                 match it.next()? {
                     Ok((k, _)) if k == b"xmlns" || k.starts_with(b"xmlns:") => {}
@@ -866,11 +859,10 @@ impl<'a> Rd<'a> {
 
     /// The attributes other than namespace declarations of `el`: those recorded when it was
     /// read if it is the last tag read with attributes (the usual case), else scanned again.
-    pub(crate) fn attrs(&self, el: &El<'a>) -> AttrIter<'a> {
-        if el.pos == self.last_attrs_pos && self.last_attrs_n <= REC_ATTRS {
-            AttrIter::Recorded(self.last_attrs, self.last_attrs_n, 0)
-        } else {
-            AttrIter::Scan(Attrs::new(el.attrs))
+    pub(crate) fn attrs(&self, el: &El<'a>) -> AttrIter<'_, 'a> {
+        match self.last_attrs.get(..self.last_attrs_n) {
+            Some(rec) if el.pos == self.last_attrs_pos => AttrIter::Recorded(rec.iter()),
+            _ => AttrIter::Scan(Attrs::new(el.attrs)),
         }
     }
 
@@ -906,7 +898,8 @@ impl<'a> Rd<'a> {
         } else {
             let mut seen: [&[u8]; 8] = [b""; 8];
             let mut seen_more: Vec<&[u8]> = Vec::new();
-            let mut rec: [(&'a [u8], &'a [u8]); REC_ATTRS] = [(b"", b""); REC_ATTRS];
+            // recorded in place: invalid until the tag has been scanned completely
+            self.last_attrs_pos = usize::MAX;
             let mut n_rec = 0usize;
             let mut it = Attrs::new(tail);
             while let Some(a) = it.next() {
@@ -937,7 +930,7 @@ impl<'a> Rd<'a> {
                     }
                     p
                 } else {
-                    if let Some(slot) = rec.get_mut(n_rec) {
+                    if let Some(slot) = self.last_attrs.get_mut(n_rec) {
                         *slot = (key, value);
                     }
                     n_rec += 1;
@@ -994,7 +987,6 @@ impl<'a> Rd<'a> {
             let Some((end, empty)) = it.end else {
                 return Err(self.xml_err_at(pos, "unclosed start tag (truncated document)"));
             };
-            self.last_attrs = rec;
             self.last_attrs_n = n_rec;
             self.last_attrs_pos = pos;
             if end > l.max_attributes_len {
