@@ -351,32 +351,39 @@ async fn main() {
         return;
     }
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
-    // HTTP_BENCH_RELIABLE_ONLY: skip the ceiling (for profiling the reliable path alone).
-    let (c, cc) = if std::env::var_os("HTTP_BENCH_RELIABLE_ONLY").is_some() {
-        (f64::NAN, f64::NAN)
-    } else {
+    // HTTP_BENCH_PHASES=ceiling,same,one,many,idle (default: all) runs only those phases, e.g.
+    // to profile one of them alone.
+    let phases = std::env::var("HTTP_BENCH_PHASES").unwrap_or_default();
+    let run = |p: &str| phases.is_empty() || phases.split(',').any(|x| x == p);
+    let (c, cc) = if run("ceiling") {
         ceiling(n).await
+    } else {
+        (f64::NAN, f64::NAN)
     };
     println!("ceiling (plain SOAP POST, no RM, 64 concurrent): {c:.0} msg/s, CPU {cc:.1} us/msg");
-    let (cs, ccs) = if std::env::var_os("HTTP_BENCH_RELIABLE_ONLY").is_some() {
-        (f64::NAN, f64::NAN)
-    } else {
+    let (cs, ccs) = if run("same") {
         ceiling_same_settings(n).await
+    } else {
+        (f64::NAN, f64::NAN)
     };
     println!(
         "ceiling with wsrm's transport settings (plain SOAP POST, no RM, 64 concurrent): {cs:.0} msg/s, CPU {ccs:.1} us/msg"
     );
-    let (r1, p50, p99, re1, c1) = reliable(1, 64, n).await;
-    println!(
-        "reliable, 1 session, window 64: {r1:.0} msg/s ({:.0} % of ceiling), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re1}, CPU {c1:.1} us/msg ({:.0} % of ceiling's); with wsrm's settings: {:.0} % of ceiling, CPU {:.0} %",
-        100.0 * r1 / c, 100.0 * c1 / cc, 100.0 * r1 / cs, 100.0 * c1 / ccs
-    );
-    let (r64, p50, p99, re64, c64) = reliable(64, 8, n).await;
-    println!(
-        "reliable, 64 sessions, window 8: {r64:.0} msg/s ({:.0} % of ceiling), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re64}, CPU {c64:.1} us/msg ({:.0} % of ceiling's); with wsrm's settings: {:.0} % of ceiling, CPU {:.0} %",
-        100.0 * r64 / c, 100.0 * c64 / cc, 100.0 * r64 / cs, 100.0 * c64 / ccs
-    );
-    if std::env::var_os("HTTP_BENCH_SKIP_IDLE").is_some() {
+    if run("one") {
+        let (r1, p50, p99, re1, c1) = reliable(1, 64, n).await;
+        println!(
+            "reliable, 1 session, window 64: {r1:.0} msg/s ({:.0} % of ceiling), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re1}, CPU {c1:.1} us/msg ({:.0} % of ceiling's); with wsrm's settings: {:.0} % of ceiling, CPU {:.0} %",
+            100.0 * r1 / c, 100.0 * c1 / cc, 100.0 * r1 / cs, 100.0 * c1 / ccs
+        );
+    }
+    if run("many") {
+        let (r64, p50, p99, re64, c64) = reliable(64, 8, n).await;
+        println!(
+            "reliable, 64 sessions, window 8: {r64:.0} msg/s ({:.0} % of ceiling), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re64}, CPU {c64:.1} us/msg ({:.0} % of ceiling's); with wsrm's settings: {:.0} % of ceiling, CPU {:.0} %",
+            100.0 * r64 / c, 100.0 * c64 / cc, 100.0 * r64 / cs, 100.0 * c64 / ccs
+        );
+    }
+    if !run("idle") {
         return;
     }
     let (opened, rss) = idle_sessions(10_000).await;
