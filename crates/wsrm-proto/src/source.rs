@@ -506,8 +506,10 @@ impl Source {
         let cum = self.window_start - 1;
         let mut missing = cum > 0 && !set.contains_range(1, cum);
         let mut new = false;
+        // The window's entries are in ascending number order: one merge walk over the ranges.
+        let mut cursor = Ascending::new(set.ranges());
         for e in self.entries.iter().take(self.in_window) {
-            let c = set.contains(e.number);
+            let c = cursor.contains(e.number);
             if e.acked && !c {
                 missing = true;
             }
@@ -533,8 +535,9 @@ impl Source {
             }
             return Ok(out);
         }
+        let mut cursor = Ascending::new(set.ranges());
         for e in self.entries.iter_mut().take(self.in_window) {
-            if !e.acked && set.contains(e.number) {
+            if !e.acked && cursor.contains(e.number) {
                 e.acked = true;
                 e.note_done(now);
                 if e.done() {
@@ -694,9 +697,45 @@ impl Source {
     }
 }
 
+/// Membership tests of ascending numbers against sorted, disjoint ranges, in one pass (an ack's
+/// ranges against the window's entries: O(entries + ranges) instead of a search per entry).
+struct Ascending<'a> {
+    ranges: &'a [(u64, u64)],
+    next: usize,
+}
+
+impl<'a> Ascending<'a> {
+    fn new(ranges: &'a [(u64, u64)]) -> Self {
+        Ascending { ranges, next: 0 }
+    }
+
+    /// Whether `n` is in a range; `n` must not be smaller than the previous call's.
+    fn contains(&mut self, n: u64) -> bool {
+        while let Some(&(_, upper)) = self.ranges.get(self.next) {
+            if upper >= n {
+                break;
+            }
+            self.next += 1;
+        }
+        self.ranges
+            .get(self.next)
+            .is_some_and(|&(lower, _)| lower <= n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ascending_cursor_matches_a_search() {
+        let ranges = [(2, 4), (7, 7), (10, 12)];
+        let mut c = Ascending::new(&ranges);
+        let got: Vec<u64> = (1..=14).filter(|&n| c.contains(n)).collect();
+        assert_eq!(got, vec![2, 3, 4, 7, 10, 11, 12]);
+        let mut empty = Ascending::new(&[]);
+        assert!(!empty.contains(1));
+    }
 
     fn src(window: u32) -> Source {
         let mut s = Source::new(RmVersion::Wsrm10, window, 8, true, true, true);
