@@ -765,35 +765,34 @@ impl<'a> Rd<'a> {
                     continue;
                 }
                 _ => {
-                    // start tag: the name, then (if any) the attribute area up to the first
-                    // `>` outside quoted attribute values
-                    let (j, class, colon, ok) = scan_name(rest, 1);
-                    let name = rest.get(1..j).unwrap_or_default();
-                    if !ok {
-                        return Err(self.xml_err_at(pos, "malformed element name"));
-                    }
-                    let (empty, gt) = match class {
-                        C_GT => (false, j),
-                        C_SLASH if rest.get(j + 1) == Some(&b'>') => (true, j + 1),
-                        C_WS => {
-                            // attributes: scanned once, up to the end of the tag
-                            let tail = rest.get(j..).unwrap_or_default();
-                            return self.start(name, colon, tail, pos, None).map(Raw::Start);
-                        }
-                        C_END => {
-                            return Err(
-                                self.xml_err_at(pos, "unclosed start tag (truncated document)")
-                            )
-                        }
-                        _ => return Err(self.xml_err_at(pos, "malformed element name")),
-                    };
-                    self.i = pos + gt + 1;
-                    return self
-                        .start(name, colon, b"", pos, Some(empty))
-                        .map(Raw::Start);
+                    return self.start_tag(pos, rest).map(Raw::Start);
                 }
             }
         }
+    }
+
+    /// The start tag at `pos` (`rest` starts with `<` and a character other than `/`, `!`,
+    /// `?`): the name, then (if any) the attribute area up to the first `>` outside quoted
+    /// attribute values.
+    fn start_tag(&mut self, pos: usize, rest: &'a [u8]) -> Result<El<'a>, DecodeErrorKind> {
+        let (j, class, colon, ok) = scan_name(rest, 1);
+        let name = rest.get(1..j).unwrap_or_default();
+        if !ok {
+            return Err(self.xml_err_at(pos, "malformed element name"));
+        }
+        let (empty, gt) = match class {
+            C_GT => (false, j),
+            C_SLASH if rest.get(j + 1) == Some(&b'>') => (true, j + 1),
+            C_WS => {
+                // attributes: scanned once, up to the end of the tag
+                let tail = rest.get(j..).unwrap_or_default();
+                return self.start(name, colon, tail, pos, None);
+            }
+            C_END => return Err(self.xml_err_at(pos, "unclosed start tag (truncated document)")),
+            _ => return Err(self.xml_err_at(pos, "malformed element name")),
+        };
+        self.i = pos + gt + 1;
+        self.start(name, colon, b"", pos, Some(empty))
     }
 
     /// A character or predefined entity reference at `pos` (`rest` starts with `&`).
@@ -1053,6 +1052,21 @@ impl<'a> Rd<'a> {
     /// Next child element of the current element; `None` when the current element ends (its
     /// end tag is consumed). Whitespace and comments are skipped; other text is an error.
     pub(crate) fn next_child(&mut self) -> PResult<Option<El<'a>>> {
+        // fast path: a start tag right here (no pending synthetic end): read directly, not
+        // through `Raw`
+        if !self.pending_end {
+            let pos = self.i;
+            let rest = self.src.get(pos..).unwrap_or_default();
+            if rest.first() == Some(&b'<')
+                && !matches!(rest.get(1), Some(b'/' | b'!' | b'?') | None)
+            {
+                if self.pending_pop {
+                    self.pending_pop = false;
+                    self.pop_bindings();
+                }
+                return Ok(Some(self.start_tag(pos, rest)?));
+            }
+        }
         loop {
             match self.next_raw()? {
                 Raw::Start(el) => return Ok(Some(el)),
