@@ -1066,6 +1066,23 @@ impl<'a> Rd<'a> {
                 }
                 return Ok(Some(self.start_tag(pos, rest)?));
             }
+            // likewise the end tag of the innermost open element
+            let expected = self.open.last().unwrap_or_default();
+            let n = expected.len();
+            if rest.get(..2) == Some(b"</")
+                && n > 0
+                && rest.get(2..2 + n) == Some(expected)
+                && rest.get(2 + n) == Some(&b'>')
+            {
+                if self.pending_pop {
+                    self.pop_bindings();
+                }
+                self.i = pos + n + 3;
+                self.open.pop();
+                self.depth = self.depth.saturating_sub(1);
+                self.pending_pop = true;
+                return Ok(None);
+            }
         }
         loop {
             match self.next_raw()? {
