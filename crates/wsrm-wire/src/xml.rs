@@ -1272,7 +1272,13 @@ impl<'a> Rd<'a> {
             } else {
                 let i = self.i;
                 let rest = self.src.get(i..).unwrap_or_default();
-                match memchr2(b'<', b'&', rest) {
+                // markup right here (tags without text between them): no search
+                let next = if rest.first() == Some(&b'<') {
+                    Some(0)
+                } else {
+                    memchr2(b'<', b'&', rest)
+                };
+                match next {
                     Some(k) if rest.get(k) == Some(&b'&') => {
                         // references are checked (no entity expansion), their value dropped
                         self.reference(i + k, rest.get(k..).unwrap_or_default())?;
