@@ -615,6 +615,7 @@ impl<'a> Rd<'a> {
     }
 
     /// Drops the namespace declarations of the elements deeper than the current depth.
+    #[inline(always)]
     fn pop_bindings(&mut self) {
         let d = self.depth;
         while self.bindings.last().is_some_and(|b| b.depth > d) {
