@@ -88,6 +88,8 @@ pub struct ClientSession {
     cs_sent_at: Instant,
     cs_last_sent: Instant,
     cs_next: Instant,
+    /// Failed CreateSequence exchanges so far (the first few are retried at once).
+    cs_failures: u32,
     open_deadline: Instant,
     tx: VecDeque<Message>,
     events: VecDeque<ClientEvent>,
@@ -171,6 +173,7 @@ impl ClientSession {
             cs_sent_at: now,
             cs_last_sent: now,
             cs_next: now + REQUESTOR_RETRY_INTERVAL,
+            cs_failures: 0,
             open_deadline: now + cfg.open_timeout,
             tx,
             events: VecDeque::new(),
@@ -414,18 +417,27 @@ impl ClientSession {
     ///
     /// `number: None` is a failed exchange that carried no sequence message; while connecting
     /// it is the CreateSequence, while closing the 1.1 CloseSequence or TerminateSequence:
-    /// each is then retried after 50 ms, doubling per failure up to WCF's 10 s requestor retry
+    /// each is then retried at once for its first [`FAST_RETRIES`](crate::FAST_RETRIES)
+    /// failures, then after 50 ms, doubling per failure up to WCF's 10 s requestor retry
     /// interval (instead of always waiting 10 s).
     pub fn handle_transport_failure(&mut self, now: Instant, number: Option<u64>) {
         match (self.state, number) {
             (ClientState::Connecting, None) => {
-                let since_first = self.cs_last_sent.saturating_duration_since(self.cs_sent_at);
-                let delay = (since_first * 2)
-                    .max(Duration::from_millis(50))
-                    .min(REQUESTOR_RETRY_INTERVAL);
-                let at = (self.cs_last_sent + delay).max(now);
+                self.cs_failures = self.cs_failures.saturating_add(1);
+                let at = if self.cs_failures <= crate::source::FAST_RETRIES {
+                    now
+                } else {
+                    let since_first = self.cs_last_sent.saturating_duration_since(self.cs_sent_at);
+                    let delay = (since_first * 2)
+                        .max(Duration::from_millis(50))
+                        .min(REQUESTOR_RETRY_INTERVAL);
+                    (self.cs_last_sent + delay).max(now)
+                };
                 if at < self.cs_next {
-                    tracing::debug!(?delay, "CreateSequence exchange failed: retrying early");
+                    tracing::debug!(
+                        failures = self.cs_failures,
+                        "CreateSequence exchange failed: retrying early"
+                    );
                     self.cs_next = at;
                 }
             }

@@ -9,7 +9,7 @@ use rand::rngs::SmallRng;
 use rand::RngCore;
 
 use crate::msg::{AckHeader, Action, Body, Fault, FaultCode, Message, RmVersion, SequenceId};
-use crate::source::Source;
+use crate::source::{Source, FAST_RETRIES};
 use crate::types::REQUESTOR_RETRY_INTERVAL;
 
 /// `urn:uuid:` + lowercase GUID from the seeded RNG (WCF's `UniqueId` format).
@@ -197,15 +197,19 @@ impl Outbound {
     }
 
     /// The exchange carrying the 1.1 CloseSequence or TerminateSequence failed without an
-    /// answer (docs/engine.md deviation 8): retry after 50 ms, doubling per failure, instead of
-    /// WCF's fixed 10 s requestor interval (never later than that).
+    /// answer (docs/engine.md deviation 8): retry at once for the first
+    /// [`FAST_RETRIES`](crate::FAST_RETRIES) failures, then after 50 ms, doubling per failure,
+    /// instead of WCF's fixed 10 s requestor interval (never later than that).
     pub fn control_failed(&mut self, now: Instant) -> bool {
-        let delay = Duration::from_millis(50)
-            .saturating_mul(1u32 << self.control_failures.min(16))
-            .min(REQUESTOR_RETRY_INTERVAL);
         match &mut self.stage {
             Stage::Closing { next, .. } | Stage::Terminating { next, .. } => {
                 self.control_failures = self.control_failures.saturating_add(1);
+                let delay = match self.control_failures.checked_sub(FAST_RETRIES + 1) {
+                    None => Duration::ZERO,
+                    Some(k) => Duration::from_millis(50)
+                        .saturating_mul(1u32 << k.min(16))
+                        .min(REQUESTOR_RETRY_INTERVAL),
+                };
                 let at = now + delay;
                 if at < *next {
                     *next = at;

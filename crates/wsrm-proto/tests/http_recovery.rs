@@ -99,16 +99,26 @@ fn failed_create_sequence_exchange_is_retried_early_with_backoff() {
     let _cs = c.poll_transmit(now).unwrap();
     // Without a failure signal the requestor waits WCF's 10 s.
     assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(10)));
-    c.handle_transport_failure(now, None);
+    // The first FAST_RETRIES failures are retried at once.
+    let mut t = now;
+    for attempt in 0..FAST_RETRIES {
+        t += Duration::from_millis(1);
+        c.handle_transport_failure(t, None);
+        assert_eq!(c.poll_timeout(), Some(t), "attempt {attempt}");
+        c.handle_timeout(t);
+        let again = c.poll_transmit(t).expect("CreateSequence resent at once");
+        assert!(matches!(again.body, Body::CreateSequence(_)));
+    }
+    // Then backoff: twice the time since the first attempt, at least 50 ms.
+    c.handle_transport_failure(t, None);
     let t1 = c.poll_timeout().unwrap();
-    assert_eq!(t1, now + Duration::from_millis(50));
+    assert_eq!(t1, t + Duration::from_millis(50));
     c.handle_timeout(t1);
     let again = c.poll_transmit(t1).expect("CreateSequence resent");
     assert!(matches!(again.body, Body::CreateSequence(_)));
-    // The second failure backs off: twice the time since the first attempt, at least 50 ms.
     c.handle_transport_failure(t1, None);
     let t2 = c.poll_timeout().unwrap();
-    assert_eq!(t2, t1 + Duration::from_millis(100));
+    assert_eq!(t2, t1 + 2 * (t1 - now));
 }
 
 #[test]
@@ -164,15 +174,25 @@ fn failed_close_sequence_exchange_is_retried_early_with_backoff() {
     c.close(now).unwrap();
     let close = c.poll_transmit(now).expect("CloseSequence");
     assert!(matches!(close.body, Body::CloseSequence { .. }));
-    // WCF's requestor would wait 10 s; a failed exchange brings the retry forward to 50 ms.
-    c.handle_transport_failure(now, None);
+    // WCF's requestor would wait 10 s; the first FAST_RETRIES failures are retried at once.
+    let mut t = now;
+    for attempt in 0..FAST_RETRIES {
+        t += Duration::from_millis(1);
+        c.handle_transport_failure(t, None);
+        assert_eq!(c.poll_timeout(), Some(t), "attempt {attempt}");
+        c.handle_timeout(t);
+        let again = c.poll_transmit(t).expect("CloseSequence resent at once");
+        assert!(matches!(again.body, Body::CloseSequence { .. }));
+        assert_eq!(again.message_id, close.message_id);
+    }
+    // Then 50 ms, doubling.
+    c.handle_transport_failure(t, None);
     let t1 = c.poll_timeout().unwrap();
-    assert_eq!(t1, now + Duration::from_millis(50));
+    assert_eq!(t1, t + Duration::from_millis(50));
     c.handle_timeout(t1);
     let again = c.poll_transmit(t1).expect("CloseSequence resent");
     assert!(matches!(again.body, Body::CloseSequence { .. }));
     assert_eq!(again.message_id, close.message_id);
-    // Second failure: 100 ms.
     c.handle_transport_failure(t1, None);
     assert_eq!(c.poll_timeout().unwrap(), t1 + Duration::from_millis(100));
 }
