@@ -41,7 +41,8 @@ pub(crate) struct Destination {
     pub version: RmVersion,
     ordered: bool,
     max_window: u32,
-    /// Request-reply server with Ordered: only `n == next_expected` is admitted.
+    /// Request-reply server with Ordered, not over HTTP: only `n == next_expected` is admitted
+    /// (WCF; over HTTP see docs/engine.md deviation 10).
     pub strict_in_order: bool,
     /// Writes BufferRemaining.
     pub flow_control: bool,

@@ -126,6 +126,9 @@ struct Session {
     requests: HashMap<u64, ReqState>,
     unacked_replies: BTreeMap<u64, u64>,
     next_reply: u64,
+    /// Two-way requests received ahead of a gap (admitted, not delivered yet) whose HTTP
+    /// exchange waits for the reply (docs/engine.md, deviation 10).
+    buffered_requests: HashMap<u64, (ExchangeId, Instant)>,
     /// 1.0: the LastMessage request (number, parked exchange) waiting for pending replies.
     pending_last: Option<(u64, Option<(ExchangeId, Instant)>)>,
     last_reply: Option<(u64, Message)>,
@@ -222,6 +225,9 @@ impl Session {
             {
                 min(Some(*d));
             }
+        }
+        for (_, d) in self.buffered_requests.values() {
+            min(Some(*d));
         }
         if let Some((_, Some((_, d)))) = &self.pending_last {
             min(Some(*d));
@@ -572,7 +578,9 @@ impl Endpoint {
             s.flow_control_enabled || rr,
             false,
         );
-        dest.strict_in_order = rr && s.ordered;
+        // Over HTTP a request admitted ahead of a gap keeps its exchange until its reply
+        // (deviation 10), so it need not be dropped as WCF does (`strict_in_order`).
+        dest.strict_in_order = rr && s.ordered && !http;
         let inbound = Inbound::new(
             dest,
             !http,
@@ -637,6 +645,7 @@ impl Endpoint {
             requests: HashMap::new(),
             unacked_replies: BTreeMap::new(),
             next_reply: 1,
+            buffered_requests: HashMap::new(),
             pending_last: None,
             last_reply: None,
             max_window: s.max_transfer_window_size,
@@ -1021,17 +1030,20 @@ impl Endpoint {
                 if !s.http {
                     s.inbound.note_accepted(now, m.ack_requested.is_some());
                 }
+                let mut delivered_now = false;
                 for d in out.drain(..) {
                     let two_way = rr && d.message_id.is_some();
                     let reply = two_way.then_some(ReplyToken {
                         session: s.id,
                         request: d.number,
                     });
+                    delivered_now |= d.number == n;
                     if two_way {
                         let parked = if d.number == n && a.exchange.is_some() {
                             self.park(now, a)
                         } else {
-                            None
+                            // Received ahead of a gap earlier: its exchange has been waiting.
+                            s.buffered_requests.remove(&d.number)
                         };
                         s.requests.insert(
                             d.number,
@@ -1070,6 +1082,26 @@ impl Endpoint {
                     };
                     s.pending_last = Some((n, parked));
                     self.try_finish_last(s);
+                }
+                if rr
+                    && s.http
+                    && !delivered_now
+                    && m.message_id.is_some()
+                    && matches!(m.body, Body::Application(_))
+                {
+                    // A two-way request admitted ahead of a gap (deviation 7): its exchange
+                    // waits for the reply instead of getting a bare ack now, so the reply does
+                    // not have to wait for the client's retransmission timer (deviation 10).
+                    if let Some(p) = self.park(now, a) {
+                        if let Some((old, _)) = s.buffered_requests.insert(n, p) {
+                            self.parked_count -= 1;
+                            self.out.push_back(ServerTransmit {
+                                exchange: Some(old),
+                                session: Some(s.id),
+                                message: None,
+                            });
+                        }
+                    }
                 }
                 if s.http && !a.parked && a.message.is_none() {
                     a.message = Some(standalone_ack(v, s.ack()));
@@ -1183,7 +1215,23 @@ impl Endpoint {
                 r.ack = Some(ack);
                 a.message = Some(r);
             }
-            None => a.message = Some(standalone_ack(s.version, ack)),
+            None => {
+                // Still buffered ahead of a gap: the newest copy's exchange waits instead
+                // (the older one gets 202), as for a delivered request.
+                if let Some((old, _)) = s.buffered_requests.remove(&n) {
+                    self.parked_count -= 1;
+                    self.out.push_back(ServerTransmit {
+                        exchange: Some(old),
+                        session: Some(s.id),
+                        message: None,
+                    });
+                    if let Some(p) = self.park(now, a) {
+                        s.buffered_requests.insert(n, p);
+                        return;
+                    }
+                }
+                a.message = Some(standalone_ack(s.version, ack));
+            }
         }
     }
 
@@ -1470,6 +1518,7 @@ impl Endpoint {
         if let Some((_, Some((ex, _)))) = s.pending_last {
             parked.push(ex);
         }
+        parked.extend(s.buffered_requests.drain().map(|(_, (ex, _))| ex));
         parked.sort();
         for ex in parked {
             self.parked_count -= 1;
@@ -1581,6 +1630,13 @@ impl Endpoint {
                 }
             }
         }
+        s.buffered_requests.retain(|_, (ex, d)| {
+            let keep = *d > now;
+            if !keep {
+                expired.push(*ex);
+            }
+            keep
+        });
         expired.sort();
         for ex in expired {
             self.parked_count -= 1;
@@ -1752,7 +1808,7 @@ impl Endpoint {
             s.flow_control_enabled || rr,
             false,
         );
-        dest.strict_in_order = rr && s.ordered;
+        dest.strict_in_order = rr && s.ordered && !snap.http;
         let undelivered: Vec<Delivered> = snap
             .undelivered
             .into_iter()
@@ -1841,6 +1897,7 @@ impl Endpoint {
             requests,
             unacked_replies,
             next_reply: snap.next_reply_number.max(1),
+            buffered_requests: HashMap::new(),
             pending_last: None,
             last_reply: None,
             max_window: s.max_transfer_window_size,

@@ -447,6 +447,94 @@ fn rule_4_11_parked_exchange_times_out_with_202() {
     assert_eq!((a.exchange, a.message), (Some(ExchangeId(7)), None));
 }
 
+// docs/engine.md deviation 10: a two-way request admitted ahead of a gap keeps its HTTP exchange
+// until its reply (no bare ack now); a retransmission of it supersedes the waiting exchange
+// (202); once the gap is filled, each reply rides its own request's exchange.
+#[test]
+fn buffered_request_keeps_its_exchange_until_the_reply() {
+    let now = Instant::now();
+    let mut e = Endpoint::new(EndpointConfig::default(), 3).unwrap();
+    let (_, id) = open_raw(&mut e, now, RmVersion::Wsrm11, Some("urn:uuid:offer"), 1);
+    let req2 = seq_msg(&id, 2, Some("urn:uuid:req2"));
+    e.handle_message(now, req2.clone(), Some(ExchangeId(10)));
+    assert!(
+        e.poll_transmit(now).is_none(),
+        "request 2 waits behind the gap"
+    );
+    assert!(e.poll_event().is_none(), "not delivered before request 1");
+    e.handle_message(now, req2, Some(ExchangeId(11)));
+    let t = one_answer(&mut e, now);
+    assert_eq!((t.exchange, t.message), (Some(ExchangeId(10)), None));
+    e.handle_message(
+        now,
+        seq_msg(&id, 1, Some("urn:uuid:req1")),
+        Some(ExchangeId(12)),
+    );
+    assert!(
+        e.poll_transmit(now).is_none(),
+        "both wait for their replies"
+    );
+    let mut tokens = Vec::new();
+    while let Some(ev) = e.poll_event() {
+        if let ServerEvent::Delivery {
+            number,
+            reply: Some(token),
+            ..
+        } = ev
+        {
+            tokens.push((number, token));
+        }
+    }
+    assert_eq!(
+        tokens.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    for (n, token) in tokens {
+        e.reply(now, token, action(), body(&format!("r{n}")))
+            .unwrap();
+    }
+    let mut answers = Vec::new();
+    while let Some(t) = e.poll_transmit(now) {
+        let m = t.message.expect("a reply");
+        answers.push((t.exchange, m.relates_to.clone()));
+    }
+    answers.sort();
+    assert_eq!(
+        answers,
+        vec![
+            (Some(ExchangeId(11)), Some("urn:uuid:req2".into())),
+            (Some(ExchangeId(12)), Some("urn:uuid:req1".into())),
+        ]
+    );
+}
+
+// A request waiting ahead of a gap gets 202 after the parked-exchange limit, like a delivered
+// one.
+#[test]
+fn buffered_request_exchange_times_out_with_202() {
+    let now = Instant::now();
+    let mut e = Endpoint::new(
+        EndpointConfig {
+            parked_exchange_timeout: Duration::from_secs(5),
+            ..EndpointConfig::default()
+        },
+        3,
+    )
+    .unwrap();
+    let (_, id) = open_raw(&mut e, now, RmVersion::Wsrm10, Some("urn:uuid:offer"), 1);
+    e.handle_message(
+        now,
+        seq_msg(&id, 3, Some("urn:uuid:r3")),
+        Some(ExchangeId(7)),
+    );
+    assert!(e.poll_transmit(now).is_none());
+    let t = e.poll_timeout().unwrap();
+    assert_eq!(t.duration_since(now), Duration::from_secs(5));
+    e.handle_timeout(t);
+    let a = one_answer(&mut e, t);
+    assert_eq!((a.exchange, a.message), (Some(ExchangeId(7)), None));
+}
+
 // §4.5 step 6 / W14: a message is transmitted at most 1 + MaxRetryCount times; then the
 // session fails with SequenceTerminated (Receiver) and reports exactly the unacknowledged
 // messages.
