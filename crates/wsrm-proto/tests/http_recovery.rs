@@ -91,6 +91,24 @@ fn failed_exchange_retransmits_at_once_then_leaves_it_to_the_timer() {
     assert!(c.poll_transmit(deadline).is_none());
 }
 
+/// Reports FAST_RETRIES failed handshake exchanges, 1 ms apart from `now`; each must be resent
+/// at once (`check` inspects the resent message). Returns the time of the last one.
+fn fast_handshake_retries(
+    c: &mut ClientSession,
+    now: Instant,
+    check: impl Fn(&Message),
+) -> Instant {
+    let mut t = now;
+    for attempt in 0..FAST_RETRIES {
+        t += Duration::from_millis(1);
+        c.handle_transport_failure(t, None);
+        assert_eq!(c.poll_timeout(), Some(t), "attempt {attempt}");
+        c.handle_timeout(t);
+        check(&c.poll_transmit(t).expect("resent at once"));
+    }
+    t
+}
+
 #[test]
 fn failed_create_sequence_exchange_is_retried_early_with_backoff() {
     let now = Instant::now();
@@ -100,15 +118,9 @@ fn failed_create_sequence_exchange_is_retried_early_with_backoff() {
     // Without a failure signal the requestor waits WCF's 10 s.
     assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(10)));
     // The first FAST_RETRIES failures are retried at once.
-    let mut t = now;
-    for attempt in 0..FAST_RETRIES {
-        t += Duration::from_millis(1);
-        c.handle_transport_failure(t, None);
-        assert_eq!(c.poll_timeout(), Some(t), "attempt {attempt}");
-        c.handle_timeout(t);
-        let again = c.poll_transmit(t).expect("CreateSequence resent at once");
-        assert!(matches!(again.body, Body::CreateSequence(_)));
-    }
+    let t = fast_handshake_retries(&mut c, now, |m| {
+        assert!(matches!(m.body, Body::CreateSequence(_)));
+    });
     // Then backoff: twice the time since the first attempt, at least 50 ms.
     c.handle_transport_failure(t, None);
     let t1 = c.poll_timeout().unwrap();
@@ -175,16 +187,10 @@ fn failed_close_sequence_exchange_is_retried_early_with_backoff() {
     let close = c.poll_transmit(now).expect("CloseSequence");
     assert!(matches!(close.body, Body::CloseSequence { .. }));
     // WCF's requestor would wait 10 s; the first FAST_RETRIES failures are retried at once.
-    let mut t = now;
-    for attempt in 0..FAST_RETRIES {
-        t += Duration::from_millis(1);
-        c.handle_transport_failure(t, None);
-        assert_eq!(c.poll_timeout(), Some(t), "attempt {attempt}");
-        c.handle_timeout(t);
-        let again = c.poll_transmit(t).expect("CloseSequence resent at once");
-        assert!(matches!(again.body, Body::CloseSequence { .. }));
-        assert_eq!(again.message_id, close.message_id);
-    }
+    let t = fast_handshake_retries(&mut c, now, |m| {
+        assert!(matches!(m.body, Body::CloseSequence { .. }));
+        assert_eq!(m.message_id, close.message_id);
+    });
     // Then 50 ms, doubling.
     c.handle_transport_failure(t, None);
     let t1 = c.poll_timeout().unwrap();

@@ -421,9 +421,9 @@ fn rule_4_11_reply_cache_replay_and_parked_duplicates() {
     assert_eq!(e.stats(session).unwrap().duplicates_dropped, 2);
 }
 
-// §4.11: a parked exchange gets 202 after the configured limit.
-#[test]
-fn rule_4_11_parked_exchange_times_out_with_202() {
+/// Sends request `number` (a new session, parked-exchange limit 5 s) and checks that its exchange
+/// waits and then gets 202 at the limit.
+fn parked_exchange_times_out_with_202(version: RmVersion, number: u64) {
     let now = Instant::now();
     let mut e = Endpoint::new(
         EndpointConfig {
@@ -433,10 +433,10 @@ fn rule_4_11_parked_exchange_times_out_with_202() {
         3,
     )
     .unwrap();
-    let (_, id) = open_raw(&mut e, now, RmVersion::Wsrm11, Some("urn:uuid:offer"), 1);
+    let (_, id) = open_raw(&mut e, now, version, Some("urn:uuid:offer"), 1);
     e.handle_message(
         now,
-        seq_msg(&id, 1, Some("urn:uuid:r")),
+        seq_msg(&id, number, Some("urn:uuid:r")),
         Some(ExchangeId(7)),
     );
     assert!(e.poll_transmit(now).is_none());
@@ -445,6 +445,12 @@ fn rule_4_11_parked_exchange_times_out_with_202() {
     e.handle_timeout(t);
     let a = one_answer(&mut e, t);
     assert_eq!((a.exchange, a.message), (Some(ExchangeId(7)), None));
+}
+
+// §4.11: a parked exchange gets 202 after the configured limit.
+#[test]
+fn rule_4_11_parked_exchange_times_out_with_202() {
+    parked_exchange_times_out_with_202(RmVersion::Wsrm11, 1);
 }
 
 // docs/engine.md deviation 10: a two-way request admitted ahead of a gap keeps its HTTP exchange
@@ -512,27 +518,7 @@ fn buffered_request_keeps_its_exchange_until_the_reply() {
 // one.
 #[test]
 fn buffered_request_exchange_times_out_with_202() {
-    let now = Instant::now();
-    let mut e = Endpoint::new(
-        EndpointConfig {
-            parked_exchange_timeout: Duration::from_secs(5),
-            ..EndpointConfig::default()
-        },
-        3,
-    )
-    .unwrap();
-    let (_, id) = open_raw(&mut e, now, RmVersion::Wsrm10, Some("urn:uuid:offer"), 1);
-    e.handle_message(
-        now,
-        seq_msg(&id, 3, Some("urn:uuid:r3")),
-        Some(ExchangeId(7)),
-    );
-    assert!(e.poll_transmit(now).is_none());
-    let t = e.poll_timeout().unwrap();
-    assert_eq!(t.duration_since(now), Duration::from_secs(5));
-    e.handle_timeout(t);
-    let a = one_answer(&mut e, t);
-    assert_eq!((a.exchange, a.message), (Some(ExchangeId(7)), None));
+    parked_exchange_times_out_with_202(RmVersion::Wsrm10, 3);
 }
 
 // §4.5 step 6 / W14: a message is transmitted at most 1 + MaxRetryCount times; then the

@@ -45,6 +45,17 @@ fn cpu_per_msg(since: Duration, n: usize) -> f64 {
     (cpu_time() - since).as_secs_f64() * 1e6 / n as f64
 }
 
+/// The ceilings' one-way envelope (SOAP 1.2 + WS-Addressing 1.0, no RM headers, 1 KiB body).
+fn plain_envelope(addr: std::net::SocketAddr) -> Bytes {
+    let mut m = Message::new(
+        RmVersion::Wsrm10,
+        Action::Other(Arc::from("urn:bench/OneWay")),
+        Body::Application(Bytes::from(body_1k())),
+    );
+    m.to = Some(Arc::from(format!("http://{addr}/svc").as_str()));
+    wsrm_wire::encode(&m, &wsrm_wire::Framing::soap12_wsa10()).unwrap()
+}
+
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -79,13 +90,7 @@ async fn ceiling(n: usize) -> (f64, f64) {
     });
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
-    let mut m = Message::new(
-        RmVersion::Wsrm10,
-        Action::Other(Arc::from("urn:bench/OneWay")),
-        Body::Application(Bytes::from(body_1k())),
-    );
-    m.to = Some(Arc::from(format!("http://{addr}/svc").as_str()));
-    let env = wsrm_wire::encode(&m, &wsrm_wire::Framing::soap12_wsa10()).unwrap();
+    let env = plain_envelope(addr);
     let url = format!("http://{addr}/svc");
     let cpu = cpu_time();
     let start = Instant::now();
@@ -166,13 +171,7 @@ async fn ceiling_same_settings(n: usize) -> (f64, f64) {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .build(connector);
-    let mut m = Message::new(
-        RmVersion::Wsrm10,
-        Action::Other(Arc::from("urn:bench/OneWay")),
-        Body::Application(Bytes::from(body_1k())),
-    );
-    m.to = Some(Arc::from(format!("http://{addr}/svc").as_str()));
-    let env = wsrm_wire::encode(&m, &wsrm_wire::Framing::soap12_wsa10()).unwrap();
+    let env = plain_envelope(addr);
     let url: http::Uri = format!("http://{addr}/svc").parse().unwrap();
     let cpu = cpu_time();
     let start = Instant::now();
