@@ -34,7 +34,9 @@ use wsrm_proto::{Endpoint, WSA10_ANONYMOUS};
 
 use crate::binding::MessageVersion;
 use crate::codec;
-use crate::store::{AppWrite, CachedReply, DestRecord, Durable, Op, Store, StoreError, Txn};
+use crate::store::{
+    AppWrite, CachedReply, DestRecord, Durable, Op, SequenceState, Store, StoreError, Txn,
+};
 
 /// Page size of recovery reads.
 const PAGE: usize = 1024;
@@ -127,6 +129,18 @@ impl DurableService {
     /// Stores a sequence message of a stored inbound sequence before the engine sees it.
     /// `Err` = it could not be stored: do not feed it to the engine, acknowledge nothing.
     pub(crate) async fn before_engine(&self, m: &Message) -> Result<(), StoreError> {
+        if let Body::CloseSequence {
+            identifier,
+            last_msg_number,
+        } = &m.body
+        {
+            // 1.1: the sequence takes no further message, also after a restart (restored with
+            // its last number, a later number gets SequenceClosed).
+            let closed =
+                self.store
+                    .set_dest_state(identifier, SequenceState::Closed, *last_msg_number);
+            return self.stored(closed.await, "cannot store a CloseSequence");
+        }
         let Some(seq) = &m.sequence else {
             return Ok(());
         };
@@ -155,7 +169,15 @@ impl DurableService {
                 app: None,
             });
         }
-        match self.store.commit(txn).await {
+        self.stored(
+            self.store.commit(txn).await,
+            "cannot store a received message; it is not acknowledged",
+        )
+    }
+
+    /// The outcome of a write before the engine sees its message.
+    fn stored(&self, r: Result<(), StoreError>, what: &'static str) -> Result<(), StoreError> {
+        match r {
             Ok(()) => Ok(()),
             // Not a stored sequence (the engine answers UnknownSequence), a number out of
             // range (the engine faults), or already received and delivered (LastMessage).
@@ -164,7 +186,7 @@ impl DurableService {
             | Err(StoreError::NotPending { .. }) => Ok(()),
             Err(e) => {
                 if is_fatal(&e) && !self.failed.swap(true, Ordering::SeqCst) {
-                    tracing::error!(error = %e, "cannot store a received message; it is not acknowledged");
+                    tracing::error!(error = %e, "{what}");
                 }
                 Err(e)
             }
@@ -285,7 +307,11 @@ pub(crate) async fn restore_service(
             (d.record.acks_to != WSA10_ANONYMOUS).then(|| Arc::from(d.record.acks_to.as_str()));
         snap.reply_sequence = d.record.reply_sequence.clone();
         snap.ranges = d.ranges.clone();
-        snap.last_number = d.last_number;
+        snap.last_number = match (d.state, d.last_number) {
+            // Closed by a CloseSequence without LastMsgNumber: the last is what was received.
+            (SequenceState::Closed, None) => Some(d.ranges.last().map_or(0, |r| r.1)),
+            (_, last) => last,
+        };
         snap.delivered_through = d.delivered_through;
         snap.next_reply_number = d.next_reply_number;
         let mut after = 0;

@@ -660,6 +660,13 @@ impl Front {
             None
         };
         if let Some(d) = &self.durable {
+            // Mutual TLS: a message for another identity's sequence is refused before anything
+            // of it is stored (the driver checks again, for the non-durable path).
+            if self.shared.mutual {
+                if let Some(refusal) = self.core.lock().check_owner(&message, identity.as_ref()) {
+                    return self.respond(Some(refusal), version);
+                }
+            }
             // Durable: the message is stored before the engine (and so any ack) sees it.
             if d.before_engine(&message).await.is_err() {
                 return Handled::Respond(h::empty(StatusCode::SERVICE_UNAVAILABLE));

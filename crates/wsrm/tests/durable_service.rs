@@ -399,3 +399,85 @@ async fn hostile_far_ahead_number_is_not_stored() {
     assert_eq!(got, (1..=3).map(payload).collect::<Vec<_>>());
     svc.shutdown().await;
 }
+
+/// Test helper: a raw one-way message `number` of `seq` (WS-RM 1.1, SOAP 1.2).
+fn raw_sequence_message(seq: &wsrm_proto::msg::SequenceId, number: u64) -> Vec<u8> {
+    let mut m = wsrm_proto::msg::Message::new(
+        wsrm_proto::msg::RmVersion::Wsrm11,
+        wsrm_proto::msg::Action::Other(Arc::from(ONEWAY)),
+        wsrm_proto::msg::Body::Application(bytes::Bytes::from_static(b"<x xmlns=\"urn:x\"/>")),
+    );
+    m.sequence = Some(wsrm_proto::msg::SequenceHeader {
+        identifier: seq.clone(),
+        number,
+        last_message: false,
+    });
+    m.message_id = Some(Arc::from(format!(
+        "urn:uuid:00000000-0000-4000-8000-{number:012}"
+    )));
+    envelope(&m)
+}
+
+/// 1.1: a sequence closed with CloseSequence stays closed after a restart: a later number gets
+/// SequenceClosed instead of being accepted and delivered.
+#[tokio::test]
+async fn closed_sequence_stays_closed_after_restart() {
+    use wsrm_proto::msg::{Action, Body, FaultKind, Message, RmVersion};
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(dir.path().join("c.db"), &Default::default()).unwrap();
+    let binding = Binding::ws2007_http();
+    let log: Log = Default::default();
+    let svc = Service::builder(binding.clone())
+        .handler(recorder(&log))
+        .store(store.clone())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = svc.local_addr();
+    let url = svc.url("/svc");
+    let client = Client::open(&url, &binding, ClientOptions::default())
+        .await
+        .unwrap();
+    for i in 1..=3 {
+        client.send(ONEWAY, payload(i)).await.unwrap();
+    }
+    let seq = client.sequence_id().unwrap();
+    let mut close = Message::new(
+        RmVersion::Wsrm11,
+        Action::CloseSequence,
+        Body::CloseSequence {
+            identifier: seq.clone(),
+            last_msg_number: Some(3),
+        },
+    );
+    close.message_id = Some(Arc::from("urn:uuid:00000000-0000-4000-8000-0000000c105e"));
+    let c = raw_client();
+    let (status, body) = post_raw(&c, &url, SOAP12_CT, envelope(&close)).await;
+    assert_eq!(status, 200);
+    assert!(matches!(
+        decode(&body).body,
+        Body::CloseSequenceResponse { .. }
+    ));
+    let info = store.destination(&seq).await.unwrap().expect("stored");
+    assert_eq!(info.state, wsrm::store::SequenceState::Closed);
+    assert_eq!(info.last_number, Some(3));
+    svc.shutdown().await;
+    // Restart on the same store: message 4 is refused as the closed sequence's.
+    let svc = Service::builder(binding.clone())
+        .handler(recorder(&log))
+        .store(store.clone())
+        .bind(addr)
+        .await
+        .unwrap();
+    let (status, body) = post_raw(&c, &url, SOAP12_CT, raw_sequence_message(&seq, 4)).await;
+    assert_eq!(status, 500, "{}", String::from_utf8_lossy(&body));
+    match decode(&body).body {
+        Body::Fault(f) => assert_eq!(f.kind, FaultKind::SequenceClosed),
+        b => panic!("expected SequenceClosed, got {b:?}"),
+    }
+    let got: Vec<String> = log.lock().unwrap().iter().map(|s| s.body.clone()).collect();
+    assert_eq!(got, (1..=3).map(payload).collect::<Vec<_>>());
+    svc.shutdown().await;
+    drop(client);
+}

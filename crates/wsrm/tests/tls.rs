@@ -45,18 +45,29 @@ fn pki() -> Pki {
 }
 
 async fn service(p: &Pki, mutual: bool, binding: &Binding, log: &Log) -> Service {
+    service_with(p, mutual, binding, log, None).await
+}
+
+async fn service_with(
+    p: &Pki,
+    mutual: bool,
+    binding: &Binding,
+    log: &Log,
+    store: Option<wsrm::store::Store>,
+) -> Service {
     let mut tls = ServerTls::from_pem(p.server.0.as_bytes(), p.server.1.as_bytes()).unwrap();
     if mutual {
         tls = tls
             .with_client_ca_pem(p.ca_pem.as_bytes(), ClientAuth::Required)
             .unwrap();
     }
-    Service::builder(binding.clone())
+    let mut b = Service::builder(binding.clone())
         .tls(tls)
-        .handler(recorder(log))
-        .bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+        .handler(recorder(log));
+    if let Some(store) = store {
+        b = b.store(store);
+    }
+    b.bind("127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
 fn client_tls(p: &Pki, cert: Option<&(String, String)>) -> ClientTls {
@@ -213,11 +224,25 @@ fn raw_tls_client(
 
 #[tokio::test]
 async fn hijacked_sequence_is_refused_and_the_session_goes_on() {
+    hijack(None).await;
+}
+
+/// Durable service: the forged message is refused before anything of it is stored (a stored
+/// copy would be delivered instead of Alice's message 6 after a restart).
+#[tokio::test]
+async fn hijacked_sequence_is_refused_before_it_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        wsrm::store::Store::open_sqlite(dir.path().join("h.db"), &Default::default()).unwrap();
+    hijack(Some(store)).await;
+}
+
+async fn hijack(store: Option<wsrm::store::Store>) {
     init_tracing();
     let p = pki();
     let binding = Binding::ws_http().https();
     let log = Log::default();
-    let svc = service(&p, true, &binding, &log).await;
+    let svc = service_with(&p, true, &binding, &log, store.clone()).await;
     let alice = Client::open(
         &svc.url("/svc"),
         &binding,
@@ -271,6 +296,10 @@ async fn hijacked_sequence_is_refused_and_the_session_goes_on() {
             }
             other => panic!("expected a fault, got {other:?}"),
         }
+    }
+    if let Some(store) = &store {
+        let info = store.destination(&seq).await.unwrap().expect("stored");
+        assert_eq!(info.ranges, vec![(1, 5)], "nothing of Mallory's stored");
     }
     // Alice's session is undisturbed: message 6 is hers.
     for i in 6..=10 {
