@@ -355,31 +355,21 @@ async fn hostile_far_ahead_number_is_not_stored() {
     let store = Store::open_sqlite(&path, &Default::default()).unwrap();
     let binding = Binding::ws2007_http();
     let log: Log = Default::default();
-    let svc = Service::builder(binding.clone())
-        .handler(recorder(&log))
-        .store(store.clone())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let svc = recording_service(&binding, &store, &log, "127.0.0.1:0").await;
     let client = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
         .await
         .unwrap();
     client.send(ONEWAY, payload(1)).await.unwrap();
     let seq = client.sequence_id().unwrap();
     let far = wsrm::store::MAX_RECEIVE_AHEAD + 10;
-    let mut m = wsrm_proto::msg::Message::new(
-        wsrm_proto::msg::RmVersion::Wsrm11,
-        wsrm_proto::msg::Action::Other(Arc::from(ONEWAY)),
-        wsrm_proto::msg::Body::Application(bytes::Bytes::from_static(b"<x xmlns=\"urn:x\"/>")),
-    );
-    m.sequence = Some(wsrm_proto::msg::SequenceHeader {
-        identifier: seq.clone(),
-        number: far,
-        last_message: false,
-    });
-    m.message_id = Some(Arc::from("urn:uuid:00000000-0000-4000-8000-00000000f00d"));
     let c = raw_client();
-    let (status, body) = post_raw(&c, &svc.url("/svc"), SOAP12_CT, envelope(&m)).await;
+    let (status, body) = post_raw(
+        &c,
+        &svc.url("/svc"),
+        SOAP12_CT,
+        raw_sequence_message(&seq, far),
+    )
+    .await;
     assert!(status == 200 || status == 202, "status {status}");
     if !body.is_empty() {
         let ack = decode(&body).ack.expect("an acknowledgement");
@@ -398,6 +388,16 @@ async fn hostile_far_ahead_number_is_not_stored() {
     let got: Vec<String> = log.lock().unwrap().iter().map(|s| s.body.clone()).collect();
     assert_eq!(got, (1..=3).map(payload).collect::<Vec<_>>());
     svc.shutdown().await;
+}
+
+/// A service on `store` whose handler records what it is given, bound to `addr`.
+async fn recording_service(binding: &Binding, store: &Store, log: &Log, addr: &str) -> Service {
+    Service::builder(binding.clone())
+        .handler(recorder(log))
+        .store(store.clone())
+        .bind(addr.parse().unwrap())
+        .await
+        .unwrap()
 }
 
 /// Test helper: a raw one-way message `number` of `seq` (WS-RM 1.1, SOAP 1.2).
@@ -428,12 +428,7 @@ async fn closed_sequence_stays_closed_after_restart() {
     let store = Store::open_sqlite(dir.path().join("c.db"), &Default::default()).unwrap();
     let binding = Binding::ws2007_http();
     let log: Log = Default::default();
-    let svc = Service::builder(binding.clone())
-        .handler(recorder(&log))
-        .store(store.clone())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let svc = recording_service(&binding, &store, &log, "127.0.0.1:0").await;
     let addr = svc.local_addr();
     let url = svc.url("/svc");
     let client = Client::open(&url, &binding, ClientOptions::default())
@@ -464,12 +459,7 @@ async fn closed_sequence_stays_closed_after_restart() {
     assert_eq!(info.last_number, Some(3));
     svc.shutdown().await;
     // Restart on the same store: message 4 is refused as the closed sequence's.
-    let svc = Service::builder(binding.clone())
-        .handler(recorder(&log))
-        .store(store.clone())
-        .bind(addr)
-        .await
-        .unwrap();
+    let svc = recording_service(&binding, &store, &log, &addr.to_string()).await;
     let (status, body) = post_raw(&c, &url, SOAP12_CT, raw_sequence_message(&seq, 4)).await;
     assert_eq!(status, 500, "{}", String::from_utf8_lossy(&body));
     match decode(&body).body {
