@@ -1068,12 +1068,7 @@ impl Endpoint {
                 {
                     // A newer LastMessage request supersedes an older parked one (202).
                     if let Some((_, Some((old, _)))) = s.pending_last.take() {
-                        self.parked_count -= 1;
-                        self.out.push_back(ServerTransmit {
-                            exchange: Some(old),
-                            session: Some(s.id),
-                            message: None,
-                        });
+                        self.release_parked(s.id, old);
                     }
                     let parked = if a.exchange.is_some() {
                         self.park(now, a)
@@ -1094,12 +1089,7 @@ impl Endpoint {
                     // not have to wait for the client's retransmission timer (deviation 10).
                     if let Some(p) = self.park(now, a) {
                         if let Some((old, _)) = s.buffered_requests.insert(n, p) {
-                            self.parked_count -= 1;
-                            self.out.push_back(ServerTransmit {
-                                exchange: Some(old),
-                                session: Some(s.id),
-                                message: None,
-                            });
+                            self.release_parked(s.id, old);
                         }
                     }
                 }
@@ -1148,6 +1138,17 @@ impl Endpoint {
         result
     }
 
+    /// Answers a parked exchange with 202 and no message (superseded by a newer copy, past the
+    /// parked-exchange limit, or its session ended).
+    fn release_parked(&mut self, session: SessionId, ex: ExchangeId) {
+        self.parked_count -= 1;
+        self.out.push_back(ServerTransmit {
+            exchange: Some(ex),
+            session: Some(session),
+            message: None,
+        });
+    }
+
     fn park(&mut self, now: Instant, a: &mut Answer) -> Option<(ExchangeId, Instant)> {
         let ex = a.exchange?;
         if self.parked_count >= self.cfg.max_parked_exchanges {
@@ -1163,12 +1164,7 @@ impl Endpoint {
             if *ln == n {
                 let old = parked.take();
                 if let Some((ex, _)) = old {
-                    self.parked_count -= 1;
-                    self.out.push_back(ServerTransmit {
-                        exchange: Some(ex),
-                        session: Some(s.id),
-                        message: None,
-                    });
+                    self.release_parked(s.id, ex);
                 }
                 let p = self.park(now, a);
                 if let Some((_, parked)) = s.pending_last.as_mut() {
@@ -1190,22 +1186,9 @@ impl Endpoint {
             Some(ReqState::Pending { parked, .. }) => {
                 // Supersede the older parked exchange with 202.
                 if let Some((ex, _)) = parked.take() {
-                    self.parked_count -= 1;
-                    self.out.push_back(ServerTransmit {
-                        exchange: Some(ex),
-                        session: Some(s.id),
-                        message: None,
-                    });
+                    self.release_parked(s.id, ex);
                 }
-                let p = if a.exchange.is_some() && self.parked_count < self.cfg.max_parked_exchanges
-                {
-                    self.parked_count += 1;
-                    a.parked = true;
-                    a.exchange
-                        .map(|ex| (ex, now + self.cfg.parked_exchange_timeout))
-                } else {
-                    None
-                };
+                let p = self.park(now, a);
                 if let Some(ReqState::Pending { parked, .. }) = s.requests.get_mut(&n) {
                     *parked = p;
                 }
@@ -1219,12 +1202,7 @@ impl Endpoint {
                 // Still buffered ahead of a gap: the newest copy's exchange waits instead
                 // (the older one gets 202), as for a delivered request.
                 if let Some((old, _)) = s.buffered_requests.remove(&n) {
-                    self.parked_count -= 1;
-                    self.out.push_back(ServerTransmit {
-                        exchange: Some(old),
-                        session: Some(s.id),
-                        message: None,
-                    });
+                    self.release_parked(s.id, old);
                     if let Some(p) = self.park(now, a) {
                         s.buffered_requests.insert(n, p);
                         return;
@@ -1521,12 +1499,7 @@ impl Endpoint {
         parked.extend(s.buffered_requests.drain().map(|(_, (ex, _))| ex));
         parked.sort();
         for ex in parked {
-            self.parked_count -= 1;
-            self.out.push_back(ServerTransmit {
-                exchange: Some(ex),
-                session: Some(id),
-                message: None,
-            });
+            self.release_parked(id, ex);
         }
         if !s.accepted {
             self.pending_count = self.pending_count.saturating_sub(1);
@@ -1639,12 +1612,7 @@ impl Endpoint {
         });
         expired.sort();
         for ex in expired {
-            self.parked_count -= 1;
-            self.out.push_back(ServerTransmit {
-                exchange: Some(ex),
-                session: Some(id),
-                message: None,
-            });
+            self.release_parked(id, ex);
         }
         self.sessions.insert(id, s);
         if let Some(e) = failure {
