@@ -679,34 +679,7 @@ impl ClientSession {
                 } else {
                     inb.note_accepted(now, m.ack_requested.is_some());
                 }
-                for d in out.drain(..) {
-                    let action = match d.action {
-                        Action::Other(a) => a,
-                        _ => Arc::from(""),
-                    };
-                    if rr {
-                        let req = d
-                            .message_id
-                            .as_ref()
-                            .and_then(|r| self.requests.remove(r))
-                            .unwrap_or(0);
-                        if req > 0 {
-                            self.undelivered_replies.remove(&req);
-                            self.events.push_back(ClientEvent::Reply {
-                                request: req,
-                                number: d.number,
-                                action,
-                                payload: d.payload,
-                            });
-                        }
-                    } else {
-                        self.events.push_back(ClientEvent::Delivered {
-                            number: d.number,
-                            action,
-                            payload: d.payload,
-                        });
-                    }
-                }
+                self.emit_deliveries(&mut out);
             }
             Incoming::Duplicate => inb.ack_immediately(),
             Incoming::Dropped => {}
@@ -804,34 +777,8 @@ impl ClientSession {
                 self.out
                     .src
                     .set_max_rto(s.inactivity_timeout / 2 / s.max_retry_count.max(1));
-                let s = &self.cfg.settings;
-                if let Some(id) = &self.offered {
-                    let rr = self.cfg.shape == Shape::RequestReply;
-                    // Request-reply: reply numbers are assigned by the service in the order it
-                    // produces replies, so one slow reply can trail the replies to up to two
-                    // windows of requests (Apache CXF 4.2 under loss, docs/interop.md CXF quirk
-                    // 13). Replies arrive only on our own exchanges, so the buffer stays bounded
-                    // by the requests in flight; a window of W would drop the trailing replies
-                    // and the service has no reply cache to send them again.
-                    let reply_window = if rr {
-                        s.max_transfer_window_size.saturating_mul(2)
-                    } else {
-                        s.max_transfer_window_size
-                    };
-                    let dest = Destination::new(
-                        id.clone(),
-                        self.version,
-                        s.ordered,
-                        reply_window,
-                        s.flow_control_enabled && !rr,
-                        true,
-                    );
-                    self.inbound = Some(Inbound::new(
-                        dest,
-                        !rr,
-                        s.acknowledgement_interval,
-                        s.max_transfer_window_size,
-                    ));
+                if let Some(id) = self.offered.clone() {
+                    self.inbound = Some(self.new_inbound(id));
                 }
                 self.state = ClientState::Open;
                 self.events.push_back(ClientEvent::Opened {
@@ -842,6 +789,71 @@ impl ClientSession {
             }
             _ => {}
         }
+    }
+
+    /// Turns messages the inbound destination released into `Reply` (request-reply) or
+    /// `Delivered` events.
+    fn emit_deliveries(&mut self, out: &mut Vec<Delivered>) {
+        let rr = self.cfg.shape == Shape::RequestReply;
+        for d in out.drain(..) {
+            let action = match d.action {
+                Action::Other(a) => a,
+                _ => Arc::from(""),
+            };
+            if rr {
+                let req = d
+                    .message_id
+                    .as_ref()
+                    .and_then(|r| self.requests.remove(r))
+                    .unwrap_or(0);
+                if req > 0 {
+                    self.undelivered_replies.remove(&req);
+                    self.events.push_back(ClientEvent::Reply {
+                        request: req,
+                        number: d.number,
+                        action,
+                        payload: d.payload,
+                    });
+                }
+            } else {
+                self.events.push_back(ClientEvent::Delivered {
+                    number: d.number,
+                    action,
+                    payload: d.payload,
+                });
+            }
+        }
+    }
+
+    /// The receiving half for the offered sequence `id`.
+    fn new_inbound(&self, id: SequenceId) -> Inbound {
+        let s = &self.cfg.settings;
+        let rr = self.cfg.shape == Shape::RequestReply;
+        // Request-reply: reply numbers are assigned by the service in the order it produces
+        // replies, so one slow reply can trail the replies to up to two windows of requests
+        // (Apache CXF 4.2 under loss, docs/interop.md CXF quirk 13). Replies arrive only on our
+        // own exchanges, so the buffer stays bounded by the requests in flight; a window of W
+        // would drop the trailing replies and the service has no reply cache to send them
+        // again.
+        let reply_window = if rr {
+            s.max_transfer_window_size.saturating_mul(2)
+        } else {
+            s.max_transfer_window_size
+        };
+        let dest = Destination::new(
+            id,
+            self.version,
+            s.ordered,
+            reply_window,
+            s.flow_control_enabled && !rr,
+            true,
+        );
+        Inbound::new(
+            dest,
+            !rr,
+            s.acknowledgement_interval,
+            s.max_transfer_window_size,
+        )
     }
 
     fn check_closed(&mut self) {
@@ -1059,11 +1071,20 @@ impl ClientSession {
 
 // Durable sessions (issue 6): resuming a stored outbound sequence.
 impl ClientSession {
-    /// Resumes a one-way session from a stored [`crate::snapshot::SourceSnapshot`] after a
-    /// restart: the session starts `Open` on the stored sequence (no CreateSequence), queues
-    /// every unacknowledged message for retransmission (with the stored MessageIDs), and
-    /// numbers new messages from `next_number`. An `Opened` event is queued as for a new
-    /// session. The RTT estimate starts from WCF's unknown-initiation value (2 s).
+    /// Resumes a session from a stored [`crate::snapshot::SourceSnapshot`] after a restart:
+    /// the session starts `Open` on the stored sequence (no CreateSequence), queues every
+    /// unacknowledged message for retransmission (with the stored MessageIDs), and numbers new
+    /// messages from `next_number`. An `Opened` event is queued as for a new session. The RTT
+    /// estimate starts from WCF's unknown-initiation value (2 s).
+    ///
+    /// Request-reply sessions (`cfg.pattern == RequestReply`) also restore the offered reply
+    /// sequence from [`crate::snapshot::SourceSnapshot::replies`]: its received ranges (the
+    /// acknowledgements the service sees continue where they were), and the replies received
+    /// but not yet handed to the application, which come out again as `Reply` events (in
+    /// order when Ordered; each names its request's number). A stored request whose reply is
+    /// among them is not sent again. Every other stored request is retransmitted until its
+    /// reply arrives, even if it had been acknowledged: the service answers a retransmitted
+    /// request with its cached reply.
     pub fn resume(
         now: Instant,
         cfg: ClientConfig,
@@ -1071,9 +1092,11 @@ impl ClientSession {
         seed: u64,
     ) -> Result<Self, crate::snapshot::RestoreError> {
         use crate::snapshot::{check_ascending, RestoreError};
-        if cfg.pattern != Pattern::OneWay {
-            return Err(RestoreError::UnsupportedPattern);
-        }
+        let rr = match (cfg.pattern, &snapshot.replies) {
+            (Pattern::OneWay, None) => false,
+            (Pattern::RequestReply, Some(_)) => true,
+            _ => return Err(RestoreError::UnsupportedPattern),
+        };
         let configured = cfg.settings.reliable_messaging_version;
         if snapshot.version != configured {
             return Err(RestoreError::VersionMismatch {
@@ -1091,13 +1114,79 @@ impl ClientSession {
         let mut s = ClientSession::new(now, cfg, seed)?;
         s.tx.clear();
         s.out.src.id = Some(snapshot.id.clone());
-        s.out
-            .src
-            .restore(now, snapshot.next_number, snapshot.unacknowledged);
+        let mut unacknowledged = snapshot.unacknowledged;
+        let mut input = None;
+        if let (true, Some(replies)) = (rr, snapshot.replies) {
+            check_ascending(&replies.undelivered, None)?;
+            let mut prev = 0;
+            for &(a, b) in &replies.ranges {
+                if a <= prev || b < a || b > crate::msg::MAX_MESSAGE_NUMBER {
+                    return Err(RestoreError::Invalid(format!(
+                        "reply range {a}-{b} out of order or range"
+                    )));
+                }
+                prev = b;
+            }
+            if replies.ranges.len() > crate::ranges::MAX_SEQUENCE_RANGES {
+                return Err(RestoreError::Invalid(format!(
+                    "{} reply ranges (at most {})",
+                    replies.ranges.len(),
+                    crate::ranges::MAX_SEQUENCE_RANGES
+                )));
+            }
+            // Every stored two-way request can be answered again.
+            for m in &unacknowledged {
+                if let Some(mid) = &m.message_id {
+                    s.requests.insert(mid.clone(), m.number);
+                }
+            }
+            // A request whose reply is stored is answered: it counts as acknowledged (the
+            // service received it, since it replied) and is not sent again.
+            let answered: std::collections::HashSet<&Arc<str>> = replies
+                .undelivered
+                .iter()
+                .filter_map(|r| r.message_id.as_ref())
+                .collect();
+            unacknowledged.retain(|m| {
+                let done = m
+                    .message_id
+                    .as_ref()
+                    .is_some_and(|mid| answered.contains(mid));
+                if done {
+                    s.undelivered_replies.insert(m.number);
+                }
+                !done
+            });
+            let mut inbound = s.new_inbound(replies.id.clone());
+            let held = replies
+                .undelivered
+                .into_iter()
+                .map(|r| Delivered {
+                    number: r.number,
+                    action: Action::Other(r.action),
+                    payload: r.payload,
+                    message_id: r.message_id,
+                })
+                .collect();
+            let mut out = Vec::new();
+            inbound.dest.restore(
+                &replies.ranges,
+                replies.last_number,
+                replies.delivered_through,
+                held,
+                &mut out,
+            );
+            s.inbound_seen = !replies.ranges.is_empty();
+            s.inbound = Some(inbound);
+            s.offered = Some(replies.id.clone());
+            input = Some(replies.id);
+            s.emit_deliveries(&mut out);
+        }
+        s.out.src.restore(now, snapshot.next_number, unacknowledged);
         s.state = ClientState::Open;
-        s.events.push_back(ClientEvent::Opened {
+        s.events.push_front(ClientEvent::Opened {
             output: snapshot.id,
-            input: None,
+            input,
         });
         s.on_remote_activity(now);
         Ok(s)

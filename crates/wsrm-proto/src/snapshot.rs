@@ -35,7 +35,7 @@ pub struct SnapshotMessage {
     pub message_id: Option<Arc<str>>,
 }
 
-/// The outbound sequence of a client session, as stored (one-way pattern).
+/// The outbound sequence of a client session, as stored (one-way and request-reply patterns).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceSnapshot {
     /// The sequence identifier (from the CreateSequenceResponse).
@@ -46,7 +46,35 @@ pub struct SourceSnapshot {
     pub next_number: u64,
     /// The messages transmitted and not acknowledged, ascending by number. Numbers between
     /// the lowest of them and `next_number` that are missing here count as acknowledged.
+    /// Two-way requests carry their `message_id`; a request-reply runtime keeps a request
+    /// stored until its reply was handed to the application, so a request listed here may
+    /// already be acknowledged (it is retransmitted, and the service answers a retransmission
+    /// with its cached reply) or already answered (its reply is in
+    /// [`ReplySnapshot::undelivered`]; it is then not sent again).
     pub unacknowledged: Vec<SnapshotMessage>,
+    /// Request-reply sessions: the offered reply sequence (`None` for one-way sessions).
+    pub replies: Option<ReplySnapshot>,
+}
+
+/// The offered (reply) sequence of a request-reply client session, as stored.
+///
+/// A durable runtime stores each reply *before* it feeds it to the engine (the engine
+/// acknowledges what it was fed, and an acknowledged reply is dropped from the service's reply
+/// cache), and marks it delivered once the application has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplySnapshot {
+    /// The offered sequence identifier (minted by the client, accepted by the service).
+    pub id: SequenceId,
+    /// Every reply number received (and acknowledged), ascending inclusive ranges.
+    pub ranges: Vec<(u64, u64)>,
+    /// The last reply number, once known.
+    pub last_number: Option<u64>,
+    /// Every reply `1..=delivered_through` was handed to the application.
+    pub delivered_through: u64,
+    /// Received replies not yet handed to the application, ascending; `message_id` holds the
+    /// reply's `wsa:RelatesTo` (the MessageID of the request it answers). The engine hands
+    /// them out again as `Reply` events (in order when Ordered).
+    pub undelivered: Vec<SnapshotMessage>,
 }
 
 /// A cached reply of a request-reply session, as stored.
@@ -121,8 +149,9 @@ pub enum RestoreError {
         /// Version configured.
         configured: RmVersion,
     },
-    /// Only one-way client sessions can be resumed.
-    #[error("only one-way sessions can be resumed from a snapshot")]
+    /// Duplex client sessions cannot be resumed; a request-reply session needs its reply
+    /// sequence ([`SourceSnapshot::replies`]) and a one-way session must not have one.
+    #[error("only one-way and request-reply sessions can be resumed, request-reply ones with their reply sequence")]
     UnsupportedPattern,
     /// The endpoint already has a session with this sequence identifier.
     #[error("a session for sequence {0} already exists")]

@@ -670,6 +670,8 @@ impl Source {
                 Some(m) => (Action::Other(m.action), Some(m.payload), m.message_id),
                 None => (Action::Other(Arc::from("")), None, None),
             };
+            // Two-way requests are the ones with a MessageID (replies relate to it).
+            let two_way = message_id.is_some();
             self.entries.push_back(Entry {
                 number: n,
                 action,
@@ -677,7 +679,7 @@ impl Source {
                 message_id,
                 reply_to: None,
                 last: false,
-                two_way: false,
+                two_way,
                 retries: 0,
                 last_sent: None,
                 acked,

@@ -287,6 +287,7 @@ impl Harness {
                     message_id: None,
                 })
                 .collect(),
+            replies: None,
         };
         self.client =
             ClientSession::resume(self.now, client_cfg(self.version), snap, self.rng.random())
@@ -442,6 +443,7 @@ fn resume_rejects_bad_snapshots() {
                 message_id: None,
             })
             .collect(),
+        replies: None,
     };
     let now = Instant::now();
     let cfg = client_cfg(RmVersion::Wsrm10);

@@ -112,6 +112,7 @@ pub(super) async fn open_session(
         version: info.record.version,
         next_number: info.next_number,
         unacknowledged,
+        replies: None,
     };
     let session = ClientSession::resume(now, cfg, snap, seed)
         .map_err(|e| ClientError::Store(format!("cannot resume {id}: {e}")))?;
