@@ -46,6 +46,11 @@ pub struct ClientConfig {
     pub close_timeout: Duration,
     /// Binding SendTimeout (default 1 min); fast polling uses SendTimeout/2.
     pub send_timeout: Duration,
+    /// When a message exhausts MaxRetryCount, tell the destination with a SequenceTerminated
+    /// fault (WCF; default `true`). A durable client sets `false`: its stored sequence stays
+    /// resumable, which the fault would end at the destination (whose InactivityTimeout still
+    /// ends the sequence if the client never comes back). docs/engine.md, deviation 11.
+    pub terminate_on_retry_exhausted: bool,
 }
 
 impl ClientConfig {
@@ -60,6 +65,7 @@ impl ClientConfig {
             open_timeout: Duration::from_secs(60),
             close_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
+            terminate_on_retry_exhausted: true,
         }
     }
 }
@@ -937,7 +943,8 @@ impl ClientSession {
         }
         match self.out.src.poll_send(now) {
             Err(SourceFailure::RetryExhausted(number)) => {
-                if let Some(id) = self.out.id().cloned() {
+                let tell = self.cfg.terminate_on_retry_exhausted;
+                if let Some(id) = self.out.id().cloned().filter(|_| tell) {
                     self.queue_fault(Fault::sequence_terminated(
                         FaultCode::Receiver,
                         &id,

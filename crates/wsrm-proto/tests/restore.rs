@@ -483,3 +483,48 @@ fn resume_rejects_bad_snapshots() {
     assert_eq!(sent, vec![2, 4]);
     assert_eq!(c.send(now, Arc::from("urn:a"), payload(5)), Ok(5));
 }
+
+/// Deviation 11: a durable client that gives up (MaxRetryCount) keeps its sequence resumable:
+/// with `terminate_on_retry_exhausted = false` no SequenceTerminated fault goes out; with the
+/// WCF default it does.
+#[test]
+fn retry_exhaustion_without_termination_keeps_the_sequence() {
+    for terminate in [true, false] {
+        let mut cfg = client_cfg(RmVersion::Wsrm11);
+        cfg.settings.max_retry_count = 3;
+        cfg.terminate_on_retry_exhausted = terminate;
+        let snap = SourceSnapshot {
+            id: SequenceId::from("urn:uuid:kept"),
+            version: RmVersion::Wsrm11,
+            next_number: 2,
+            unacknowledged: vec![SnapshotMessage {
+                number: 1,
+                action: Arc::from("urn:a"),
+                payload: payload(1),
+                message_id: None,
+            }],
+            replies: None,
+        };
+        let mut now = Instant::now();
+        let mut c = ClientSession::resume(now, cfg, snap, 3).expect("resume");
+        let mut faults = 0;
+        let mut sends = 0;
+        for _ in 0..100 {
+            while let Some(m) = c.poll_transmit(now) {
+                if matches!(m.body, Body::Fault(_)) {
+                    faults += 1;
+                } else if m.sequence.is_some() {
+                    sends += 1;
+                }
+            }
+            if c.state() == ClientState::Failed {
+                break;
+            }
+            now = c.poll_timeout().expect("deadline").max(now);
+            c.handle_timeout(now);
+        }
+        assert_eq!(c.state(), ClientState::Failed);
+        assert_eq!(sends, 4, "first transmission + MaxRetryCount retries");
+        assert_eq!(faults, usize::from(terminate), "terminate = {terminate}");
+    }
+}
