@@ -50,6 +50,49 @@ pub struct ClientOptions {
     /// With a store: the key that finds the sequence again after a restart; also the name of
     /// the store cursor recording how many messages were taken (= the highest number stored).
     pub label: Option<String>,
+    /// Durable request-reply sessions: the application's own store write for each reply,
+    /// run in the transaction that marks the reply delivered, so each reply reaches the
+    /// application exactly once across crashes. The reply is handed out (to its
+    /// [`Client::request`] caller, or by [`Client::next_recovered_reply`]) only after that
+    /// transaction committed. `None`: replies are handed out first and marked delivered
+    /// after, so a crash in between hands a reply out once more after the restart (at least
+    /// once, never lost).
+    pub reply_commit: Option<ReplyCommit>,
+}
+
+/// The application's store write for one reply of a durable request-reply session: called
+/// with the request's number and the reply; the returned write runs in the delivery
+/// transaction (see [`ClientOptions::reply_commit`]). Returning `None` writes nothing.
+#[derive(Clone)]
+pub struct ReplyCommit(
+    #[allow(clippy::type_complexity)]
+    pub  Arc<dyn Fn(u64, &Reply) -> Option<crate::store::AppWrite> + Send + Sync>,
+);
+
+impl ReplyCommit {
+    /// Wraps the function that makes a reply's application write.
+    pub fn new(
+        f: impl Fn(u64, &Reply) -> Option<crate::store::AppWrite> + Send + Sync + 'static,
+    ) -> Self {
+        ReplyCommit(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for ReplyCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplyCommit(..)")
+    }
+}
+
+/// A reply to a request sent before the durable client restarted; see
+/// [`Client::next_recovered_reply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredReply {
+    /// The number of the request it answers (with a label, also the input cursor of that
+    /// request).
+    pub request: u64,
+    /// The reply.
+    pub reply: Reply,
 }
 
 /// A reply to [`Client::request`].
@@ -83,6 +126,21 @@ pub(crate) enum Cmd {
 pub(crate) struct Shared {
     stats: Mutex<SessionStats>,
     output: Mutex<Option<SequenceId>>,
+    /// Durable request-reply: replies to requests sent before the restart.
+    recovered: tokio::sync::Mutex<Option<mpsc::UnboundedReceiver<RecoveredReply>>>,
+    /// Durable request-reply: requests from before the restart still waiting for a reply.
+    recovered_waiting: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(recovered: Option<mpsc::UnboundedReceiver<RecoveredReply>>) -> Self {
+        Shared {
+            stats: Mutex::new(SessionStats::default()),
+            output: Mutex::new(None),
+            recovered: tokio::sync::Mutex::new(recovered),
+            recovered_waiting: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
 }
 
 /// A reliable session to one service. Clone it to use it from several tasks.
@@ -135,10 +193,7 @@ impl Client {
         let session = ClientSession::new(now.into_std(), cfg, seed)
             .map_err(|e| ClientError::Binding(e.into()))?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            stats: Mutex::new(SessionStats::default()),
-            output: Mutex::new(None),
-        });
+        let shared = Arc::new(Shared::new(None));
         let (opened_tx, opened_rx) = oneshot::channel();
         let driver = Driver {
             session,
@@ -257,6 +312,25 @@ impl Client {
     /// The outbound sequence identifier (the session id), once open.
     pub fn sequence_id(&self) -> Option<SequenceId> {
         self.shared.output.lock().ok().and_then(|o| o.clone())
+    }
+
+    /// Durable request-reply sessions resumed after a restart: the next reply to a request
+    /// that was sent before the restart (its `request()` caller is gone). Requests whose
+    /// replies were stored but not yet handed out come first; the others were sent again and
+    /// are answered as their replies arrive (the service answers a retransmitted request with
+    /// its cached reply). `None` once every such request is answered, for sessions that were
+    /// not resumed, or when the session ended (see [`Client::recovered_waiting`]).
+    pub async fn next_recovered_reply(&self) -> Option<RecoveredReply> {
+        let mut rx = self.shared.recovered.lock().await;
+        rx.as_mut()?.recv().await
+    }
+
+    /// How many requests from before the restart are still waiting for their reply (0 unless
+    /// the session is a resumed durable request-reply session).
+    pub fn recovered_waiting(&self) -> u64 {
+        self.shared
+            .recovered_waiting
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

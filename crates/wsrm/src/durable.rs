@@ -67,6 +67,10 @@ pub(crate) struct DurableService {
     version: MessageVersion,
     /// Sessions restored from the store (already recorded: no CreateDest).
     restored: std::sync::Mutex<std::collections::HashSet<SequenceId>>,
+    /// The inbound sequences of this service's sessions (restored or created, not ended).
+    /// Only their messages are written: a store shared with durable clients also holds their
+    /// reply sequences, which a message sent here must not touch.
+    owned: std::sync::Mutex<std::collections::HashSet<SequenceId>>,
 }
 
 impl std::fmt::Debug for DurableService {
@@ -113,6 +117,7 @@ impl DurableService {
             pipe: tx,
             failed,
             version,
+            owned: std::sync::Mutex::new(restored.iter().cloned().collect()),
             restored: std::sync::Mutex::new(restored.into_iter().collect()),
         })
     }
@@ -129,6 +134,15 @@ impl DurableService {
     /// Stores a sequence message of a stored inbound sequence before the engine sees it.
     /// `Err` = it could not be stored: do not feed it to the engine, acknowledge nothing.
     pub(crate) async fn before_engine(&self, m: &Message) -> Result<(), StoreError> {
+        let target = match (&m.body, &m.sequence) {
+            (Body::CloseSequence { identifier, .. }, _) => identifier,
+            (_, Some(seq)) => &seq.identifier,
+            _ => return Ok(()),
+        };
+        if !self.owned.lock().is_ok_and(|o| o.contains(target)) {
+            // Not one of this service's sequences: the engine answers UnknownSequence.
+            return Ok(());
+        }
         if let Body::CloseSequence {
             identifier,
             last_msg_number,
@@ -201,6 +215,9 @@ impl DurableService {
         output: Option<&SequenceId>,
         inactivity: std::time::Duration,
     ) {
+        if let Ok(mut o) = self.owned.lock() {
+            o.insert(input.clone());
+        }
         if self.restored.lock().is_ok_and(|mut r| r.remove(input)) {
             return;
         }
@@ -282,6 +299,9 @@ impl DurableService {
 
     /// The session ended and its handler is done: forget the sequence.
     pub(crate) fn session_ended(&self, sequence: &SequenceId) {
+        if let Ok(mut o) = self.owned.lock() {
+            o.remove(sequence);
+        }
         self.push(self.store.remove_dest(sequence), "remove sequence");
     }
 }
@@ -300,7 +320,18 @@ pub(crate) async fn restore_service(
     }
     let now = std::time::Instant::now();
     let mut restored = Vec::new();
+    // A store shared with durable request-reply clients also holds their reply sequences
+    // (as destinations named by a source's `offered`): those are not the service's.
+    let client_replies: std::collections::HashSet<SequenceId> = store
+        .sources()
+        .await?
+        .into_iter()
+        .filter_map(|s| s.record.offered)
+        .collect();
     for d in store.destinations().await? {
+        if client_replies.contains(&d.record.id) {
+            continue;
+        }
         let id = d.record.id.clone();
         let mut snap = DestSnapshot::new(id.clone(), d.record.version);
         snap.acks_to =

@@ -20,7 +20,7 @@ pub mod store;
 pub mod tls;
 
 pub use binding::{Binding, BindingError, HttpTransport, MessageVersion, Scheme};
-pub use client::{Client, ClientOptions, Pending, Reply};
+pub use client::{Client, ClientOptions, Pending, RecoveredReply, Reply, ReplyCommit};
 pub use error::{ClientError, ServiceError};
 pub use proxy::{DropMode, ExchangePlan, Proxy, ProxyConfig, ProxyError, ProxyHandle, ProxyStats};
 pub use service::{

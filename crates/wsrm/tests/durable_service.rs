@@ -401,23 +401,6 @@ async fn recording_service(binding: &Binding, store: &Store, log: &Log, addr: &s
 }
 
 /// Test helper: a raw one-way message `number` of `seq` (WS-RM 1.1, SOAP 1.2).
-fn raw_sequence_message(seq: &wsrm_proto::msg::SequenceId, number: u64) -> Vec<u8> {
-    let mut m = wsrm_proto::msg::Message::new(
-        wsrm_proto::msg::RmVersion::Wsrm11,
-        wsrm_proto::msg::Action::Other(Arc::from(ONEWAY)),
-        wsrm_proto::msg::Body::Application(bytes::Bytes::from_static(b"<x xmlns=\"urn:x\"/>")),
-    );
-    m.sequence = Some(wsrm_proto::msg::SequenceHeader {
-        identifier: seq.clone(),
-        number,
-        last_message: false,
-    });
-    m.message_id = Some(Arc::from(format!(
-        "urn:uuid:00000000-0000-4000-8000-{number:012}"
-    )));
-    envelope(&m)
-}
-
 /// 1.1: a sequence closed with CloseSequence stays closed after a restart: a later number gets
 /// SequenceClosed instead of being accepted and delivered.
 #[tokio::test]
@@ -470,4 +453,43 @@ async fn closed_sequence_stays_closed_after_restart() {
     assert_eq!(got, (1..=3).map(payload).collect::<Vec<_>>());
     svc.shutdown().await;
     drop(client);
+}
+
+/// Expiry while running: a stored session whose client falls silent ends by InactivityTimeout
+/// (the engine's timer, as in WCF) and its stored sequence is removed then — not only at the
+/// next startup.
+#[tokio::test]
+async fn silent_session_expires_from_the_store_while_running() {
+    init_tracing();
+    let binding = Binding::ws2007_http().inactivity_timeout(std::time::Duration::from_secs(2));
+    let store = Store::memory();
+    let log = Log::default();
+    let svc = recording_service(&binding, &store, &log, "127.0.0.1:0").await;
+    // A durable client goes away without a word when dropped (a plain one aborts).
+    let opts = ClientOptions {
+        store: Some(Store::memory()),
+        label: Some("silent".into()),
+        ..ClientOptions::default()
+    };
+    let client = Client::open(&svc.url("/svc"), &binding, opts)
+        .await
+        .unwrap();
+    client.send(ONEWAY, payload(1)).await.unwrap();
+    assert_eq!(store.destinations().await.unwrap().len(), 1);
+    drop(client);
+    let started = std::time::Instant::now();
+    loop {
+        if store.destinations().await.unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the silent session is still stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Not before InactivityTimeout.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+    assert_eq!(svc.stats().sessions_failed, 1);
+    svc.shutdown().await;
 }

@@ -1,12 +1,24 @@
-//! The durable client (issue 6): a one-way session whose messages are kept in a [`Store`].
+//! The durable client (issue 6): a session whose messages are kept in a [`Store`].
 //!
 //! Chosen by [`super::ClientOptions::store`]. Each message's envelope is recorded (with the
 //! input cursor, when the options carry a label) before its first transmission; a
 //! retransmission sends the stored bytes, so it is byte-identical to the first transmission;
-//! acknowledgements delete stored messages; a clean close forgets the sequence. When the store
-//! already holds a sequence with the options' label for this URL, `Client::open` resumes it
-//! instead of creating a new one: the unacknowledged messages are retransmitted and new
-//! messages continue the numbering.
+//! acknowledgements delete stored one-way messages; a clean close forgets the sequence. When
+//! the store already holds a sequence with the options' label for this URL, `Client::open`
+//! resumes it instead of creating a new one: the unacknowledged messages are retransmitted and
+//! new messages continue the numbering.
+//!
+//! Request-reply sessions also store the offered reply sequence (as a destination record):
+//! * a reply is written to the store (`Received`) by its exchange task, and the write awaited,
+//!   *before* the engine sees it — the engine acknowledges what it was fed, and the service
+//!   drops an acknowledged reply from its cache, so an acknowledged reply is always durable
+//!   here;
+//! * a request stays stored until its reply was handed to the application: the delivery
+//!   transaction marks the reply delivered, deletes the request and runs the application's
+//!   [`super::ReplyCommit`] write, if any;
+//! * on resume, stored replies not yet handed out come out again (in order behind a gap), the
+//!   other stored requests are retransmitted until answered, and replies to requests from
+//!   before the restart are handed out by `Client::next_recovered_reply`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,12 +32,18 @@ use wsrm_proto::msg::{Body, Message, SequenceId};
 use wsrm_proto::snapshot::{SnapshotMessage, SourceSnapshot};
 use wsrm_proto::{ClientConfig, ClientEvent, ClientSession, ClientState};
 
-use super::{exchange, soap_request, Cmd, ExchangeResult, Shared};
+use std::collections::HashSet;
+
+use wsrm_proto::snapshot::ReplySnapshot;
+
+use super::{
+    exchange, soap_request, Cmd, ExchangeResult, RecoveredReply, Reply, ReplyCommit, Shared,
+};
 use crate::binding::MessageVersion;
 use crate::codec;
 use crate::error::ClientError;
 use crate::http::HttpClient;
-use crate::store::{SourceRecord, Store, StoreError};
+use crate::store::{DestRecord, Op, SourceRecord, Store, StoreError, Txn};
 
 /// Page size when reading stored messages back.
 const PAGE: usize = 1024;
@@ -41,6 +59,8 @@ pub(super) struct Opened {
     pub recorded_next: u64,
     pub envelopes: HashMap<u64, Bytes>,
     pub resumed: Option<SequenceId>,
+    /// Request-reply: the numbers of the stored two-way requests (from before the restart).
+    pub recovered: HashSet<u64>,
 }
 
 /// Finds the labelled sequence for `url` in `store` and resumes it, or starts a new session.
@@ -53,6 +73,7 @@ pub(super) async fn open_session(
     max_body: usize,
 ) -> Result<Opened, ClientError> {
     let now = Instant::now().into_std();
+    let rr = cfg.pattern == wsrm_proto::Pattern::RequestReply;
     let found = match label {
         Some(l) => store
             .sources()
@@ -70,9 +91,23 @@ pub(super) async fn open_session(
             recorded_next: 1,
             envelopes: HashMap::new(),
             resumed: None,
+            recovered: HashSet::new(),
         });
     };
     let id = info.record.id.clone();
+    match (&info.record.offered, rr) {
+        (Some(_), false) => {
+            return Err(ClientError::Store(format!(
+                "the stored sequence {id} is a request-reply session; open it with request_reply"
+            )))
+        }
+        (None, true) => {
+            return Err(ClientError::Store(format!(
+                "the stored sequence {id} is a one-way session; open it without request_reply"
+            )))
+        }
+        _ => {}
+    }
     let mut unacknowledged = Vec::new();
     let mut envelopes = HashMap::new();
     let mut after = 0;
@@ -106,13 +141,23 @@ pub(super) async fn open_session(
             envelopes.insert(m.number, m.envelope);
         }
     }
-    tracing::info!(sequence = %id, next = info.next_number, unacked = unacknowledged.len(), "resuming the stored sequence");
+    let recovered: HashSet<u64> = unacknowledged
+        .iter()
+        .filter(|m| m.message_id.is_some())
+        .map(|m| m.number)
+        .collect();
+    let replies = match &info.record.offered {
+        Some(input) => Some(reply_snapshot(store, input).await?),
+        None => None,
+    };
+    tracing::info!(sequence = %id, next = info.next_number, unacked = unacknowledged.len(),
+        waiting_replies = recovered.len(), "resuming the stored sequence");
     let snap = SourceSnapshot {
         id: id.clone(),
         version: info.record.version,
         next_number: info.next_number,
         unacknowledged,
-        replies: None,
+        replies,
     };
     let session = ClientSession::resume(now, cfg, snap, seed)
         .map_err(|e| ClientError::Store(format!("cannot resume {id}: {e}")))?;
@@ -121,7 +166,104 @@ pub(super) async fn open_session(
         recorded_next: info.next_number,
         envelopes,
         resumed: Some(id),
+        recovered,
     })
+}
+
+/// The stored reply sequence of a request-reply session. Stored replies keep their RelatesTo
+/// after the action, separated by a space (as the service stores requests' MessageIDs).
+async fn reply_snapshot(store: &Store, input: &SequenceId) -> Result<ReplySnapshot, ClientError> {
+    let d = store
+        .destination(input)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| {
+            ClientError::Store(format!(
+                "the stored request-reply session has no record of its reply sequence {input}"
+            ))
+        })?;
+    let mut undelivered = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .undelivered(input, after, PAGE)
+            .await
+            .map_err(store_err)?;
+        let Some(last) = page.last() else { break };
+        after = last.number;
+        for p in page {
+            let (action, relates_to) = match p.action.split_once(' ') {
+                Some((a, r)) => (a, Some(Arc::from(r))),
+                None => (p.action.as_str(), None),
+            };
+            undelivered.push(SnapshotMessage {
+                number: p.number,
+                action: Arc::from(action),
+                payload: p.payload,
+                message_id: relates_to,
+            });
+        }
+    }
+    Ok(ReplySnapshot {
+        id: input.clone(),
+        ranges: d.ranges,
+        last_number: d.last_number,
+        delivered_through: d.delivered_through,
+        undelivered,
+    })
+}
+
+/// Request-reply: the answer of an exchange, with its reply written to the store first.
+async fn store_reply(
+    store: &Store,
+    input: &SequenceId,
+    body: Bytes,
+    max_body: usize,
+) -> Result<Option<Message>, StoreError> {
+    let m = match codec::decode(&body, max_body) {
+        Ok((m, _)) => m,
+        Err(e) => {
+            tracing::debug!(error = %e, "undecodable response dropped");
+            return Ok(None);
+        }
+    };
+    if let (Some(seq), Body::Application(payload)) = (&m.sequence, &m.body) {
+        if seq.identifier == *input {
+            let action = match (&m.action, &m.relates_to) {
+                (wsrm_proto::msg::Action::Other(a), Some(r)) => format!("{a} {r}"),
+                (wsrm_proto::msg::Action::Other(a), None) => a.to_string(),
+                // Application replies always have an application action.
+                (_, _) => String::new(),
+            };
+            match store
+                .received(
+                    input,
+                    seq.number,
+                    &action,
+                    payload.clone(),
+                    seq.last_message,
+                )
+                .await
+            {
+                Ok(()) => {}
+                // Too far ahead of the first gap: not stored, so not fed (never acknowledged).
+                Err(StoreError::Invalid { reason }) => {
+                    tracing::warn!(%reason, number = seq.number, "reply not stored; dropped");
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(Some(m))
+}
+
+/// What an exchange task hands back to the driver.
+pub(super) enum Answer {
+    /// As the HTTP exchange ended (one-way sessions, and answers before the session opened).
+    Raw(ExchangeResult),
+    /// Request-reply: the decoded answer, its reply (if any) already stored.
+    Decoded(Box<Message>),
 }
 
 pub(super) struct DurableDriver {
@@ -139,9 +281,18 @@ pub(super) struct DurableDriver {
     pub envelopes: HashMap<u64, Bytes>,
     pub resumed: Option<SequenceId>,
     pub sends: HashMap<u64, oneshot::Sender<Result<u64, ClientError>>>,
+    pub requests: HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>>,
+    /// Request-reply: two-way requests stored until their reply is delivered.
+    pub two_way: HashSet<u64>,
+    /// Request-reply: requests from before the restart still waiting for their reply.
+    pub recovered: HashSet<u64>,
+    pub recovered_tx: Option<mpsc::UnboundedSender<RecoveredReply>>,
+    pub reply_commit: Option<ReplyCommit>,
+    /// Request-reply: the offered reply sequence, once open.
+    pub input: Option<SequenceId>,
     pub close: Option<oneshot::Sender<Result<(), ClientError>>>,
     pub opened: Option<oneshot::Sender<Result<(), ClientError>>>,
-    pub inflight: JoinSet<ExchangeResult>,
+    pub inflight: JoinSet<Answer>,
     pub failed: Option<ClientError>,
     /// Set by an exchange task whose message could not be stored.
     pub store_failed: Arc<std::sync::atomic::AtomicBool>,
@@ -177,7 +328,13 @@ impl DurableDriver {
                 Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => {
                     let now = Instant::now().into_std();
                     match done {
-                        Ok(ExchangeResult::Answer(body)) if !body.is_empty() => {
+                        Ok(Answer::Decoded(m)) => self.session.handle_message(now, *m),
+                        Ok(Answer::Raw(ExchangeResult::Answer(body))) if body.is_empty() => {
+                            // Only the LastMessage's exchange reports an empty success answer
+                            // (gSOAP quirk 15).
+                            self.session.handle_empty_answer_to_last_message(now);
+                        }
+                        Ok(Answer::Raw(ExchangeResult::Answer(body))) => {
                             match codec::decode(&body, self.max_body) {
                                 Ok((m, _)) => self.session.handle_message(now, m),
                                 Err(e) => tracing::debug!(error = %e, "undecodable response dropped"),
@@ -185,7 +342,9 @@ impl DurableDriver {
                         }
                         // A failed exchange is a loss signal (docs/engine.md, deviation 8);
                         // the retransmission sends the stored bytes.
-                        Ok(ExchangeResult::Failed(n)) => self.session.handle_transport_failure(now, n),
+                        Ok(Answer::Raw(ExchangeResult::Failed(n))) => self.session.handle_transport_failure(now, n),
+                        // gSOAP quirk 19 (docs/interop.md): accepted without an ack.
+                        Ok(Answer::Raw(ExchangeResult::Nothing(Some(n)))) => self.session.handle_empty_answer(now, n),
                         _ => {}
                     }
                 }
@@ -212,10 +371,20 @@ impl DurableDriver {
                     }
                 }
             }
-            Cmd::Request { done, .. } => {
-                let _ = done.send(Err(ClientError::Store(
-                    "request-reply is not available with a durable client store".into(),
-                )));
+            Cmd::Request { action, body, done } => {
+                if let Some(e) = &self.failed {
+                    let _ = done.send(Err(e.clone()));
+                    return;
+                }
+                match self.session.request(now, action, body) {
+                    Ok(n) => {
+                        self.two_way.insert(n);
+                        self.requests.insert(n, done);
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(e.into()));
+                    }
+                }
             }
             Cmd::Close { done } => match self.session.close(now) {
                 Ok(()) => self.close = Some(done),
@@ -270,19 +439,136 @@ impl DurableDriver {
         let http = self.http.clone();
         let (max, t) = (self.max_body, self.exchange_timeout);
         let store_failed = self.store_failed.clone();
+        let replies = self.input.clone().map(|i| (self.store.clone(), i));
         self.inflight.spawn(async move {
+            use std::sync::atomic::Ordering::SeqCst;
             if let Some(d) = durable {
                 if let Err(e) = d.await {
                     tracing::error!(error = %e, "cannot store a message before sending it; not sent");
-                    store_failed.store(true, std::sync::atomic::Ordering::SeqCst);
-                    return ExchangeResult::Nothing(None);
+                    store_failed.store(true, SeqCst);
+                    return Answer::Raw(ExchangeResult::Nothing(None));
                 }
             }
-            if store_failed.load(std::sync::atomic::Ordering::SeqCst) {
-                return ExchangeResult::Nothing(None);
+            if store_failed.load(SeqCst) {
+                return Answer::Raw(ExchangeResult::Nothing(None));
             }
-            exchange(&http, req, max, t, last_message, number).await
+            let r = exchange(&http, req, max, t, last_message, number).await;
+            let (Some((store, input)), ExchangeResult::Answer(body)) = (replies, &r) else {
+                return Answer::Raw(r);
+            };
+            if body.is_empty() {
+                return Answer::Raw(r);
+            }
+            // Request-reply: a reply is durable before the engine sees (and acknowledges) it.
+            match store_reply(&store, &input, body.clone(), max).await {
+                Ok(Some(m)) if !store_failed.load(SeqCst) => Answer::Decoded(Box::new(m)),
+                Ok(_) => Answer::Raw(ExchangeResult::Nothing(None)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot store a reply; not taken");
+                    store_failed.store(true, SeqCst);
+                    Answer::Raw(ExchangeResult::Nothing(None))
+                }
+            }
         });
+    }
+
+    /// Fails every waiting call (the stored sequence stays for a later resume).
+    fn fail_all(&mut self, e: &ClientError) {
+        for (_, tx) in self.sends.drain() {
+            let _ = tx.send(Err(e.clone()));
+        }
+        for (_, tx) in self.requests.drain() {
+            let _ = tx.send(Err(e.clone()));
+        }
+        if let Some(tx) = self.close.take() {
+            let _ = tx.send(Err(e.clone()));
+        }
+        // Recovered replies still waiting stay stored; the channel ends.
+        self.recovered_tx = None;
+    }
+
+    /// A reply is ready for the application: one transaction marks it delivered, deletes its
+    /// request and runs the application's write. With a [`ReplyCommit`] the reply is handed
+    /// out after that transaction committed (exactly once); without, at once (a crash before
+    /// the commit hands it out again after the restart).
+    fn deliver_reply(&mut self, request: u64, reply: Reply) {
+        self.two_way.remove(&request);
+        let (Some(input), Some(output)) = (self.input.clone(), self.session.output_id().cloned())
+        else {
+            return;
+        };
+        let app = self
+            .reply_commit
+            .as_ref()
+            .and_then(|c| (c.0)(request, &reply));
+        let exactly_once = self.reply_commit.is_some();
+        let txn = Txn::new()
+            .with(Op::Deliver {
+                sequence: input,
+                number: reply.number,
+                app,
+            })
+            .with(Op::SourceAcked {
+                sequence: output,
+                ranges: vec![(request, request)],
+            });
+        let durable = self.store.commit(txn);
+        enum To {
+            Caller(oneshot::Sender<Result<Reply, ClientError>>),
+            Recovered(mpsc::UnboundedSender<RecoveredReply>),
+            Nobody,
+        }
+        let to = match self.requests.remove(&request) {
+            Some(tx) => To::Caller(tx),
+            None if self.recovered.remove(&request) => {
+                self.shared.recovered_waiting.store(
+                    self.recovered.len() as u64,
+                    std::sync::atomic::Ordering::SeqCst,
+                );
+                let to = match &self.recovered_tx {
+                    Some(tx) => To::Recovered(tx.clone()),
+                    None => To::Nobody,
+                };
+                if self.recovered.is_empty() {
+                    // Every request from before the restart is answered: the stream ends.
+                    self.recovered_tx = None;
+                }
+                to
+            }
+            None => To::Nobody,
+        };
+        let hand_out = move |r: Result<Reply, ClientError>| match to {
+            To::Caller(tx) => {
+                let _ = tx.send(r);
+            }
+            To::Recovered(tx) => match r {
+                Ok(reply) => {
+                    let _ = tx.send(RecoveredReply { request, reply });
+                }
+                Err(e) => {
+                    tracing::error!(request, error = %e, "a recovered reply could not be delivered")
+                }
+            },
+            To::Nobody => {}
+        };
+        if exactly_once {
+            tokio::spawn(async move {
+                match durable.await {
+                    Ok(()) => hand_out(Ok(reply)),
+                    Err(e) => {
+                        tracing::error!(request, error = %e, "cannot commit a reply's delivery");
+                        hand_out(Err(store_err(e)));
+                    }
+                }
+            });
+        } else {
+            hand_out(Ok(reply));
+            tokio::spawn(async move {
+                if let Err(e) = durable.await {
+                    tracing::error!(request, error = %e, "cannot record a reply's delivery; it will be handed out again after a restart");
+                }
+            });
+        }
     }
 
     /// Dispatches engine events and records them; returns true when the session is over.
@@ -295,19 +581,14 @@ impl DurableDriver {
             let e = ClientError::Store(
                 "a message could not be stored, so it was not sent; the stored sequence is kept for a later resume".into(),
             );
-            for (_, tx) in self.sends.drain() {
-                let _ = tx.send(Err(e.clone()));
-            }
-            if let Some(tx) = self.close.take() {
-                let _ = tx.send(Err(e.clone()));
-            }
+            self.fail_all(&e);
             self.failed = Some(e);
             over = true;
         }
         let mut acked: Vec<(u64, u64)> = Vec::new();
         while let Some(ev) = self.session.poll_event() {
             match ev {
-                ClientEvent::Opened { output, .. } => {
+                ClientEvent::Opened { output, input } => {
                     if self.resumed.as_ref() != Some(&output) {
                         let mut r = SourceRecord::new(
                             output.clone(),
@@ -315,12 +596,27 @@ impl DurableDriver {
                             self.url.clone(),
                         );
                         r.label = self.label.clone();
+                        r.offered = input.clone();
+                        let mut txn = Txn::new();
+                        if let Some(i) = &input {
+                            // The reply sequence, stored like an inbound sequence of a
+                            // service; found again through the source's `offered`.
+                            let mut d = DestRecord::new(
+                                i.clone(),
+                                self.session.version(),
+                                self.url.clone(),
+                            );
+                            d.label = self.label.clone();
+                            txn.push(Op::CreateDest(d));
+                        }
+                        txn.push(Op::CreateSource(r));
                         // Ordered before every RecordSent of this sequence.
-                        if let Err(e) = self.store.create_source(r).await {
+                        if let Err(e) = self.store.commit(txn).await {
                             tracing::error!(error = %e, "cannot store the new sequence");
                             self.failed = Some(store_err(e));
                         }
                     }
+                    self.input = input;
                     tracing::info!(sequence = %output, resumed = self.resumed.is_some(), "session opened");
                     if let Ok(mut o) = self.shared.output.lock() {
                         *o = Some(output);
@@ -334,6 +630,11 @@ impl DurableDriver {
                 }
                 ClientEvent::Acknowledged { number } => {
                     self.envelopes.remove(&number);
+                    if self.two_way.contains(&number) {
+                        // Deleted with the delivery of its reply (the reply's RelatesTo finds
+                        // its number after a restart).
+                        continue;
+                    }
                     match acked.last_mut() {
                         Some((_, u)) if *u + 1 == number => *u = number,
                         _ => acked.push((number, number)),
@@ -342,13 +643,37 @@ impl DurableDriver {
                         let _ = tx.send(Ok(number));
                     }
                 }
-                ClientEvent::Reply { .. } | ClientEvent::Delivered { .. } => {}
+                ClientEvent::Reply {
+                    request,
+                    number,
+                    action,
+                    payload,
+                } => {
+                    self.envelopes.remove(&request);
+                    self.deliver_reply(
+                        request,
+                        Reply {
+                            action,
+                            body: payload,
+                            number,
+                        },
+                    );
+                }
+                ClientEvent::Delivered { .. } => {}
                 ClientEvent::Closed => {
                     tracing::info!("session closed");
-                    let r = match self.session.output_id() {
-                        Some(id) => self.store.remove_source(id).await.map_err(store_err),
-                        None => Ok(()),
-                    };
+                    let mut txn = Txn::new();
+                    if let Some(id) = self.session.output_id() {
+                        txn.push(Op::RemoveSource {
+                            sequence: id.clone(),
+                        });
+                    }
+                    if let Some(i) = &self.input {
+                        txn.push(Op::RemoveDest {
+                            sequence: i.clone(),
+                        });
+                    }
+                    let r = self.store.commit(txn).await.map_err(store_err);
                     if let Some(tx) = self.close.take() {
                         let _ = tx.send(r);
                     }
@@ -360,12 +685,7 @@ impl DurableDriver {
                 } => {
                     tracing::warn!(%error, unacknowledged = unacknowledged.len(), "session failed; the stored sequence is kept");
                     let e = ClientError::Faulted(error);
-                    for (_, tx) in self.sends.drain() {
-                        let _ = tx.send(Err(e.clone()));
-                    }
-                    if let Some(tx) = self.close.take() {
-                        let _ = tx.send(Err(e.clone()));
-                    }
+                    self.fail_all(&e);
                     if let Some(tx) = self.opened.take() {
                         let _ = tx.send(Err(e.clone()));
                     }
@@ -394,20 +714,30 @@ pub(super) async fn open(
     store: Store,
     parts: (HttpClient, http::Uri, ClientConfig, u64),
 ) -> Result<super::Client, ClientError> {
-    let (http, uri, cfg, seed) = parts;
-    if options.request_reply {
-        return Err(ClientError::Store(
-            "a durable client store supports one-way sessions only".into(),
-        ));
-    }
+    let (http, uri, mut cfg, seed) = parts;
+    // Giving up (MaxRetryCount, e.g. while the service restarts) keeps the stored sequence
+    // resumable: the service is not told to terminate it (docs/engine.md, deviation 11).
+    cfg.terminate_on_retry_exhausted = false;
     let max_body = binding.max_message_bytes();
     let opened = open_session(&store, options.label.as_deref(), url, cfg, seed, max_body).await?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared {
-        stats: std::sync::Mutex::new(Default::default()),
-        output: std::sync::Mutex::new(None),
-    });
+    let (recovered_tx, recovered_rx) = if opened.recovered.is_empty() {
+        (None, None)
+    } else {
+        let (t, r) = mpsc::unbounded_channel();
+        (Some(t), Some(r))
+    };
+    let shared = Arc::new(Shared::new(recovered_rx));
+    shared.recovered_waiting.store(
+        opened.recovered.len() as u64,
+        std::sync::atomic::Ordering::SeqCst,
+    );
     let (opened_tx, opened_rx) = oneshot::channel();
+    let input = if opened.resumed.is_some() {
+        opened.session.input_id().cloned()
+    } else {
+        None
+    };
     let driver = DurableDriver {
         session: opened.session,
         http,
@@ -423,6 +753,15 @@ pub(super) async fn open(
         envelopes: opened.envelopes,
         resumed: opened.resumed,
         sends: HashMap::new(),
+        requests: HashMap::new(),
+        two_way: opened.recovered.clone(),
+        recovered: opened.recovered,
+        recovered_tx,
+        reply_commit: options.reply_commit.clone(),
+        // A resumed session retransmits at once (before its Opened event is handled): the
+        // stored reply sequence must be known to the first exchanges. A new session sends no
+        // request before `open` returns, which is after its Opened event stored the sequence.
+        input,
         close: None,
         opened: Some(opened_tx),
         inflight: JoinSet::new(),

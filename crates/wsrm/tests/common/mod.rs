@@ -100,6 +100,24 @@ pub fn envelope(m: &wsrm_proto::msg::Message) -> Vec<u8> {
         .to_vec()
 }
 
+/// A raw RM 1.1 one-way sequence message `number` of `seq` (SOAP 1.2, WSA 1.0).
+pub fn raw_sequence_message(seq: &wsrm_proto::msg::SequenceId, number: u64) -> Vec<u8> {
+    let mut m = wsrm_proto::msg::Message::new(
+        wsrm_proto::msg::RmVersion::Wsrm11,
+        wsrm_proto::msg::Action::Other(std::sync::Arc::from(ONEWAY)),
+        wsrm_proto::msg::Body::Application(bytes::Bytes::from_static(b"<x xmlns=\"urn:x\"/>")),
+    );
+    m.sequence = Some(wsrm_proto::msg::SequenceHeader {
+        identifier: seq.clone(),
+        number,
+        last_message: false,
+    });
+    m.message_id = Some(std::sync::Arc::from(format!(
+        "urn:uuid:00000000-0000-4000-8000-{number:012}"
+    )));
+    envelope(&m)
+}
+
 /// Decodes a response envelope.
 pub fn decode(b: &Bytes) -> wsrm_proto::msg::Message {
     wsrm_wire::decode(b.clone(), &wsrm_wire::Limits::default())
