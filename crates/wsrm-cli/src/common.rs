@@ -173,3 +173,115 @@ impl wsrm::SessionHandler for JsonEcho {
 }
 
 use std::io::Write as _;
+
+/// The application table recording the committed length of `wsrm serve --deliver-to FILE`.
+pub const DELIVER_FILE_TABLE: &str = "app_deliver_file";
+/// The application table recording the committed length of `wsrm send --replies-to FILE`.
+pub const REPLY_FILE_TABLE: &str = "app_reply_file";
+
+/// An append-only file written exactly once per entry with a durable (SQLite) store: each
+/// line is written at the committed length inside a store transaction that also records the
+/// new length, so after a crash the file is cut back to what committed (`serve --deliver-to`,
+/// `send --replies-to`).
+#[derive(Clone)]
+pub struct DurableFile {
+    file: std::sync::Arc<std::fs::File>,
+    table: &'static str,
+}
+
+impl DurableFile {
+    /// Opens (creating) the file and cuts it back to the committed length recorded in the
+    /// store's `table` (bytes past it belong to entries that never committed).
+    pub fn open(
+        store: &wsrm::store::Store,
+        path: &str,
+        table: &'static str,
+    ) -> anyhow::Result<Self> {
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY CHECK (id = 1), len INTEGER NOT NULL)"
+        );
+        let committed = store
+            .commit(wsrm::store::Txn::single(wsrm::store::Op::App(Box::new(
+                move |tx| {
+                    let c = tx.sqlite().ok_or("the store is not SQLite")?;
+                    c.execute_batch(&create)?;
+                    Ok(())
+                },
+            ))))
+            .wait()
+            .and_then(|()| {
+                store
+                    .as_sqlite()
+                    .map(|s| s.query(move |c| committed_len(c, table)).wait())
+                    .unwrap_or(Ok(0))
+            })?;
+        let committed = u64::try_from(committed).unwrap_or(0);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let len = file.metadata()?.len();
+        if len < committed {
+            anyhow::bail!(
+                "the file is {len} bytes but the store says {committed} bytes were written to it; \
+                 refusing to continue (was it truncated or replaced?)"
+            );
+        }
+        if len > committed {
+            eprintln!(
+                "wsrm: {path}: cutting {} uncommitted bytes (entries that will be written again)",
+                len - committed
+            );
+            file.set_len(committed)?;
+            file.sync_all()?;
+        }
+        Ok(DurableFile {
+            file: std::sync::Arc::new(file),
+            table,
+        })
+    }
+
+    /// The store write appending `line`: run it inside the transaction that commits the entry.
+    pub fn append(
+        &self,
+        line: Vec<u8>,
+    ) -> impl FnOnce(&wsrm::store::AppTx<'_>) -> Result<(), wsrm::store::AppError> + Send + 'static
+    {
+        let file = self.file.clone();
+        let table = self.table;
+        move |tx| {
+            use std::os::unix::fs::FileExt as _;
+            let c = tx.sqlite().ok_or("the store is not SQLite")?;
+            let len = committed_len(c, table)?;
+            let at = u64::try_from(len).unwrap_or(0);
+            file.write_all_at(&line, at)?;
+            let new_len = i64::try_from(line.len())
+                .unwrap_or(i64::MAX)
+                .saturating_add(len);
+            c.execute(
+                &format!(
+                    "INSERT INTO {table} (id, len) VALUES (1, ?1) \
+                     ON CONFLICT (id) DO UPDATE SET len = excluded.len"
+                ),
+                [new_len],
+            )?;
+            Ok(())
+        }
+    }
+}
+
+/// The committed length recorded in `table` (0 before the first entry).
+fn committed_len(
+    c: &wsrm::store::rusqlite::Connection,
+    table: &str,
+) -> Result<i64, wsrm::store::rusqlite::Error> {
+    c.query_row(&format!("SELECT len FROM {table} WHERE id = 1"), [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .or_else(|e| match e {
+        wsrm::store::rusqlite::Error::QueryReturnedNoRows => Ok(0),
+        e => Err(e),
+    })
+}

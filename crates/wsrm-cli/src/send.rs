@@ -1,6 +1,6 @@
 //! `wsrm send`: send lines as messages in one reliable session.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -12,17 +12,26 @@ message; --count N sends message-1 … message-N. All messages travel in one ses
 window in flight at once. A summary (sent, retransmitted, acknowledged, elapsed, msg/s) is
 printed at the end; a progress bar is shown when standard error is a terminal.
 
-With --store sqlite:PATH the run is durable (issue 6; one-way only): each message is stored,
-together with the number of input lines taken, before it is first sent; retransmissions send
-the stored bytes. After a crash (even SIGKILL), the same command with --resume continues the
-run: lines already taken are not sent again as new messages, the unacknowledged ones are
-retransmitted on the same sequence, and the rest are sent. A store holding a run is refused
-without --resume; --resume of a finished run sends nothing and exits 0.
+With --request-reply each line is a request; --replies-to FILE appends each reply as one JSON
+line {\"request\":N,\"number\":N,\"action\":…,\"body\":…} (request = the line's number in the run).
+
+With --store sqlite:PATH the run is durable (issue 6): each message is stored, together with
+the number of input lines taken, before it is first sent; retransmissions send the stored
+bytes. After a crash (even SIGKILL), the same command with --resume continues the run: lines
+already taken are not sent again as new messages, the unacknowledged ones are retransmitted on
+the same sequence, and the rest are sent. A store holding a run is refused without --resume;
+--resume of a finished run sends nothing and exits 0. With --request-reply, replies are stored
+before they are acknowledged and requests until their reply is taken: a resumed run also
+collects the replies to requests sent before the crash, and --replies-to FILE gets every reply
+exactly once (the file's committed length is recorded with each reply; at start the file is
+cut back to it).
 
 Examples:
   wsrm send http://127.0.0.1:8080/svc --count 1000
   wsrm send http://127.0.0.1:8080/svc --lines input.txt --store sqlite:send.db --resume
-  printf 'a\\nb\\n' | wsrm send http://127.0.0.1:8080/svc --lines - --request-reply
+  printf 'a\\nb\\n' | wsrm send http://127.0.0.1:8080/svc --lines - --request-reply --replies-to -
+  wsrm send http://127.0.0.1:8080/svc --lines in.txt --request-reply --replies-to replies.jsonl \\
+    --store sqlite:send.db --resume
   wsrm send https://localhost:8443/svc --count 10 --tls-ca ca.pem --tls-cert client.pem --tls-key client.key
 
 Exit codes: 0 every message acknowledged (and, with --request-reply, every reply received) and
@@ -48,6 +57,10 @@ pub struct Args {
     /// Use a request-reply session and wait for each reply.
     #[arg(long)]
     request_reply: bool,
+    /// Append each reply as a JSON line to FILE (`-` = standard output); exactly once across
+    /// crashes with --store sqlite:PATH.
+    #[arg(long, value_name = "FILE|-", requires = "request_reply")]
+    replies_to: Option<String>,
     /// WS-RM version.
     #[arg(long, value_enum, default_value = "1.0")]
     rm: RmArg,
@@ -87,6 +100,35 @@ fn read_lines(src: &str) -> std::io::Result<Vec<String>> {
         Box::new(std::io::BufReader::new(std::fs::File::open(src)?))
     };
     reader.lines().collect()
+}
+
+/// One reply as a JSON line (`--replies-to`).
+fn reply_line(request: u64, r: &wsrm::Reply) -> Vec<u8> {
+    let mut line = serde_json::json!({
+        "request": request,
+        "number": r.number,
+        "action": &*r.action,
+        "body": String::from_utf8_lossy(&r.body),
+    })
+    .to_string()
+    .into_bytes();
+    line.push(b'\n');
+    line
+}
+
+/// Writes a reply to the plain `--replies-to` writer, if there is one.
+fn write_reply(
+    w: &std::sync::Mutex<Option<Box<dyn std::io::Write + Send>>>,
+    request: u64,
+    r: &wsrm::Reply,
+) {
+    if let Ok(mut w) = w.lock() {
+        if let Some(w) = w.as_mut() {
+            if let Err(e) = w.write_all(&reply_line(request, r)) {
+                tracing::error!(error = %e, "cannot write a reply");
+            }
+        }
+    }
 }
 
 /// Sends and reports; see the exit codes in the help.
@@ -132,9 +174,6 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             Err(e) => return common::usage(format!("--store {spec}: {e}")),
         },
     };
-    if store.is_some() && args.request_reply {
-        return common::usage("--store sqlite:PATH is for one-way runs (no --request-reply)");
-    }
     let mut lines = lines;
     if let Some(st) = &store {
         let taken = match st.cursor(RUN_LABEL).wait() {
@@ -179,6 +218,39 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     } else {
         indicatif::ProgressBar::hidden()
     };
+    // Where replies go: a durable file (exactly once, written in the store transaction that
+    // takes the reply), or a plain writer.
+    let mut reply_commit = None;
+    let mut reply_writer: Option<Box<dyn std::io::Write + Send>> = None;
+    match (args.replies_to.as_deref(), &store) {
+        (None, _) => {}
+        (Some("-"), _) => reply_writer = Some(Box::new(std::io::stdout())),
+        (Some(path), Some(st)) => {
+            let file = match common::DurableFile::open(st, path, common::REPLY_FILE_TABLE) {
+                Ok(f) => f,
+                Err(e) => return common::usage(format!("--replies-to {path}: {e}")),
+            };
+            reply_commit = Some(wsrm::ReplyCommit::new(move |request, reply| {
+                Some(Box::new(file.append(reply_line(request, reply))) as wsrm::store::AppWrite)
+            }));
+        }
+        (Some(path), None) => {
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                Ok(f) => reply_writer = Some(Box::new(std::io::BufWriter::new(f))),
+                Err(e) => return common::usage(format!("--replies-to {path}: {e}")),
+            }
+        }
+    }
+    let reply_writer = std::sync::Arc::new(std::sync::Mutex::new(reply_writer));
+    let first_request = store
+        .as_ref()
+        .and_then(|st| st.cursor(RUN_LABEL).wait().ok().flatten())
+        .unwrap_or(0)
+        + 1;
     common::block_on(async move {
         let started = Instant::now();
         let opts = wsrm::ClientOptions {
@@ -187,6 +259,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             seed: None,
             label: store.as_ref().map(|_| RUN_LABEL.to_string()),
             store: store.clone(),
+            reply_commit,
         };
         let client = match wsrm::Client::open(&args.url, &binding, opts).await {
             Ok(c) => c,
@@ -197,14 +270,28 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         };
         let total = lines.len();
         let rr = args.request_reply;
+        // A resumed request-reply run: replies to the requests sent before the crash.
+        let earlier = client.recovered_waiting();
+        let recovered = {
+            let (c, w) = (client.clone(), reply_writer.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while let Some(r) = c.next_recovered_reply().await {
+                    write_reply(&w, r.request, &r.reply);
+                    n += 1;
+                }
+                n
+            })
+        };
         let limit = binding.session.max_transfer_window_size as usize * 4;
         let mut inflight: std::collections::VecDeque<wsrm::Pending<()>> = Default::default();
         let mut results: Vec<Result<(), wsrm::ClientError>> = Vec::with_capacity(total);
-        for line in lines {
+        for (i, line) in lines.into_iter().enumerate() {
             let body = common::payload_for(&line);
             let p = if rr {
                 let f = client.start_request(&action, body);
-                wsrm::Pending::map(f, |_| ())
+                let (w, request) = (reply_writer.clone(), first_request + i as u64);
+                wsrm::Pending::map(f, move |r| write_reply(&w, request, &r))
             } else {
                 wsrm::Pending::map(client.start_send(&action, body), |_| ())
             };
@@ -222,7 +309,24 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         }
         bar.finish_and_clear();
         let ok = results.iter().filter(|r| r.is_ok()).count();
-        let first_err = results.iter().find_map(|r| r.as_ref().err()).cloned();
+        let mut first_err = results.iter().find_map(|r| r.as_ref().err()).cloned();
+        let earlier_answered = if first_err.is_none() {
+            recovered.await.unwrap_or(0)
+        } else {
+            recovered.abort();
+            0
+        };
+        if first_err.is_none() && earlier_answered < earlier {
+            first_err = Some(wsrm::ClientError::Store(format!(
+                "{} of {earlier} replies to requests sent before the restart did not arrive",
+                earlier - earlier_answered
+            )));
+        }
+        if let Ok(mut w) = reply_writer.lock() {
+            if let Some(w) = w.as_mut() {
+                let _ = w.flush();
+            }
+        }
         let close = if first_err.is_none() {
             client.close().await.map(|_| ())
         } else {
@@ -239,6 +343,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             elapsed.as_secs_f64(),
             rate
         );
+        if earlier > 0 {
+            println!(
+                "replies to requests sent before the restart: {earlier_answered} of {earlier}"
+            );
+        }
         if let Some(e) = first_err {
             eprintln!(
                 "wsrm: error: {} of {total} messages failed; first: {e}",

@@ -110,10 +110,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         },
     };
     let durable_file = match (&store, args.deliver_to.as_deref()) {
-        (Some(st), Some(path)) if path != "-" => match DurableFile::open(st, path) {
-            Ok(f) => Some(f),
-            Err(e) => return common::usage(format!("--deliver-to {path}: {e}")),
-        },
+        (Some(st), Some(path)) if path != "-" => {
+            match common::DurableFile::open(st, path, common::DELIVER_FILE_TABLE) {
+                Ok(f) => Some(f),
+                Err(e) => return common::usage(format!("--deliver-to {path}: {e}")),
+            }
+        }
         _ => None,
     };
     let sink: Box<dyn std::io::Write + Send> = match args.deliver_to.as_deref() {
@@ -201,80 +203,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     })?
 }
 
-/// The application table of `--deliver-to FILE` with a durable store: the file's committed
-/// length, updated in the same transaction as each delivery.
-const FILE_TABLE: &str = "CREATE TABLE IF NOT EXISTS app_deliver_file \
-    (id INTEGER PRIMARY KEY CHECK (id = 1), len INTEGER NOT NULL)";
-
-/// `--deliver-to FILE` on a durable store: lines are written at the committed length inside
-/// the delivery's store transaction.
-#[derive(Clone)]
-struct DurableFile {
-    file: Arc<std::fs::File>,
-}
-
-impl DurableFile {
-    /// Opens (creating) the file and cuts it back to the committed length recorded in the
-    /// store (bytes past it belong to deliveries that never committed).
-    fn open(store: &wsrm::store::Store, path: &str) -> anyhow::Result<Self> {
-        let committed = store
-            .commit(wsrm::store::Txn::single(wsrm::store::Op::App(Box::new(
-                |tx| {
-                    let c = tx.sqlite().ok_or("the store is not SQLite")?;
-                    c.execute_batch(FILE_TABLE)?;
-                    Ok(())
-                },
-            ))))
-            .wait()
-            .and_then(|()| {
-                store
-                    .as_sqlite()
-                    .map(|s| {
-                        s.query(|c| {
-                            c.query_row("SELECT len FROM app_deliver_file WHERE id = 1", [], |r| {
-                                r.get::<_, i64>(0)
-                            })
-                            .or_else(|e| match e {
-                                wsrm::store::rusqlite::Error::QueryReturnedNoRows => Ok(0),
-                                e => Err(e),
-                            })
-                        })
-                        .wait()
-                    })
-                    .unwrap_or(Ok(0))
-            })?;
-        let committed = u64::try_from(committed).unwrap_or(0);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)?;
-        let len = file.metadata()?.len();
-        if len < committed {
-            anyhow::bail!(
-                "the file is {len} bytes but the store says {committed} bytes were delivered to it; \
-                 refusing to continue (was it truncated or replaced?)"
-            );
-        }
-        if len > committed {
-            eprintln!(
-                "wsrm: {path}: cutting {} uncommitted bytes (deliveries that will be made again)",
-                len - committed
-            );
-            file.set_len(committed)?;
-            file.sync_all()?;
-        }
-        Ok(DurableFile {
-            file: Arc::new(file),
-        })
-    }
-}
-
 /// The exactly-once handler of `--deliver-to FILE` with a durable store.
 struct FileInbox {
     sequence: String,
-    file: DurableFile,
+    file: common::DurableFile,
     delivered: Arc<AtomicU64>,
     line: Option<(u64, Vec<u8>)>,
 }
@@ -307,29 +239,10 @@ impl wsrm::SessionHandler for FileInbox {
         if n != number {
             return None;
         }
-        let file = self.file.file.clone();
         let delivered = self.delivered.clone();
+        let write = self.file.append(line);
         Some(Box::new(move |tx| {
-            use std::os::unix::fs::FileExt as _;
-            let c = tx.sqlite().ok_or("the store is not SQLite")?;
-            let len: i64 = c
-                .query_row("SELECT len FROM app_deliver_file WHERE id = 1", [], |r| {
-                    r.get(0)
-                })
-                .or_else(|e| match e {
-                    wsrm::store::rusqlite::Error::QueryReturnedNoRows => Ok(0),
-                    e => Err(e),
-                })?;
-            let at = u64::try_from(len).unwrap_or(0);
-            file.write_all_at(&line, at)?;
-            let new_len = i64::try_from(line.len())
-                .unwrap_or(i64::MAX)
-                .saturating_add(len);
-            c.execute(
-                "INSERT INTO app_deliver_file (id, len) VALUES (1, ?1) \
-                 ON CONFLICT (id) DO UPDATE SET len = excluded.len",
-                [new_len],
-            )?;
+            write(tx)?;
             delivered.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }))

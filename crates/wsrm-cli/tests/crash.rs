@@ -22,6 +22,7 @@ use rand::{Rng, SeedableRng};
 const WSRM: &str = env!("CARGO_BIN_EXE_wsrm");
 const MESSAGES: usize = 5_000;
 const MIN_KILLS: u32 = 20;
+const RR_REQUESTS: usize = 2_000;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -79,19 +80,21 @@ fn spawn_serve(dir: &Path, port: u16) -> Child {
     );
 }
 
-fn spawn_send(dir: &Path, url: &str) -> Child {
-    Command::new(WSRM)
-        .current_dir(dir)
-        .args([
-            "send",
-            url,
-            "--lines",
-            "input.txt",
-            "--store",
-            "sqlite:send.db",
-        ])
-        .arg("--resume")
-        .env("RUST_LOG", "warn")
+fn spawn_send(dir: &Path, url: &str, rr: bool) -> Child {
+    let mut cmd = Command::new(WSRM);
+    cmd.current_dir(dir).args([
+        "send",
+        url,
+        "--lines",
+        "input.txt",
+        "--store",
+        "sqlite:send.db",
+        "--resume",
+    ]);
+    if rr {
+        cmd.args(["--request-reply", "--replies-to", "replies.jsonl"]);
+    }
+    cmd.env("RUST_LOG", "warn")
         .stdout(log_file(dir, "send.out"))
         .stderr(log_file(dir, "send.log"))
         .spawn()
@@ -116,16 +119,23 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-#[test]
-fn crash_kills_deliver_every_message_exactly_once_in_order() {
-    let seed: u64 = std::env::var("WSRM_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_261_128);
+/// Runs `messages` lines from `wsrm send` (one-way, or request-reply with `--replies-to`)
+/// to `wsrm serve` through a lossy proxy, SIGKILLing one of them at random moments (at
+/// least `min_kills` times), and checks the service's delivered log: every message exactly
+/// once and in order, on one sequence. Returns the run's directory.
+fn crash_run(
+    rr: bool,
+    messages: usize,
+    min_kills: u32,
+    progress: std::ops::RangeInclusive<usize>,
+    seed: u64,
+) -> tempfile::TempDir {
     let mut rng = SmallRng::seed_from_u64(seed);
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut tmp = tempfile::tempdir().expect("tempdir");
+    // WSRM_CRASH_KEEP=1 keeps the run's directory (stores, logs) for a post-mortem.
+    tmp.disable_cleanup(std::env::var_os("WSRM_CRASH_KEEP").is_some());
     let dir = tmp.path().to_path_buf();
-    let input: String = (1..=MESSAGES).map(|i| format!("line-{i}\n")).collect();
+    let input: String = (1..=messages).map(|i| format!("line-{i}\n")).collect();
     std::fs::write(dir.join("input.txt"), input).expect("input");
     let log = dir.join("delivered.jsonl");
 
@@ -162,17 +172,17 @@ fn crash_kills_deliver_every_message_exactly_once_in_order() {
 
     let started = Instant::now();
     let deadline = started + Duration::from_secs(170);
-    let mut sender = spawn_send(&dir, &url);
+    let mut sender = spawn_send(&dir, &url, rr);
     let (mut kills, mut service_kills, mut sender_kills, mut sender_failures) = (0u32, 0, 0, 0);
     let finished = loop {
         assert!(
             Instant::now() < deadline,
-            "no end after {kills} kills; delivered {} of {MESSAGES}; logs in {}",
+            "no end after {kills} kills; delivered {} of {messages}; logs in {}",
             delivered_lines(&log),
             dir.display()
         );
         // Wait for some random progress (or the sender's end) before the next kill.
-        let target = delivered_lines(&log) + rng.random_range(30..=220);
+        let target = delivered_lines(&log) + rng.random_range(progress.clone());
         let wait_end = Instant::now() + Duration::from_secs(8);
         let mut exited = None;
         while Instant::now() < wait_end && delivered_lines(&log) < target {
@@ -194,10 +204,10 @@ fn crash_kills_deliver_every_message_exactly_once_in_order() {
                 "the sender keeps failing; see {}",
                 dir.display()
             );
-            sender = spawn_send(&dir, &url);
+            sender = spawn_send(&dir, &url, rr);
             continue;
         }
-        if kills >= MIN_KILLS + 5 || delivered_lines(&log) >= MESSAGES - 100 {
+        if kills >= min_kills + 5 || delivered_lines(&log) >= messages - 100 {
             // Enough kills: let the run finish.
             let st = loop {
                 if let Some(st) = sender.try_wait().expect("try_wait") {
@@ -205,7 +215,7 @@ fn crash_kills_deliver_every_message_exactly_once_in_order() {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "the sender does not finish; delivered {} of {MESSAGES}; logs in {}",
+                    "the sender does not finish; delivered {} of {messages}; logs in {}",
                     delivered_lines(&log),
                     dir.display()
                 );
@@ -220,7 +230,7 @@ fn crash_kills_deliver_every_message_exactly_once_in_order() {
                 "the sender keeps failing; see {}",
                 dir.display()
             );
-            sender = spawn_send(&dir, &url);
+            sender = spawn_send(&dir, &url, rr);
             continue;
         }
         // Random pause inside the progress window, then SIGKILL one of them.
@@ -235,18 +245,18 @@ fn crash_kills_deliver_every_message_exactly_once_in_order() {
             sender_kills += 1;
             kill(&mut sender);
             std::thread::sleep(Duration::from_millis(rng.random_range(0..150)));
-            sender = spawn_send(&dir, &url);
+            sender = spawn_send(&dir, &url, rr);
         }
     };
     assert!(finished);
     eprintln!(
-        "crash test: seed {seed}, {kills} kills ({service_kills} service, {sender_kills} sender), {sender_failures} sender failures, {:.1} s",
+        "crash test (request-reply: {rr}): seed {seed}, {kills} kills ({service_kills} service, {sender_kills} sender), {sender_failures} sender failures, {:.1} s",
         started.elapsed().as_secs_f64()
     );
     // Stop the service the hard way too: the log must already be complete.
     kill(&mut service);
     kill(&mut proxy);
-    assert!(kills >= MIN_KILLS, "only {kills} kills");
+    assert!(kills >= min_kills, "only {kills} kills");
 
     let text = std::fs::read_to_string(&log).expect("delivered log");
     let mut sequences = std::collections::BTreeSet::new();
@@ -259,19 +269,59 @@ fn crash_kills_deliver_every_message_exactly_once_in_order() {
         bodies.push(v["body"].as_str().expect("body").to_string());
     }
     assert_eq!(sequences.len(), 1, "one sequence across all restarts");
-    let want_numbers: Vec<u64> = (1..=MESSAGES as u64).collect();
-    let want_bodies: Vec<String> = (1..=MESSAGES)
+    let want_numbers: Vec<u64> = (1..=messages as u64).collect();
+    let want_bodies: Vec<String> = (1..=messages)
         .map(|i| format!("<p xmlns=\"urn:wsrm:payload\">line-{i}</p>"))
         .collect();
-    assert_eq!(numbers.len(), MESSAGES, "message count");
+    assert_eq!(numbers.len(), messages, "message count");
     assert!(
         numbers == want_numbers,
-        "numbers are not 1..={MESSAGES} in order"
+        "numbers are not 1..={messages} in order"
     );
     assert!(
         bodies == want_bodies,
-        "bodies are not line-1..line-{MESSAGES} in order"
+        "bodies are not line-1..line-{messages} in order"
     );
+    tmp
+}
+
+fn seed() -> u64 {
+    std::env::var("WSRM_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_128)
+}
+
+#[test]
+fn crash_kills_deliver_every_message_exactly_once_in_order() {
+    crash_run(false, MESSAGES, MIN_KILLS, 30..=220, seed());
+}
+
+/// Request-reply: besides every request executed exactly once and in order (the service's
+/// log), the sender's `--replies-to` file holds exactly one reply per request, the right one.
+#[test]
+fn crash_kills_request_reply_every_reply_exactly_once() {
+    let requests = RR_REQUESTS;
+    let tmp = crash_run(true, requests, MIN_KILLS, 10..=70, seed() ^ 0x5252);
+    let text = std::fs::read_to_string(tmp.path().join("replies.jsonl")).expect("replies");
+    let mut got = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+        let request = v["request"].as_u64().expect("request");
+        let body = v["body"].as_str().expect("body").to_string();
+        assert!(
+            got.insert(request, body).is_none(),
+            "request {request} has two replies"
+        );
+    }
+    assert_eq!(got.len(), requests, "one reply per request");
+    for (request, body) in got {
+        assert_eq!(
+            body,
+            format!("<p xmlns=\"urn:wsrm:payload\">line-{request}</p>"),
+            "reply to {request}"
+        );
+    }
 }
 
 fn run_wsrm(dir: &Path, args: &[&str]) -> (i32, String) {
