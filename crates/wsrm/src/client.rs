@@ -5,6 +5,48 @@
 //! in flight at once, up to the window), and sleeps until the engine's next deadline. The
 //! [`Client`] handle talks to the driver over a channel; it is cheap to clone and may be used
 //! from many tasks at once.
+//!
+//! ## A durable request-reply client
+//!
+//! With a [`crate::store::Store`] and a label, the session survives a crash of the client
+//! process: opening again with the same store, label and URL resumes it. Replies to requests
+//! sent before the restart come through [`Client::next_recovered_reply`]; a [`ReplyCommit`]
+//! commits the application's own write with each reply, so each reply is taken exactly once.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use wsrm::store::{SqliteOptions, Store};
+//! use wsrm::{Binding, Client, ClientOptions, ReplyCommit};
+//!
+//! let store = Store::open_sqlite("client.db", &SqliteOptions::default())?;
+//! let opts = ClientOptions {
+//!     request_reply: true,
+//!     store: Some(store),
+//!     label: Some("orders".into()),
+//!     // Runs inside the store transaction that takes the reply.
+//!     reply_commit: Some(ReplyCommit::new(|request, reply| {
+//!         let body = reply.body.to_vec();
+//!         Some(Box::new(move |tx| {
+//!             let c = tx.sqlite().ok_or("not SQLite")?;
+//!             c.execute(
+//!                 "INSERT INTO replies (request, body) VALUES (?1, ?2)",
+//!                 wsrm::store::rusqlite::params![request as i64, body],
+//!             )?;
+//!             Ok(())
+//!         }))
+//!     })),
+//!     ..ClientOptions::default()
+//! };
+//! let client = Client::open("http://127.0.0.1:8080/svc", &Binding::ws2007_http(), opts).await?;
+//! while let Some(r) = client.next_recovered_reply().await {
+//!     println!("request {} (sent before the restart) answered", r.request);
+//! }
+//! let reply = client.request("urn:example/Order", "<order xmlns=\"urn:example\"/>").await?;
+//! println!("reply {}", reply.number);
+//! client.close().await?;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::HashMap;
 use std::future::Future;
