@@ -12,8 +12,8 @@ use std::sync::mpsc;
 
 use bytes::Bytes;
 use wsrm::store::{
-    rusqlite, DestRecord, Op, SourceRecord, SqliteOptions, SqliteStore, Store, StoreError, Txn,
-    APPLICATION_ID, SCHEMA_VERSION,
+    rusqlite, DestRecord, Op, SequenceState, SourceRecord, SqliteOptions, SqliteStore, Store,
+    StoreError, Txn, APPLICATION_ID, SCHEMA_VERSION,
 };
 use wsrm::RmVersion;
 use wsrm_proto::msg::SequenceId;
@@ -834,4 +834,94 @@ fn panicking_read_does_not_stop_the_store() {
     let handle: Store = store.into();
     handle.set_cursor("still", 1).wait().expect("writer alive");
     assert_eq!(handle.cursor("still").wait().expect("read"), Some(1));
+}
+
+/// Group commit keeps the received ranges of a sequence in memory across the bare `Received`
+/// ops of one batch and writes them back once; any other op touching the sequence row sees
+/// (and keeps) what they did, refusals change nothing, and a reopened store reads the same.
+#[test]
+fn received_ranges_batched_within_one_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("b.db");
+    let store = open(&path);
+    let d = sid("urn:uuid:batched");
+    store
+        .create_dest(DestRecord::new(d.clone(), RmVersion::Wsrm11, "urn:a"))
+        .wait()
+        .expect("create");
+    let sqlite = store.as_sqlite().expect("sqlite").clone();
+    let before = sqlite.stats().commits;
+    // Hold the writer so everything below lands in one batch.
+    let (started_tx, started_rx) = mpsc::channel();
+    let hold = sqlite.query(move |_| {
+        let _ = started_tx.send(());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        Ok(())
+    });
+    started_rx.recv().expect("writer held");
+    let r1 = store.received(&d, 1, "urn:x", kib(1), false);
+    let r3 = store.received(&d, 3, "urn:x", kib(3), false);
+    let unknown = store.received(&sid("urn:uuid:nope"), 1, "urn:x", kib(1), false);
+    let far = store.received(
+        &d,
+        wsrm::store::MAX_RECEIVE_AHEAD + 10,
+        "urn:x",
+        kib(9),
+        false,
+    );
+    let deliver1 = store.mark_delivered(&d, 1);
+    // A savepoint transaction in the middle reads and writes the sequence row.
+    let closed = store.set_dest_state(&d, SequenceState::Closed, None);
+    // So does a two-op transaction (the empty 1.0 LastMessage: received and delivered).
+    let last = store.commit(
+        Txn::new()
+            .with(Op::Received {
+                sequence: d.clone(),
+                number: 5,
+                action: String::new(),
+                payload: Bytes::new(),
+                last: true,
+            })
+            .with(Op::Deliver {
+                sequence: d.clone(),
+                number: 5,
+                app: None,
+            }),
+    );
+    let r2 = store.received(&d, 2, "urn:x", kib(2), false);
+    let dup = store.received(&d, 3, "urn:x", kib(33), false);
+    let r4 = store.received(&d, 4, "urn:x", kib(4), false);
+    hold.wait().expect("hold");
+    r1.wait().expect("1");
+    r3.wait().expect("3");
+    assert!(matches!(
+        unknown.wait(),
+        Err(StoreError::UnknownSequence { .. })
+    ));
+    assert!(matches!(far.wait(), Err(StoreError::Invalid { .. })));
+    deliver1.wait().expect("deliver 1");
+    closed.wait().expect("closed");
+    last.wait().expect("last");
+    r2.wait().expect("2");
+    dup.wait().expect("dup");
+    r4.wait().expect("4");
+    assert_eq!(sqlite.stats().commits, before + 1, "one batch");
+    let check = |store: &Store| {
+        let info = store.destination(&d).wait().expect("read").expect("stored");
+        assert_eq!(info.ranges, vec![(1, 5)]);
+        assert_eq!(info.state, SequenceState::Closed);
+        assert_eq!(info.last_number, Some(5));
+        assert_eq!(info.pending, 3);
+        let pend = store.undelivered(&d, 0, 10).wait().expect("page");
+        assert_eq!(
+            pend.iter().map(|p| p.number).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
+        // The duplicate did not replace the stored message.
+        assert_eq!(pend[1].payload, kib(3));
+    };
+    check(&store);
+    drop(store);
+    drop(sqlite);
+    check(&open(&path));
 }

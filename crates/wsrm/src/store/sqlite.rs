@@ -1,6 +1,7 @@
 //! The durable store: one SQLite file (WAL), one writer thread with group commit, an exclusive
 //! lock per store.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -327,6 +328,48 @@ impl From<StoreError> for OpError {
 
 struct Ctx<'a> {
     path: &'a Path,
+    /// Group commit: the received ranges of destination sequences touched by bare `Received`
+    /// ops in this batch, written back once per sequence ([`flush_dests`]) instead of a
+    /// SELECT and an UPDATE of the sequence row per message. `None` outside a batch's bare
+    /// ops.
+    dests: Option<&'a std::cell::RefCell<HashMap<SequenceId, BatchDest>>>,
+}
+
+/// A destination sequence's row as bare `Received` ops of the running batch left it.
+struct BatchDest {
+    ranges: RangeSet,
+    activity_ms: i64,
+    last_number: Option<i64>,
+    dirty: bool,
+}
+
+/// Writes the batch's cached destination rows back (before any other op can read them, and
+/// before the batch commits). A failure here cannot be undone per transaction: fatal.
+fn flush_dests(
+    ctx: &Ctx<'_>,
+    c: &Connection,
+    dests: &std::cell::RefCell<HashMap<SequenceId, BatchDest>>,
+) -> Result<(), OpError> {
+    let mut map = dests.borrow_mut();
+    for (id, d) in map.iter().filter(|(_, d)| d.dirty) {
+        c.prepare_cached(
+            "UPDATE dest_seq SET ranges = ?2, activity_ms = ?3,
+             last_number = COALESCE(?4, last_number) WHERE seq_id = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id.as_str(),
+                encode_ranges(&d.ranges),
+                d.activity_ms,
+                d.last_number
+            ])
+        })
+        .map_err(|e| match ctx.sql(e) {
+            OpError::Local(e) | OpError::Fatal(e) => OpError::Fatal(e),
+        })?;
+    }
+    map.clear();
+    Ok(())
 }
 
 impl Ctx<'_> {
@@ -1011,7 +1054,15 @@ impl Writer {
         }
         let n = batch.len();
         let path = self.path.clone();
-        let ctx = Ctx { path: &path };
+        let dests = std::cell::RefCell::new(HashMap::new());
+        let ctx = Ctx {
+            path: &path,
+            dests: None,
+        };
+        let bare_ctx = Ctx {
+            path: &path,
+            dests: Some(&dests),
+        };
         let mut outcomes: Vec<(Done, Result<(), StoreError>)> = Vec::with_capacity(n);
         let mut fatal: Option<StoreError> = None;
         let mut rest = batch.into_iter();
@@ -1022,25 +1073,34 @@ impl Writer {
             Err(e) => fatal = Some(classify(&path, &e).1),
             Ok(mut tx) => {
                 for (txn, done) in rest.by_ref() {
-                    let result = match tx.savepoint() {
-                        Err(e) => Err(ctx.sql(e)),
-                        Ok(mut sp) => {
-                            let r = apply_txn(&ctx, &sp, txn);
-                            let gone = sp.is_autocommit();
-                            match r {
-                                Ok(()) if !gone => sp.commit().map_err(|e| ctx.sql(e)),
-                                Ok(()) => Err(OpError::Fatal(StoreError::Io {
-                                    reason: "the transaction was rolled back".into(),
-                                })),
-                                Err(OpError::Local(e)) if !gone => {
-                                    sp.set_drop_behavior(rusqlite::DropBehavior::Rollback);
-                                    match sp.finish() {
-                                        Ok(()) => Err(OpError::Local(e)),
-                                        Err(e2) => Err(ctx.sql(e2)),
+                    let bare = runs_without_savepoint(&txn);
+                    let result = if bare && keeps_batch_dests(&txn) {
+                        apply_bare(&bare_ctx, &tx, txn)
+                    } else if let Err(e) = flush_dests(&ctx, &tx, &dests) {
+                        Err(e)
+                    } else if bare {
+                        apply_bare(&ctx, &tx, txn)
+                    } else {
+                        match tx.savepoint() {
+                            Err(e) => Err(ctx.sql(e)),
+                            Ok(mut sp) => {
+                                let r = apply_txn(&ctx, &sp, txn);
+                                let gone = sp.is_autocommit();
+                                match r {
+                                    Ok(()) if !gone => sp.commit().map_err(|e| ctx.sql(e)),
+                                    Ok(()) => Err(OpError::Fatal(StoreError::Io {
+                                        reason: "the transaction was rolled back".into(),
+                                    })),
+                                    Err(OpError::Local(e)) if !gone => {
+                                        sp.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+                                        match sp.finish() {
+                                            Ok(()) => Err(OpError::Local(e)),
+                                            Err(e2) => Err(ctx.sql(e2)),
+                                        }
                                     }
+                                    Err(OpError::Local(e)) => Err(OpError::Fatal(e)),
+                                    Err(fatal) => Err(fatal),
                                 }
-                                Err(OpError::Local(e)) => Err(OpError::Fatal(e)),
-                                Err(fatal) => Err(fatal),
                             }
                         }
                     };
@@ -1052,6 +1112,13 @@ impl Writer {
                             fatal = Some(e);
                             break;
                         }
+                    }
+                }
+                if fatal.is_none() {
+                    if let Err(OpError::Local(e) | OpError::Fatal(e)) =
+                        flush_dests(&ctx, &tx, &dests)
+                    {
+                        fatal = Some(e);
                     }
                 }
                 if fatal.is_none() {
@@ -1186,6 +1253,130 @@ fn remove_dest(c: &Connection, id: &str) -> rusqlite::Result<()> {
         .execute([id])?;
     c.prepare_cached("DELETE FROM dest_seq WHERE seq_id = ?1")?
         .execute([id])?;
+    Ok(())
+}
+
+/// Whether a transaction can run without its own savepoint: a single op that is not
+/// application code. Such an op checks everything that can refuse it (unknown sequence,
+/// number out of range, not pending, ...) before it writes, so a refusal leaves nothing
+/// behind; a savepoint per transaction costs two parsed statements and a sub-journal copy of
+/// every page the op touches, which was the largest part of the writer's work per message.
+fn runs_without_savepoint(txn: &Txn) -> bool {
+    std::env::var_os("WSRM_EXP_SP").is_none()
+        && matches!(
+            txn.ops(),
+            [Op::Received { .. }
+                | Op::Deliver { app: None, .. }
+                | Op::RecordSent { .. }
+                | Op::SourceAcked { .. }
+                | Op::Touch { .. }
+                | Op::SetCursor { .. }]
+        )
+}
+
+/// Whether a bare transaction leaves the batch's cached destination rows valid: it neither
+/// reads nor writes `dest_seq` columns the cache holds (ranges, activity, last number).
+fn keeps_batch_dests(txn: &Txn) -> bool {
+    matches!(
+        txn.ops(),
+        [Op::Received { .. }
+            | Op::Deliver { app: None, .. }
+            | Op::RecordSent { .. }
+            | Op::SourceAcked { .. }
+            | Op::SetCursor { .. }]
+    )
+}
+
+/// Runs a [`runs_without_savepoint`] transaction directly in the batch's transaction. Should
+/// it ever fail after it changed a row, the batch cannot undo just this transaction: that
+/// failure is fatal for the batch (nothing of it is committed), never a partial write.
+fn apply_bare(ctx: &Ctx<'_>, c: &Connection, txn: Txn) -> Result<(), OpError> {
+    let before = c.total_changes();
+    let r = apply_txn(ctx, c, txn);
+    if c.is_autocommit() {
+        // SQLite rolled the whole transaction back (e.g. SQLITE_FULL in some states).
+        return Err(OpError::Fatal(match r {
+            Err(OpError::Local(e)) | Err(OpError::Fatal(e)) => e,
+            Ok(()) => StoreError::Io {
+                reason: "the transaction was rolled back".into(),
+            },
+        }));
+    }
+    match r {
+        Err(OpError::Local(e)) if c.total_changes() != before => Err(OpError::Fatal(e)),
+        r => r,
+    }
+}
+
+fn insert_received(
+    ctx: &Ctx<'_>,
+    c: &Connection,
+    sequence: &SequenceId,
+    n: i64,
+    action: &str,
+    payload: &[u8],
+    last: bool,
+) -> Result<(), OpError> {
+    c.prepare_cached(
+        "INSERT INTO dest_msg (seq_id, number, action, payload, last)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| s.execute(params![sequence.as_str(), n, action, payload, last]))
+    .map(|_| ())
+    .map_err(|e| ctx.sql(e))
+}
+
+/// `Received` inside a batch's bare ops: the sequence row is read once per batch and written
+/// back by [`flush_dests`]; only the message row is inserted here. Checks come before the
+/// insert, so a refusal changes nothing.
+#[allow(clippy::too_many_arguments)]
+fn received_batched(
+    ctx: &Ctx<'_>,
+    c: &Connection,
+    dests: &std::cell::RefCell<HashMap<SequenceId, BatchDest>>,
+    sequence: SequenceId,
+    n: i64,
+    action: &str,
+    payload: Bytes,
+    last: bool,
+    at: i64,
+) -> Result<(), OpError> {
+    let mut map = dests.borrow_mut();
+    if !map.contains_key(&sequence) {
+        let ranges: Option<String> = c
+            .prepare_cached("SELECT ranges FROM dest_seq WHERE seq_id = ?1")
+            .and_then(|mut s| s.query_row([sequence.as_str()], |r| r.get(0)).optional())
+            .map_err(|e| ctx.sql(e))?;
+        let Some(ranges) = ranges else {
+            return Err(unknown(sequence));
+        };
+        let set = decode_ranges(&ranges).ok_or_else(|| {
+            OpError::Fatal(corrupt(ctx.path, format!("malformed ranges {ranges:?}")))
+        })?;
+        map.insert(
+            sequence.clone(),
+            BatchDest {
+                ranges: set,
+                activity_ms: at,
+                last_number: None,
+                dirty: false,
+            },
+        );
+    }
+    let Some(d) = map.get_mut(&sequence) else {
+        return Err(unknown(sequence));
+    };
+    let number = u64::try_from(n).unwrap_or(0);
+    super::check_receive_ahead(number, &d.ranges)?;
+    if !d.ranges.contains(number) {
+        insert_received(ctx, c, &sequence, n, action, &payload, last)?;
+        d.ranges.insert(number);
+        if last {
+            d.last_number = Some(n);
+        }
+    }
+    d.activity_ms = at;
+    d.dirty = true;
     Ok(())
 }
 
@@ -1373,6 +1564,9 @@ fn apply_op(ctx: &Ctx<'_>, c: &Connection, op: Op, at: i64) -> Result<(), OpErro
             last,
         } => {
             let n = num(number)?;
+            if let Some(dests) = ctx.dests {
+                return received_batched(ctx, c, dests, sequence, n, &action, payload, last, at);
+            }
             let ranges: Option<String> = c
                 .prepare_cached("SELECT ranges FROM dest_seq WHERE seq_id = ?1")
                 .and_then(|mut s| s.query_row([sequence.as_str()], |r| r.get(0)).optional())
@@ -1385,20 +1579,7 @@ fn apply_op(ctx: &Ctx<'_>, c: &Connection, op: Op, at: i64) -> Result<(), OpErro
             })?;
             super::check_receive_ahead(number, &set)?;
             if set.insert(number) {
-                c.prepare_cached(
-                    "INSERT INTO dest_msg (seq_id, number, action, payload, last)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        sequence.as_str(),
-                        n,
-                        action,
-                        payload.as_ref(),
-                        last
-                    ])
-                })
-                .map_err(sql)?;
+                insert_received(ctx, c, &sequence, n, &action, &payload, last)?;
                 c.prepare_cached(
                     "UPDATE dest_seq SET ranges = ?2, activity_ms = ?3,
                      last_number = CASE WHEN ?4 THEN ?5 ELSE last_number END WHERE seq_id = ?1",
