@@ -1,7 +1,13 @@
 //! Durable one-way throughput over loopback HTTP against the in-memory mode, in the same run
 //! (issue 6; recorded in BENCHMARKS.md, section "Durable sessions (issue 6)").
 //!
-//! `cargo run --release -p wsrm --example durable_bench [-- MESSAGES]`
+//! `cargo run --release -p wsrm --example durable_bench [-- MESSAGES [rr]]`
+//!
+//! `DURABLE_BENCH_MODES=memory,service,both` (the default) picks the cases.
+//!
+//! With `rr` the sessions are request-reply (each message a request echoed by the service);
+//! "durable both" then also stores every reply at the client before acknowledging it, and
+//! commits its delivery.
 //!
 //! Cases (1 KiB bodies, SOAP 1.2 + WS-Addressing 1.0, WS-RM 1.1; each run twice, alternating):
 //! * memory: no store (WCF's behaviour);
@@ -15,8 +21,33 @@
 
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use wsrm::store::Store;
-use wsrm::{Binding, Client, ClientOptions, Service};
+use wsrm::{
+    Binding, Client, ClientOptions, Delivery, HandlerFuture, Outcome, Service, SessionHandler,
+};
+
+// The allocator the `wsrm` binary ships with (BENCHMARKS.md, "wsrm runtime (HTTP)").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Echoes requests (one-way messages get no reply).
+struct Echo;
+
+impl SessionHandler for Echo {
+    fn handle(&mut self, d: Delivery) -> HandlerFuture<'_> {
+        let out = if d.expects_reply {
+            Outcome::Reply {
+                action: Arc::from("urn:bench/EchoResponse"),
+                body: d.body.clone(),
+            }
+        } else {
+            Outcome::NoReply
+        };
+        Box::pin(async move { out })
+    }
+}
 
 fn body_1k() -> String {
     let filler = "x".repeat(1024 - 40);
@@ -40,10 +71,10 @@ impl Mode {
     }
 }
 
-async fn run(mode: Mode, sessions: usize, window: u32, n: usize) -> (f64, u64) {
+async fn run(mode: Mode, sessions: usize, window: u32, n: usize, rr: bool) -> (f64, u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let binding = Binding::ws2007_http().max_transfer_window_size(window);
-    let mut builder = Service::builder(binding.clone());
+    let mut builder = Service::builder(binding.clone()).handler(|_: &wsrm::SessionInfo| Echo);
     let svc_store = if mode != Mode::Memory {
         let s = Store::open_sqlite(dir.path().join("svc.db"), &Default::default()).expect("store");
         builder = builder.store(s.clone());
@@ -74,12 +105,18 @@ async fn run(mode: Mode, sessions: usize, window: u32, n: usize) -> (f64, u64) {
             let opts = ClientOptions {
                 label: store.as_ref().map(|_| "bench".to_string()),
                 store,
+                request_reply: rr,
                 ..ClientOptions::default()
             };
             let c = Client::open(&url, &binding, opts).await.expect("open");
             let mut q = std::collections::VecDeque::new();
             for _ in 0..per {
-                q.push_back(c.start_send("urn:bench/OneWay", body.clone()));
+                q.push_back(if rr {
+                    c.start_request("urn:bench/Echo", body.clone())
+                        .map(|r| r.number)
+                } else {
+                    c.start_send("urn:bench/OneWay", body.clone())
+                });
                 if q.len() >= window as usize {
                     if let Some(p) = q.pop_front() {
                         p.await.expect("send");
@@ -112,12 +149,37 @@ async fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
-    for (sessions, window) in [(1usize, 64u32), (16, 8)] {
-        println!("{sessions} session(s), window {window}, {n} messages of 1 KiB:");
+    let rr = std::env::args().nth(2).as_deref() == Some("rr");
+    // DURABLE_BENCH_MODES=memory,service,both (default: all three) picks the cases, e.g. for
+    // a profile of one of them.
+    let modes: Vec<Mode> = std::env::var("DURABLE_BENCH_MODES")
+        .unwrap_or_else(|_| "memory,service,both".into())
+        .split(',')
+        .filter_map(|m| match m.trim() {
+            "memory" => Some(Mode::Memory),
+            "service" => Some(Mode::DurableService),
+            "both" => Some(Mode::DurableBoth),
+            _ => None,
+        })
+        .collect();
+    let shapes: Vec<(usize, u32)> = std::env::var("DURABLE_BENCH_SHAPES")
+        .ok()
+        .map(|s| {
+            s.split(',')
+                .filter_map(|p| p.split_once('x'))
+                .filter_map(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![(1, 64), (16, 8)]);
+    for (sessions, window) in shapes {
+        println!(
+            "{sessions} session(s), window {window}, {n} {} of 1 KiB:",
+            if rr { "requests" } else { "messages" }
+        );
         let mut results: Vec<(Mode, Vec<f64>)> = Vec::new();
         for round in 0..2 {
-            for mode in [Mode::Memory, Mode::DurableService, Mode::DurableBoth] {
-                let (rate, retx) = run(mode, sessions, window, n).await;
+            for mode in modes.iter().copied() {
+                let (rate, retx) = run(mode, sessions, window, n, rr).await;
                 println!(
                     "  round {round}: {:<26} {rate:>9.0} msg/s  ({retx} retransmissions)",
                     mode.name()
