@@ -1257,21 +1257,23 @@ fn remove_dest(c: &Connection, id: &str) -> rusqlite::Result<()> {
 }
 
 /// Whether a transaction can run without its own savepoint: a single op that is not
-/// application code. Such an op checks everything that can refuse it (unknown sequence,
+/// application code (or a message recorded with its input cursor). Such an op checks everything that can refuse it (unknown sequence,
 /// number out of range, not pending, ...) before it writes, so a refusal leaves nothing
 /// behind; a savepoint per transaction costs two parsed statements and a sub-journal copy of
 /// every page the op touches, which was the largest part of the writer's work per message.
 fn runs_without_savepoint(txn: &Txn) -> bool {
-    std::env::var_os("WSRM_EXP_SP").is_none()
-        && matches!(
-            txn.ops(),
-            [Op::Received { .. }
-                | Op::Deliver { app: None, .. }
-                | Op::RecordSent { .. }
-                | Op::SourceAcked { .. }
-                | Op::Touch { .. }
-                | Op::SetCursor { .. }]
-        )
+    matches!(
+        txn.ops(),
+        [Op::Received { .. }
+            | Op::Deliver { app: None, .. }
+            | Op::RecordSent { .. }
+            | Op::SourceAcked { .. }
+            | Op::Touch { .. }
+            | Op::SetCursor { .. }]
+            // `record_sent_with_cursor`: setting a cursor cannot be refused, so nothing can
+            // fail after the message row is written.
+            | [Op::RecordSent { .. }, Op::SetCursor { .. }]
+    )
 }
 
 /// Whether a bare transaction leaves the batch's cached destination rows valid: it neither
@@ -1284,6 +1286,7 @@ fn keeps_batch_dests(txn: &Txn) -> bool {
             | Op::RecordSent { .. }
             | Op::SourceAcked { .. }
             | Op::SetCursor { .. }]
+            | [Op::RecordSent { .. }, Op::SetCursor { .. }]
     )
 }
 
