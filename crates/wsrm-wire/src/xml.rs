@@ -837,6 +837,45 @@ impl<'a> Rd<'a> {
         }
     }
 
+    /// The unread input as text, when no synthetic event (the end of an empty element, the
+    /// release of namespace bindings) is pending: where a fast path may start matching.
+    pub(crate) fn unread(&self) -> Option<&'a str> {
+        if self.pending_pop || self.pending_end {
+            return None;
+        }
+        self.text_src.get(self.i..)
+    }
+
+    /// After a fast path matched `n` bytes of [`Self::unread`] (complete elements that leave
+    /// no namespace binding behind): the end tag of the current element must follow; it is
+    /// consumed as [`Self::next_child`] consumes it. `false` (nothing consumed) otherwise.
+    pub(crate) fn close_after(&mut self, n: usize) -> bool {
+        if self.pending_pop || self.pending_end {
+            return false;
+        }
+        let pos = self.i + n;
+        let rest = self.src.get(pos..).unwrap_or_default();
+        let expected = self.open.last().unwrap_or_default();
+        let len = expected.len();
+        let closes = rest.get(..2) == Some(b"</")
+            && len > 0
+            && rest.get(2..2 + len) == Some(expected)
+            && rest.get(2 + len) == Some(&b'>');
+        if !closes {
+            return false;
+        }
+        self.i = pos + len + 3;
+        self.open.pop();
+        self.depth = self.depth.saturating_sub(1);
+        self.pending_pop = true;
+        true
+    }
+
+    /// The namespace class `prefix` is bound to (`None`: not bound).
+    pub(crate) fn prefix_ns(&self, prefix: &[u8]) -> Option<Ns> {
+        self.lookup(prefix).map(|b| b.ns)
+    }
+
     /// The namespace declarations in scope, innermost last, as (prefix, URI); prefix empty =
     /// default namespace.
     pub(crate) fn in_scope(&self) -> impl DoubleEndedIterator<Item = (&'a [u8], &[u8])> + '_ {

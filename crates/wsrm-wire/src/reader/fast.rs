@@ -1,0 +1,481 @@
+//! A fast path for the header blocks of the two envelopes every reliable message costs: a
+//! sequence message (`Sequence`, `Action`, `To`, …) and the acknowledgement answering it
+//! (`SequenceAcknowledgement` with `AcknowledgementRange`s and `netrm:BufferRemaining`), when
+//! they are written exactly as this crate's writer writes them (WCF's shape: prefixes `s`, `a`
+//! bound on the envelope, `r`/`netrm` declared on each RM header, no whitespace, no
+//! references, plain numbers).
+//!
+//! The header content is matched against those templates byte by byte; the values are sliced
+//! from the input (already checked once for UTF-8 and XML characters). Anything else —
+//! another header, another attribute order or prefix, whitespace, a reference in a value, a
+//! number the general path would refuse or convert (leading zeros, rollover, zero), a
+//! duplicate header, a limit that might be hit — makes the fast path give up before it
+//! changed anything, and the general reader reads the headers from the start. So whatever the
+//! fast path accepts, the general path reads to the same result (a property test in
+//! `tests/fast_path.rs` compares both on generated and mutated envelopes).
+
+use std::sync::Arc;
+
+use memchr::memchr2;
+use wsrm_proto::msg::{AckHeader, RmVersion, SequenceHeader, SequenceId};
+
+use super::{interned_address, interned_rm_action, plain_number, EndpointReference, P};
+use super::{RM10_ACTIONS, RM11_ACTIONS};
+use crate::ns::{AddressingVersion, Ns, NETRM, RM10, RM11};
+
+#[cfg(test)]
+thread_local! {
+    /// How often the fast path read a `Header` on this thread (tests check it is taken).
+    static TAKEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A cursor over the unread input.
+struct Cur<'a> {
+    s: &'a str,
+    k: usize,
+}
+
+impl<'a> Cur<'a> {
+    #[inline(always)]
+    fn rest(&self) -> &'a [u8] {
+        self.s.as_bytes().get(self.k..).unwrap_or_default()
+    }
+
+    /// Consumes `l` if the input continues with it.
+    #[inline(always)]
+    fn lit(&mut self, l: &[u8]) -> bool {
+        if self.rest().starts_with(l) {
+            self.k += l.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Character data (no markup, no reference, at most `max` bytes) directly followed by the
+    /// end tag `end`; both consumed. The text is untrimmed.
+    fn text(&mut self, end: &[u8], max: usize) -> Option<&'a str> {
+        let rest = self.rest();
+        let n = memchr2(b'<', b'&', rest)?;
+        if n > max || !rest.get(n..)?.starts_with(end) {
+            return None;
+        }
+        // `n` lies before a `<` and `k` after a `>`: both are character boundaries
+        let t = self.s.get(self.k..self.k + n)?;
+        self.k += n + end.len();
+        Some(t)
+    }
+
+    /// Up to 19 ASCII digits ending at the byte `stop` (consumed too); the digits, unconverted.
+    fn digits(&mut self, stop: u8) -> Option<&'a [u8]> {
+        let rest = self.rest();
+        for (i, &c) in rest.iter().take(20).enumerate() {
+            if c == stop {
+                let d = rest.get(..i)?;
+                self.k += i + 1;
+                return Some(d);
+            }
+            if !c.is_ascii_digit() {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// `xmlns:r="` already matched: the RM namespace URI and the closing `"`.
+    fn rm_decl(&mut self) -> Option<RmVersion> {
+        let v = if self.lit(RM10.as_bytes()) {
+            RmVersion::Wsrm10
+        } else if self.lit(RM11.as_bytes()) {
+            RmVersion::Wsrm11
+        } else {
+            return None;
+        };
+        self.lit(b"\"").then_some(v)
+    }
+}
+
+/// The header facts the fast path collects, committed to the envelope only when the whole
+/// `Header` matched.
+#[derive(Default)]
+struct Found {
+    wsa: Option<AddressingVersion>,
+    rm: Option<RmVersion>,
+    action: Option<Arc<str>>,
+    rm_action: Option<&'static str>,
+    message_id: Option<Arc<str>>,
+    relates_to: Option<Arc<str>>,
+    to: Option<Arc<str>>,
+    reply_to: Option<EndpointReference>,
+    sequence: Option<SequenceHeader>,
+    ack: Option<AckHeader>,
+    ack_requested: Option<SequenceId>,
+    headers: usize,
+}
+
+impl Found {
+    /// The general path's `set_rm`: `None` on a second, different version (the general path
+    /// refuses that with its own error).
+    fn set_rm(&mut self, v: RmVersion) -> Option<()> {
+        match self.rm {
+            Some(w) if w != v => None,
+            _ => {
+                self.rm = Some(v);
+                Some(())
+            }
+        }
+    }
+}
+
+/// A trimmed, non-empty identifier (the general path refuses an empty one).
+fn identifier(t: &str) -> Option<SequenceId> {
+    let t = crate::xml::trim_xml(t);
+    (!t.is_empty()).then(|| SequenceId::new(t))
+}
+
+/// An address: the shared anonymous one or a new `Arc`.
+fn address(t: &str) -> Arc<str> {
+    let t = crate::xml::trim_xml(t);
+    interned_address(t).unwrap_or_else(|| Arc::from(t))
+}
+
+impl<'a> P<'a> {
+    /// Reads the header blocks (the `Header` start tag was just read) if they all have the
+    /// writer's shape, closing the `Header` element. `false`: nothing was consumed or
+    /// changed; the general path reads them.
+    pub(super) fn fast_headers(&mut self) -> bool {
+        let Some((found, n)) = self.fast_match() else {
+            return false;
+        };
+        if !self.rd.close_after(n) {
+            return false;
+        }
+        let env = &mut self.env;
+        env.wsa = found.wsa;
+        env.rm = found.rm;
+        env.action = found.action;
+        env.rm_action = found.rm_action;
+        env.message_id = found.message_id;
+        env.relates_to = found.relates_to;
+        env.to = found.to;
+        env.reply_to = found.reply_to;
+        env.sequence = found.sequence;
+        env.ack = found.ack;
+        env.ack_requested = found.ack_requested;
+        env.headers = found.headers;
+        #[cfg(test)]
+        TAKEN.with(|t| t.set(t.get() + 1));
+        true
+    }
+
+    /// Matches the header blocks; on success the facts and the number of bytes up to the
+    /// `Header` end tag.
+    fn fast_match(&self) -> Option<(Found, usize)> {
+        let env = &self.env;
+        // a fresh envelope: nothing read into it yet
+        if env.wsa.is_some() || env.rm.is_some() || env.headers != 0 || env.action.is_some() {
+            return None;
+        }
+        let limits = self.rd.limits();
+        // the templates' depth (header block + child), names (≤ 25 bytes), attributes (≤ 2 per
+        // tag, ≤ 76 bytes): within any limits at least this large
+        if self.rd.depth + 2 > limits.max_depth
+            || limits.max_name_len < 32
+            || limits.max_attributes < 2
+            || limits.max_attributes_len < 128
+        {
+            return None;
+        }
+        let max_text = limits.max_text_len;
+        // `s:mustUnderstand` must be the envelope's namespace
+        let env_ns = match env.soap {
+            crate::ns::SoapVersion::Soap11 => Ns::Soap11,
+            crate::ns::SoapVersion::Soap12 => Ns::Soap12,
+        };
+        if self.rd.prefix_ns(b"s") != Some(env_ns) {
+            return None;
+        }
+        let mut c = Cur {
+            s: self.rd.unread()?,
+            k: 0,
+        };
+        let mut f = Found::default();
+        // the binding of `a`, looked up at the first WS-Addressing header
+        let mut a_ns: Option<AddressingVersion> = None;
+        loop {
+            if c.rest().starts_with(b"</") {
+                return Some((f, c.k));
+            }
+            f.headers += 1;
+            if f.headers > limits.max_headers {
+                return None;
+            }
+            if c.lit(b"<r:") {
+                if c.lit(b"SequenceAcknowledgement xmlns:r=\"") {
+                    if f.ack.is_some() {
+                        return None;
+                    }
+                    let v = c.rm_decl()?;
+                    f.set_rm(v)?;
+                    f.ack = Some(ack(&mut c, max_text, limits.max_ack_ranges)?);
+                } else if c.lit(b"Sequence s:mustUnderstand=\"1\" xmlns:r=\"") {
+                    if f.sequence.is_some() {
+                        return None;
+                    }
+                    let v = c.rm_decl()?;
+                    f.set_rm(v)?;
+                    if !c.lit(b"><r:Identifier>") {
+                        return None;
+                    }
+                    let id = identifier(c.text(b"</r:Identifier>", max_text)?)?;
+                    if !c.lit(b"<r:MessageNumber>") {
+                        return None;
+                    }
+                    // the general path's plain numbers: 1 to 18 digits, no leading zero
+                    let number = plain_number(c.digits(b'<')?)?;
+                    if !c.lit(b"/r:MessageNumber>") {
+                        return None;
+                    }
+                    let last_message = v == RmVersion::Wsrm10 && c.lit(b"<r:LastMessage/>");
+                    if !c.lit(b"</r:Sequence>") {
+                        return None;
+                    }
+                    f.sequence = Some(SequenceHeader {
+                        identifier: id,
+                        number,
+                        last_message,
+                    });
+                } else if c.lit(b"AckRequested xmlns:r=\"") {
+                    if f.ack_requested.is_some() {
+                        return None;
+                    }
+                    let v = c.rm_decl()?;
+                    f.set_rm(v)?;
+                    if !c.lit(b"><r:Identifier>") {
+                        return None;
+                    }
+                    let id = identifier(c.text(b"</r:Identifier>", max_text)?)?;
+                    if !c.lit(b"</r:AckRequested>") {
+                        return None;
+                    }
+                    f.ack_requested = Some(id);
+                } else {
+                    return None;
+                }
+            } else if c.lit(b"<a:") {
+                let wsa = match a_ns {
+                    Some(w) => w,
+                    None => {
+                        let w = self.rd.prefix_ns(b"a")?.wsa()?;
+                        a_ns = Some(w);
+                        w
+                    }
+                };
+                f.wsa = Some(wsa);
+                if c.lit(b"Action s:mustUnderstand=\"1\">") {
+                    if f.action.is_some() {
+                        return None;
+                    }
+                    let t = crate::xml::trim_xml(c.text(b"</a:Action>", max_text)?);
+                    match rm_action(t)? {
+                        Some((v, i, suffix)) => {
+                            f.set_rm(v)?;
+                            f.rm_action = Some(suffix);
+                            f.action = Some(interned_rm_action(v, i)?);
+                        }
+                        None => f.action = Some(Arc::from(t)),
+                    }
+                } else if c.lit(b"MessageID>") {
+                    if f.message_id.is_some() {
+                        return None;
+                    }
+                    let t = crate::xml::trim_xml(c.text(b"</a:MessageID>", max_text)?);
+                    f.message_id = Some(Arc::from(t));
+                } else if c.lit(b"To s:mustUnderstand=\"1\">") {
+                    if f.to.is_some() {
+                        return None;
+                    }
+                    f.to = Some(address(c.text(b"</a:To>", max_text)?));
+                } else if c.lit(b"ReplyTo><a:Address>") {
+                    if f.reply_to.is_some() {
+                        return None;
+                    }
+                    let a = address(c.text(b"</a:Address>", max_text)?);
+                    if !c.lit(b"</a:ReplyTo>") {
+                        return None;
+                    }
+                    f.reply_to = Some(EndpointReference::new(a));
+                } else if c.lit(b"RelatesTo>") {
+                    if f.relates_to.is_some() {
+                        return None;
+                    }
+                    let t = crate::xml::trim_xml(c.text(b"</a:RelatesTo>", max_text)?);
+                    f.relates_to = Some(Arc::from(t));
+                } else {
+                    return None;
+                }
+            } else {
+                return None;
+            }
+        }
+    }
+}
+
+/// The general path's action classification: `Ok(None)` for a non-RM action, the version,
+/// index and suffix of a known RM action, `None` (give up) for an unknown one in an RM
+/// namespace (refused by the general path).
+#[allow(clippy::type_complexity)]
+fn rm_action(action: &str) -> Option<Option<(RmVersion, usize, &'static str)>> {
+    let (v, suffix, known): (_, _, &[&'static str]) = if let Some(s) =
+        action.strip_prefix("http://schemas.xmlsoap.org/ws/2005/02/rm/")
+    {
+        (RmVersion::Wsrm10, s, &RM10_ACTIONS)
+    } else if let Some(s) = action.strip_prefix("http://docs.oasis-open.org/ws-rx/wsrm/200702/") {
+        (RmVersion::Wsrm11, s, &RM11_ACTIONS)
+    } else {
+        return Some(None);
+    };
+    let i = known.iter().position(|k| *k == suffix)?;
+    Some(Some((v, i, known.get(i)?)))
+}
+
+/// The rest of `<r:SequenceAcknowledgement xmlns:r="…"` (the namespace matched): the
+/// identifier, ascending non-overlapping ranges with plain bounds ≥ 1, an optional
+/// `BufferRemaining`, the end tag.
+fn ack(c: &mut Cur<'_>, max_text: usize, max_ranges: usize) -> Option<AckHeader> {
+    if !c.lit(b"><r:Identifier>") {
+        return None;
+    }
+    let identifier = identifier(c.text(b"</r:Identifier>", max_text)?)?;
+    let mut ranges: Vec<(u64, u64)> = Vec::with_capacity(4);
+    let mut prev_upper = 0u64;
+    while c.lit(b"<r:AcknowledgementRange Lower=\"") {
+        if ranges.len() >= max_ranges {
+            return None;
+        }
+        let lo = plain_number(c.digits(b'"')?)?;
+        if !c.lit(b" Upper=\"") {
+            return None;
+        }
+        let up = plain_number(c.digits(b'"')?)?;
+        if !c.lit(b"/>") || lo > up || (!ranges.is_empty() && lo <= prev_upper) {
+            return None;
+        }
+        prev_upper = up;
+        ranges.push((lo, up));
+    }
+    if ranges.is_empty() {
+        return None;
+    }
+    let mut buffer_remaining = None;
+    if c.lit(b"<netrm:BufferRemaining xmlns:netrm=\"") {
+        if !c.lit(NETRM.as_bytes()) || !c.lit(b"\">") {
+            return None;
+        }
+        let d = c.digits(b'<')?;
+        // `0`, or a plain number (the general path reads both so; leading zeros give up)
+        let n = if d == b"0" { 0 } else { plain_number(d)? };
+        if n > i32::MAX as u64 || !c.lit(b"/netrm:BufferRemaining>") {
+            return None;
+        }
+        buffer_remaining = Some(n as u32);
+    }
+    if !c.lit(b"</r:SequenceAcknowledgement>") {
+        return None;
+    }
+    Some(AckHeader {
+        identifier,
+        ranges,
+        none: false,
+        final_ack: false,
+        nacks: Vec::new(),
+        buffer_remaining,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TAKEN;
+    use bytes::Bytes;
+    use wsrm_proto::msg::{Action, Body, Message};
+
+    use crate::{decode, decode_without_fast_path, encode, AddressingVersion, Framing, Limits};
+    use crate::{EndpointReference, SoapVersion};
+
+    fn taken(xml: &Bytes) -> bool {
+        let before = TAKEN.with(|t| t.get());
+        let fast = decode(xml.clone(), &Limits::default());
+        assert_eq!(
+            fast,
+            decode_without_fast_path(xml.clone(), &Limits::default())
+        );
+        assert!(fast.is_ok(), "{fast:?}");
+        TAKEN.with(|t| t.get()) == before + 1
+    }
+
+    /// The envelopes of the HTTP benchmark, byte for byte.
+    #[test]
+    fn benchmark_envelopes_take_the_fast_path() {
+        let seq = Bytes::from_static(b"<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header><r:Sequence s:mustUnderstand=\"1\" xmlns:r=\"http://schemas.xmlsoap.org/ws/2005/02/rm\"><r:Identifier>urn:uuid:8cf9383c-d191-47fc-a018-5d3da2c3fc9b</r:Identifier><r:MessageNumber>2027</r:MessageNumber></r:Sequence><a:Action s:mustUnderstand=\"1\">urn:bench/OneWay</a:Action><a:To s:mustUnderstand=\"1\">http://127.0.0.1:45237/svc</a:To></s:Header><s:Body><p xmlns=\"urn:wsrm:payload\">xx</p></s:Body></s:Envelope>");
+        let ack = Bytes::from_static(b"<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header><r:SequenceAcknowledgement xmlns:r=\"http://schemas.xmlsoap.org/ws/2005/02/rm\"><r:Identifier>urn:uuid:8cf9383c-d191-47fc-a018-5d3da2c3fc9b</r:Identifier><r:AcknowledgementRange Lower=\"1\" Upper=\"3462\"/><r:AcknowledgementRange Lower=\"3464\" Upper=\"3479\"/><r:AcknowledgementRange Lower=\"3487\" Upper=\"3487\"/><r:AcknowledgementRange Lower=\"3496\" Upper=\"3496\"/><netrm:BufferRemaining xmlns:netrm=\"http://schemas.microsoft.com/ws/2006/05/rm\">46</netrm:BufferRemaining></r:SequenceAcknowledgement><a:Action s:mustUnderstand=\"1\">http://schemas.xmlsoap.org/ws/2005/02/rm/SequenceAcknowledgement</a:Action></s:Header><s:Body/></s:Envelope>");
+        assert!(taken(&seq));
+        assert!(taken(&ack));
+        let d = decode(ack, &Limits::default()).ok();
+        let a = d.and_then(|d| d.message.ack);
+        assert_eq!(
+            a.map(|a| (a.ranges, a.buffer_remaining)),
+            Some((
+                vec![(1, 3462), (3464, 3479), (3487, 3487), (3496, 3496)],
+                Some(46)
+            ))
+        );
+    }
+
+    /// Whatever the writer writes for these headers, in every version, takes it.
+    #[test]
+    fn writer_output_takes_the_fast_path() {
+        use wsrm_proto::msg::{AckHeader, RmVersion, SequenceHeader, SequenceId};
+        for v in [RmVersion::Wsrm10, RmVersion::Wsrm11] {
+            for soap in [SoapVersion::Soap11, SoapVersion::Soap12] {
+                for wsa in [AddressingVersion::Wsa10, AddressingVersion::Wsa200408] {
+                    let mut m = Message::new(
+                        v,
+                        Action::Other("urn:op".into()),
+                        Body::Application(Bytes::from_static(b"<p/>")),
+                    );
+                    m.sequence = Some(SequenceHeader {
+                        identifier: SequenceId::from("urn:uuid:s"),
+                        number: 1,
+                        last_message: v == RmVersion::Wsrm10,
+                    });
+                    m.ack = Some(AckHeader {
+                        identifier: SequenceId::from("urn:uuid:o"),
+                        ranges: vec![(1, 2), (4, 4)],
+                        none: false,
+                        final_ack: false,
+                        nacks: Vec::new(),
+                        buffer_remaining: Some(0),
+                    });
+                    m.ack_requested = Some(SequenceId::from("urn:uuid:o"));
+                    m.message_id = Some("urn:uuid:m".into());
+                    m.reply_to = Some(wsa.anonymous().into());
+                    m.relates_to = Some("urn:uuid:r".into());
+                    m.to = Some("http://h/svc".into());
+                    let xml = encode(&m, &Framing::new(soap, wsa)).unwrap_or_default();
+                    assert!(taken(&xml), "{}", String::from_utf8_lossy(&xml));
+                    let d = decode(xml, &Limits::default()).ok();
+                    assert_eq!(
+                        d.as_ref().and_then(|d| d.reply_to.clone()),
+                        Some(EndpointReference::new(wsa.anonymous()))
+                    );
+                    assert_eq!(d.map(|d| d.message), Some(m.clone()));
+
+                    let mut a = Message::new(v, Action::SequenceAcknowledgement, Body::Empty);
+                    a.ack = m.ack.clone();
+                    let xml = encode(&a, &Framing::new(soap, wsa)).unwrap_or_default();
+                    assert!(taken(&xml), "{}", String::from_utf8_lossy(&xml));
+                }
+            }
+        }
+    }
+}
