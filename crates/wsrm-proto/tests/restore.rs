@@ -8,9 +8,11 @@
 //! `ClientSession::resume` / `Endpoint::restore_session`. Every run must deliver every message
 //! to the application exactly once and in order.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use rand::rngs::SmallRng;
@@ -242,14 +244,7 @@ impl Harness {
     }
 
     fn advance(&mut self) {
-        let t = [self.client.poll_timeout(), self.ep.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(self.now + Duration::from_millis(10));
-        self.now = t.max(self.now + Duration::from_millis(1));
-        self.client.handle_timeout(self.now);
-        self.ep.handle_timeout(self.now);
+        common::advance(&mut self.now, &mut self.client, &mut self.ep);
         self.service_events();
     }
 

@@ -8,9 +8,11 @@
 //! "crashes": its engine is rebuilt from the model store. Every request must get exactly one
 //! reply to the application, and it must be the reply to that request.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use rand::rngs::SmallRng;
@@ -265,14 +267,7 @@ impl Harness {
     }
 
     fn advance(&mut self) {
-        let t = [self.client.poll_timeout(), self.ep.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(self.now + Duration::from_millis(10));
-        self.now = t.max(self.now + Duration::from_millis(1));
-        self.client.handle_timeout(self.now);
-        self.ep.handle_timeout(self.now);
+        common::advance(&mut self.now, &mut self.client, &mut self.ep);
         self.service_events();
     }
 

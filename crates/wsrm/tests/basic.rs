@@ -7,11 +7,7 @@ use wsrm::{Binding, Client, ClientOptions, Service};
 
 async fn one_way(binding: Binding, n: usize) {
     let log = Log::default();
-    let svc = Service::builder(binding.clone())
-        .handler(recorder(&log))
-        .bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let svc = recording_echo_service(&binding, &log).await;
     let client = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
         .await
         .unwrap();
@@ -47,11 +43,7 @@ async fn one_way_rm11() {
 
 async fn request_reply(binding: Binding, n: usize) {
     let log = Log::default();
-    let svc = Service::builder(binding.clone())
-        .handler(recorder(&log))
-        .bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let svc = recording_echo_service(&binding, &log).await;
     let opts = ClientOptions {
         request_reply: true,
         ..ClientOptions::default()

@@ -59,11 +59,7 @@ async fn resume_rounds(binding: Binding) {
     let store =
         Store::open_sqlite(dir.path().join("client.db"), &SqliteOptions::default()).unwrap();
     let log = Log::default();
-    let svc = Service::builder(binding.clone())
-        .handler(recorder(&log))
-        .bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let svc = recording_echo_service(&binding, &log).await;
     // Lost answers leave replies missing (the request is sent again and the service replays
     // its cached reply) and put later replies behind a gap (stored, not yet handed out).
     let mut pc = wsrm::ProxyConfig::from_url(&svc.url("")).unwrap();
@@ -166,11 +162,7 @@ async fn stored_pattern_must_match() {
     init_tracing();
     let binding = Binding::ws2007_http();
     let log = Log::default();
-    let svc = Service::builder(binding.clone())
-        .handler(recorder(&log))
-        .bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let svc = recording_echo_service(&binding, &log).await;
     let url = svc.url("/svc");
     let store = Store::memory();
     let one_way = ClientOptions {
@@ -220,11 +212,7 @@ async fn service_on_a_shared_store_leaves_client_reply_sequences_alone() {
     init_tracing();
     let binding = Binding::ws2007_http();
     let log = Log::default();
-    let remote = Service::builder(binding.clone())
-        .handler(recorder(&log))
-        .bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let remote = recording_echo_service(&binding, &log).await;
     let store = Store::memory();
     let committed: Committed = Arc::default();
     let c = Client::open(&remote.url("/svc"), &binding, options(&store, &committed))

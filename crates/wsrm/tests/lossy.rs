@@ -16,7 +16,7 @@ mod common;
 
 use common::*;
 use futures_util::StreamExt;
-use wsrm::{Binding, Client, ClientOptions, Proxy, ProxyConfig, RmVersion, Service, SoapVersion};
+use wsrm::{Binding, Client, ClientOptions, Proxy, ProxyConfig, RmVersion, SoapVersion};
 
 fn messages() -> usize {
     std::env::var("WSRM_LOSSY_MESSAGES")
@@ -51,11 +51,7 @@ async fn case(rm: RmVersion, soap: SoapVersion, request_reply: bool, seed: u64) 
         // messages per second): queued calls may wait minutes, which is not what is tested.
         .send_timeout(std::time::Duration::from_secs(1800));
     let log = Log::default();
-    let svc = Service::builder(binding.clone())
-        .handler(recorder(&log))
-        .bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let svc = recording_echo_service(&binding, &log).await;
     let mut pc = ProxyConfig::from_url(&svc.url("")).unwrap();
     pc.drop_requests = 0.2;
     pc.drop_responses = 0.05;

@@ -1276,18 +1276,11 @@ fn runs_without_savepoint(txn: &Txn) -> bool {
     )
 }
 
-/// Whether a bare transaction leaves the batch's cached destination rows valid: it neither
-/// reads nor writes `dest_seq` columns the cache holds (ranges, activity, last number).
+/// Whether a bare ([`runs_without_savepoint`]) transaction leaves the batch's cached
+/// destination rows valid: of those, only `Touch` writes a `dest_seq` column the cache holds
+/// (the activity time).
 fn keeps_batch_dests(txn: &Txn) -> bool {
-    matches!(
-        txn.ops(),
-        [Op::Received { .. }
-            | Op::Deliver { app: None, .. }
-            | Op::RecordSent { .. }
-            | Op::SourceAcked { .. }
-            | Op::SetCursor { .. }]
-            | [Op::RecordSent { .. }, Op::SetCursor { .. }]
-    )
+    !matches!(txn.ops(), [Op::Touch { .. }])
 }
 
 /// Runs a [`runs_without_savepoint`] transaction directly in the batch's transaction. Should

@@ -55,6 +55,15 @@ pub fn recorder(log: &Log) -> impl Fn(&SessionInfo) -> Recorder + Send + Sync + 
     }
 }
 
+/// A service on 127.0.0.1 (ephemeral port) with the recording echo handler.
+pub async fn recording_echo_service(binding: &wsrm::Binding, log: &Log) -> wsrm::Service {
+    wsrm::Service::builder(binding.clone())
+        .handler(recorder(log))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
 pub fn payload(i: usize) -> String {
     format!("<p xmlns=\"urn:wsrm:payload\">message-{i}</p>")
 }

@@ -1,0 +1,19 @@
+//! Shared pieces of the engine's test harnesses.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use wsrm_proto::{ClientSession, Endpoint};
+
+/// Moves virtual time to the earlier of both endpoints' deadlines (at least 1 ms on, 10 ms
+/// when neither has one) and runs their timers.
+pub fn advance(now: &mut Instant, client: &mut ClientSession, ep: &mut Endpoint) {
+    let t = [client.poll_timeout(), ep.poll_timeout()]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(*now + Duration::from_millis(10));
+    *now = t.max(*now + Duration::from_millis(1));
+    client.handle_timeout(*now);
+    ep.handle_timeout(*now);
+}
