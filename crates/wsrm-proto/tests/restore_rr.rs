@@ -155,13 +155,7 @@ impl Harness {
         let ex = ExchangeId(self.next_ex);
         self.ep.handle_message(self.now, m, Some(ex));
         self.service_events();
-        let mut answer = None;
-        while let Some(t) = self.ep.poll_transmit(self.now) {
-            if t.exchange == Some(ex) {
-                answer = t.message;
-            }
-        }
-        answer
+        common::answer_of(&mut self.ep, self.now, ex)
     }
 
     fn service_events(&mut self) {

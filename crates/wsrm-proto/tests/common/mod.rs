@@ -17,3 +17,19 @@ pub fn advance(now: &mut Instant, client: &mut ClientSession, ep: &mut Endpoint)
     client.handle_timeout(*now);
     ep.handle_timeout(*now);
 }
+
+/// The answer the endpoint queued for HTTP exchange `ex` (after it handled that exchange's
+/// message and its events), draining every other transmit.
+pub fn answer_of(
+    ep: &mut Endpoint,
+    now: Instant,
+    ex: wsrm_proto::ExchangeId,
+) -> Option<wsrm_proto::msg::Message> {
+    let mut answer = None;
+    while let Some(t) = ep.poll_transmit(now) {
+        if t.exchange == Some(ex) {
+            answer = t.message;
+        }
+    }
+    answer
+}
