@@ -515,6 +515,24 @@ struct Driver {
     inflight: FuturesUnordered<ExchangeFuture>,
 }
 
+/// Fails every call waiting on a session that is over.
+pub(crate) fn fail_waiting(
+    sends: &mut HashMap<u64, oneshot::Sender<Result<u64, ClientError>>>,
+    requests: &mut HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>>,
+    close: &mut Option<oneshot::Sender<Result<(), ClientError>>>,
+    e: &ClientError,
+) {
+    for (_, tx) in sends.drain() {
+        let _ = tx.send(Err(e.clone()));
+    }
+    for (_, tx) in requests.drain() {
+        let _ = tx.send(Err(e.clone()));
+    }
+    if let Some(tx) = close.take() {
+        let _ = tx.send(Err(e.clone()));
+    }
+}
+
 /// One HTTP exchange in flight.
 type ExchangeFuture = Pin<Box<dyn Future<Output = ExchangeResult> + Send>>;
 
@@ -735,15 +753,7 @@ impl Driver {
                 } => {
                     tracing::warn!(%error, unacknowledged = unacknowledged.len(), "session failed");
                     let e = ClientError::Faulted(error);
-                    for (_, tx) in self.sends.drain() {
-                        let _ = tx.send(Err(e.clone()));
-                    }
-                    for (_, tx) in self.requests.drain() {
-                        let _ = tx.send(Err(e.clone()));
-                    }
-                    if let Some(tx) = self.close.take() {
-                        let _ = tx.send(Err(e.clone()));
-                    }
+                    fail_waiting(&mut self.sends, &mut self.requests, &mut self.close, &e);
                     if let Some(tx) = self.opened.take() {
                         let _ = tx.send(Err(e.clone()));
                     }

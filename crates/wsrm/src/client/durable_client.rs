@@ -474,15 +474,7 @@ impl DurableDriver {
 
     /// Fails every waiting call (the stored sequence stays for a later resume).
     fn fail_all(&mut self, e: &ClientError) {
-        for (_, tx) in self.sends.drain() {
-            let _ = tx.send(Err(e.clone()));
-        }
-        for (_, tx) in self.requests.drain() {
-            let _ = tx.send(Err(e.clone()));
-        }
-        if let Some(tx) = self.close.take() {
-            let _ = tx.send(Err(e.clone()));
-        }
+        super::fail_waiting(&mut self.sends, &mut self.requests, &mut self.close, e);
         // Recovered replies still waiting stay stored; the channel ends.
         self.recovered_tx = None;
     }
