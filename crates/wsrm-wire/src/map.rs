@@ -476,7 +476,10 @@ pub fn action_uri(
         Action::TerminateSequenceResponse => return Err(not_in("TerminateSequenceResponse")),
         Action::LastMessage => return Err(not_in("LastMessage")),
     };
-    Ok(Cow::Owned(format!("{ns}/{suffix}")))
+    Ok(match crate::reader::rm_action_uri(v, suffix) {
+        Some(uri) => Cow::Borrowed(uri),
+        None => Cow::Owned(format!("{ns}/{suffix}")),
+    })
 }
 
 struct Fx {

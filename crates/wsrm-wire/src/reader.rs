@@ -447,6 +447,18 @@ fn interned_rm_action(v: RmVersion, i: usize) -> Option<Arc<str>> {
     }
 }
 
+/// The full URI of the RM action `suffix` of version `v` (from the shared strings: no
+/// formatting), `None` when it is not an action of that version.
+pub(crate) fn rm_action_uri(v: RmVersion, suffix: &str) -> Option<&'static str> {
+    let t = interned();
+    let (known, uris): (&[&str], &'static [Arc<str>]) = match v {
+        RmVersion::Wsrm10 => (&RM10_ACTIONS, &t.rm10),
+        RmVersion::Wsrm11 => (&RM11_ACTIONS, &t.rm11),
+    };
+    let i = known.iter().position(|k| *k == suffix)?;
+    uris.get(i).map(|a| &**a)
+}
+
 /// The shared `Arc` of an anonymous address, `None` for any other value.
 fn interned_address(s: &str) -> Option<Arc<str>> {
     // the length first: other addresses rarely have either length
