@@ -245,8 +245,8 @@ impl Client {
             max_body: binding.max_message_bytes(),
             exchange_timeout: binding.transport.send_timeout,
             shared: shared.clone(),
-            sends: HashMap::new(),
-            requests: HashMap::new(),
+            sends: HashMap::default(),
+            requests: HashMap::default(),
             close: None,
             opened: Some(opened_tx),
             inflight: FuturesUnordered::new(),
@@ -506,8 +506,9 @@ struct Driver {
     max_body: usize,
     exchange_timeout: Duration,
     shared: Arc<Shared>,
-    sends: HashMap<u64, oneshot::Sender<Result<u64, ClientError>>>,
-    requests: HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>>,
+    /// Keyed by message number (ours); a cheap hasher: one insert and one removal per message.
+    sends: HashMap<u64, oneshot::Sender<Result<u64, ClientError>>, FastHash>,
+    requests: HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>, FastHash>,
     close: Option<oneshot::Sender<Result<(), ClientError>>>,
     opened: Option<oneshot::Sender<Result<(), ClientError>>>,
     /// The HTTP exchanges in flight, polled by the driver itself (no task per exchange: the
@@ -515,10 +516,14 @@ struct Driver {
     inflight: FuturesUnordered<ExchangeFuture>,
 }
 
+/// The hasher of the per-message maps: foldhash (randomly seeded per process), far cheaper than
+/// SipHash for the small keys hashed once or twice per message.
+pub(crate) type FastHash = foldhash::fast::RandomState;
+
 /// Fails every call waiting on a session that is over.
-pub(crate) fn fail_waiting(
-    sends: &mut HashMap<u64, oneshot::Sender<Result<u64, ClientError>>>,
-    requests: &mut HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>>,
+pub(crate) fn fail_waiting<S1, S2>(
+    sends: &mut HashMap<u64, oneshot::Sender<Result<u64, ClientError>>, S1>,
+    requests: &mut HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>, S2>,
     close: &mut Option<oneshot::Sender<Result<(), ClientError>>>,
     e: &ClientError,
 ) {

@@ -37,6 +37,7 @@ use wsrm_proto::{
 };
 
 use crate::binding::{Binding, MessageVersion};
+use crate::client::FastHash;
 use crate::codec;
 use crate::error::ServiceError;
 use crate::http::{self as h, ConnInfo, Handled, ServerLimits};
@@ -317,7 +318,7 @@ impl ServiceBuilder {
             counters: Counters::default(),
             buffered: AtomicUsize::new(0),
             max_buffered: self.max_buffered_bytes,
-            stats: Mutex::new(HashMap::new()),
+            stats: Mutex::new(HashMap::default()),
             mutual: self.tls.as_ref().is_some_and(|t| t.is_mutual()),
         });
         let core = Arc::new_cyclic(|weak| Core {
@@ -326,8 +327,8 @@ impl ServiceBuilder {
                 shared: shared.clone(),
                 factory,
                 max_sessions: self.max_sessions,
-                exchanges: HashMap::new(),
-                sessions: HashMap::new(),
+                exchanges: HashMap::default(),
+                sessions: HashMap::default(),
                 pending: std::collections::VecDeque::new(),
                 owners: HashMap::new(),
                 core: weak.clone(),
@@ -460,7 +461,7 @@ struct Shared {
     counters: Counters,
     buffered: AtomicUsize,
     max_buffered: usize,
-    stats: Mutex<HashMap<SequenceId, SessionStats>>,
+    stats: Mutex<HashMap<SequenceId, SessionStats, FastHash>>,
     mutual: bool,
 }
 
@@ -704,8 +705,10 @@ struct Driver {
     shared: Arc<Shared>,
     factory: Factory,
     max_sessions: usize,
-    exchanges: HashMap<ExchangeId, oneshot::Sender<Option<Message>>>,
-    sessions: HashMap<SessionId, SessionSlot>,
+    /// The per-message maps use a cheap hasher (keys are ours: exchange and session numbers,
+    /// sequence identifiers this service generated).
+    exchanges: HashMap<ExchangeId, oneshot::Sender<Option<Message>>, FastHash>,
+    sessions: HashMap<SessionId, SessionSlot, FastHash>,
     pending: std::collections::VecDeque<SessionId>,
     owners: HashMap<SequenceId, ClientIdentity>,
     /// For the handler tasks, which hand their outcomes back through it.
@@ -1051,7 +1054,13 @@ impl Driver {
                     if let (Ok(mut m), Some(st)) =
                         (self.shared.stats.lock(), self.endpoint.stats(session))
                     {
-                        m.insert(s.info.sequence.clone(), st);
+                        // the entry exists after the first delivery: no key clone
+                        match m.get_mut(&s.info.sequence) {
+                            Some(e) => *e = st,
+                            None => {
+                                m.insert(s.info.sequence.clone(), st);
+                            }
+                        }
                     }
                 }
             }
