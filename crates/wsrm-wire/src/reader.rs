@@ -474,33 +474,19 @@ fn interned_address(s: &str) -> Option<Arc<str>> {
 
 impl<'a> P<'a> {
     fn envelope(&mut self, soap_known: &mut bool) -> Result<(), DecodeErrorKind> {
-        // document element
-        let root = loop {
-            match self.rd.next_raw()? {
-                Raw::Start(el) => break el,
-                Raw::Text(t) if t.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n')) => {}
-                Raw::Eof => return Err(not_env("empty document")),
-                _ => return Err(not_env("text before the document element")),
-            }
+        // the writer's (and WCF's) start of an envelope is read at once
+        let prolog = if self.fast {
+            self.rd.fast_prolog()
+        } else {
+            None
         };
-        if root.local != b"Envelope" {
-            return Err(not_env(format!(
-                "document element is <{}>, not Envelope",
-                String::from_utf8_lossy(root.local)
-            )));
-        }
-        let soap = match root.ns.soap() {
-            Some(v) => v,
-            None => {
-                let ns = root.clark(&self.rd);
-                let ns = crate::error::split_clark(&ns).0.to_owned();
-                return Err(DecodeErrorKind::VersionMismatch { namespace: ns });
-            }
+        let (env_ns, mut child) = match prolog {
+            Some((env_ns, header)) => (env_ns, Some(header)),
+            None => self.root(soap_known)?,
         };
+        let soap = env_ns.soap().ok_or_else(|| not_env("envelope namespace"))?;
         self.env.soap = soap;
         *soap_known = true;
-        let env_ns = root.ns;
-        let mut child = or_kind(self.rd.next_child(), not_env)?;
         if let Some(h) = &child {
             if h.ns == env_ns && h.local == b"Header" {
                 let h = child.take().ok_or_else(|| not_env("Header"))?;
@@ -533,6 +519,38 @@ impl<'a> P<'a> {
                 _ => return Err(not_env("content after the Envelope")),
             }
         }
+    }
+
+    /// The document element (a SOAP Envelope) and its first child, read by the general path.
+    fn root(&mut self, soap_known: &mut bool) -> Result<(Ns, Option<El<'a>>), DecodeErrorKind> {
+        // document element
+        let root = loop {
+            match self.rd.next_raw()? {
+                Raw::Start(el) => break el,
+                Raw::Text(t) if t.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n')) => {}
+                Raw::Eof => return Err(not_env("empty document")),
+                _ => return Err(not_env("text before the document element")),
+            }
+        };
+        if root.local != b"Envelope" {
+            return Err(not_env(format!(
+                "document element is <{}>, not Envelope",
+                String::from_utf8_lossy(root.local)
+            )));
+        }
+        let soap = match root.ns.soap() {
+            Some(v) => v,
+            None => {
+                let ns = root.clark(&self.rd);
+                let ns = crate::error::split_clark(&ns).0.to_owned();
+                return Err(DecodeErrorKind::VersionMismatch { namespace: ns });
+            }
+        };
+        // known from here on, also when reading the first child fails
+        self.env.soap = soap;
+        *soap_known = true;
+        let child = or_kind(self.rd.next_child(), not_env)?;
+        Ok((root.ns, child))
     }
 
     fn set_wsa(&mut self, v: AddressingVersion) -> Result<(), DecodeErrorKind> {

@@ -871,6 +871,112 @@ impl<'a> Rd<'a> {
         true
     }
 
+    /// The start of a document exactly as the writer (and WCF) writes it,
+    /// `<s:Envelope xmlns:s="SOAP" xmlns:a="WS-Addressing"><s:Header>` with known URIs, read at
+    /// once into the state reading the two start tags one by one leaves (bindings, open
+    /// elements, depth, position); returns the envelope's namespace and the `Header` element.
+    /// `None`, with nothing consumed, for any other start, or when a limit might be hit.
+    pub(crate) fn fast_prolog(&mut self) -> Option<(Ns, El<'a>)> {
+        if self.i != 0
+            || self.depth != 0
+            || self.bindings.len() != 0
+            || self.open.len() != 0
+            || self.pending_pop
+            || self.pending_end
+        {
+            return None;
+        }
+        const ENV: &[u8] = b"<s:Envelope";
+        const HEADER: &[u8] = b"<s:Header>";
+        let src = self.src;
+        let mut k = ENV.len();
+        if !src.starts_with(ENV) {
+            return None;
+        }
+        // ` xmlns:s="URI"` then ` xmlns:a="URI"`: (prefix, URI, class) each
+        let mut decl = |prefix: &'static [u8], known: &[(&'static str, Ns)]| {
+            let rest = src.get(k..)?;
+            let head = rest.get(..10)?;
+            if head.get(..7) != Some(b" xmlns:") || head.get(7..8) != Some(prefix) {
+                return None;
+            }
+            if head.get(8..10) != Some(b"=\"") {
+                return None;
+            }
+            let v = rest.get(10..)?;
+            let (uri, ns) = known.iter().find_map(|(u, ns)| {
+                let u = u.as_bytes();
+                (v.starts_with(u) && v.get(u.len()) == Some(&b'"')).then_some((u, *ns))
+            })?;
+            let uri = v.get(..uri.len())?;
+            k += 10 + uri.len() + 1;
+            Some((uri, ns))
+        };
+        let (s_uri, env_ns) = decl(
+            b"s",
+            &[
+                (crate::ns::SOAP12, Ns::Soap12),
+                (crate::ns::SOAP11, Ns::Soap11),
+            ],
+        )?;
+        let (a_uri, a_ns) = decl(
+            b"a",
+            &[
+                (crate::ns::WSA10, Ns::Wsa10),
+                (crate::ns::WSA200408, Ns::Wsa04),
+            ],
+        )?;
+        // the attribute area ends at the `>` of the envelope's start tag
+        let area = k - ENV.len();
+        if src.get(k) != Some(&b'>') || !src.get(k + 1..)?.starts_with(HEADER) {
+            return None;
+        }
+        let l = self.limits;
+        if l.max_depth < 2
+            || l.max_name_len < ENV.len() - 1
+            || l.max_attributes < 2
+            || area > l.max_attributes_len
+        {
+            return None;
+        }
+        let header_pos = k + 1;
+        self.bindings.push(Binding {
+            prefix: b"s",
+            uri: s_uri,
+            owned: None,
+            ns: env_ns,
+            depth: 1,
+        });
+        self.bindings.push(Binding {
+            prefix: b"a",
+            uri: a_uri,
+            owned: None,
+            ns: a_ns,
+            depth: 1,
+        });
+        // what reading the envelope's start tag records (no attributes but declarations)
+        self.last_attrs_n = 0;
+        self.last_attrs_pos = 0;
+        self.open.push(src.get(1..ENV.len())?);
+        let header = src.get(header_pos + 1..header_pos + HEADER.len() - 1)?;
+        self.open.push(header);
+        self.depth = 2;
+        self.i = header_pos + HEADER.len();
+        Some((
+            env_ns,
+            El {
+                ns: env_ns,
+                qname: header,
+                local: header.get(2..)?,
+                attrs: b"",
+                pos: header_pos,
+                content_start: self.i,
+                empty: false,
+                soap_attrs: false,
+            },
+        ))
+    }
+
     /// The namespace class `prefix` is bound to (`None`: not bound).
     pub(crate) fn prefix_ns(&self, prefix: &[u8]) -> Option<Ns> {
         self.lookup(prefix).map(|b| b.ns)

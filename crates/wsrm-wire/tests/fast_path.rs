@@ -184,6 +184,27 @@ fn message() -> impl Strategy<Value = (Message, Framing)> {
 
 /// Textual substitutions aimed at the fast path's templates (one occurrence replaced).
 const SUBSTITUTIONS: &[(&str, &str)] = &[
+    ("<s:Envelope ", "<?xml version=\"1.0\" encoding=\"utf-8\"?><s:Envelope "),
+    ("<s:Envelope ", "\u{feff}<s:Envelope "),
+    ("<s:Envelope ", " <s:Envelope "),
+    ("<s:Envelope ", "<!-- c --><s:Envelope "),
+    ("<s:Envelope ", "<s:Envelope xmlns:x=\"urn:x\" "),
+    ("<s:Envelope ", "<s:Envelope  "),
+    ("\"><s:Header>", "\" xmlns:r=\"urn:x\"><s:Header>"),
+    ("\"><s:Header>", "\" ><s:Header>"),
+    ("\"><s:Header>", "\"/<s:Header>"),
+    ("\"><s:Header>", "\" s:x=\"1\"><s:Header>"),
+    ("\"><s:Header>", "\"> <s:Header>"),
+    ("<s:Header>", "<s:Header >"),
+    ("<s:Header>", "<s:Header/><s:Header>"),
+    ("envelope\"", "envelopeX\""),
+    ("envelope/\"", "envelope\""),
+    ("addressing\"", "addressing/\""),
+    ("xmlns:s=\"", "xmlns:s='"),
+    ("xmlns:a=\"", "xmlns:a =\""),
+    ("xmlns:a=\"http://www.w3.org/2005/08/addressing\"", "xmlns:a=\"http://www.w3.org/2005/08/addressing\" xmlns:a=\"http://www.w3.org/2005/08/addressing\""),
+    ("xmlns:a", "xmlns:s"),
+    ("xmlns:s", "xmlns:a"),
     ("s:mustUnderstand=\"1\"", "s:mustUnderstand=\"0\""),
     ("s:mustUnderstand=\"1\"", "s:mustUnderstand=\"true\""),
     ("s:mustUnderstand=\"1\"", "s:mustUnderstand='1'"),
@@ -581,6 +602,12 @@ fn bases() -> Vec<(Message, Framing)> {
 #[test]
 fn every_listed_variation_decodes_the_same() {
     let mut small = vec![Limits::default()];
+    for n in [0, 100, 300, 500, 700, 2000] {
+        small.push(Limits {
+            max_message_size: n,
+            ..Limits::default()
+        });
+    }
     for n in 0..8 {
         small.push(Limits {
             max_headers: n,
@@ -601,13 +628,13 @@ fn every_listed_variation_decodes_the_same() {
             ..Limits::default()
         });
     }
-    for n in [20, 24, 25, 26, 30, 31, 32] {
+    for n in [8, 9, 10, 11, 20, 24, 25, 26, 30, 31, 32] {
         small.push(Limits {
             max_name_len: n,
             ..Limits::default()
         });
     }
-    for n in [96, 97, 110, 111, 127, 128] {
+    for n in [0, 1, 10, 11, 96, 97, 98, 110, 111, 112, 127, 128] {
         small.push(Limits {
             max_attributes_len: n,
             ..Limits::default()
