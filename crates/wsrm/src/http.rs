@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -60,6 +60,40 @@ pub(crate) enum ReadError {
     Io,
 }
 
+/// Reads a body to its end into one `Bytes`: what `collect().await?.to_bytes()` gives, without
+/// the frame queue `collect` allocates for every body. A body in one data frame (the usual
+/// case) is handed over as it is, several are joined; empty frames and trailers are dropped.
+pub(crate) async fn body_bytes<B>(body: B) -> Result<Bytes, B::Error>
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.as_mut().frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        match (&mut joined, first.take()) {
+            (Some(j), _) => j.extend_from_slice(&data),
+            (None, None) => first = Some(data),
+            (None, Some(f)) => {
+                let mut j = BytesMut::with_capacity(f.len() + data.len());
+                j.extend_from_slice(&f);
+                j.extend_from_slice(&data);
+                joined = Some(j);
+            }
+        }
+    }
+    Ok(match joined {
+        Some(j) => j.freeze(),
+        None => first.unwrap_or_default(),
+    })
+}
+
 /// Reads a whole request body under the size limit and read timeout.
 pub(crate) async fn read_body(
     body: Incoming,
@@ -67,9 +101,9 @@ pub(crate) async fn read_body(
     timeout: Duration,
 ) -> Result<Bytes, ReadError> {
     let limited = Limited::new(body, max);
-    match tokio::time::timeout(timeout, limited.collect()).await {
+    match tokio::time::timeout(timeout, body_bytes(limited)).await {
         Err(_) => Err(ReadError::TimedOut),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Ok(b)) => Ok(b),
         Ok(Err(e)) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
@@ -279,8 +313,7 @@ impl HttpClient {
                 .await
                 .map_err(|e| ExchangeError::Http(error_chain(&e)))?;
             let status = resp.status();
-            let body = Limited::new(resp.into_body(), max_body)
-                .collect()
+            let body = body_bytes(Limited::new(resp.into_body(), max_body))
                 .await
                 .map_err(|e| {
                     if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -290,8 +323,7 @@ impl HttpClient {
                     } else {
                         ExchangeError::Http(e.to_string())
                     }
-                })?
-                .to_bytes();
+                })?;
             Ok(HttpResponse { status, body })
         };
         match tokio::time::timeout(timeout, fut).await {

@@ -604,20 +604,15 @@ impl Front {
                 return self.refuse(StatusCode::NOT_FOUND);
             }
         }
+        // the media type without parameters, compared without allocating
         let media = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|s| {
-                s.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            })
+            .map(|s| s.split(';').next().unwrap_or("").trim())
             .unwrap_or_default();
         let want = codec::media_type(self.version.soap);
-        if media != want {
+        if !media.eq_ignore_ascii_case(want) {
             // WCF's HTTP transport refuses a content type its encoder does not accept.
             return self.refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE);
         }
@@ -681,7 +676,15 @@ impl Front {
         }) {
             return Handled::Respond(h::empty(StatusCode::SERVICE_UNAVAILABLE));
         }
-        // Usually answered already: the engine answered during `input`.
+        // Usually answered already: the engine answered during `input` (then no timer).
+        let mut rx = rx;
+        match rx.try_recv() {
+            Ok(m) => return self.respond(m, version),
+            Err(oneshot::error::TryRecvError::Closed) => {
+                return Handled::Respond(h::empty(StatusCode::ACCEPTED))
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
         match tokio::time::timeout(self.exchange_timeout, rx).await {
             Ok(Ok(m)) => self.respond(m, version),
             _ => Handled::Respond(h::empty(StatusCode::ACCEPTED)),
