@@ -328,6 +328,7 @@ impl ServiceBuilder {
                 factory,
                 max_sessions: self.max_sessions,
                 exchanges: HashMap::default(),
+                inline: None,
                 sessions: HashMap::default(),
                 pending: std::collections::VecDeque::new(),
                 owners: HashMap::new(),
@@ -480,6 +481,20 @@ impl Core {
         self.driver.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs one HTTP exchange's message through the driver: its answer when the engine gave
+    /// it at once (the usual case), else a receiver for it. `None` once the service stopped.
+    fn exchange(&self, message: Message, identity: Option<ClientIdentity>) -> Option<Answer> {
+        let mut d = self.lock();
+        if d.stopped {
+            return None;
+        }
+        let answer = d.exchange(message, identity);
+        if d.rearm() {
+            self.wake.notify_one();
+        }
+        Some(answer)
+    }
+
     /// Runs one input through the driver; `false` once the service stopped.
     fn input(&self, m: ToDriver) -> bool {
         let mut d = self.lock();
@@ -523,13 +538,20 @@ async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
     d.exchanges.clear();
 }
 
-/// What the HTTP front hands to the driver.
+/// The engine's answer to an exchange: a message (200/500) or nothing (202).
+// Returned once per exchange and consumed at once: boxing the message would cost the
+// allocation this type exists to avoid.
+#[allow(clippy::large_enum_variant)]
+enum Answer {
+    /// Given while the exchange's message went through the engine.
+    Now(Option<Message>),
+    /// Later: the exchange is parked (a request waiting for its reply) or, with a durable
+    /// store, the answer waits for the store writes before it.
+    Later(oneshot::Receiver<Option<Message>>),
+}
+
+/// What handler tasks hand to the driver.
 enum ToDriver {
-    Exchange {
-        message: Box<Message>,
-        identity: Option<ClientIdentity>,
-        respond: oneshot::Sender<Option<Message>>,
-    },
     Outcome {
         token: Option<ReplyToken>,
         outcome: Outcome,
@@ -668,16 +690,13 @@ impl Front {
                 return Handled::Respond(h::empty(StatusCode::SERVICE_UNAVAILABLE));
             }
         }
-        let (respond, rx) = oneshot::channel();
-        if !self.core.input(ToDriver::Exchange {
-            message: Box::new(message),
-            identity,
-            respond,
-        }) {
-            return Handled::Respond(h::empty(StatusCode::SERVICE_UNAVAILABLE));
-        }
-        // Usually answered already: the engine answered during `input` (then no timer).
-        let mut rx = rx;
+        let mut rx = match self.core.exchange(message, identity) {
+            // the usual case: answered while the message went through the engine
+            Some(Answer::Now(m)) => return self.respond(m, version),
+            Some(Answer::Later(rx)) => rx,
+            None => return Handled::Respond(h::empty(StatusCode::SERVICE_UNAVAILABLE)),
+        };
+        // Durable: usually sent already (no writes pending); then no timer.
         match rx.try_recv() {
             Ok(m) => return self.respond(m, version),
             Err(oneshot::error::TryRecvError::Closed) => {
@@ -711,6 +730,9 @@ struct Driver {
     /// The per-message maps use a cheap hasher (keys are ours: exchange and session numbers,
     /// sequence identifiers this service generated).
     exchanges: HashMap<ExchangeId, oneshot::Sender<Option<Message>>, FastHash>,
+    /// The exchange whose message is going through the engine right now, and its answer once
+    /// the engine gave it (see [`Driver::exchange`]).
+    inline: Option<(ExchangeId, Option<Option<Message>>)>,
     sessions: HashMap<SessionId, SessionSlot, FastHash>,
     pending: std::collections::VecDeque<SessionId>,
     owners: HashMap<SequenceId, ClientIdentity>,
@@ -771,28 +793,43 @@ impl Driver {
         }
     }
 
+    /// One HTTP exchange's message through the engine (see [`Core::exchange`]).
+    fn exchange(&mut self, message: Message, identity: Option<ClientIdentity>) -> Answer {
+        let now = Instant::now().into_std();
+        if let Some(refusal) = self.check_owner(&message, identity.as_ref()) {
+            return Answer::Now(Some(refusal));
+        }
+        self.next_exchange += 1;
+        let ex = ExchangeId(self.next_exchange);
+        if let Some(d) = &self.durable {
+            if let Some(ack) = &message.ack {
+                // Request-reply: the client acknowledges replies on its requests.
+                d.replies_acked(&ack.identifier, &ack.ranges);
+            }
+            // Durable: the answer waits for the writes before it (DurableService::respond).
+            let (tx, rx) = oneshot::channel();
+            self.exchanges.insert(ex, tx);
+            self.endpoint.handle_message(now, message, Some(ex));
+            self.pump(identity);
+            return Answer::Later(rx);
+        }
+        // the answer, if the engine gives it now, is kept in `inline` by `pump`: no channel
+        self.inline = Some((ex, None));
+        self.endpoint.handle_message(now, message, Some(ex));
+        self.pump(identity);
+        match self.inline.take() {
+            Some((_, Some(answer))) => Answer::Now(answer),
+            _ => {
+                let (tx, rx) = oneshot::channel();
+                self.exchanges.insert(ex, tx);
+                Answer::Later(rx)
+            }
+        }
+    }
+
     fn input(&mut self, m: ToDriver) {
         let now = Instant::now().into_std();
         match m {
-            ToDriver::Exchange {
-                message,
-                identity,
-                respond,
-            } => {
-                if let Some(refusal) = self.check_owner(&message, identity.as_ref()) {
-                    let _ = respond.send(Some(refusal));
-                    return;
-                }
-                self.next_exchange += 1;
-                let ex = ExchangeId(self.next_exchange);
-                self.exchanges.insert(ex, respond);
-                if let (Some(d), Some(ack)) = (&self.durable, &message.ack) {
-                    // Request-reply: the client acknowledges replies on its requests.
-                    d.replies_acked(&ack.identifier, &ack.ranges);
-                }
-                self.endpoint.handle_message(now, *message, Some(ex));
-                self.pump(identity);
-            }
             ToDriver::Outcome {
                 token,
                 outcome,
@@ -869,6 +906,13 @@ impl Driver {
                 progressed = true;
                 match t.exchange {
                     Some(ex) => {
+                        // the exchange being run inline: its answer goes back directly
+                        if matches!(&self.inline, Some((cur, None)) if *cur == ex) {
+                            if let Some((_, slot)) = &mut self.inline {
+                                *slot = Some(t.message);
+                            }
+                            continue;
+                        }
                         if let Some(tx) = self.exchanges.remove(&ex) {
                             match &self.durable {
                                 // Durable: the answer waits for the writes before it.
