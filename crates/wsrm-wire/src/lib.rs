@@ -116,8 +116,7 @@ impl Default for Limits {
 
 /// Decodes one SOAP envelope.
 pub fn decode(bytes: Bytes, limits: &Limits) -> Result<Decoded, DecodeError> {
-    let env = reader::read(&bytes, limits, true)?;
-    map::to_decoded(env)
+    reader::read(&bytes, limits, true)
 }
 
 /// [`decode`] without its fast path for the header blocks of the per-message envelopes
@@ -125,8 +124,7 @@ pub fn decode(bytes: Bytes, limits: &Limits) -> Result<Decoded, DecodeError> {
 /// read by the general reader. The result is the same as [`decode`]'s for every input; this
 /// exists so that tests can check exactly that.
 pub fn decode_without_fast_path(bytes: Bytes, limits: &Limits) -> Result<Decoded, DecodeError> {
-    let env = reader::read(&bytes, limits, false)?;
-    map::to_decoded(env)
+    reader::read(&bytes, limits, false)
 }
 
 /// Encodes `msg` framed by `framing`.

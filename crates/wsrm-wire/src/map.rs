@@ -179,11 +179,12 @@ fn with_ctx(env: &Envelope, kind: DecodeErrorKind) -> DecodeError {
     e
 }
 
-/// Maps a read envelope to a [`Decoded`].
-pub(crate) fn to_decoded(env: Envelope) -> Result<Decoded, DecodeError> {
+/// Maps a read envelope to a [`Decoded`], taking its parts (by reference: the envelope is
+/// large, and moving it whole costs a copy per message).
+pub(crate) fn to_decoded(env: &mut Envelope) -> Result<Decoded, DecodeError> {
     let (Some(action), Some(addressing)) = (env.action.clone(), env.wsa) else {
         return Err(with_ctx(
-            &env,
+            env,
             DecodeErrorKind::MissingAddressingHeader { header: "Action" },
         ));
     };
@@ -193,7 +194,7 @@ pub(crate) fn to_decoded(env: Envelope) -> Result<Decoded, DecodeError> {
             Ok(())
         } else {
             Err(with_ctx(
-                &env,
+                env,
                 DecodeErrorKind::MissingAddressingHeader { header },
             ))
         }
@@ -211,7 +212,7 @@ pub(crate) fn to_decoded(env: Envelope) -> Result<Decoded, DecodeError> {
                     "UsesSequenceSTR"
                 };
                 return Err(with_ctx(
-                    &env,
+                    env,
                     DecodeErrorKind::CreateSequenceRefused {
                         reason: format!(
                             "wsrm:{h} is not supported (no TLS- or WS-SecureConversation-bound sequences)"
@@ -249,7 +250,7 @@ pub(crate) fn to_decoded(env: Envelope) -> Result<Decoded, DecodeError> {
 
     let mut acks_to = None;
     let mut fault_subcode = None;
-    let body = match env.body {
+    let body = match std::mem::replace(&mut env.body, WBody::Empty) {
         WBody::Empty => Body::Empty,
         WBody::Application => Body::Application(env.body_bytes.clone()),
         WBody::CreateSequence { cs, acks_to: epr } => {
@@ -284,13 +285,13 @@ pub(crate) fn to_decoded(env: Envelope) -> Result<Decoded, DecodeError> {
     let message = Message {
         version,
         action: msg_action,
-        message_id: env.message_id,
-        relates_to: env.relates_to,
+        message_id: env.message_id.take(),
+        relates_to: env.relates_to.take(),
         reply_to: env.reply_to.as_ref().map(|e| e.address.clone()),
-        to: env.to,
-        sequence: env.sequence,
-        ack: env.ack,
-        ack_requested: env.ack_requested,
+        to: env.to.take(),
+        sequence: env.sequence.take(),
+        ack: env.ack.take(),
+        ack_requested: env.ack_requested.take(),
         body,
     };
     Ok(Decoded {
@@ -298,16 +299,16 @@ pub(crate) fn to_decoded(env: Envelope) -> Result<Decoded, DecodeError> {
         addressing,
         rm: env.rm,
         action,
-        relationship_type: env.relationship_type,
-        reply_to: env.reply_to,
-        fault_to: env.fault_to,
-        from: env.from,
+        relationship_type: env.relationship_type.take(),
+        reply_to: env.reply_to.take(),
+        fault_to: env.fault_to.take(),
+        from: env.from.take(),
         acks_to,
         fault_subcode,
         header_count: env.headers,
-        body_bytes: env.body_bytes,
-        body_namespaces: env.body_namespaces,
-        not_understood: env.not_understood,
+        body_bytes: std::mem::take(&mut env.body_bytes),
+        body_namespaces: std::mem::take(&mut env.body_namespaces),
+        not_understood: std::mem::take(&mut env.not_understood),
         message,
     })
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use memchr::memchr2;
 use wsrm_proto::msg::{AckHeader, RmVersion, SequenceHeader, SequenceId};
 
-use super::{interned_address, interned_rm_action, plain_number, EndpointReference, P};
+use super::{interned_address, interned_rm_action, EndpointReference, P};
 use super::{RM10_ACTIONS, RM11_ACTIONS};
 use crate::ns::{AddressingVersion, Ns, NETRM, RM10, RM11};
 
@@ -66,18 +66,26 @@ impl<'a> Cur<'a> {
         Some(t)
     }
 
-    /// Up to 19 ASCII digits ending at the byte `stop` (consumed too); the digits, unconverted.
-    fn digits(&mut self, stop: u8) -> Option<&'a [u8]> {
+    /// A plain number ending at the byte `stop` (consumed too): 1 to 18 ASCII digits without
+    /// a leading zero, the form the general path converts directly (`plain_number`);
+    /// anything else (zero, leading zeros, longer, other characters) `None`.
+    fn plain(&mut self, stop: u8) -> Option<u64> {
         let rest = self.rest();
-        for (i, &c) in rest.iter().take(20).enumerate() {
+        let first = rest.first()?.wrapping_sub(b'0');
+        if !(1..=9).contains(&first) {
+            return None;
+        }
+        let mut v = u64::from(first);
+        for (i, &c) in rest.iter().enumerate().skip(1).take(18) {
             if c == stop {
-                let d = rest.get(..i)?;
                 self.k += i + 1;
-                return Some(d);
+                return Some(v);
             }
-            if !c.is_ascii_digit() {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
                 return None;
             }
+            v = v * 10 + u64::from(d);
         }
         None
     }
@@ -133,10 +141,46 @@ fn identifier(t: &str) -> Option<SequenceId> {
     (!t.is_empty()).then(|| SequenceId::new(t))
 }
 
-/// An address: the shared anonymous one or a new `Arc`.
-fn address(t: &str) -> Arc<str> {
+thread_local! {
+    /// The last `To` address and the last application action read on this thread: a service's
+    /// messages repeat them (same endpoint, same operations), so the next message with the
+    /// same text shares the `Arc` (a reference count instead of an allocation, a copy and a
+    /// later free). Identifiers are not kept: they differ per session.
+    static RECENT: std::cell::RefCell<[Option<Arc<str>>; 2]> =
+        const { std::cell::RefCell::new([None, None]) };
+}
+
+/// Slots of [`RECENT`].
+const RECENT_TO: usize = 0;
+const RECENT_ACTION: usize = 1;
+
+/// `t` as an `Arc<str>`: the one of `RECENT[slot]` if it has this text, else a new one, which
+/// then takes the slot.
+fn recent(slot: usize, t: &str) -> Arc<str> {
+    let shared = RECENT.try_with(|r| {
+        let mut r = r.try_borrow_mut().ok()?;
+        let s = r.get_mut(slot)?;
+        match s {
+            Some(a) if **a == *t => Some(a.clone()),
+            _ => {
+                let a: Arc<str> = Arc::from(t);
+                *s = Some(a.clone());
+                Some(a)
+            }
+        }
+    });
+    shared.ok().flatten().unwrap_or_else(|| Arc::from(t))
+}
+
+/// An address: the shared anonymous one, the last `To` read on this thread if the same
+/// (`to`), or a new `Arc`.
+fn address(t: &str, to: bool) -> Arc<str> {
     let t = crate::xml::trim_xml(t);
-    interned_address(t).unwrap_or_else(|| Arc::from(t))
+    match interned_address(t) {
+        Some(a) => a,
+        None if to => recent(RECENT_TO, t),
+        None => Arc::from(t),
+    }
 }
 
 impl<'a> P<'a> {
@@ -232,7 +276,7 @@ impl<'a> P<'a> {
                         return None;
                     }
                     // the general path's plain numbers: 1 to 18 digits, no leading zero
-                    let number = plain_number(c.digits(b'<')?)?;
+                    let number = c.plain(b'<')?;
                     if !c.lit(b"/r:MessageNumber>") {
                         return None;
                     }
@@ -283,7 +327,7 @@ impl<'a> P<'a> {
                             f.rm_action = Some(suffix);
                             f.action = Some(interned_rm_action(v, i)?);
                         }
-                        None => f.action = Some(Arc::from(t)),
+                        None => f.action = Some(recent(RECENT_ACTION, t)),
                     }
                 } else if c.lit(b"MessageID>") {
                     if f.message_id.is_some() {
@@ -295,12 +339,12 @@ impl<'a> P<'a> {
                     if f.to.is_some() {
                         return None;
                     }
-                    f.to = Some(address(c.text(b"</a:To>", max_text)?));
+                    f.to = Some(address(c.text(b"</a:To>", max_text)?, true));
                 } else if c.lit(b"ReplyTo><a:Address>") {
                     if f.reply_to.is_some() {
                         return None;
                     }
-                    let a = address(c.text(b"</a:Address>", max_text)?);
+                    let a = address(c.text(b"</a:Address>", max_text)?, false);
                     if !c.lit(b"</a:ReplyTo>") {
                         return None;
                     }
@@ -353,11 +397,11 @@ fn ack(c: &mut Cur<'_>, max_text: usize, max_ranges: usize) -> Option<AckHeader>
         if ranges.len() >= max_ranges {
             return None;
         }
-        let lo = plain_number(c.digits(b'"')?)?;
+        let lo = c.plain(b'"')?;
         if !c.lit(b" Upper=\"") {
             return None;
         }
-        let up = plain_number(c.digits(b'"')?)?;
+        let up = c.plain(b'"')?;
         if !c.lit(b"/>") || lo > up || (!ranges.is_empty() && lo <= prev_upper) {
             return None;
         }
@@ -372,9 +416,8 @@ fn ack(c: &mut Cur<'_>, max_text: usize, max_ranges: usize) -> Option<AckHeader>
         if !c.lit(NETRM.as_bytes()) || !c.lit(b"\">") {
             return None;
         }
-        let d = c.digits(b'<')?;
         // `0`, or a plain number (the general path reads both so; leading zeros give up)
-        let n = if d == b"0" { 0 } else { plain_number(d)? };
+        let n = if c.lit(b"0<") { 0 } else { c.plain(b'<')? };
         if n > i32::MAX as u64 || !c.lit(b"/netrm:BufferRemaining>") {
             return None;
         }
