@@ -437,7 +437,7 @@ pub(crate) fn soap_request(
     *req.uri_mut() = uri.clone();
     req.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
+        codec::content_type_header(content_type),
     );
     if let Some(sa) = soap_action {
         if let Ok(v) = header::HeaderValue::from_str(&sa) {

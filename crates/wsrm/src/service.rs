@@ -606,7 +606,7 @@ impl Front {
                 *r.status_mut() = status;
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
-                    header::HeaderValue::from_static(enc.content_type),
+                    codec::content_type_header(enc.content_type),
                 );
                 Handled::Respond(r)
             }
