@@ -5,6 +5,8 @@
 //! duplicate or unknown headers, numbers the general path converts or refuses, mixed
 //! versions, truncation, byte noise) under default and small limits.
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -97,27 +99,13 @@ fn ranges() -> impl Strategy<Value = Vec<(u64, u64)>> {
 }
 
 fn ack(v: RmVersion) -> impl Strategy<Value = AckHeader> {
-    (
+    common::ack_header(
+        v,
         id(),
         ranges(),
-        any::<bool>(),
         proptest::option::of(prop_oneof![4 => 0..100u32, 1 => Just(0), 1 => any::<u32>()]),
         proptest::collection::vec(0..50u64, 1..4),
-        any::<bool>(),
     )
-        .prop_map(
-            move |(identifier, ranges, final_ack, buffer_remaining, nacks, use_nacks)| {
-                let use_nacks = use_nacks && ranges.is_empty();
-                AckHeader {
-                    identifier,
-                    none: ranges.is_empty() && !use_nacks,
-                    final_ack: final_ack && v == RmVersion::Wsrm11 && !use_nacks,
-                    nacks: if use_nacks { nacks } else { Vec::new() },
-                    ranges,
-                    buffer_remaining,
-                }
-            },
-        )
 }
 
 /// The hot shapes: an application sequence message (with any of the other headers), a

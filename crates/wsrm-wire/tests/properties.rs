@@ -54,27 +54,13 @@ fn ranges() -> impl Strategy<Value = Vec<(u64, u64)>> {
 }
 
 fn ack(v: RmVersion) -> impl Strategy<Value = AckHeader> {
-    (
+    common::ack_header(
+        v,
         id(),
         ranges(),
-        any::<bool>(),
         proptest::option::of(0..5000u32),
         proptest::collection::vec(1..50u64, 1..4),
-        any::<bool>(),
     )
-        .prop_map(
-            move |(identifier, ranges, final_ack, buffer_remaining, nacks, use_nacks)| {
-                let use_nacks = use_nacks && ranges.is_empty();
-                AckHeader {
-                    identifier,
-                    none: ranges.is_empty() && !use_nacks,
-                    final_ack: final_ack && v == RmVersion::Wsrm11 && !use_nacks,
-                    nacks: if use_nacks { nacks } else { Vec::new() },
-                    ranges,
-                    buffer_remaining,
-                }
-            },
-        )
 }
 
 fn fault(v: RmVersion) -> impl Strategy<Value = Fault> {

@@ -135,6 +135,15 @@ impl Found {
     }
 }
 
+/// The rest of an RM header's start tag and its `<r:Identifier>` element:
+/// `><r:Identifier>…</r:Identifier>`.
+fn identifier_element(c: &mut Cur<'_>, max_text: usize) -> Option<SequenceId> {
+    if !c.lit(b"><r:Identifier>") {
+        return None;
+    }
+    identifier(c.text(b"</r:Identifier>", max_text)?)
+}
+
 /// A trimmed, non-empty identifier (the general path refuses an empty one).
 fn identifier(t: &str) -> Option<SequenceId> {
     let t = crate::xml::trim_xml(t);
@@ -268,10 +277,7 @@ impl<'a> P<'a> {
                     }
                     let v = c.rm_decl()?;
                     f.set_rm(v)?;
-                    if !c.lit(b"><r:Identifier>") {
-                        return None;
-                    }
-                    let id = identifier(c.text(b"</r:Identifier>", max_text)?)?;
+                    let id = identifier_element(&mut c, max_text)?;
                     if !c.lit(b"<r:MessageNumber>") {
                         return None;
                     }
@@ -295,10 +301,7 @@ impl<'a> P<'a> {
                     }
                     let v = c.rm_decl()?;
                     f.set_rm(v)?;
-                    if !c.lit(b"><r:Identifier>") {
-                        return None;
-                    }
-                    let id = identifier(c.text(b"</r:Identifier>", max_text)?)?;
+                    let id = identifier_element(&mut c, max_text)?;
                     if !c.lit(b"</r:AckRequested>") {
                         return None;
                     }
@@ -387,10 +390,7 @@ fn rm_action(action: &str) -> Option<Option<(RmVersion, usize, &'static str)>> {
 /// identifier, ascending non-overlapping ranges with plain bounds ≥ 1, an optional
 /// `BufferRemaining`, the end tag.
 fn ack(c: &mut Cur<'_>, max_text: usize, max_ranges: usize) -> Option<AckHeader> {
-    if !c.lit(b"><r:Identifier>") {
-        return None;
-    }
-    let identifier = identifier(c.text(b"</r:Identifier>", max_text)?)?;
+    let identifier = identifier_element(c, max_text)?;
     let mut ranges: Vec<(u64, u64)> = Vec::with_capacity(4);
     let mut prev_upper = 0u64;
     while c.lit(b"<r:AcknowledgementRange Lower=\"") {

@@ -27,3 +27,36 @@ pub fn normalized(m: &Message, addressing: AddressingVersion) -> Message {
     }
     m
 }
+
+/// An acknowledgement header for RM version `v` from the given parts: ranges, or (when there
+/// are none) sometimes Nacks instead, `Final` only in 1.1 and never with Nacks.
+pub fn ack_header(
+    v: wsrm_proto::msg::RmVersion,
+    id: impl proptest::strategy::Strategy<Value = wsrm_proto::msg::SequenceId>,
+    ranges: impl proptest::strategy::Strategy<Value = Vec<(u64, u64)>>,
+    buffer_remaining: impl proptest::strategy::Strategy<Value = Option<u32>>,
+    nacks: impl proptest::strategy::Strategy<Value = Vec<u64>>,
+) -> impl proptest::strategy::Strategy<Value = wsrm_proto::msg::AckHeader> {
+    use proptest::prelude::*;
+    (
+        id,
+        ranges,
+        any::<bool>(),
+        buffer_remaining,
+        nacks,
+        any::<bool>(),
+    )
+        .prop_map(
+            move |(identifier, ranges, final_ack, buffer_remaining, nacks, use_nacks)| {
+                let use_nacks = use_nacks && ranges.is_empty();
+                wsrm_proto::msg::AckHeader {
+                    identifier,
+                    none: ranges.is_empty() && !use_nacks,
+                    final_ack: final_ack && v == wsrm_proto::msg::RmVersion::Wsrm11 && !use_nacks,
+                    nacks: if use_nacks { nacks } else { Vec::new() },
+                    ranges,
+                    buffer_remaining,
+                }
+            },
+        )
+}
