@@ -41,6 +41,31 @@ use crate::store::{
 /// Page size of recovery reads.
 const PAGE: usize = 1024;
 
+/// A received message's action as stored: followed, after a space, by the message ID it
+/// carries for later (a request's MessageID on the service, a reply's RelatesTo on a client).
+/// Action URIs contain no space.
+pub(crate) fn stored_action(action: &str, id: Option<&str>) -> String {
+    match id {
+        Some(id) => format!("{action} {id}"),
+        None => action.to_owned(),
+    }
+}
+
+/// A stored received message back as a snapshot message; `message_id` is the ID stored with
+/// its action ([`stored_action`]).
+pub(crate) fn snapshot_message(p: crate::store::PendingMessage) -> SnapshotMessage {
+    let (action, id) = match p.action.split_once(' ') {
+        Some((a, m)) => (a, Some(Arc::from(m))),
+        None => (p.action.as_str(), None),
+    };
+    SnapshotMessage {
+        number: p.number,
+        action: Arc::from(action),
+        payload: p.payload,
+        message_id: id,
+    }
+}
+
 /// Whether an error means a write may have been lost (the store refuses further writes).
 pub(crate) fn is_fatal(e: &StoreError) -> bool {
     matches!(
@@ -161,10 +186,9 @@ impl DurableService {
         let (action, payload, empty_last) = match (&m.action, &m.body) {
             // The request's MessageID rides in the stored action after a space (action URIs
             // have none), so a restored request is still answered as a two-way operation.
-            (Action::Other(a), Body::Application(b)) => match &m.message_id {
-                Some(mid) => (format!("{a} {mid}"), b.clone(), false),
-                None => (a.to_string(), b.clone(), false),
-            },
+            (Action::Other(a), Body::Application(b)) => {
+                (stored_action(a, m.message_id.as_deref()), b.clone(), false)
+            }
             (Action::LastMessage, Body::Empty) => (String::new(), Bytes::new(), true),
             _ => return Ok(()),
         };
@@ -350,18 +374,8 @@ pub(crate) async fn restore_service(
             let page = store.undelivered(&id, after, PAGE).await?;
             let Some(last) = page.last() else { break };
             after = last.number;
-            snap.undelivered.extend(page.into_iter().map(|p| {
-                let (action, mid) = match p.action.split_once(' ') {
-                    Some((a, m)) => (a, Some(Arc::from(m))),
-                    None => (p.action.as_str(), None),
-                };
-                SnapshotMessage {
-                    number: p.number,
-                    action: Arc::from(action),
-                    payload: p.payload,
-                    message_id: mid,
-                }
-            }));
+            snap.undelivered
+                .extend(page.into_iter().map(snapshot_message));
         }
         let mut after = 0;
         loop {

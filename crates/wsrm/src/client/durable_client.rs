@@ -20,7 +20,7 @@
 //!   other stored requests are retransmitted until answered, and replies to requests from
 //!   before the restart are handed out by `Client::next_recovered_reply`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,12 +29,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use wsrm_proto::msg::{Body, Message, SequenceId};
-use wsrm_proto::snapshot::{SnapshotMessage, SourceSnapshot};
+use wsrm_proto::snapshot::{ReplySnapshot, SnapshotMessage, SourceSnapshot};
 use wsrm_proto::{ClientConfig, ClientEvent, ClientSession, ClientState};
-
-use std::collections::HashSet;
-
-use wsrm_proto::snapshot::ReplySnapshot;
 
 use super::{
     exchange, soap_request, Cmd, ExchangeResult, RecoveredReply, Reply, ReplyCommit, Shared,
@@ -170,8 +166,8 @@ pub(super) async fn open_session(
     })
 }
 
-/// The stored reply sequence of a request-reply session. Stored replies keep their RelatesTo
-/// after the action, separated by a space (as the service stores requests' MessageIDs).
+/// The stored reply sequence of a request-reply session (stored replies keep their RelatesTo
+/// with the action, `crate::durable::stored_action`).
 async fn reply_snapshot(store: &Store, input: &SequenceId) -> Result<ReplySnapshot, ClientError> {
     let d = store
         .destination(input)
@@ -191,18 +187,7 @@ async fn reply_snapshot(store: &Store, input: &SequenceId) -> Result<ReplySnapsh
             .map_err(store_err)?;
         let Some(last) = page.last() else { break };
         after = last.number;
-        for p in page {
-            let (action, relates_to) = match p.action.split_once(' ') {
-                Some((a, r)) => (a, Some(Arc::from(r))),
-                None => (p.action.as_str(), None),
-            };
-            undelivered.push(SnapshotMessage {
-                number: p.number,
-                action: Arc::from(action),
-                payload: p.payload,
-                message_id: relates_to,
-            });
-        }
+        undelivered.extend(page.into_iter().map(crate::durable::snapshot_message));
     }
     Ok(ReplySnapshot {
         id: input.clone(),
@@ -229,11 +214,12 @@ async fn store_reply(
     };
     if let (Some(seq), Body::Application(payload)) = (&m.sequence, &m.body) {
         if seq.identifier == *input {
-            let action = match (&m.action, &m.relates_to) {
-                (wsrm_proto::msg::Action::Other(a), Some(r)) => format!("{a} {r}"),
-                (wsrm_proto::msg::Action::Other(a), None) => a.to_string(),
+            let action = match &m.action {
+                wsrm_proto::msg::Action::Other(a) => {
+                    crate::durable::stored_action(a, m.relates_to.as_deref())
+                }
                 // Application replies always have an application action.
-                (_, _) => String::new(),
+                _ => String::new(),
             };
             match store
                 .received(
