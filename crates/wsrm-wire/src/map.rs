@@ -486,7 +486,6 @@ pub fn action_uri(
 struct Fx {
     /// `xmlns:r="…"` attribute text (with leading space).
     r_decl: &'static str,
-    s_ns: &'static str,
 }
 
 fn r_decl(v: RmVersion) -> &'static str {
@@ -519,6 +518,41 @@ fn write_not_understood(buf: &mut BytesMut, ns: &str, local: &str) -> Result<(),
     Ok(())
 }
 
+/// The start of every envelope the writer writes, up to and including `<s:Header>`.
+fn prolog(soap: SoapVersion, addressing: AddressingVersion) -> &'static str {
+    match (soap, addressing) {
+        (SoapVersion::Soap12, AddressingVersion::Wsa10) => "<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header>",
+        (SoapVersion::Soap12, AddressingVersion::Wsa200408) => "<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\"><s:Header>",
+        (SoapVersion::Soap11, AddressingVersion::Wsa10) => "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header>",
+        (SoapVersion::Soap11, AddressingVersion::Wsa200408) => "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:a=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\"><s:Header>",
+    }
+}
+
+/// An upper bound of the encoded size for the usual messages (the buffer is allocated once):
+/// the fixed parts, the values written, and room for an RM or fault body.
+pub(crate) fn size_hint(msg: &Message, action_len: usize) -> usize {
+    let arc = |a: &Option<Arc<str>>| a.as_ref().map_or(0, |s| s.len());
+    let mut n = 640
+        + action_len
+        + arc(&msg.message_id)
+        + arc(&msg.relates_to)
+        + arc(&msg.reply_to)
+        + arc(&msg.to);
+    if let Some(s) = &msg.sequence {
+        n += s.identifier.as_str().len();
+    }
+    if let Some(a) = &msg.ack {
+        n += 192 + a.identifier.as_str().len() + 64 * (a.ranges.len() + a.nacks.len());
+    }
+    if let Some(id) = &msg.ack_requested {
+        n += 96 + id.as_str().len();
+    }
+    n + match &msg.body {
+        Body::Application(b) => b.len(),
+        _ => 256,
+    }
+}
+
 /// Writes `msg` framed by `framing` into `buf`.
 pub(crate) fn write(
     msg: &Message,
@@ -527,10 +561,7 @@ pub(crate) fn write(
 ) -> Result<(), EncodeError> {
     let v = msg.version;
     let action = action_uri(msg, framing.addressing)?;
-    let fx = Fx {
-        r_decl: r_decl(v),
-        s_ns: framing.soap.namespace(),
-    };
+    let fx = Fx { r_decl: r_decl(v) };
     match &msg.body {
         Body::CloseSequence { .. }
         | Body::CloseSequenceResponse { .. }
@@ -544,18 +575,8 @@ pub(crate) fn write(
         }
         _ => {}
     }
-    buf.reserve(
-        640 + action.len()
-            + match &msg.body {
-                Body::Application(b) => b.len(),
-                _ => 256,
-            },
-    );
-    w::raw(buf, "<s:Envelope xmlns:s=\"");
-    w::raw(buf, fx.s_ns);
-    w::raw(buf, "\" xmlns:a=\"");
-    w::raw(buf, framing.addressing.namespace());
-    w::raw(buf, "\"><s:Header>");
+    buf.reserve(size_hint(msg, action.len()));
+    w::raw(buf, prolog(framing.soap, framing.addressing));
 
     // RM headers: WCF inserts each at position 0 → ack, AckRequested, Sequence.
     if let Some(ack) = &msg.ack {
@@ -569,22 +590,33 @@ pub(crate) fn write(
         w::raw(buf, "</r:Identifier></r:AckRequested>");
     }
     if let Some(seq) = &msg.sequence {
-        w::raw(buf, "<r:Sequence s:mustUnderstand=\"1\"");
-        w::raw(buf, fx.r_decl);
-        w::raw(buf, "><r:Identifier>");
+        w::raw(
+            buf,
+            match v {
+                RmVersion::Wsrm10 => "<r:Sequence s:mustUnderstand=\"1\" xmlns:r=\"http://schemas.xmlsoap.org/ws/2005/02/rm\"><r:Identifier>",
+                RmVersion::Wsrm11 => "<r:Sequence s:mustUnderstand=\"1\" xmlns:r=\"http://docs.oasis-open.org/ws-rx/wsrm/200702\"><r:Identifier>",
+            },
+        );
         w::text(buf, seq.identifier.as_str());
         w::raw(buf, "</r:Identifier><r:MessageNumber>");
         w::num(buf, seq.number);
-        w::raw(buf, "</r:MessageNumber>");
-        if seq.last_message && v == RmVersion::Wsrm10 {
-            w::raw(buf, "<r:LastMessage/>");
-        }
-        w::raw(buf, "</r:Sequence>");
+        w::raw(
+            buf,
+            if seq.last_message && v == RmVersion::Wsrm10 {
+                "</r:MessageNumber><r:LastMessage/></r:Sequence>"
+            } else {
+                "</r:MessageNumber></r:Sequence>"
+            },
+        );
     }
 
     // Addressing headers: Action, MessageID, ReplyTo, RelatesTo, To, reference parameters.
     w::raw(buf, "<a:Action s:mustUnderstand=\"1\">");
-    w::text(buf, &action);
+    match &msg.action {
+        Action::Other(_) => w::text(buf, &action),
+        // an RM, WS-Addressing or SOAP action URI: a constant without characters to escape
+        _ => w::raw(buf, &action),
+    }
     w::raw(buf, "</a:Action>");
     if let Some(id) = &msg.message_id {
         w::elem_text(buf, "<a:MessageID>", id, "</a:MessageID>");
@@ -633,9 +665,21 @@ pub(crate) fn write(
             }
         }
     }
-    w::raw(buf, "</s:Header>");
 
     // Body
+    match &msg.body {
+        Body::Empty => {
+            w::raw(buf, "</s:Header><s:Body/></s:Envelope>");
+            return Ok(());
+        }
+        Body::Application(b) if framing.body_namespaces.is_empty() => {
+            w::raw(buf, "</s:Header><s:Body>");
+            buf.extend_from_slice(b);
+            w::raw(buf, "</s:Body></s:Envelope>");
+            return Ok(());
+        }
+        _ => w::raw(buf, "</s:Header>"),
+    }
     match &msg.body {
         Body::Empty => w::raw(buf, "<s:Body/>"),
         Body::Application(b) => {
@@ -787,16 +831,16 @@ fn id_body(buf: &mut BytesMut, fx: &Fx, name: &str, id: &SequenceId, last: Optio
 
 /// `<r:SequenceAcknowledgement>`; `decl` adds `xmlns:r` on the element.
 fn write_ack(buf: &mut BytesMut, ack: &AckHeader, v: RmVersion, decl: bool) {
-    w::raw(buf, "<r:SequenceAcknowledgement");
-    if decl {
-        w::raw(buf, r_decl(v));
-    }
-    w::elem_text(
+    w::raw(
         buf,
-        "><r:Identifier>",
-        ack.identifier.as_str(),
-        "</r:Identifier>",
+        match (decl, v) {
+            (true, RmVersion::Wsrm10) => "<r:SequenceAcknowledgement xmlns:r=\"http://schemas.xmlsoap.org/ws/2005/02/rm\"><r:Identifier>",
+            (true, RmVersion::Wsrm11) => "<r:SequenceAcknowledgement xmlns:r=\"http://docs.oasis-open.org/ws-rx/wsrm/200702\"><r:Identifier>",
+            (false, _) => "<r:SequenceAcknowledgement><r:Identifier>",
+        },
     );
+    w::text(buf, ack.identifier.as_str());
+    w::raw(buf, "</r:Identifier>");
     if !ack.ranges.is_empty() {
         for (lo, up) in &ack.ranges {
             w::raw(buf, "<r:AcknowledgementRange Lower=\"");
@@ -820,15 +864,17 @@ fn write_ack(buf: &mut BytesMut, ack: &AckHeader, v: RmVersion, decl: bool) {
     if ack.final_ack && v == RmVersion::Wsrm11 {
         w::raw(buf, "<r:Final/>");
     }
-    if let Some(k) = ack.buffer_remaining {
-        w::raw(
-            buf,
-            "<netrm:BufferRemaining xmlns:netrm=\"http://schemas.microsoft.com/ws/2006/05/rm\">",
-        );
-        w::num(buf, u64::from(k));
-        w::raw(buf, "</netrm:BufferRemaining>");
+    match ack.buffer_remaining {
+        Some(k) => {
+            w::raw(
+                buf,
+                "<netrm:BufferRemaining xmlns:netrm=\"http://schemas.microsoft.com/ws/2006/05/rm\">",
+            );
+            w::num(buf, u64::from(k));
+            w::raw(buf, "</netrm:BufferRemaining></r:SequenceAcknowledgement>");
+        }
+        None => w::raw(buf, "</r:SequenceAcknowledgement>"),
     }
-    w::raw(buf, "</r:SequenceAcknowledgement>");
 }
 
 /// Echoes one reference parameter as a header (WSA 1.0: marked `IsReferenceParameter`).
@@ -1085,4 +1131,50 @@ fn write_sequence_fault_header(
     }
     w::raw(buf, "</r:SequenceFault>");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The literal constants are the namespaces they spell out.
+    #[test]
+    fn literal_prologs_and_rm_starts_spell_the_namespaces() {
+        for soap in [SoapVersion::Soap11, SoapVersion::Soap12] {
+            for wsa in [AddressingVersion::Wsa10, AddressingVersion::Wsa200408] {
+                assert_eq!(
+                    prolog(soap, wsa),
+                    format!(
+                        "<s:Envelope xmlns:s=\"{}\" xmlns:a=\"{}\"><s:Header>",
+                        soap.namespace(),
+                        wsa.namespace()
+                    )
+                );
+            }
+        }
+        for v in [RmVersion::Wsrm10, RmVersion::Wsrm11] {
+            let ack = AckHeader {
+                identifier: SequenceId::from("i"),
+                ..AckHeader::default()
+            };
+            let mut b = BytesMut::new();
+            write_ack(&mut b, &ack, v, true);
+            let want = format!(
+                "<r:SequenceAcknowledgement xmlns:r=\"{}\"><r:Identifier>i</r:Identifier>",
+                rm_namespace(v)
+            );
+            assert!(b.starts_with(want.as_bytes()), "{b:?}");
+            let mut m = Message::new(v, Action::AckRequested, Body::Empty);
+            m.sequence = Some(wsrm_proto::msg::SequenceHeader {
+                identifier: SequenceId::from("i"),
+                number: 1,
+                last_message: false,
+            });
+            let mut b = BytesMut::new();
+            write(&m, &Framing::default(), &mut b).unwrap_or_default();
+            let want = format!("<r:Sequence s:mustUnderstand=\"1\" xmlns:r=\"{}\"><r:Identifier>i</r:Identifier><r:MessageNumber>1</r:MessageNumber></r:Sequence>", rm_namespace(v));
+            let b = String::from_utf8_lossy(&b);
+            assert!(b.contains(&want), "{b}");
+        }
+    }
 }
