@@ -1,0 +1,191 @@
+//! Callgrind driver for the engine's share of the runtime's hottest path: one-way reliable
+//! messages over HTTP request-reply (WS-RM 1.0, window 64, 1 KiB payloads), every HTTP
+//! response a standalone SequenceAcknowledgement. A `ClientSession` and an `Endpoint` are
+//! wired back to back in virtual time and called the way `crates/wsrm` drives them:
+//!
+//! * client (`wsrm::client` driver): `send` per message (the application keeps a window's
+//!   worth of sends outstanding), then per driver turn `handle_timeout`, `poll_transmit` until
+//!   empty, `stats`, `poll_event` until empty, `poll_timeout`; each HTTP answer goes to
+//!   `handle_message`;
+//! * service (`wsrm::service` driver): per exchange `handle_message`, then `poll_event`
+//!   (`Delivery` → `delivered` + `stats`) and `poll_transmit` until neither yields, then
+//!   `poll_timeout`.
+//!
+//! Each side's work sits in its own `#[inline(never)]` function, so callgrind's inclusive
+//! counts split the engine's cost per message into client and server parts:
+//!
+//! ```sh
+//! CARGO_TARGET_DIR=/work/target-proto cargo build --release -p wsrm-proto --example http_oneway_cg
+//! valgrind --tool=callgrind --callgrind-out-file=cg.out \
+//!     /work/target-proto/release/examples/http_oneway_cg 20000
+//! callgrind_annotate --inclusive=yes cg.out | grep -E 'http_oneway_cg::|wsrm_proto::'
+//! ```
+//!
+//! Divide by the message count (first argument, default 20,000).
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wsrm_proto::msg::Message;
+use wsrm_proto::{
+    ClientConfig, ClientEvent, ClientSession, Endpoint, EndpointConfig, ExchangeId, Pattern,
+    ServerEvent, Shape,
+};
+
+const WINDOW: u32 = 64;
+
+struct Service {
+    ep: Endpoint,
+    next_exchange: u64,
+    delivered: u64,
+}
+
+/// One HTTP exchange at the service: the request through the engine, events handled, the
+/// answer returned (the runtime's inline exchange and `pump`).
+#[inline(never)]
+fn server_exchange(svc: &mut Service, now: Instant, m: Message) -> Option<Message> {
+    svc.next_exchange += 1;
+    let ex = ExchangeId(svc.next_exchange);
+    svc.ep.handle_message(now, m, Some(ex));
+    let mut answer = None;
+    loop {
+        let mut progressed = false;
+        while let Some(ev) = svc.ep.poll_event() {
+            progressed = true;
+            match ev {
+                ServerEvent::SessionCreated { session, .. } => {
+                    svc.ep.accept(session);
+                }
+                ServerEvent::Delivery {
+                    session,
+                    number,
+                    payload,
+                    ..
+                } => {
+                    black_box(payload);
+                    svc.delivered += 1;
+                    svc.ep.delivered(session, number);
+                    black_box(svc.ep.stats(session));
+                }
+                _ => {}
+            }
+        }
+        while let Some(t) = svc.ep.poll_transmit(now) {
+            progressed = true;
+            if t.exchange == Some(ex) {
+                answer = t.message;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    black_box(svc.ep.poll_timeout());
+    answer
+}
+
+struct App {
+    client: ClientSession,
+    action: Arc<str>,
+    payload: Bytes,
+    total: u64,
+    queued: u64,
+    acked: u64,
+}
+
+/// The application queues sends (a window's worth outstanding, as `http_bench` does).
+#[inline(never)]
+fn client_send(app: &mut App, now: Instant) {
+    while app.queued < app.total && app.queued - app.acked < u64::from(WINDOW) {
+        app.client
+            .send(now, app.action.clone(), app.payload.clone())
+            .expect("send");
+        app.queued += 1;
+    }
+}
+
+/// One client driver turn: timers, transmits (HTTP requests to start), stats, events,
+/// next deadline.
+#[inline(never)]
+fn client_turn(app: &mut App, now: Instant, requests: &mut VecDeque<Message>) {
+    app.client.handle_timeout(now);
+    while let Some(m) = app.client.poll_transmit(now) {
+        requests.push_back(m);
+    }
+    black_box(app.client.stats());
+    while let Some(ev) = app.client.poll_event() {
+        match ev {
+            ClientEvent::Acknowledged { number } => {
+                black_box(number);
+                app.acked += 1;
+            }
+            ClientEvent::Failed { error, .. } => panic!("session failed: {error}"),
+            _ => {}
+        }
+    }
+    black_box(app.client.poll_timeout());
+}
+
+/// An HTTP answer for the client.
+#[inline(never)]
+fn client_response(app: &mut App, now: Instant, m: Message) {
+    app.client.handle_message(now, m);
+}
+
+fn main() {
+    let total: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20_000);
+    let mut now = Instant::now();
+    let mut cfg = ClientConfig::new(Pattern::OneWay, Shape::RequestReply);
+    cfg.settings.max_transfer_window_size = WINDOW;
+    cfg.remote_address = Some(Arc::from("http://127.0.0.1:8080/svc"));
+    let client = ClientSession::new(now, cfg, 1).expect("client config");
+    let mut ecfg = EndpointConfig::default();
+    ecfg.settings.max_transfer_window_size = WINDOW;
+    let mut svc = Service {
+        ep: Endpoint::new(ecfg, 2).expect("endpoint config"),
+        next_exchange: 0,
+        delivered: 0,
+    };
+    let mut app = App {
+        client,
+        action: Arc::from("urn:bench/Notify"),
+        payload: Bytes::from(vec![b'x'; 1024]),
+        total,
+        queued: 0,
+        acked: 0,
+    };
+    // HTTP requests in flight, answered in order (one exchange per step of virtual time).
+    let mut requests: VecDeque<Message> = VecDeque::new();
+    let step = Duration::from_micros(15);
+    loop {
+        client_send(&mut app, now);
+        client_turn(&mut app, now, &mut requests);
+        if app.acked == total {
+            break;
+        }
+        let Some(req) = requests.pop_front() else {
+            panic!(
+                "stalled: nothing in flight ({} of {total} acknowledged)",
+                app.acked
+            );
+        };
+        now += step;
+        if let Some(answer) = server_exchange(&mut svc, now, req) {
+            now += step;
+            client_response(&mut app, now, answer);
+        }
+    }
+    assert_eq!(svc.delivered, total);
+    let st = app.client.stats();
+    assert_eq!(st.retransmitted, 0, "no retransmissions expected");
+    println!(
+        "{total} messages: sent {}, acknowledged {}, window {}, rtt {:?}",
+        st.sent, st.acknowledged, st.window_size, st.rtt
+    );
+}
