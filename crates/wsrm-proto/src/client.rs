@@ -503,16 +503,16 @@ impl ClientSession {
                         return;
                     }
                 }
-                match self.out.src.handle_ack(now, ack) {
+                let events = &mut self.events;
+                let r = self.out.src.handle_ack(now, ack, |number| {
+                    events.push_back(ClientEvent::Acknowledged { number })
+                });
+                match r {
                     Err(f) => {
                         self.violation(f);
                         return;
                     }
-                    Ok(o) => {
-                        for n in o.newly_done {
-                            self.events
-                                .push_back(ClientEvent::Acknowledged { number: n });
-                        }
+                    Ok(()) => {
                         // The polling mode follows the quota this ack left (WCF:
                         // OnRemoteActivity(fastPolling) after processing the ack).
                         self.on_remote_activity(now);

@@ -5,6 +5,23 @@
 /// (`ReliableMessagingConstants.MaxSequenceRanges`).
 pub const MAX_SEQUENCE_RANGES: usize = 128;
 
+/// Whether `ranges` are already in the form a [`RangeSet`] keeps them: each `lower ≤ upper`,
+/// ascending, disjoint and non-adjacent. Acknowledgements written by WCF and by this engine are;
+/// such a slice can be used as a set without building one.
+pub(crate) fn is_canonical(ranges: &[(u64, u64)]) -> bool {
+    ranges.iter().all(|&(l, u)| l <= u)
+        && ranges.windows(2).all(|w| w[0].1.saturating_add(1) < w[1].0)
+}
+
+/// [`RangeSet::contains_range`] over a canonical slice (see [`is_canonical`]).
+pub(crate) fn slice_contains_range(ranges: &[(u64, u64)], lower: u64, upper: u64) -> bool {
+    if lower > upper {
+        return true;
+    }
+    let i = ranges.partition_point(|&(_, u)| u < lower);
+    matches!(ranges.get(i), Some(&(l, u)) if l <= lower && u >= upper)
+}
+
 /// Sorted, disjoint, non-adjacent inclusive ranges of message numbers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RangeSet {
@@ -75,11 +92,7 @@ impl RangeSet {
 
     /// Whether every number of `lower..=upper` is in the set.
     pub fn contains_range(&self, lower: u64, upper: u64) -> bool {
-        if lower > upper {
-            return true;
-        }
-        let i = self.lower_bound(lower);
-        matches!(self.ranges.get(i), Some(&(l, u)) if l <= lower && u >= upper)
+        slice_contains_range(&self.ranges, lower, upper)
     }
 
     /// How many ranges the set would have after inserting `n`.

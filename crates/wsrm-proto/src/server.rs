@@ -725,15 +725,14 @@ impl Endpoint {
                     } else {
                         Ok(())
                     };
-                    match r.and_then(|_| o.src.handle_ack(now, ack)) {
-                        Ok(out) => {
-                            for n in out.newly_done {
-                                self.events.push_back(ServerEvent::Acknowledged {
-                                    session: s.id,
-                                    number: n,
-                                });
-                            }
-                        }
+                    let (events, session) = (&mut self.events, s.id);
+                    let r = r.and_then(|_| {
+                        o.src.handle_ack(now, ack, |number| {
+                            events.push_back(ServerEvent::Acknowledged { session, number })
+                        })
+                    });
+                    match r {
+                        Ok(()) => {}
                         Err(f) => {
                             s.tx.push_back(fault_msg(v, f.clone(), None));
                             return Err(SessionError::ProtocolViolation(f));
