@@ -3,7 +3,7 @@
 //! capped at 128, BufferRemaining, 1.0 LastMessage and 1.1 Close/Terminate bookkeeping
 //! (wire-protocol.md §4.7, §4.8, §4.10).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -35,6 +35,49 @@ pub(crate) enum Incoming {
     Violation(Fault),
 }
 
+/// Message numbers delivered to the application and not yet released: ascending, distinct.
+/// Deliveries are mostly in ascending order and released in that order, so inserts go to the
+/// back and removals come from the front (a `BTreeSet` cost a node walk for each).
+#[derive(Debug, Default)]
+struct Unreleased(VecDeque<u64>);
+
+impl Unreleased {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn insert(&mut self, n: u64) -> bool {
+        match self.0.back() {
+            None => {
+                self.0.push_back(n);
+                true
+            }
+            Some(&b) if b < n => {
+                self.0.push_back(n);
+                true
+            }
+            _ => match self.0.binary_search(&n) {
+                Ok(_) => false,
+                Err(i) => {
+                    self.0.insert(i, n);
+                    true
+                }
+            },
+        }
+    }
+
+    fn remove(&mut self, n: u64) -> bool {
+        if self.0.front() == Some(&n) {
+            self.0.pop_front();
+            return true;
+        }
+        match self.0.binary_search(&n) {
+            Ok(i) => self.0.remove(i).is_some(),
+            Err(_) => false,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Destination {
     pub id: SequenceId,
@@ -51,7 +94,7 @@ pub(crate) struct Destination {
     ranges: RangeSet,
     next_expected: u64,
     held: BTreeMap<u64, Delivered>,
-    unreleased: BTreeSet<u64>,
+    unreleased: Unreleased,
     /// The last message number, once known (1.0 LastMessage, 1.1 Close/Terminate).
     pub last: Option<u64>,
     /// 1.0: the LastMessage number is an empty-bodied message that is never delivered.
@@ -83,7 +126,7 @@ impl Destination {
             ranges: RangeSet::new(),
             next_expected: 1,
             held: BTreeMap::new(),
-            unreleased: BTreeSet::new(),
+            unreleased: Unreleased::default(),
             last: None,
             empty_last: None,
             closed: false,
@@ -123,7 +166,7 @@ impl Destination {
     /// and the buffer went from full to non-full.
     pub fn release(&mut self, n: u64) -> (bool, bool) {
         let was_full = self.buffer_remaining() == 0;
-        let removed = self.unreleased.remove(&n);
+        let removed = self.unreleased.remove(n);
         (removed, removed && was_full && self.buffer_remaining() > 0)
     }
 
@@ -244,28 +287,41 @@ impl Destination {
                 payload,
                 message_id: message_id.cloned(),
             };
-            if self.ordered {
-                self.held.insert(n, d);
-            } else {
+            if !self.ordered {
                 self.push_out(d, out);
+            } else if n == self.next_expected {
+                // The next in order (the common case): delivered without a trip through `held`.
+                self.next_expected += 1;
+                self.push_out(d, out);
+            } else {
+                self.held.insert(n, d);
             }
         }
         if self.ordered {
-            loop {
-                if self.empty_last == Some(self.next_expected) {
-                    self.next_expected += 1;
-                    continue;
-                }
-                match self.held.remove(&self.next_expected) {
-                    Some(d) => {
-                        self.next_expected += 1;
-                        self.push_out(d, out);
-                    }
-                    None => break,
-                }
-            }
+            self.release_in_order(out);
         }
         Incoming::Accepted
+    }
+
+    /// Ordered: delivers the held messages that are next in order (skipping a 1.0 empty
+    /// LastMessage, which is never delivered).
+    fn release_in_order(&mut self, out: &mut Vec<Delivered>) {
+        loop {
+            if self.empty_last == Some(self.next_expected) {
+                self.next_expected += 1;
+                continue;
+            }
+            if self.held.is_empty() {
+                break;
+            }
+            match self.held.remove(&self.next_expected) {
+                Some(d) => {
+                    self.next_expected += 1;
+                    self.push_out(d, out);
+                }
+                None => break,
+            }
+        }
     }
 
     fn push_out(&mut self, d: Delivered, out: &mut Vec<Delivered>) {
@@ -388,19 +444,7 @@ impl Destination {
                     self.empty_last = Some(l);
                 }
             }
-            loop {
-                if self.empty_last == Some(self.next_expected) {
-                    self.next_expected += 1;
-                    continue;
-                }
-                match self.held.remove(&self.next_expected) {
-                    Some(d) => {
-                        self.next_expected += 1;
-                        self.push_out(d, out);
-                    }
-                    None => break,
-                }
-            }
+            self.release_in_order(out);
         }
     }
 }
@@ -569,6 +613,51 @@ mod tests {
             }
             o => panic!("{o:?}"),
         }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prop_unreleased_is_a_set(ops in proptest::collection::vec((proptest::bool::ANY, 0u64..40), 0..200)) {
+            let mut u = Unreleased::default();
+            let mut model = std::collections::BTreeSet::new();
+            for (insert, n) in ops {
+                if insert {
+                    proptest::prop_assert_eq!(u.insert(n), model.insert(n));
+                } else {
+                    proptest::prop_assert_eq!(u.remove(n), model.remove(&n));
+                }
+                proptest::prop_assert_eq!(u.len(), model.len());
+                proptest::prop_assert!(u.0.iter().copied().eq(model.iter().copied()));
+            }
+        }
+    }
+
+    #[test]
+    fn ordered_delivery_in_order_and_behind_an_empty_last_message() {
+        // In-order arrivals are delivered at once; a gap holds later ones; the 1.0 empty
+        // LastMessage fills its place in the order without being delivered.
+        let mut d = Destination::new("s".into(), RmVersion::Wsrm10, true, 8, true, false);
+        assert_eq!(recv(&mut d, 1), (Incoming::Accepted, vec![1]));
+        assert_eq!(recv(&mut d, 3), (Incoming::Accepted, vec![]));
+        let mut out = vec![];
+        let r = d.on_message(
+            5,
+            true,
+            &Action::LastMessage,
+            &Body::Empty,
+            None,
+            true,
+            &mut out,
+        );
+        assert_eq!(r, Incoming::Accepted);
+        assert!(out.is_empty());
+        assert_eq!(recv(&mut d, 4), (Incoming::Accepted, vec![]));
+        assert_eq!(recv(&mut d, 2), (Incoming::Accepted, vec![2, 3, 4]));
+        assert!(d.complete());
+        assert_eq!(d.buffer_remaining(), 4);
+        assert_eq!(d.release(3), (true, false));
+        assert_eq!(d.release(3), (false, false));
+        assert_eq!(d.buffer_remaining(), 5);
     }
 
     #[test]
