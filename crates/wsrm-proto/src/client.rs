@@ -941,7 +941,7 @@ impl ClientSession {
             self.check_closed();
             return Some(m);
         }
-        match self.out.src.poll_send(now) {
+        match self.out.src.poll_next(now) {
             Err(SourceFailure::RetryExhausted(number)) => {
                 let tell = self.cfg.terminate_on_retry_exhausted;
                 if let Some(id) = self.out.id().cloned().filter(|_| tell) {
@@ -954,9 +954,16 @@ impl ClientSession {
                 self.fail(SessionError::RetryExhausted { number });
                 return self.tx.pop_front().map(|m| self.stamp(now, m));
             }
-            Ok(Some(mut m)) => {
-                self.attach_ack(&mut m);
-                return Some(self.stamp(now, m));
+            Ok(Some(t)) => {
+                // What `attach_ack` and `stamp` add to a sequence message, built in place.
+                let ack = match self.cfg.shape {
+                    Shape::RequestReply => self.reply_seq_ack(false),
+                    Shape::Duplex => self.inbound.as_mut().and_then(|i| i.take_piggyback()),
+                };
+                let to = self.cfg.remote_address.clone();
+                if let Some(m) = self.out.src.build(t, to, ack) {
+                    return Some(m);
+                }
             }
             Ok(None) => {}
         }
