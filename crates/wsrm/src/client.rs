@@ -48,7 +48,7 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -240,16 +240,18 @@ impl Client {
         let driver = Driver {
             session,
             http,
+            host: host_header(&uri),
             uri,
             version: binding.message_version,
             max_body: binding.max_message_bytes(),
-            exchange_timeout: binding.transport.send_timeout,
             shared: shared.clone(),
             sends: HashMap::default(),
             requests: HashMap::default(),
             close: None,
             opened: Some(opened_tx),
             inflight: FuturesUnordered::new(),
+            calls: CallDeadlines::new(binding.transport.send_timeout),
+            exchange_deadlines: ExchangeDeadlines::new(binding.transport.send_timeout),
         };
         let span = tracing::info_span!("client", url = %url, pattern = pattern.as_str());
         tokio::spawn(driver.run(rx).instrument(span));
@@ -292,7 +294,7 @@ impl Client {
                 done,
             })
             .is_ok();
-        Pending::new(rx, queued, "send", self.binding.transport.send_timeout)
+        Pending::new(rx, queued)
     }
 
     /// Sends a request and waits for its reply (request-reply sessions only).
@@ -316,7 +318,7 @@ impl Client {
                 done,
             })
             .is_ok();
-        Pending::new(rx, queued, "request", self.binding.transport.send_timeout)
+        Pending::new(rx, queued)
     }
 
     /// Closes the session gracefully (1.0: LastMessage + TerminateSequence; 1.1:
@@ -377,37 +379,37 @@ impl Client {
 }
 
 /// A queued send or request: resolves with its outcome, or `Timeout` after SendTimeout.
+///
+/// The driver enforces SendTimeout (see [`CallDeadlines`]): a pending call costs no timer of
+/// its own.
 pub struct Pending<T> {
-    inner: Pin<Box<dyn Future<Output = Result<T, ClientError>> + Send>>,
+    inner: PendingInner<T>,
+}
+
+enum PendingInner<T> {
+    /// Waiting for the driver's answer.
+    Rx(oneshot::Receiver<Result<T, ClientError>>),
+    /// The session was over before the call was queued.
+    Closed,
+    /// Mapped by [`Pending::map`].
+    Mapped(Pin<Box<dyn Future<Output = Result<T, ClientError>> + Send>>),
 }
 
 impl<T: Send + 'static> Pending<T> {
-    fn new(
-        rx: oneshot::Receiver<Result<T, ClientError>>,
-        queued: bool,
-        operation: &'static str,
-        after: Duration,
-    ) -> Self {
-        let inner = Box::pin(async move {
-            if !queued {
-                return Err(ClientError::Closed);
-            }
-            match tokio::time::timeout(after, rx).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(_)) => Err(ClientError::Closed),
-                Err(_) => Err(ClientError::Timeout { operation, after }),
-            }
-        });
-        Pending { inner }
+    fn new(rx: oneshot::Receiver<Result<T, ClientError>>, queued: bool) -> Self {
+        Pending {
+            inner: if queued {
+                PendingInner::Rx(rx)
+            } else {
+                PendingInner::Closed
+            },
+        }
     }
-}
 
-impl<T: Send + 'static> Pending<T> {
     /// Maps the successful outcome.
     pub fn map<U: Send + 'static>(self, f: impl FnOnce(T) -> U + Send + 'static) -> Pending<U> {
-        let inner = self.inner;
         Pending {
-            inner: Box::pin(async move { inner.await.map(f) }),
+            inner: PendingInner::Mapped(Box::pin(async move { self.await.map(f) })),
         }
     }
 }
@@ -415,7 +417,200 @@ impl<T: Send + 'static> Pending<T> {
 impl<T> Future for Pending<T> {
     type Output = Result<T, ClientError>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+        match &mut self.inner {
+            // The driver dropped the sender: the session is over.
+            PendingInner::Rx(rx) => match Pin::new(rx).poll(cx) {
+                Poll::Ready(Ok(r)) => Poll::Ready(r),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(ClientError::Closed)),
+                Poll::Pending => Poll::Pending,
+            },
+            PendingInner::Closed => Poll::Ready(Err(ClientError::Closed)),
+            PendingInner::Mapped(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+/// SendTimeout of the calls waiting for their outcome, enforced by the driver instead of a
+/// timer per call: every call gets the same timeout, so their deadlines, kept in call order,
+/// are sorted. Entries of calls answered before their deadline are dropped from the front as
+/// the driver turns; the queue holds at most the waiting calls plus those answered behind the
+/// oldest waiting one (the window bounds them).
+pub(crate) struct CallDeadlines {
+    queue: VecDeque<(Instant, CallKind, u64)>,
+    after: Duration,
+}
+
+/// Which map a waiting call is in.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum CallKind {
+    Send,
+    Request,
+}
+
+impl CallKind {
+    fn operation(self) -> &'static str {
+        match self {
+            CallKind::Send => "send",
+            CallKind::Request => "request",
+        }
+    }
+}
+
+impl CallDeadlines {
+    /// Deadlines `after` (SendTimeout) from each call's start.
+    pub(crate) fn new(after: Duration) -> Self {
+        CallDeadlines {
+            queue: VecDeque::new(),
+            after,
+        }
+    }
+
+    /// A call started now and waits under number `n`.
+    pub(crate) fn push(&mut self, now: Instant, kind: CallKind, n: u64) {
+        self.queue.push_back((now + self.after, kind, n));
+    }
+
+    /// The earliest deadline of a call still waiting; drops the entries of calls answered.
+    pub(crate) fn next<S1, S2>(
+        &mut self,
+        sends: &HashMap<u64, oneshot::Sender<Result<u64, ClientError>>, S1>,
+        requests: &HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>, S2>,
+    ) -> Option<Instant>
+    where
+        S1: std::hash::BuildHasher,
+        S2: std::hash::BuildHasher,
+    {
+        while let Some(&(at, kind, n)) = self.queue.front() {
+            let waiting = match kind {
+                CallKind::Send => sends.contains_key(&n),
+                CallKind::Request => requests.contains_key(&n),
+            };
+            if waiting {
+                return Some(at);
+            }
+            self.queue.pop_front();
+        }
+        None
+    }
+
+    /// Fails the calls whose deadline passed with `Timeout` (the message itself stays in the
+    /// session: WCF's SendTimeout bounds the call, not the sequence).
+    pub(crate) fn expire<S1, S2>(
+        &mut self,
+        now: Instant,
+        sends: &mut HashMap<u64, oneshot::Sender<Result<u64, ClientError>>, S1>,
+        requests: &mut HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>, S2>,
+    ) where
+        S1: std::hash::BuildHasher,
+        S2: std::hash::BuildHasher,
+    {
+        while let Some(&(at, kind, n)) = self.queue.front() {
+            if at > now {
+                return;
+            }
+            self.queue.pop_front();
+            let e = ClientError::Timeout {
+                operation: kind.operation(),
+                after: self.after,
+            };
+            match kind {
+                CallKind::Send => {
+                    if let Some(tx) = sends.remove(&n) {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+                CallKind::Request => {
+                    if let Some(tx) = requests.remove(&n) {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// SendTimeout of the HTTP exchanges in flight, enforced by the driver instead of a timer
+/// per exchange. Each exchange gets a [`ExchangeDeadline`] it races against; the driver keeps
+/// the deadlines in start order (one timeout for all, so sorted) and trips the ones that
+/// passed. Entries of finished exchanges leave from the front, and the queue is compacted when
+/// a hung exchange keeps many finished ones behind it.
+pub(crate) struct ExchangeDeadlines {
+    queue: VecDeque<(Instant, std::sync::Weak<DeadlineFlag>)>,
+    after: Duration,
+}
+
+/// Set by the driver when an exchange's SendTimeout passed.
+#[derive(Default)]
+pub(crate) struct DeadlineFlag {
+    expired: std::sync::atomic::AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+/// Completes when the driver tripped the exchange's deadline.
+pub(crate) struct ExchangeDeadline(Arc<DeadlineFlag>);
+
+impl Future for ExchangeDeadline {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        use std::sync::atomic::Ordering::Acquire;
+        if self.0.expired.load(Acquire) {
+            return Poll::Ready(());
+        }
+        self.0.waker.register(cx.waker());
+        // set between the check and the registration: seen now
+        if self.0.expired.load(Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl ExchangeDeadlines {
+    /// Deadlines `after` (SendTimeout) from each exchange's start.
+    pub(crate) fn new(after: Duration) -> Self {
+        ExchangeDeadlines {
+            queue: VecDeque::new(),
+            after,
+        }
+    }
+
+    /// An exchange starting now: the future it races against.
+    pub(crate) fn push(&mut self, now: Instant) -> ExchangeDeadline {
+        let flag = Arc::new(DeadlineFlag::default());
+        self.queue
+            .push_back((now + self.after, Arc::downgrade(&flag)));
+        ExchangeDeadline(flag)
+    }
+
+    /// Trips the deadlines that passed; drops finished exchanges' entries (`in_flight`: how
+    /// many exchanges are running, for the compaction).
+    pub(crate) fn expire(&mut self, now: Instant, in_flight: usize) {
+        while let Some((at, flag)) = self.queue.front() {
+            if *at <= now {
+                if let Some(f) = flag.upgrade() {
+                    f.expired.store(true, std::sync::atomic::Ordering::Release);
+                    f.waker.wake();
+                }
+            } else if flag.strong_count() > 0 {
+                break;
+            }
+            self.queue.pop_front();
+        }
+        if self.queue.len() > 2 * in_flight + 64 {
+            self.queue.retain(|(_, f)| f.strong_count() > 0);
+        }
+    }
+
+    /// The earliest deadline of an exchange still running.
+    pub(crate) fn next(&mut self) -> Option<Instant> {
+        while let Some((at, flag)) = self.queue.front() {
+            if flag.strong_count() > 0 {
+                return Some(*at);
+            }
+            self.queue.pop_front();
+        }
+        None
     }
 }
 
@@ -425,9 +620,27 @@ impl<T> std::fmt::Debug for Pending<T> {
     }
 }
 
-/// A SOAP-over-HTTP POST of an encoded envelope.
+/// The `Host` header for requests to `uri`: its host, with the port unless it is the scheme's
+/// default (what the HTTP client would otherwise format for every request).
+pub(crate) fn host_header(uri: &http::Uri) -> Option<header::HeaderValue> {
+    let host = uri.host()?;
+    let default = match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    match uri.port_u16() {
+        Some(p) if Some(p) != default => {
+            header::HeaderValue::from_maybe_shared(Bytes::from(format!("{host}:{p}"))).ok()
+        }
+        _ => header::HeaderValue::from_str(host).ok(),
+    }
+}
+
+/// A SOAP-over-HTTP POST of an encoded envelope; `host` from [`host_header`].
 pub(crate) fn soap_request(
     uri: &http::Uri,
+    host: Option<&header::HeaderValue>,
     body: Bytes,
     content_type: &'static str,
     soap_action: Option<String>,
@@ -435,6 +648,9 @@ pub(crate) fn soap_request(
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri.clone();
+    if let Some(h) = host {
+        req.headers_mut().insert(header::HOST, h.clone());
+    }
     req.headers_mut().insert(
         header::CONTENT_TYPE,
         codec::content_type_header(content_type),
@@ -453,7 +669,7 @@ pub(crate) async fn exchange(
     http: &HttpClient,
     req: Request<Full<Bytes>>,
     max: usize,
-    timeout: Duration,
+    timeout: Option<Duration>,
     last_message: bool,
     number: Option<u64>,
 ) -> ExchangeResult {
@@ -502,9 +718,10 @@ struct Driver {
     session: ClientSession,
     http: HttpClient,
     uri: http::Uri,
+    /// The `Host` header of every request, formatted once.
+    host: Option<header::HeaderValue>,
     version: MessageVersion,
     max_body: usize,
-    exchange_timeout: Duration,
     shared: Arc<Shared>,
     /// Keyed by message number (ours); a cheap hasher: one insert and one removal per message.
     sends: HashMap<u64, oneshot::Sender<Result<u64, ClientError>>, FastHash>,
@@ -514,6 +731,10 @@ struct Driver {
     /// The HTTP exchanges in flight, polled by the driver itself (no task per exchange: the
     /// response wakes the driver directly).
     inflight: FuturesUnordered<ExchangeFuture>,
+    /// SendTimeout of the waiting sends and requests.
+    calls: CallDeadlines,
+    /// SendTimeout of the HTTP exchanges in flight.
+    exchange_deadlines: ExchangeDeadlines,
 }
 
 /// The hasher of the per-message maps: foldhash (randomly seeded per process), far cheaper than
@@ -554,8 +775,17 @@ impl Driver {
         // no answer from some peers) get up to CLOSE_FLUSH to reach the wire before `close`
         // returns, so a process exiting right after `close` does not cut them off.
         let mut flush_until: Option<Instant> = None;
+        // One timer for the driver's whole life, moved only when the next deadline comes
+        // earlier than the one it is set to; a later one lets it fire early once (a spare
+        // turn), which is cheaper than moving it on every turn as acknowledgements push the
+        // retransmission deadline on.
+        let sleep = tokio::time::sleep_until(Instant::now() + Duration::from_secs(3600));
+        tokio::pin!(sleep);
         loop {
-            let now = Instant::now().into_std();
+            let now = Instant::now();
+            self.calls.expire(now, &mut self.sends, &mut self.requests);
+            self.exchange_deadlines.expire(now, self.inflight.len());
+            let now = now.into_std();
             self.session.handle_timeout(now);
             self.pump_transmits(now);
             let finished = self.pump_events();
@@ -566,11 +796,20 @@ impl Driver {
                 }
             }
             let deadline = flush_until.unwrap_or_else(|| {
-                self.session
-                    .poll_timeout()
-                    .map(Instant::from_std)
-                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+                let engine = self.session.poll_timeout().map(Instant::from_std);
+                [
+                    engine,
+                    self.calls.next(&self.sends, &self.requests),
+                    self.exchange_deadlines.next(),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
             });
+            if deadline < sleep.deadline() || sleep.is_elapsed() {
+                sleep.as_mut().reset(deadline);
+            }
             tokio::select! {
                 cmd = rx.recv(), if cmds_open => match cmd {
                     Some(c) => {
@@ -602,7 +841,7 @@ impl Driver {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => {}
+                _ = &mut sleep => {}
             }
         }
         if let Some(tx) = self.close.take() {
@@ -633,6 +872,7 @@ impl Driver {
             Cmd::Send { action, body, done } => match self.session.send(now, action, body) {
                 Ok(n) => {
                     self.sends.insert(n, done);
+                    self.calls.push(Instant::from_std(now), CallKind::Send, n);
                 }
                 Err(e) => {
                     let _ = done.send(Err(e.into()));
@@ -641,6 +881,8 @@ impl Driver {
             Cmd::Request { action, body, done } => match self.session.request(now, action, body) {
                 Ok(n) => {
                     self.requests.insert(n, done);
+                    self.calls
+                        .push(Instant::from_std(now), CallKind::Request, n);
                 }
                 Err(e) => {
                     let _ = done.send(Err(e.into()));
@@ -700,11 +942,25 @@ impl Driver {
                 return;
             }
         };
-        let req = soap_request(&self.uri, enc.body, enc.content_type, enc.soap_action);
+        let req = soap_request(
+            &self.uri,
+            self.host.as_ref(),
+            enc.body,
+            enc.content_type,
+            enc.soap_action,
+        );
         let http = self.http.clone();
-        let (max, t) = (self.max_body, self.exchange_timeout);
+        let max = self.max_body;
+        let deadline = self.exchange_deadlines.push(Instant::now());
         self.inflight.push(Box::pin(async move {
-            exchange(&http, req, max, t, last_message, number).await
+            let answer = std::pin::pin!(exchange(&http, req, max, None, last_message, number));
+            match futures_util::future::select(answer, deadline).await {
+                futures_util::future::Either::Left((r, _)) => r,
+                futures_util::future::Either::Right(_) => {
+                    tracing::debug!(number, "exchange timed out");
+                    ExchangeResult::Failed(number)
+                }
+            }
         }));
     }
 

@@ -299,12 +299,12 @@ impl HttpClient {
     }
 
     /// Sends one request and reads the whole response (at most `max_body` bytes) within
-    /// `timeout`.
+    /// `timeout` (`None`: the caller bounds the exchange itself).
     pub async fn exchange(
         &self,
         req: Request<Body>,
         max_body: usize,
-        timeout: Duration,
+        timeout: Option<Duration>,
     ) -> Result<HttpResponse, ExchangeError> {
         let fut = async {
             let resp = self
@@ -325,6 +325,9 @@ impl HttpClient {
                     }
                 })?;
             Ok(HttpResponse { status, body })
+        };
+        let Some(timeout) = timeout else {
+            return fut.await;
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,

@@ -954,6 +954,7 @@ impl Driver {
             let back = self.core.clone();
             let span = tracing::info_span!("session", sequence = %slot.info.sequence);
             let durable = self.durable.is_some();
+            let shared = self.shared.clone();
             let sequence = slot.info.sequence.clone();
             tokio::spawn(
                 async move {
@@ -971,6 +972,13 @@ impl Driver {
                         let bytes = d.body.len();
                         let number = d.number;
                         let outcome = handler.handle(d).await;
+                        if token.is_none() && !durable {
+                            // A one-way message of a one-way session: nothing waits for the
+                            // outcome but the buffer accounting; the driver's lock is not
+                            // needed for that.
+                            shared.buffered.fetch_sub(bytes, Ordering::Relaxed);
+                            continue;
+                        }
                         let app = if durable {
                             handler.commit(number)
                         } else {

@@ -256,6 +256,8 @@ pub(super) struct DurableDriver {
     pub session: ClientSession,
     pub http: HttpClient,
     pub uri: http::Uri,
+    /// The `Host` header of every request, formatted once.
+    pub host: Option<http::HeaderValue>,
     pub url: String,
     pub version: MessageVersion,
     pub max_body: usize,
@@ -268,6 +270,8 @@ pub(super) struct DurableDriver {
     pub resumed: Option<SequenceId>,
     pub sends: HashMap<u64, oneshot::Sender<Result<u64, ClientError>>>,
     pub requests: HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>>,
+    /// SendTimeout of the waiting sends and requests.
+    pub calls: super::CallDeadlines,
     /// Request-reply: two-way requests stored until their reply is delivered.
     pub two_way: HashSet<u64>,
     /// Request-reply: requests from before the restart still waiting for their reply.
@@ -288,18 +292,22 @@ impl DurableDriver {
     pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         let mut cmds_open = true;
         loop {
-            let now = Instant::now().into_std();
+            let now = Instant::now();
+            self.calls.expire(now, &mut self.sends, &mut self.requests);
+            let now = now.into_std();
             self.session.handle_timeout(now);
             self.pump_transmits(now);
             let finished = self.pump_events().await;
             if finished && self.inflight.is_empty() {
                 break;
             }
-            let deadline = self
-                .session
-                .poll_timeout()
-                .map(Instant::from_std)
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let engine = self.session.poll_timeout().map(Instant::from_std);
+            let deadline = match (engine, self.calls.next(&self.sends, &self.requests)) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a
+                    .or(b)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+            };
             tokio::select! {
                 cmd = rx.recv(), if cmds_open => match cmd {
                     Some(c) => self.command(c),
@@ -351,6 +359,8 @@ impl DurableDriver {
                 match self.session.send(now, action, body) {
                     Ok(n) => {
                         self.sends.insert(n, done);
+                        self.calls
+                            .push(Instant::from_std(now), super::CallKind::Send, n);
                     }
                     Err(e) => {
                         let _ = done.send(Err(e.into()));
@@ -366,6 +376,8 @@ impl DurableDriver {
                     Ok(n) => {
                         self.two_way.insert(n);
                         self.requests.insert(n, done);
+                        self.calls
+                            .push(Instant::from_std(now), super::CallKind::Request, n);
                     }
                     Err(e) => {
                         let _ = done.send(Err(e.into()));
@@ -421,7 +433,13 @@ impl DurableDriver {
                 body = stored.clone();
             }
         }
-        let req = soap_request(&self.uri, body, enc.content_type, enc.soap_action);
+        let req = soap_request(
+            &self.uri,
+            self.host.as_ref(),
+            body,
+            enc.content_type,
+            enc.soap_action,
+        );
         let http = self.http.clone();
         let (max, t) = (self.max_body, self.exchange_timeout);
         let store_failed = self.store_failed.clone();
@@ -438,7 +456,7 @@ impl DurableDriver {
             if store_failed.load(SeqCst) {
                 return Answer::Raw(ExchangeResult::Nothing(None));
             }
-            let r = exchange(&http, req, max, t, last_message, number).await;
+            let r = exchange(&http, req, max, Some(t), last_message, number).await;
             let (Some((store, input)), ExchangeResult::Answer(body)) = (replies, &r) else {
                 return Answer::Raw(r);
             };
@@ -719,6 +737,7 @@ pub(super) async fn open(
     let driver = DurableDriver {
         session: opened.session,
         http,
+        host: super::host_header(&uri),
         uri,
         url: url.to_owned(),
         version: binding.message_version,
@@ -732,6 +751,7 @@ pub(super) async fn open(
         resumed: opened.resumed,
         sends: HashMap::new(),
         requests: HashMap::new(),
+        calls: super::CallDeadlines::new(binding.transport.send_timeout),
         two_way: opened.recovered.clone(),
         recovered: opened.recovered,
         recovered_tx,

@@ -1,0 +1,173 @@
+//! SendTimeout on the client: a call that gets no outcome fails with `Timeout` after it, and an
+//! HTTP exchange that gets no answer is cut off after it (the driver enforces both, without a
+//! timer per call or exchange).
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use wsrm::{Binding, Client, ClientError, ClientOptions};
+use wsrm_proto::msg::{Action, Body, CreateSequenceResponse, Message, SequenceId};
+
+#[derive(Default)]
+struct Seen {
+    /// Sequence messages received (first transmissions and retransmissions).
+    messages: AtomicUsize,
+    /// Exchanges whose client gave up before an answer came (the service future was dropped).
+    cut_off: AtomicUsize,
+}
+
+struct CountDrop(Arc<Seen>);
+
+impl Drop for CountDrop {
+    fn drop(&mut self) {
+        self.0.cut_off.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A service that answers CreateSequence and never answers anything else.
+async fn black_hole() -> (String, Arc<Seen>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let url = format!("http://{addr}/svc");
+    let seen = Arc::new(Seen::default());
+    let s = seen.clone();
+    let u = url.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (s, u) = (s.clone(), u.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let (s, u) = (s.clone(), u.clone());
+                    async move {
+                        let b = req.into_body().collect().await.unwrap().to_bytes();
+                        let m = wsrm_wire::decode(b, &wsrm_wire::Limits::default())
+                            .unwrap()
+                            .message;
+                        if let Body::CreateSequence(cs) = &m.body {
+                            // an offered reply sequence is accepted (request-reply)
+                            let accept = cs.offer.as_ref().map(|_| u.clone());
+                            let mut r = Message::new(
+                                m.version,
+                                Action::CreateSequenceResponse,
+                                Body::CreateSequenceResponse(CreateSequenceResponse {
+                                    identifier: SequenceId::from("urn:uuid:black-hole"),
+                                    expires: None,
+                                    incomplete_sequence_behavior: None,
+                                    accept,
+                                }),
+                            );
+                            r.relates_to = m.message_id.clone();
+                            let env =
+                                wsrm_wire::encode(&r, &wsrm_wire::Framing::soap12_wsa10()).unwrap();
+                            let mut resp = hyper::Response::new(Full::new(env));
+                            resp.headers_mut().insert(
+                                http::header::CONTENT_TYPE,
+                                http::HeaderValue::from_static(
+                                    "application/soap+xml; charset=utf-8",
+                                ),
+                            );
+                            return Ok::<_, Infallible>(resp);
+                        }
+                        if m.sequence.is_some() {
+                            s.messages.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let _guard = CountDrop(s.clone());
+                        std::future::pending::<()>().await;
+                        Ok(hyper::Response::new(Full::new(Bytes::new())))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn an_unanswered_send_times_out_after_send_timeout() {
+    let (url, seen) = black_hole().await;
+    let timeout = Duration::from_millis(1500);
+    let binding = Binding::ws_http().send_timeout(timeout);
+    let client = Client::open(&url, &binding, ClientOptions::default())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let first = client.start_send("urn:x/OneWay", "<p xmlns=\"urn:x\">1</p>");
+    let second = client.start_send("urn:x/OneWay", "<p xmlns=\"urn:x\">2</p>");
+    for call in [first, second] {
+        // bounded: a call that never fails would hang the test
+        let r = tokio::time::timeout(timeout * 4, call)
+            .await
+            .expect("the send neither completed nor timed out");
+        match r {
+            Err(ClientError::Timeout { operation, after }) => {
+                assert_eq!(operation, "send");
+                assert_eq!(after, timeout);
+            }
+            other => panic!("expected a SendTimeout, got {other:?}"),
+        }
+    }
+    let took = start.elapsed();
+    assert!(took >= timeout, "failed after {took:?}, before SendTimeout");
+    assert!(took < timeout * 4, "failed only after {took:?}");
+    // The hung exchanges themselves were cut off at their SendTimeout, not left open.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.cut_off.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        seen.cut_off.load(Ordering::SeqCst) >= 2,
+        "hung exchanges were not cut off (messages seen: {})",
+        seen.messages.load(Ordering::SeqCst)
+    );
+    // A call after the timeout is still accepted by the (unharmed) session, and times out too.
+    let later = tokio::time::timeout(
+        timeout * 4,
+        client.send("urn:x/OneWay", "<p xmlns=\"urn:x\">3</p>"),
+    )
+    .await
+    .expect("the send neither completed nor timed out");
+    assert!(
+        matches!(later, Err(ClientError::Timeout { .. })),
+        "{later:?}"
+    );
+    client.abort();
+}
+
+#[tokio::test]
+async fn an_unanswered_request_times_out_after_send_timeout() {
+    let (url, _seen) = black_hole().await;
+    let timeout = Duration::from_millis(1200);
+    let binding = Binding::ws2007_http().send_timeout(timeout);
+    let opts = ClientOptions {
+        request_reply: true,
+        ..ClientOptions::default()
+    };
+    let client = Client::open(&url, &binding, opts).await.unwrap();
+    let start = Instant::now();
+    let call = client.request("urn:x/Echo", "<p xmlns=\"urn:x\"/>");
+    match tokio::time::timeout(timeout * 4, call)
+        .await
+        .expect("the request neither completed nor timed out")
+    {
+        Err(ClientError::Timeout { operation, after }) => {
+            assert_eq!(operation, "request");
+            assert_eq!(after, timeout);
+        }
+        other => panic!("expected a SendTimeout, got {other:?}"),
+    }
+    let took = start.elapsed();
+    assert!(took >= timeout && took < timeout * 4, "{took:?}");
+    client.abort();
+}
