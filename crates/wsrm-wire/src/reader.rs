@@ -203,6 +203,7 @@ pub(crate) fn read(bytes: &Bytes, limits: &Limits, fast: bool) -> Result<Decoded
         uses_mu: None,
         fast,
     };
+    p.rd.fast = fast;
     let mut soap_known = false;
     match p.envelope(&mut soap_known) {
         // mapped in place: the envelope is not moved (a copy of ~800 bytes)
@@ -493,6 +494,15 @@ impl<'a> P<'a> {
             if h.ns == env_ns && h.local == b"Header" {
                 let h = child.take().ok_or_else(|| not_env("Header"))?;
                 self.headers(&h)?;
+                // the writer's end of an envelope without body content (an acknowledgement)
+                if self.fast && self.rm_body_expected().is_none() && self.rd.fast_empty_body_end() {
+                    self.post_headers()?;
+                    // what `body` records for `<s:Body/>`
+                    self.body_namespaces();
+                    self.env.body_bytes = Bytes::new();
+                    self.env.body = WBody::Empty;
+                    return Ok(());
+                }
                 child = or_kind(self.rd.next_child(), not_env)?;
             }
         }
@@ -1292,10 +1302,24 @@ impl<'a> P<'a> {
         Ok(())
     }
 
-    fn body(&mut self, body: &El<'a>) -> Result<(), DecodeErrorKind> {
-        let start = body.content_start;
-        // declarations on Envelope/Body the opaque body content may rely on (gSOAP declares
-        // every namespace on the Envelope); `s`/`a` bound as the writer binds them are implied
+    /// The RM body element the action requires (CreateSequence, …), if any.
+    fn rm_body_expected(&self) -> Option<&'static str> {
+        match self.env.rm_action {
+            Some(
+                a @ (act::CREATE_SEQUENCE
+                | act::CREATE_SEQUENCE_RESPONSE
+                | act::CLOSE_SEQUENCE
+                | act::CLOSE_SEQUENCE_RESPONSE
+                | act::TERMINATE_SEQUENCE
+                | act::TERMINATE_SEQUENCE_RESPONSE),
+            ) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Declarations on Envelope/Body the opaque body content may rely on (gSOAP declares
+    /// every namespace on the Envelope); `s`/`a` bound as the writer binds them are implied.
+    fn body_namespaces(&mut self) {
         let soap_ns = self.env.soap.namespace().as_bytes();
         let wsa_ns = self.env.wsa.map(|w| w.namespace().as_bytes());
         for (i, (prefix, uri)) in self.rd.in_scope().enumerate() {
@@ -1312,20 +1336,13 @@ impl<'a> P<'a> {
                 ));
             }
         }
+    }
 
+    fn body(&mut self, body: &El<'a>) -> Result<(), DecodeErrorKind> {
+        let start = body.content_start;
+        self.body_namespaces();
         let env_ns = body.ns;
-        let rm_action = self.env.rm_action;
-        let expected: Option<&'static str> = match rm_action {
-            Some(
-                a @ (act::CREATE_SEQUENCE
-                | act::CREATE_SEQUENCE_RESPONSE
-                | act::CLOSE_SEQUENCE
-                | act::CLOSE_SEQUENCE_RESPONSE
-                | act::TERMINATE_SEQUENCE
-                | act::TERMINATE_SEQUENCE_RESPONSE),
-            ) => Some(a),
-            _ => None,
-        };
+        let expected = self.rm_body_expected();
         let body_err = |el: &'static str, id: Option<SequenceId>, reason: String| {
             if el == act::CREATE_SEQUENCE {
                 DecodeErrorKind::CreateSequenceRefused { reason }

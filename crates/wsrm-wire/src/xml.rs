@@ -133,6 +133,20 @@ fn known_uri(rest: &[u8], q: u8) -> Option<(usize, Ns)> {
     None
 }
 
+/// An attribute area that is exactly one default namespace declaration closing the tag,
+/// ` xmlns="URI">`, with a URI without `"`, `<` or `&` (no reference to resolve): the URI and
+/// the offset of the `>` (= the length of the area, as the general scan reports it).
+fn default_decl_only(tail: &[u8]) -> Option<(&[u8], usize)> {
+    const OPEN: &[u8] = b" xmlns=\"";
+    let rest = tail.strip_prefix(OPEN)?;
+    // URIs are short: a plain loop (no vectorised search set-up)
+    let len = rest.iter().position(|&c| matches!(c, b'"' | b'<' | b'&'))?;
+    if rest.get(len) != Some(&b'"') || rest.get(len + 1) != Some(&b'>') {
+        return None;
+    }
+    Some((rest.get(..len)?, OPEN.len() + len + 1))
+}
+
 fn is_ws(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\r' | b'\n')
 }
@@ -409,6 +423,9 @@ pub(crate) struct Rd<'a> {
     limits: &'a Limits,
     pub depth: usize,
     pending_end: bool,
+    /// Whether shapes of the writer are matched directly (see `reader/fast.rs`; `false` only
+    /// to compare both ways, [`crate::decode_without_fast_path`]).
+    pub fast: bool,
 }
 
 /// Whether a short byte string contains `x` (a plain loop: `contains` calls `memchr`, whose
@@ -567,6 +584,7 @@ impl<'a> Rd<'a> {
             limits,
             depth: 0,
             pending_end: false,
+            fast: true,
         }
     }
 
@@ -871,6 +889,38 @@ impl<'a> Rd<'a> {
         true
     }
 
+    /// After the header blocks: the rest of the input is exactly the writer's end of an
+    /// envelope without body content, `<s:Body/></s:Envelope>` (`s` bound to the envelope's
+    /// namespace), then at most whitespace. If so it is consumed (the document is complete);
+    /// else `false` with nothing consumed. Reading it event by event gives the same: an empty
+    /// `Body` in the envelope's namespace within the depth and name limits, the envelope's
+    /// end tag, the end of input.
+    pub(crate) fn fast_empty_body_end(&mut self) -> bool {
+        const END: &[u8] = b"<s:Body/></s:Envelope>";
+        if self.pending_end || self.depth != 1 || self.open.len() != 1 {
+            return false;
+        }
+        let rest = self.src.get(self.i..).unwrap_or_default();
+        let Some(tail) = rest.strip_prefix(END) else {
+            return false;
+        };
+        let env_ns = self.lookup(b"s").map(|b| b.ns);
+        if self.open.last() != Some(b"s:Envelope")
+            || !is_xml_ws(tail)
+            || !matches!(env_ns, Some(Ns::Soap11 | Ns::Soap12))
+            || self.limits.max_depth < 2
+            || self.limits.max_name_len < 10
+        {
+            return false;
+        }
+        self.pending_pop = false;
+        self.pop_bindings();
+        self.i = self.src.len();
+        self.open.pop();
+        self.depth = 0;
+        true
+    }
+
     /// The start of a document exactly as the writer (and WCF) writes it,
     /// `<s:Envelope xmlns:s="SOAP" xmlns:a="WS-Addressing"><s:Header>` with known URIs, read at
     /// once into the state reading the two start tags one by one leaves (bindings, open
@@ -1040,6 +1090,22 @@ impl<'a> Rd<'a> {
         let mut prefix_overflow = false;
         let (attrs, empty) = if let Some(empty) = simple {
             (&b""[..], empty)
+        } else if let Some((value, end)) = default_decl_only(tail)
+            .filter(|&(_, end)| self.fast && l.max_attributes >= 1 && end <= l.max_attributes_len)
+        {
+            // the usual first element of an application body, `<p xmlns="urn:…">`: what the
+            // loop below does for this one declaration, without scanning for it
+            self.bindings.push(Binding {
+                prefix: b"",
+                uri: value,
+                owned: None,
+                ns: Ns::classify(value),
+                depth,
+            });
+            self.last_attrs_n = 0;
+            self.last_attrs_pos = pos;
+            self.i = pos + 1 + q.len() + end + 1;
+            (tail.get(..end).unwrap_or_default(), false)
         } else {
             let mut seen: [&[u8]; 8] = [b""; 8];
             let mut seen_more: Vec<&[u8]> = Vec::new();
