@@ -20,7 +20,7 @@ use crate::outbound::{new_urn, Outbound, Stage};
 use crate::settings::{Settings, SettingsError};
 use crate::source::{Source, SourceFailure};
 use crate::types::{
-    ClientEvent, ClientState, Pattern, SendError, SessionError, SessionStats, Shape,
+    earliest, ClientEvent, ClientState, Pattern, SendError, SessionError, SessionStats, Shape,
     REQUESTOR_RETRY_INTERVAL, WSA10_ANONYMOUS,
 };
 
@@ -104,6 +104,11 @@ pub struct ClientSession {
     keepalive_mode: KeepAlive,
     /// Fast polls sent since the quota last reopened (backoff of the fast-polling interval).
     fast_polls: u32,
+    /// InactivityTimeout/2: keep-alive after remote silence (computed once: `Duration`
+    /// division is not cheap and the intervals are needed per inbound message).
+    idle_interval: Duration,
+    /// InactivityTimeout/(2·MaxRetryCount): keep-alive polling interval.
+    poll_interval: Duration,
     requests: HashMap<Arc<str>, u64>,
     inbound_seen: bool,
     undelivered_replies: std::collections::BTreeSet<u64>,
@@ -187,6 +192,8 @@ impl ClientSession {
             keepalive_deadline: None,
             keepalive_mode: KeepAlive::Idle,
             fast_polls: 0,
+            idle_interval: s.inactivity_timeout / 2,
+            poll_interval: s.inactivity_timeout / 2 / s.max_retry_count.max(1),
             requests: HashMap::new(),
             inbound_seen: false,
             undelivered_replies: std::collections::BTreeSet::new(),
@@ -362,10 +369,9 @@ impl ClientSession {
     }
 
     fn interval(&self, mode: KeepAlive) -> Duration {
-        let s = &self.cfg.settings;
-        let ka = s.inactivity_timeout / 2 / s.max_retry_count.max(1);
+        let ka = self.poll_interval;
         match mode {
-            KeepAlive::Idle => s.inactivity_timeout / 2,
+            KeepAlive::Idle => self.idle_interval,
             KeepAlive::Polling => ka,
             // WCF polls a destination that advertised BufferRemaining 0 every
             // min(SendTimeout/2, InactivityTimeout/(2·MaxRetryCount)) = 30 s. An HTTP
@@ -490,7 +496,18 @@ impl ClientSession {
             }
             _ => {}
         }
-        self.on_remote_activity(now);
+        // Remote activity sets the inactivity deadline and the polling mode. When the message
+        // carries an ack for our sequence, that is done once, after the ack (the mode follows
+        // the quota the ack leaves): doing it before as well changed nothing (a mode chosen
+        // before the ack is always chosen again after it, and the fast-poll count can only
+        // have been reset already when the quota was open).
+        let own_ack = !matches!(m.body, Body::Fault(_))
+            && m.ack
+                .as_ref()
+                .is_some_and(|a| Some(&a.identifier) == self.out.id());
+        if !own_ack {
+            self.on_remote_activity(now);
+        }
         if let Body::Fault(f) = &m.body {
             self.handle_fault(f.clone());
             return;
@@ -1050,20 +1067,15 @@ impl ClientSession {
                 } else {
                     None
                 };
-                [
-                    self.out.poll_timeout(),
-                    self.inactivity_deadline,
-                    if self.out.is_done() {
-                        None
-                    } else {
-                        self.keepalive_deadline
-                    },
-                    self.inbound.as_ref().and_then(|i| i.poll_timeout()),
-                    closing_deadline,
-                ]
-                .into_iter()
-                .flatten()
-                .min()
+                let keepalive = if self.out.is_done() {
+                    None
+                } else {
+                    self.keepalive_deadline
+                };
+                let t = earliest(self.out.poll_timeout(), self.inactivity_deadline);
+                let t = earliest(t, keepalive);
+                let t = earliest(t, self.inbound.as_ref().and_then(|i| i.poll_timeout()));
+                earliest(t, closing_deadline)
             }
         }
     }

@@ -10,7 +10,7 @@ use rand::RngCore;
 
 use crate::msg::{AckHeader, Action, Body, Fault, FaultCode, Message, RmVersion, SequenceId};
 use crate::source::{Source, FAST_RETRIES};
-use crate::types::REQUESTOR_RETRY_INTERVAL;
+use crate::types::{earliest, REQUESTOR_RETRY_INTERVAL};
 
 /// `urn:uuid:` + lowercase GUID from the seeded RNG (WCF's `UniqueId` format).
 pub(crate) fn new_urn(rng: &mut SmallRng) -> Arc<str> {
@@ -246,10 +246,7 @@ impl Outbound {
         } else {
             self.close_deadline
         };
-        [self.src.poll_timeout(), stage_t, close_t]
-            .into_iter()
-            .flatten()
-            .min()
+        earliest(earliest(self.src.poll_timeout(), stage_t), close_t)
     }
 
     /// Whether a final ack is allowed now (we sent Close/Terminate).

@@ -15,6 +15,19 @@ pub const WSA10_ANONYMOUS: &str = "http://www.w3.org/2005/08/addressing/anonymou
 /// every 10 s until answered.
 pub const REQUESTOR_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The earlier of two optional deadlines (`None` = no deadline).
+#[inline]
+pub(crate) fn earliest(
+    a: Option<std::time::Instant>,
+    b: Option<std::time::Instant>,
+) -> Option<std::time::Instant> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
 /// How the underlying transport moves messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Shape {
