@@ -111,12 +111,37 @@ impl RangeSet {
         }
     }
 
-    /// Inserts `n`; returns whether it was new.
+    /// Inserts `n`; returns whether it was new. One search, then the range before or after is
+    /// extended (the common case: the next number in order), two ranges are joined, or a range
+    /// is added.
     pub fn insert(&mut self, n: u64) -> bool {
-        if self.contains(n) {
+        let i = self.lower_bound(n);
+        let next = self.ranges.get(i).copied();
+        if next.is_some_and(|(l, _)| l <= n) {
             return false;
         }
-        self.insert_range(n, n);
+        let joins_prev =
+            i > 0 && matches!(self.ranges.get(i - 1), Some(&(_, u)) if u.checked_add(1) == Some(n));
+        let joins_next = next.is_some_and(|(l, _)| n.checked_add(1) == Some(l));
+        match (joins_prev, joins_next, next) {
+            (true, true, Some((_, u))) => {
+                if let Some(prev) = self.ranges.get_mut(i - 1) {
+                    prev.1 = u;
+                }
+                self.ranges.remove(i);
+            }
+            (true, _, _) => {
+                if let Some(prev) = self.ranges.get_mut(i - 1) {
+                    prev.1 = n;
+                }
+            }
+            (false, true, _) => {
+                if let Some(r) = self.ranges.get_mut(i) {
+                    r.0 = n;
+                }
+            }
+            (false, false, _) => self.ranges.insert(i, (n, n)),
+        }
         true
     }
 
@@ -208,8 +233,9 @@ mod tests {
     #[test]
     fn extremes_do_not_overflow() {
         let mut s = RangeSet::new();
-        s.insert(u64::MAX);
-        s.insert(u64::MAX - 1);
+        assert!(s.insert(u64::MAX));
+        assert!(s.insert(u64::MAX - 1));
+        assert!(!s.insert(u64::MAX));
         s.insert_range(0, 0);
         assert_eq!(s.ranges(), &[(0, 0), (u64::MAX - 1, u64::MAX)]);
         assert_eq!(s.range_count_after_insert(u64::MAX - 2), 2);
@@ -235,6 +261,20 @@ mod tests {
                 prop_assert_eq!(s.contains(k), model.contains(&k));
             }
             prop_assert_eq!(s.count(), model.len() as u64);
+        }
+
+        #[test]
+        fn prop_insert_matches_btreeset(xs in proptest::collection::vec(0u64..120, 0..300)) {
+            let mut s = RangeSet::new();
+            let mut model = BTreeSet::new();
+            for x in xs {
+                prop_assert_eq!(s.insert(x), model.insert(x));
+                let mut expect = RangeSet::new();
+                for &k in &model {
+                    expect.insert_range(k, k);
+                }
+                prop_assert_eq!(&s, &expect);
+            }
         }
 
         #[test]

@@ -417,7 +417,7 @@ impl Endpoint {
             self.answer(a, None);
             return;
         };
-        self.session_message(now, sid, m, &mut a);
+        self.session_message(now, sid, &m, &mut a);
         self.answer(a, Some(sid));
         self.after(sid);
     }
@@ -671,12 +671,12 @@ impl Endpoint {
         Some(id)
     }
 
-    fn session_message(&mut self, now: Instant, sid: SessionId, m: Message, a: &mut Answer) {
+    fn session_message(&mut self, now: Instant, sid: SessionId, m: &Message, a: &mut Answer) {
         let Some(mut s) = self.sessions.remove(&sid) else {
             return;
         };
         s.inactivity_deadline = now + s.inactivity;
-        let result = self.process(now, &mut s, &m, a);
+        let result = self.process(now, &mut s, m, a);
         let id = s.id;
         self.sessions.insert(id, s);
         match result {
