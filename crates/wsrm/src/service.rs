@@ -318,7 +318,6 @@ impl ServiceBuilder {
             counters: Counters::default(),
             buffered: AtomicUsize::new(0),
             max_buffered: self.max_buffered_bytes,
-            stats: Mutex::new(HashMap::default()),
             mutual: self.tls.as_ref().is_some_and(|t| t.is_mutual()),
         });
         let core = Arc::new_cyclic(|weak| Core {
@@ -330,6 +329,7 @@ impl ServiceBuilder {
                 exchanges: HashMap::default(),
                 inline: None,
                 sessions: HashMap::default(),
+                by_sequence: HashMap::default(),
                 pending: std::collections::VecDeque::new(),
                 owners: HashMap::new(),
                 core: weak.clone(),
@@ -345,6 +345,7 @@ impl ServiceBuilder {
             timers(core.clone(), shutdown_rx.clone())
                 .instrument(tracing::info_span!("service", addr = %local)),
         );
+        let core_for_stats = core.clone();
         let front = Arc::new(Front {
             core,
             shared: shared.clone(),
@@ -374,6 +375,7 @@ impl ServiceBuilder {
             addr: local,
             base_url,
             shared,
+            core: core_for_stats,
             shutdown: shutdown_tx,
             task: Some(task),
         })
@@ -385,6 +387,8 @@ pub struct Service {
     addr: SocketAddr,
     base_url: String,
     shared: Arc<Shared>,
+    /// For [`Service::session_stats`], which asks the engine.
+    core: Arc<Core>,
     shutdown: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -426,13 +430,12 @@ impl Service {
         }
     }
 
-    /// Counters of one session by its inbound sequence id (updated as the session runs).
+    /// Counters of one session by its inbound sequence id, while the session exists (taken
+    /// from the engine at the call; nothing is copied per message for it).
     pub fn session_stats(&self, sequence: &SequenceId) -> Option<SessionStats> {
-        self.shared
-            .stats
-            .lock()
-            .ok()
-            .and_then(|m| m.get(sequence).copied())
+        let d = self.core.lock();
+        let session = d.by_sequence.get(sequence)?;
+        d.endpoint.stats(*session)
     }
 
     /// Stops accepting and closes connections.
@@ -462,7 +465,6 @@ struct Shared {
     counters: Counters,
     buffered: AtomicUsize,
     max_buffered: usize,
-    stats: Mutex<HashMap<SequenceId, SessionStats, FastHash>>,
     mutual: bool,
 }
 
@@ -535,6 +537,7 @@ async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
     let mut d = core.lock();
     d.stopped = true;
     d.sessions.clear();
+    d.by_sequence.clear();
     d.exchanges.clear();
 }
 
@@ -734,6 +737,8 @@ struct Driver {
     /// the engine gave it (see [`Driver::exchange`]).
     inline: Option<(ExchangeId, Option<Option<Message>>)>,
     sessions: HashMap<SessionId, SessionSlot, FastHash>,
+    /// Sessions by inbound sequence identifier (for [`Service::session_stats`]).
+    by_sequence: HashMap<SequenceId, SessionId, FastHash>,
     pending: std::collections::VecDeque<SessionId>,
     owners: HashMap<SequenceId, ClientIdentity>,
     /// For the handler tasks, which hand their outcomes back through it.
@@ -1018,9 +1023,7 @@ impl Driver {
             if let Some(r) = &slot.info.reply_sequence {
                 self.owners.remove(r);
             }
-            if let Ok(mut s) = self.shared.stats.lock() {
-                s.remove(&slot.info.sequence);
-            }
+            self.by_sequence.remove(&slot.info.sequence);
             tracing::info!(sequence = %slot.info.sequence, ?end, "session ended");
             if let Some(tx) = slot.to_handler {
                 let _ = tx.send(HandlerMsg::End(end));
@@ -1053,6 +1056,7 @@ impl Driver {
                 if let Some(d) = &self.durable {
                     d.session_created(version, &input, output.as_ref(), self.inactivity);
                 }
+                self.by_sequence.insert(input.clone(), session);
                 self.sessions.insert(
                     session,
                     SessionSlot {
@@ -1105,19 +1109,6 @@ impl Driver {
                 // client whose window is full, and WCF's client then waits for its fast-poll
                 // interval (min(SendTimeout/2, keep-alive) = 30 s) before sending again.
                 self.endpoint.delivered(session, number);
-                if let Some(s) = self.sessions.get(&session) {
-                    if let (Ok(mut m), Some(st)) =
-                        (self.shared.stats.lock(), self.endpoint.stats(session))
-                    {
-                        // the entry exists after the first delivery: no key clone
-                        match m.get_mut(&s.info.sequence) {
-                            Some(e) => *e = st,
-                            None => {
-                                m.insert(s.info.sequence.clone(), st);
-                            }
-                        }
-                    }
-                }
             }
             ServerEvent::Acknowledged { .. } => {}
             ServerEvent::SessionClosed { session } => {

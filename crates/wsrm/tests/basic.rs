@@ -15,11 +15,18 @@ async fn one_way(binding: Binding, n: usize) {
         let number = client.send(ONEWAY, payload(i)).await.unwrap();
         assert_eq!(number, i as u64);
     }
+    // The service's per-session counters, read from its engine while the session is open.
+    let sequence = client.sequence_id().unwrap();
+    let on_service = svc.session_stats(&sequence).unwrap();
+    assert_eq!(on_service.delivered, n as u64);
+    assert_eq!(on_service.duplicates_dropped, 0);
     let stats = client.close().await.unwrap();
     // WS-RM 1.0 closes with an empty LastMessage that takes the next number (§4.2).
     let extra = u64::from(binding.session.reliable_messaging_version == wsrm::RmVersion::Wsrm10);
     assert_eq!(stats.acknowledged, n as u64 + extra);
     assert_eq!(stats.sent, n as u64 + extra);
+    // Gone with the session.
+    wait_for(|| svc.session_stats(&sequence).is_none()).await;
     let got = log.lock().unwrap().clone();
     assert_eq!(got.len(), n);
     for (i, s) in got.iter().enumerate() {
