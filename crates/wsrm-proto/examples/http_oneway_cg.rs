@@ -24,6 +24,19 @@
 //! ```
 //!
 //! Divide by the message count (first argument, default 20,000).
+//!
+//! Arguments: `[count] [inorder|shuffle] [window] [connections]` (defaults 20,000, `inorder`,
+//! 64, 64).
+//!
+//! * `inorder`: the HTTP requests reach the service in the order they were sent and each
+//!   answer comes back before the next request is handled (one exchange at a time).
+//! * `shuffle`: what concurrent HTTP exchanges produce (the runtime runs a window's worth,
+//!   64, on separate connections): the requests queue in order for `connections` exchange
+//!   slots, and each step a seeded xorshift picks one exchange in progress to advance — its
+//!   request reaches the service, or its answer the client. So the service sees messages out
+//!   of order (held behind gaps) and the client sees acknowledgements out of order (selective
+//!   and stale ones). The client's driver turn runs after each answer, as in `inorder`.
+//!   Deterministic.
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -37,8 +50,6 @@ use wsrm_proto::{
     ClientConfig, ClientEvent, ClientSession, Endpoint, EndpointConfig, ExchangeId, Pattern,
     ServerEvent, ServerTransmit, SessionId, SessionStats, Shape,
 };
-
-const WINDOW: u32 = 64;
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
@@ -142,12 +153,14 @@ struct App {
     total: u64,
     queued: u64,
     acked: u64,
+    /// Sends the application keeps outstanding (the window).
+    outstanding: u64,
 }
 
 /// The application queues sends (a window's worth outstanding, as `http_bench` does).
 #[inline(never)]
 fn client_send(app: &mut App, now: Instant) {
-    while app.queued < app.total && app.queued - app.acked < u64::from(WINDOW) {
+    while app.queued < app.total && app.queued - app.acked < app.outstanding {
         c_send(
             &mut app.client,
             now,
@@ -161,10 +174,10 @@ fn client_send(app: &mut App, now: Instant) {
 /// One client driver turn: timers, transmits (HTTP requests to start), stats, events,
 /// next deadline.
 #[inline(never)]
-fn client_turn(app: &mut App, now: Instant, requests: &mut VecDeque<Message>) {
+fn client_turn(app: &mut App, now: Instant, requests: &mut impl Extend<Message>) {
     c_handle_timeout(&mut app.client, now);
     while let Some(m) = c_poll_transmit(&mut app.client, now) {
-        requests.push_back(m);
+        requests.extend(Some(m));
     }
     c_stats(&app.client);
     while let Some(ev) = c_poll_event(&mut app.client) {
@@ -186,18 +199,36 @@ fn client_response(app: &mut App, now: Instant, m: Message) {
     c_handle_message(&mut app.client, now, m);
 }
 
+/// xorshift64*: a deterministic choice without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let r = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        ((r >> 32) as usize) % n
+    }
+}
+
 fn main() {
-    let total: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(20_000);
+    let mut args = std::env::args().skip(1);
+    let total: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let shuffle = match args.next().as_deref() {
+        None | Some("inorder") => false,
+        Some("shuffle") => true,
+        Some(other) => panic!("mode {other:?}: inorder or shuffle"),
+    };
+    let window: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(64);
+    let connections: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64);
     let mut now = Instant::now();
     let mut cfg = ClientConfig::new(Pattern::OneWay, Shape::RequestReply);
-    cfg.settings.max_transfer_window_size = WINDOW;
+    cfg.settings.max_transfer_window_size = window;
     cfg.remote_address = Some(Arc::from("http://127.0.0.1:8080/svc"));
     let client = ClientSession::new(now, cfg, 1).expect("client config");
     let mut ecfg = EndpointConfig::default();
-    ecfg.settings.max_transfer_window_size = WINDOW;
+    ecfg.settings.max_transfer_window_size = window;
     let mut svc = Service {
         ep: Endpoint::new(ecfg, 2).expect("endpoint config"),
         next_exchange: 0,
@@ -210,33 +241,102 @@ fn main() {
         total,
         queued: 0,
         acked: 0,
+        outstanding: u64::from(window),
     };
-    // HTTP requests in flight, answered in order (one exchange per step of virtual time).
-    let mut requests: VecDeque<Message> = VecDeque::new();
     let step = Duration::from_micros(15);
-    loop {
-        client_send(&mut app, now);
-        client_turn(&mut app, now, &mut requests);
-        if app.acked == total {
-            break;
-        }
-        let Some(req) = requests.pop_front() else {
-            panic!(
-                "stalled: nothing in flight ({} of {total} acknowledged)",
-                app.acked
-            );
-        };
-        now += step;
-        if let Some(answer) = server_exchange(&mut svc, now, req) {
+    if shuffle {
+        run_shuffled(&mut app, &mut svc, now, step, connections);
+    } else {
+        // HTTP requests in flight, answered in order (one exchange per step of virtual time).
+        let mut requests: VecDeque<Message> = VecDeque::new();
+        loop {
+            client_send(&mut app, now);
+            client_turn(&mut app, now, &mut requests);
+            if app.acked == total {
+                break;
+            }
+            let Some(req) = requests.pop_front() else {
+                panic!(
+                    "stalled: nothing in flight ({} of {total} acknowledged)",
+                    app.acked
+                );
+            };
             now += step;
-            client_response(&mut app, now, answer);
+            if let Some(answer) = server_exchange(&mut svc, now, req) {
+                now += step;
+                client_response(&mut app, now, answer);
+            }
         }
     }
     assert_eq!(svc.delivered, total);
     let st = app.client.stats();
     assert_eq!(st.retransmitted, 0, "no retransmissions expected");
     println!(
-        "{total} messages: sent {}, acknowledged {}, window {}, rtt {:?}",
-        st.sent, st.acknowledged, st.window_size, st.rtt
+        "{total} messages ({}, window {window}): sent {}, acknowledged {}, window {}, rtt {:?}",
+        if shuffle {
+            format!("shuffle over {connections} connections")
+        } else {
+            "inorder".to_owned()
+        },
+        st.sent,
+        st.acknowledged,
+        st.window_size,
+        st.rtt
     );
+}
+
+/// An HTTP exchange on one of the concurrent connections.
+enum Exchange {
+    /// The request is on its way to the service.
+    Request(Message),
+    /// The service answered; the answer is on its way to the client.
+    Answer(Message),
+}
+
+/// Concurrent exchanges: the client's requests queue for one of `connections` connections
+/// (in order, as the runtime's exchange pool takes them); each step one exchange in progress,
+/// chosen at random, advances (its request reaches the service, or its answer the client).
+fn run_shuffled(
+    app: &mut App,
+    svc: &mut Service,
+    mut now: Instant,
+    step: Duration,
+    connections: usize,
+) {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut queued: VecDeque<Message> = VecDeque::new();
+    let mut active: Vec<Exchange> = Vec::with_capacity(connections);
+    loop {
+        client_send(app, now);
+        client_turn(app, now, &mut queued);
+        if app.acked == app.total {
+            break;
+        }
+        // Steps until one answer reached the client (then the client's driver turns).
+        loop {
+            while active.len() < connections {
+                let Some(m) = queued.pop_front() else { break };
+                active.push(Exchange::Request(m));
+            }
+            if active.is_empty() {
+                panic!(
+                    "stalled: nothing in flight ({} of {} acknowledged)",
+                    app.acked, app.total
+                );
+            }
+            now += step;
+            let i = rng.below(active.len());
+            match active.swap_remove(i) {
+                Exchange::Request(req) => {
+                    if let Some(answer) = server_exchange(svc, now, req) {
+                        active.push(Exchange::Answer(answer));
+                    }
+                }
+                Exchange::Answer(answer) => {
+                    client_response(app, now, answer);
+                    break;
+                }
+            }
+        }
+    }
 }
