@@ -781,12 +781,15 @@ impl Driver {
         // retransmission deadline on.
         let sleep = tokio::time::sleep_until(Instant::now() + Duration::from_secs(3600));
         tokio::pin!(sleep);
+        // One clock reading per turn, taken when the turn starts (after the wait): a turn
+        // takes microseconds, and reading the clock for every command and answer cost more
+        // than the engine's work on them.
+        let mut now = Instant::now();
         loop {
-            let now = Instant::now();
             self.calls.expire(now, &mut self.sends, &mut self.requests);
             self.exchange_deadlines.expire(now, self.inflight.len());
-            let now = now.into_std();
-            self.session.handle_timeout(now);
+            let std_now = now.into_std();
+            self.session.handle_timeout(std_now);
             self.pump_transmits(now);
             let finished = self.pump_events();
             if finished {
@@ -811,37 +814,41 @@ impl Driver {
                 sleep.as_mut().reset(deadline);
             }
             tokio::select! {
-                cmd = rx.recv(), if cmds_open => match cmd {
-                    Some(c) => {
-                        self.command(c);
-                        // Take whatever else is queued in the same turn: one pass of the
-                        // engine (timers, transmits, events) serves the whole batch.
-                        for _ in 0..BATCH {
-                            match rx.try_recv() {
-                                Ok(c) => self.command(c),
-                                Err(_) => break,
+                cmd = rx.recv(), if cmds_open => {
+                    now = Instant::now();
+                    match cmd {
+                        Some(c) => {
+                            self.command(c, now);
+                            // Take whatever else is queued in the same turn: one pass of the
+                            // engine (timers, transmits, events) serves the whole batch.
+                            for _ in 0..BATCH {
+                                match rx.try_recv() {
+                                    Ok(c) => self.command(c, now),
+                                    Err(_) => break,
+                                }
                             }
                         }
-                    }
-                    None => {
-                        cmds_open = false;
-                        // Every handle is gone: abort unless closing/closed.
-                        if !matches!(self.session.state(), ClientState::Closing | ClientState::Closed) {
-                            self.session.abort(Instant::now().into_std());
+                        None => {
+                            cmds_open = false;
+                            // Every handle is gone: abort unless closing/closed.
+                            if !matches!(self.session.state(), ClientState::Closing | ClientState::Closed) {
+                                self.session.abort(now.into_std());
+                            }
                         }
                     }
                 },
                 Some(done) = self.inflight.next(), if !self.inflight.is_empty() => {
-                    self.exchange_done(done);
+                    now = Instant::now();
+                    self.exchange_done(done, now);
                     // Every other finished exchange in the same turn (see above).
                     for _ in 0..BATCH {
                         match self.inflight.next().now_or_never() {
-                            Some(Some(done)) => self.exchange_done(done),
+                            Some(Some(done)) => self.exchange_done(done, now),
                             _ => break,
                         }
                     }
                 }
-                _ = &mut sleep => {}
+                _ = &mut sleep => now = Instant::now(),
             }
         }
         if let Some(tx) = self.close.take() {
@@ -850,24 +857,22 @@ impl Driver {
         tracing::debug!("client driver finished");
     }
 
-    fn exchange_done(&mut self, done: ExchangeResult) {
+    fn exchange_done(&mut self, done: ExchangeResult, now: Instant) {
         match done {
-            ExchangeResult::Answer(body) => self.response(body),
+            ExchangeResult::Answer(body) => self.response(body, now.into_std()),
             ExchangeResult::Failed(n) => {
-                self.session
-                    .handle_transport_failure(Instant::now().into_std(), n);
+                self.session.handle_transport_failure(now.into_std(), n);
             }
             ExchangeResult::Nothing(Some(n)) => {
                 // gSOAP quirk 19 (docs/interop.md): accepted without an ack.
-                self.session
-                    .handle_empty_answer(Instant::now().into_std(), n);
+                self.session.handle_empty_answer(now.into_std(), n);
             }
             ExchangeResult::Nothing(None) => {}
         }
     }
 
-    fn command(&mut self, c: Cmd) {
-        let now = Instant::now().into_std();
+    fn command(&mut self, c: Cmd, now: Instant) {
+        let now = now.into_std();
         match c {
             Cmd::Send { action, body, done } => match self.session.send(now, action, body) {
                 Ok(n) => {
@@ -904,29 +909,28 @@ impl Driver {
         }
     }
 
-    fn response(&mut self, body: Bytes) {
+    fn response(&mut self, body: Bytes, now: std::time::Instant) {
         if body.is_empty() {
             // Only the LastMessage's exchange reports an empty success answer (gSOAP quirk 15).
-            let now = Instant::now().into_std();
             self.session.handle_empty_answer_to_last_message(now);
             return;
         }
         match codec::decode(&body, self.max_body) {
             Ok((m, _)) => {
                 tracing::trace!(action = ?m.action, ack = ?m.ack.as_ref().map(|a| (&a.ranges, a.buffer_remaining)), "response");
-                self.session.handle_message(Instant::now().into_std(), m);
+                self.session.handle_message(now, m);
             }
             Err(e) => tracing::debug!(error = %e, "undecodable response dropped"),
         }
     }
 
-    fn pump_transmits(&mut self, now: std::time::Instant) {
-        while let Some(m) = self.session.poll_transmit(now) {
-            self.spawn_exchange(m);
+    fn pump_transmits(&mut self, now: Instant) {
+        while let Some(m) = self.session.poll_transmit(now.into_std()) {
+            self.spawn_exchange(m, now);
         }
     }
 
-    fn spawn_exchange(&mut self, m: Message) {
+    fn spawn_exchange(&mut self, m: Message, now: Instant) {
         tracing::trace!(
             action = ?m.action,
             number = m.sequence.as_ref().map(|s| s.number),
@@ -951,7 +955,7 @@ impl Driver {
         );
         let http = self.http.clone();
         let max = self.max_body;
-        let deadline = self.exchange_deadlines.push(Instant::now());
+        let deadline = self.exchange_deadlines.push(now);
         self.inflight.push(Box::pin(async move {
             let answer = std::pin::pin!(exchange(&http, req, max, None, last_message, number));
             match futures_util::future::select(answer, deadline).await {

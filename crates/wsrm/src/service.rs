@@ -519,7 +519,7 @@ async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
             let mut d = core.lock();
             let now = Instant::now().into_std();
             d.endpoint.handle_timeout(now);
-            d.pump(None);
+            d.pump(None, now);
             d.armed = d.endpoint.poll_timeout();
             d.armed
         };
@@ -815,13 +815,13 @@ impl Driver {
             let (tx, rx) = oneshot::channel();
             self.exchanges.insert(ex, tx);
             self.endpoint.handle_message(now, message, Some(ex));
-            self.pump(identity);
+            self.pump(identity, now);
             return Answer::Later(rx);
         }
         // the answer, if the engine gives it now, is kept in `inline` by `pump`: no channel
         self.inline = Some((ex, None));
         self.endpoint.handle_message(now, message, Some(ex));
-        self.pump(identity);
+        self.pump(identity, now);
         match self.inline.take() {
             Some((_, Some(answer))) => Answer::Now(answer),
             _ => {
@@ -865,7 +865,7 @@ impl Driver {
                         });
                     d.delivered(&slot.info.sequence, number, app, cached);
                 }
-                self.pump(None);
+                self.pump(None, now);
             }
             ToDriver::Forget(sequence) => {
                 if let Some(d) = &self.durable {
@@ -899,8 +899,7 @@ impl Driver {
     }
 
     /// Moves transmits to their HTTP exchanges and events to handlers.
-    fn pump(&mut self, identity: Option<ClientIdentity>) {
-        let now = Instant::now().into_std();
+    fn pump(&mut self, identity: Option<ClientIdentity>, now: std::time::Instant) {
         loop {
             let mut progressed = false;
             while let Some(ev) = self.endpoint.poll_event() {
