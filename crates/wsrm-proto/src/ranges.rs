@@ -22,6 +22,23 @@ pub(crate) fn slice_contains_range(ranges: &[(u64, u64)], lower: u64, upper: u64
     matches!(ranges.get(i), Some(&(l, u)) if l <= lower && u >= upper)
 }
 
+/// Whether every number of the ranges `a` (ascending, each `lower ≤ upper`, disjoint) is in
+/// the canonical slice `b` (see [`is_canonical`]): one merge walk, O(|a| + |b|). Since the
+/// ranges of `b` are separated by gaps, each range of `a` must lie within a single one.
+pub(crate) fn is_subset(a: impl IntoIterator<Item = (u64, u64)>, b: &[(u64, u64)]) -> bool {
+    let mut j = 0;
+    for (l, u) in a {
+        while b.get(j).is_some_and(|&(_, bu)| bu < l) {
+            j += 1;
+        }
+        match b.get(j) {
+            Some(&(bl, bu)) if bl <= l && u <= bu => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// Sorted, disjoint, non-adjacent inclusive ranges of message numbers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RangeSet {
@@ -160,6 +177,23 @@ impl RangeSet {
         if lower > upper {
             return;
         }
+        // At the end (the common case: numbers mostly grow): a push, or the last range
+        // extended (it is the only one `lower..=upper` can touch).
+        match self.ranges.last_mut() {
+            None => {
+                self.ranges.push((lower, upper));
+                return;
+            }
+            Some(last) if lower > last.1.saturating_add(1) => {
+                self.ranges.push((lower, upper));
+                return;
+            }
+            Some(last) if lower >= last.0 => {
+                last.1 = last.1.max(upper);
+                return;
+            }
+            Some(_) => {}
+        }
         // First range that could touch [lower, upper]: upper end ≥ lower − 1.
         let start = self
             .ranges
@@ -175,7 +209,17 @@ impl RangeSet {
             hi = hi.max(u);
             end += 1;
         }
-        self.ranges.splice(start..end, std::iter::once((lo, hi)));
+        // Ranges start..end merge into one (none: a new range at `start`).
+        if end == start {
+            self.ranges.insert(start, (lo, hi));
+        } else {
+            if let Some(r) = self.ranges.get_mut(start) {
+                *r = (lo, hi);
+            }
+            if end > start + 1 {
+                self.ranges.drain(start + 1..end);
+            }
+        }
     }
 
     /// Whether every number in `other` is also in `self`.
@@ -185,6 +229,10 @@ impl RangeSet {
 
     /// Removes every number ≤ `n`.
     pub fn remove_through(&mut self, n: u64) {
+        if self.ranges.last().is_some_and(|&(_, u)| u <= n) {
+            self.ranges.clear();
+            return;
+        }
         let i = self.lower_bound(n.saturating_add(1));
         self.ranges.drain(..i);
         if let Some(first) = self.ranges.first_mut() {
@@ -244,6 +292,18 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn prop_is_subset_matches_btreeset(
+            a in proptest::collection::vec((1u64..60, 0u64..6), 0..8),
+            b in proptest::collection::vec((1u64..60, 0u64..12), 0..8),
+        ) {
+            let a = RangeSet::from_ranges(&a.iter().map(|&(l, n)| (l, l + n)).collect::<Vec<_>>());
+            let b = RangeSet::from_ranges(&b.iter().map(|&(l, n)| (l, l + n)).collect::<Vec<_>>());
+            let model = (0..80u64).all(|k| !a.contains(k) || b.contains(k));
+            prop_assert_eq!(is_subset(a.ranges().iter().copied(), b.ranges()), model);
+            prop_assert_eq!(is_subset(a.ranges().iter().copied(), b.ranges()), b.is_superset(&a));
+        }
+
         #[test]
         fn prop_matches_btreeset(ops in proptest::collection::vec((1u64..200, 0u64..5), 0..200)) {
             let mut s = RangeSet::new();
