@@ -18,6 +18,7 @@ use crate::xml::{bad, El, PErr, PResult, Raw, Rd};
 use crate::Limits;
 
 mod fast;
+mod fast_ack;
 
 /// A WS-Addressing endpoint reference as received: the address and the reference parameters
 /// (each kept as the raw bytes of one element, to be echoed as a header on messages sent to
@@ -140,6 +141,12 @@ pub(crate) fn read(bytes: &Bytes, limits: &Limits, fast: bool) -> Result<Decoded
             limit: limits.max_message_size,
         }
         .into());
+    }
+    // the standalone acknowledgement as the writer writes it: read at once from the bytes
+    if fast {
+        if let Some(a) = &fast_ack::scan(bytes, limits) {
+            return fast_ack::build(a);
+        }
     }
     let all: &[u8] = bytes;
     let base = if all.starts_with(&[0xEF, 0xBB, 0xBF]) {

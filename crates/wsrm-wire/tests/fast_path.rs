@@ -340,6 +340,53 @@ const SUBSTITUTIONS: &[(&str, &str)] = &[
     ("<s:Body/>", "<s:Body/> "),
     ("<s:Body/></s:Envelope>", "<s:Body/></s:Envelope"),
     // the first element of an application body: one default namespace declaration
+    // the whole-envelope path of a standalone acknowledgement: text values, None/Final, the
+    // bytes that tell the versions apart, what follows the envelope
+    ("<r:Identifier>", "<r:Identifier>\t"),
+    ("<r:Identifier>", "<r:Identifier>\u{1}"),
+    ("<r:Identifier>", "<r:Identifier>\u{b}"),
+    ("<r:Identifier>", "<r:Identifier>x\ry"),
+    ("<r:Identifier>", "<r:Identifier>x\r\ny"),
+    ("<r:Identifier>", "<r:Identifier>x\ty"),
+    ("</r:Identifier>", " \n</r:Identifier>"),
+    ("</r:Identifier>", "\r\n</r:Identifier>"),
+    ("</r:Identifier>", ">x</r:Identifier>"),
+    ("</r:Identifier>", "]]></r:Identifier>"),
+    ("</r:Identifier>", "\u{e9}</r:Identifier>"),
+    ("</r:Identifier>", "\u{7f}</r:Identifier>"),
+    ("</r:Identifier>", "\u{a0}</r:Identifier>"),
+    ("</r:Identifier>", "&#x9;</r:Identifier>"),
+    ("<a:RelatesTo>", "<a:RelatesTo> "),
+    ("</a:RelatesTo>", "\t</a:RelatesTo>"),
+    ("</a:RelatesTo>", "&amp;</a:RelatesTo>"),
+    ("<a:To s:mustUnderstand=\"1\">", "<a:To s:mustUnderstand=\"1\"> "),
+    ("</a:To>", "\n</a:To>"),
+    ("</a:To>", ">x</a:To>"),
+    ("</a:To>", "\u{e9}</a:To>"),
+    ("</a:To>", "</a:To><a:RelatesTo>urn:late</a:RelatesTo>"),
+    ("<a:RelatesTo>", "<a:To s:mustUnderstand=\"1\">urn:early</a:To><a:RelatesTo>"),
+    ("<r:None/>", "<r:None />"),
+    ("<r:None/>", "<r:None/><r:None/>"),
+    ("<r:None/>", "<r:AcknowledgementRange Lower=\"1\" Upper=\"2\"/>"),
+    ("<r:Final/>", "<r:Final />"),
+    ("<r:Final/>", "<r:Final/><r:Final/>"),
+    ("<r:Final/>", ""),
+    ("<r:Final/>", "<r:None/><r:Final/>"),
+    ("Upper=\"0\"/>", "Upper=\"0\"/><r:AcknowledgementRange Lower=\"1\" Upper=\"2\"/>"),
+    ("Upper=\"0\"/>", "Upper=\"0\"/><r:None/>"),
+    ("\"/><netrm:", "\"/><r:Final/><netrm:"),
+    ("<r:SequenceAcknowledgement ", "<r:SequenceAcknowledgementX "),
+    ("<r:SequenceAcknowledgement ", "<r:SequenceAcknowledgement  "),
+    ("xmlns:s=\"http://w", "xmlns:s=\"http://s"),
+    ("xmlns:s=\"http://s", "xmlns:s=\"http://w"),
+    ("xmlns:a=\"http://s", "xmlns:a=\"http://w"),
+    ("xmlns:a=\"http://w", "xmlns:a=\"http://s"),
+    ("xmlns:r=\"http://s", "xmlns:r=\"http://d"),
+    ("xmlns:r=\"http://d", "xmlns:r=\"http://s"),
+    ("xmlns:r=\"http://d", "xmlns:r=\"http://x"),
+    ("</s:Envelope>", "</s:Envelope>\u{1}"),
+    ("</s:Envelope>", "</s:Envelope>\u{a0}"),
+    ("</s:Envelope>", "</s:Envelope>\r\n"),
     ("<p xmlns=\"", "<p xmlns:x=\"\" xmlns=\""),
     ("<p xmlns=\"", "<p xmlns=\"urn:y\" xmlns=\""),
     ("<p xmlns=\"", "<p:q xmlns=\""),
@@ -607,6 +654,31 @@ fn bases() -> Vec<(Message, Framing)> {
                 a.ack = Some(ack(vec![(1, 485), (494, 496), (502, 503)], Some(0)));
                 out.push((a.clone(), framing.clone()));
                 a.ack = Some(ack(Vec::new(), None));
+                out.push((a.clone(), framing.clone()));
+                // the client's acknowledgements (with To), more ranges than are held inline,
+                // RelatesTo, 1.1 Final
+                a.ack = Some(ack(
+                    vec![(1, 2), (4, 4), (6, 9), (11, 11), (13, 20), (22, 22)],
+                    Some(7),
+                ));
+                a.to = Some(Arc::from("http://127.0.0.1:1/svc"));
+                out.push((a.clone(), framing.clone()));
+                let mut f = ack(vec![(1, 1)], Some(64));
+                f.final_ack = v == RmVersion::Wsrm11;
+                a.ack = Some(f);
+                a.relates_to = Some(Arc::from("urn:uuid:r"));
+                out.push((a.clone(), framing.clone()));
+                let mut f = ack(Vec::new(), Some(1));
+                f.final_ack = v == RmVersion::Wsrm11;
+                a.ack = Some(f);
+                a.to = None;
+                out.push((a.clone(), framing.clone()));
+                // short values, so that a small text limit is first reached by another one
+                let mut f = ack(vec![(1, 1)], Some(2147483647));
+                f.identifier = SequenceId::from("u");
+                a.ack = Some(f);
+                a.relates_to = None;
+                a.to = Some(Arc::from("h"));
                 out.push((a, framing.clone()));
                 if v == RmVersion::Wsrm10 {
                     let mut last = Message::new(v, Action::LastMessage, Body::Empty);
@@ -648,7 +720,7 @@ fn every_listed_variation_decodes_the_same() {
             ..Limits::default()
         });
     }
-    for n in [0, 3, 5, 8, 12, 22, 40] {
+    for n in [0, 1, 3, 5, 8, 9, 10, 12, 22, 40] {
         small.push(Limits {
             max_text_len: n,
             ..Limits::default()

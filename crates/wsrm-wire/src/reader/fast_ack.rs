@@ -1,0 +1,546 @@
+//! A fast path for the whole envelope of a standalone acknowledgement — the answer to every
+//! one-way request over HTTP, decoded once per message by the client — when it is written
+//! exactly as this crate's writer writes it (`map::write` of a `SequenceAcknowledgement`
+//! message with an empty body, in any SOAP / WS-Addressing / WS-RM version):
+//!
+//! ```text
+//! <s:Envelope xmlns:s="SOAP" xmlns:a="WSA"><s:Header>
+//! <r:SequenceAcknowledgement xmlns:r="RM"><r:Identifier>…</r:Identifier>
+//!   ranges | 1.0 <r:AcknowledgementRange Lower="0" Upper="0"/> | 1.1 <r:None/>
+//!   [1.1 <r:Final/>] [<netrm:BufferRemaining xmlns:netrm="…">n</netrm:BufferRemaining>]
+//! </r:SequenceAcknowledgement>
+//! <a:Action s:mustUnderstand="1">RM/SequenceAcknowledgement</a:Action>
+//! [<a:RelatesTo>…</a:RelatesTo>] [<a:To s:mustUnderstand="1">…</a:To>]
+//! </s:Header><s:Body/></s:Envelope>   (then at most whitespace)
+//! ```
+//!
+//! It runs on the raw bytes, before the input is checked as a whole: the markup is matched as
+//! literal byte runs (so it is ASCII), numbers are plain digits, and the few text values
+//! (identifier, RelatesTo, To) must be printable ASCII without `&`, which makes them
+//! valid UTF-8 and XML characters without references or line ends to normalise. Anything else
+//! — another byte anywhere, a limit the envelope might reach, a number the general path would
+//! convert or refuse, ranges not ascending — gives `None` before anything is allocated, and
+//! the general reader (with its own fast path for the header blocks) reads the envelope. What
+//! this path accepts, the general path reads to the same `Decoded` (`tests/fast_path.rs`
+//! compares both on generated, substituted and mutated envelopes).
+
+use bytes::Bytes;
+use memchr::memchr;
+use wsrm_proto::msg::{AckHeader, Action, Body, Message, RmVersion, SequenceId};
+
+use super::fast::address;
+use super::interned_rm_action;
+use crate::error::DecodeError;
+use crate::map::Decoded;
+use crate::ns::{AddressingVersion, SoapVersion};
+use crate::Limits;
+
+#[cfg(test)]
+thread_local! {
+    /// How often this path decoded an envelope on this thread (tests check it is taken).
+    pub(super) static TAKEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A cursor over the raw input.
+struct B<'a> {
+    b: &'a [u8],
+    k: usize,
+}
+
+impl<'a> B<'a> {
+    #[inline(always)]
+    fn rest(&self) -> &'a [u8] {
+        self.b.get(self.k..).unwrap_or_default()
+    }
+
+    /// The byte `i` positions ahead.
+    #[inline(always)]
+    fn at(&self, i: usize) -> Option<u8> {
+        self.b.get(self.k + i).copied()
+    }
+
+    /// Consumes `l` if the input continues with it.
+    #[inline(always)]
+    fn lit(&mut self, l: &[u8]) -> bool {
+        if self.rest().starts_with(l) {
+            self.k += l.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A plain number ending at the byte `stop` (consumed too): 1 to 18 ASCII digits without
+    /// a leading zero, the form the general path converts directly; anything else `None`.
+    #[inline(always)]
+    fn plain(&mut self, stop: u8) -> Option<u64> {
+        let rest = self.rest();
+        let first = rest.first()?.wrapping_sub(b'0');
+        if !(1..=9).contains(&first) {
+            return None;
+        }
+        let mut v = u64::from(first);
+        for (i, &c) in rest.iter().enumerate().skip(1).take(18) {
+            if c == stop {
+                self.k += i + 1;
+                return Some(v);
+            }
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v = v * 10 + u64::from(d);
+        }
+        None
+    }
+
+    /// Text up to the next `<`, directly followed by the end tag `end` (both consumed), at
+    /// most `max` bytes, all printable ASCII but `&`; untrimmed.
+    fn text(&mut self, end: &[u8], max: usize) -> Option<&'a str> {
+        let rest = self.rest();
+        let n = memchr(b'<', rest)?;
+        let t = rest.get(..n)?;
+        if n > max || !rest.get(n..)?.starts_with(end) {
+            return None;
+        }
+        // without early exit, so that it is vectorised
+        let odd = t
+            .iter()
+            .fold(false, |a, &c| a | !(0x20..0x7f).contains(&c) | (c == b'&'));
+        if odd {
+            return None;
+        }
+        // printable ASCII: always valid
+        let t = std::str::from_utf8(t).ok()?;
+        self.k += n + end.len();
+        Some(t)
+    }
+}
+
+/// The writer's envelope start (`map::prolog`), told apart by the first byte after
+/// `http://` of each URI: `<s:Envelope xmlns:s="http://`.
+const PROLOGS: [(&[u8], SoapVersion, AddressingVersion); 4] = [
+    (
+        b"<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header>",
+        SoapVersion::Soap12,
+        AddressingVersion::Wsa10,
+    ),
+    (
+        b"<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\"><s:Header>",
+        SoapVersion::Soap12,
+        AddressingVersion::Wsa200408,
+    ),
+    (
+        b"<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header>",
+        SoapVersion::Soap11,
+        AddressingVersion::Wsa10,
+    ),
+    (
+        b"<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:a=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\"><s:Header>",
+        SoapVersion::Soap11,
+        AddressingVersion::Wsa200408,
+    ),
+];
+
+/// `<s:Envelope xmlns:s="http://`: where the SOAP URI's distinguishing byte is.
+const SOAP_AT: usize = 28;
+/// `" xmlns:a="http://` after the SOAP URI: where the WS-Addressing URI's is.
+const WSA_AFTER_SOAP: usize = 18;
+
+/// The acknowledgement's start up to the identifier, per version (told apart by the byte
+/// after `http://` of the RM URI).
+#[cfg(test)]
+const ACK_START: [&[u8]; 2] = [
+    b"<r:SequenceAcknowledgement xmlns:r=\"http://schemas.xmlsoap.org/ws/2005/02/rm\"><r:Identifier>",
+    b"<r:SequenceAcknowledgement xmlns:r=\"http://docs.oasis-open.org/ws-rx/wsrm/200702\"><r:Identifier>",
+];
+/// [`PROLOGS`] and [`ACK_START`] in one, at `4 · SOAP + 2 · WS-Addressing + RM`.
+const STARTS: [&[u8]; 8] = [
+    b"<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header><r:SequenceAcknowledgement xmlns:r=\"http://schemas.xmlsoap.org/ws/2005/02/rm\"><r:Identifier>",
+    b"<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header><r:SequenceAcknowledgement xmlns:r=\"http://docs.oasis-open.org/ws-rx/wsrm/200702\"><r:Identifier>",
+    b"<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\"><s:Header><r:SequenceAcknowledgement xmlns:r=\"http://schemas.xmlsoap.org/ws/2005/02/rm\"><r:Identifier>",
+    b"<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\"><s:Header><r:SequenceAcknowledgement xmlns:r=\"http://docs.oasis-open.org/ws-rx/wsrm/200702\"><r:Identifier>",
+    b"<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header><r:SequenceAcknowledgement xmlns:r=\"http://schemas.xmlsoap.org/ws/2005/02/rm\"><r:Identifier>",
+    b"<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header><r:SequenceAcknowledgement xmlns:r=\"http://docs.oasis-open.org/ws-rx/wsrm/200702\"><r:Identifier>",
+    b"<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:a=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\"><s:Header><r:SequenceAcknowledgement xmlns:r=\"http://schemas.xmlsoap.org/ws/2005/02/rm\"><r:Identifier>",
+    b"<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:a=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\"><s:Header><r:SequenceAcknowledgement xmlns:r=\"http://docs.oasis-open.org/ws-rx/wsrm/200702\"><r:Identifier>",
+];
+
+/// `<r:SequenceAcknowledgement xmlns:r="http://`.
+const RM_AT: usize = 43;
+
+/// The acknowledgement's end and the Action header, per version.
+const ACK_END_ACTION: [&[u8]; 2] = [
+    b"</r:SequenceAcknowledgement><a:Action s:mustUnderstand=\"1\">http://schemas.xmlsoap.org/ws/2005/02/rm/SequenceAcknowledgement</a:Action>",
+    b"</r:SequenceAcknowledgement><a:Action s:mustUnderstand=\"1\">http://docs.oasis-open.org/ws-rx/wsrm/200702/SequenceAcknowledgement</a:Action>",
+];
+/// [`ACK_END_ACTION`] and [`END`] in one (no RelatesTo, no To: the usual answer).
+const ACK_END_ACTION_END: [&[u8]; 2] = [
+    b"</r:SequenceAcknowledgement><a:Action s:mustUnderstand=\"1\">http://schemas.xmlsoap.org/ws/2005/02/rm/SequenceAcknowledgement</a:Action></s:Header><s:Body/></s:Envelope>",
+    b"</r:SequenceAcknowledgement><a:Action s:mustUnderstand=\"1\">http://docs.oasis-open.org/ws-rx/wsrm/200702/SequenceAcknowledgement</a:Action></s:Header><s:Body/></s:Envelope>",
+];
+/// The length of the action URI in each of [`ACK_END_ACTION`] (1.1's is the longer).
+const ACTION_LEN: [usize; 2] = [
+    crate::ns::RM10.len() + 1 + crate::ns::act::SEQUENCE_ACKNOWLEDGEMENT.len(),
+    crate::ns::RM11.len() + 1 + crate::ns::act::SEQUENCE_ACKNOWLEDGEMENT.len(),
+];
+/// The index of `SequenceAcknowledgement` in `RM10_ACTIONS` / `RM11_ACTIONS`.
+const ACTION_INDEX: [usize; 2] = [3, 6];
+
+const RANGE: &[u8] = b"<r:AcknowledgementRange Lower=\"";
+const BUFFER_REMAINING: &[u8] =
+    b"<netrm:BufferRemaining xmlns:netrm=\"http://schemas.microsoft.com/ws/2006/05/rm\">";
+const END: &[u8] = b"</s:Header><s:Body/></s:Envelope>";
+
+/// How many ranges [`Ack`] holds inline (more are read again from the input when the result
+/// is built).
+const INLINE_RANGES: usize = 4;
+
+/// Ascending, non-overlapping ranges with plain bounds ≥ 1 (at most `max`), each handed to
+/// `push` with its index; their number.
+#[inline(always)]
+fn ranges(c: &mut B<'_>, max: usize, mut push: impl FnMut(usize, u64, u64)) -> Option<usize> {
+    let mut n = 0usize;
+    let mut prev_upper = 0u64;
+    // `<r:A`: an AcknowledgementRange may follow (`<r:N`one, `<r:F`inal, `<ne`trm, `</r`);
+    // `Lower="0"` is left for the 1.0 empty form
+    while c.at(3) == Some(b'A') && c.at(RANGE.len()) != Some(b'0') && c.lit(RANGE) {
+        if n >= max {
+            return None;
+        }
+        let lo = c.plain(b'"')?;
+        if !c.lit(b" Upper=\"") {
+            return None;
+        }
+        let up = c.plain(b'"')?;
+        if !c.lit(b"/>") || lo > up || lo <= prev_upper {
+            return None;
+        }
+        prev_upper = up;
+        push(n, lo, up);
+        n += 1;
+    }
+    Some(n)
+}
+
+/// What [`scan`] found: everything the result needs, nothing allocated.
+pub(super) struct Ack<'a> {
+    src: &'a [u8],
+    soap: SoapVersion,
+    wsa: AddressingVersion,
+    /// Index of the RM version (0: 1.0, 1: 1.1).
+    vi: usize,
+    id: &'a str,
+    /// The first ranges, and where all of them start in `src`.
+    inline: [(u64, u64); INLINE_RANGES],
+    n: usize,
+    ranges_at: usize,
+    max_ranges: usize,
+    final_ack: bool,
+    buffer_remaining: Option<u32>,
+    relates_to: Option<&'a str>,
+    to: Option<&'a str>,
+    headers: usize,
+}
+
+/// Matches `src` against the standalone acknowledgement of the writer's shape (see the module
+/// documentation); `None` for anything else, for the general reader.
+pub(super) fn scan<'a>(src: &'a [u8], limits: &Limits) -> Option<Ack<'a>> {
+    // what the template needs: depth 4 (Envelope, Header, ack, Identifier), names of at most
+    // 25 bytes, at most 2 attributes of at most 111 bytes per tag, the action as text (64 or
+    // 68 bytes; the numbers in text, at most 10 digits, are shorter)
+    if limits.max_depth < 4
+        || limits.max_name_len < 32
+        || limits.max_attributes < 2
+        || limits.max_attributes_len < 128
+        || limits.max_text_len < ACTION_LEN[1]
+    {
+        return None;
+    }
+    let max_text = limits.max_text_len;
+    let mut c = B { b: src, k: 0 };
+
+    let s11 = usize::from(c.at(SOAP_AT)? == b's');
+    let wsa_at =
+        SOAP_AT + [crate::ns::SOAP12.len(), crate::ns::SOAP11.len()].get(s11)? + WSA_AFTER_SOAP - 7;
+    let w04 = usize::from(c.at(wsa_at)? == b's');
+    let (prolog, soap, wsa) = *PROLOGS.get(2 * s11 + w04)?;
+    // `<r:SequenceA` after the prolog (a sequence message has `<r:Sequence ` there)
+    if c.b.get(prolog.len() + 11) != Some(&b'A') {
+        return None;
+    }
+    let vi = usize::from(c.b.get(prolog.len() + RM_AT)? != &b's');
+    let v = match vi {
+        0 => RmVersion::Wsrm10,
+        _ => RmVersion::Wsrm11,
+    };
+    if !c.lit(STARTS.get(4 * s11 + 2 * w04 + vi)?) {
+        return None;
+    }
+    let id = crate::xml::trim_xml(c.text(b"</r:Identifier>", max_text)?);
+    if id.is_empty() {
+        return None;
+    }
+
+    let ranges_at = c.k;
+    let max_ranges = limits.max_ack_ranges;
+    let mut inline = [(0u64, 0u64); INLINE_RANGES];
+    let n = ranges(&mut c, max_ranges, |i, lo, up| {
+        if let Some(r) = inline.get_mut(i) {
+            *r = (lo, up);
+        }
+    })?;
+    if n == 0 {
+        let empty = match v {
+            RmVersion::Wsrm10 => {
+                max_ranges >= 1 && c.lit(b"<r:AcknowledgementRange Lower=\"0\" Upper=\"0\"/>")
+            }
+            RmVersion::Wsrm11 => c.lit(b"<r:None/>"),
+        };
+        if !empty {
+            return None;
+        }
+    }
+    let final_ack = v == RmVersion::Wsrm11 && c.lit(b"<r:Final/>");
+    let mut buffer_remaining = None;
+    if c.at(1) == Some(b'n') && c.lit(BUFFER_REMAINING) {
+        let k = if c.lit(b"0<") { 0 } else { c.plain(b'<')? };
+        if k > i32::MAX as u64 || !c.lit(b"/netrm:BufferRemaining>") {
+            return None;
+        }
+        buffer_remaining = Some(k as u32);
+    }
+    let mut headers = 2;
+    let mut relates_to = None;
+    let mut to = None;
+    if !c.lit(ACK_END_ACTION_END.get(vi)?) {
+        if !c.lit(ACK_END_ACTION.get(vi)?) {
+            return None;
+        }
+        if c.lit(b"<a:RelatesTo>") {
+            headers += 1;
+            relates_to = Some(crate::xml::trim_xml(c.text(b"</a:RelatesTo>", max_text)?));
+        }
+        if c.lit(b"<a:To s:mustUnderstand=\"1\">") {
+            headers += 1;
+            to = Some(c.text(b"</a:To>", max_text)?);
+        }
+        if !c.lit(END) {
+            return None;
+        }
+    }
+    if headers > limits.max_headers
+        || !c
+            .rest()
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+    {
+        return None;
+    }
+    Some(Ack {
+        src,
+        soap,
+        wsa,
+        vi,
+        id,
+        inline,
+        n,
+        ranges_at,
+        max_ranges,
+        final_ack,
+        buffer_remaining,
+        relates_to,
+        to,
+        headers,
+    })
+}
+
+/// The result for a matched envelope: what the general reader reads from it. (Returned as
+/// [`read`](super::read) returns it, so that it is written in place, not copied.)
+#[inline(never)]
+pub(super) fn build(a: &Ack<'_>) -> Result<Decoded, DecodeError> {
+    let v = match a.vi {
+        0 => RmVersion::Wsrm10,
+        _ => RmVersion::Wsrm11,
+    };
+    let ranges = match a.inline.get(..a.n) {
+        Some(r) => r.to_vec(),
+        None => {
+            let mut list = Vec::with_capacity(a.n);
+            let mut c = B {
+                b: a.src,
+                k: a.ranges_at,
+            };
+            // read before: cannot fail
+            let _ = ranges(&mut c, a.max_ranges, |_, lo, up| list.push((lo, up)));
+            list
+        }
+    };
+    let action = match interned_rm_action(v, ACTION_INDEX.get(a.vi).copied().unwrap_or(0)) {
+        Some(action) => action,
+        None => std::sync::Arc::from(""),
+    };
+    #[cfg(test)]
+    TAKEN.with(|t| t.set(t.get() + 1));
+    Ok(Decoded {
+        soap: a.soap,
+        addressing: a.wsa,
+        rm: Some(v),
+        action,
+        relationship_type: None,
+        reply_to: None,
+        fault_to: None,
+        from: None,
+        acks_to: None,
+        fault_subcode: None,
+        header_count: a.headers,
+        body_bytes: Bytes::new(),
+        body_namespaces: Vec::new(),
+        not_understood: Vec::new(),
+        message: Message {
+            version: v,
+            action: Action::SequenceAcknowledgement,
+            message_id: None,
+            relates_to: a.relates_to.map(std::sync::Arc::from),
+            reply_to: None,
+            to: a.to.map(|t| address(t, true)),
+            sequence: None,
+            ack: Some(AckHeader {
+                identifier: SequenceId::new(a.id),
+                none: a.n == 0,
+                ranges,
+                final_ack: a.final_ack,
+                nacks: Vec::new(),
+                buffer_remaining: a.buffer_remaining,
+            }),
+            ack_requested: None,
+            body: Body::Empty,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every standalone acknowledgement the writer writes (any version, ranges or none,
+    /// Final, BufferRemaining, RelatesTo, To) takes this path and reads back as written.
+    #[test]
+    fn writer_acknowledgements_take_this_path() {
+        use crate::{decode, decode_without_fast_path, encode, Framing};
+        use std::sync::Arc;
+        let mut n = 0;
+        for v in [RmVersion::Wsrm10, RmVersion::Wsrm11] {
+            for soap in [SoapVersion::Soap11, SoapVersion::Soap12] {
+                for wsa in [AddressingVersion::Wsa10, AddressingVersion::Wsa200408] {
+                    for ranges in [
+                        vec![],
+                        vec![(1, 1)],
+                        (1..=9).map(|k| (3 * k, 3 * k + 1)).collect(),
+                    ] {
+                        for (br, fin, rel, to) in [
+                            (None, false, None, None),
+                            (Some(0), true, Some("urn:uuid:r"), None),
+                            (Some(2147483647), true, None, Some("http://h:1/svc")),
+                            (Some(9), false, Some(" r "), Some(wsa.anonymous())),
+                        ] {
+                            let mut m =
+                                Message::new(v, Action::SequenceAcknowledgement, Body::Empty);
+                            m.ack = Some(AckHeader {
+                                identifier: SequenceId::from(
+                                    "urn:uuid:8cf9383c-d191-47fc-a018-5d3da2c3fc9b",
+                                ),
+                                none: ranges.is_empty(),
+                                ranges: ranges.clone(),
+                                final_ack: fin && v == RmVersion::Wsrm11,
+                                nacks: Vec::new(),
+                                buffer_remaining: br,
+                            });
+                            m.relates_to = rel.map(Arc::from);
+                            m.to = to.map(Arc::from);
+                            let xml = encode(&m, &Framing::new(soap, wsa)).unwrap_or_default();
+                            let before = TAKEN.with(|t| t.get());
+                            let d = decode(xml.clone(), &Limits::default());
+                            assert_eq!(
+                                TAKEN.with(|t| t.get()),
+                                before + 1,
+                                "{}",
+                                String::from_utf8_lossy(&xml)
+                            );
+                            assert_eq!(
+                                d,
+                                decode_without_fast_path(xml.clone(), &Limits::default())
+                            );
+                            let d = d.unwrap_or_else(|e| panic!("{e}"));
+                            // the writer omits an anonymous To under WS-Addressing 1.0
+                            if to == Some(wsa.anonymous()) && wsa == AddressingVersion::Wsa10 {
+                                m.to = None;
+                            }
+                            m.relates_to = rel.map(|r| Arc::from(r.trim()));
+                            assert_eq!(d.message, m);
+                            n += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(n, 96);
+    }
+
+    #[test]
+    fn constants_spell_the_writer_s_shapes() {
+        use crate::ns::{act, rm_namespace, NETRM, RM10, RM11};
+        for (prolog, soap, wsa) in PROLOGS {
+            let want = format!(
+                "<s:Envelope xmlns:s=\"{}\" xmlns:a=\"{}\"><s:Header>",
+                soap.namespace(),
+                wsa.namespace()
+            );
+            assert_eq!(prolog, want.as_bytes());
+            let s11 = usize::from(prolog.get(SOAP_AT) == Some(&b's'));
+            assert_eq!(s11 == 1, soap == SoapVersion::Soap11);
+            let wsa_at = SOAP_AT + soap.namespace().len() + WSA_AFTER_SOAP - 7;
+            assert_eq!(&prolog[wsa_at - 7..wsa_at], b"http://");
+            assert_eq!(
+                prolog.get(wsa_at) == Some(&b's'),
+                wsa == AddressingVersion::Wsa200408
+            );
+        }
+        for (vi, v) in [RmVersion::Wsrm10, RmVersion::Wsrm11]
+            .into_iter()
+            .enumerate()
+        {
+            let ns = rm_namespace(v);
+            let start = format!("<r:SequenceAcknowledgement xmlns:r=\"{ns}\"><r:Identifier>");
+            assert_eq!(ACK_START[vi], start.as_bytes());
+            assert_eq!(ACK_START[vi][RM_AT] == b's', v == RmVersion::Wsrm10);
+            for (pi, (prolog, _, _)) in PROLOGS.into_iter().enumerate() {
+                assert_eq!(STARTS[2 * pi + vi], [prolog, ACK_START[vi]].concat());
+            }
+            let action = format!("{ns}/{}", act::SEQUENCE_ACKNOWLEDGEMENT);
+            let end = format!(
+                "</r:SequenceAcknowledgement><a:Action s:mustUnderstand=\"1\">{action}</a:Action>"
+            );
+            assert_eq!(ACK_END_ACTION[vi], end.as_bytes());
+            assert_eq!(
+                ACK_END_ACTION_END[vi],
+                format!("{end}</s:Header><s:Body/></s:Envelope>").as_bytes()
+            );
+            assert_eq!(ACTION_LEN[vi], action.len());
+            assert_eq!(
+                interned_rm_action(v, ACTION_INDEX[vi]).as_deref(),
+                Some(action.as_str())
+            );
+        }
+        assert_eq!(
+            RM10.len() + 1,
+            b"http://schemas.xmlsoap.org/ws/2005/02/rm\"".len()
+        );
+        assert_eq!(
+            RM11.len(),
+            "http://docs.oasis-open.org/ws-rx/wsrm/200702".len()
+        );
+        let br = format!("<netrm:BufferRemaining xmlns:netrm=\"{NETRM}\">");
+        assert_eq!(BUFFER_REMAINING, br.as_bytes());
+    }
+}
