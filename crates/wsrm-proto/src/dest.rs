@@ -78,6 +78,107 @@ impl Unreleased {
     }
 }
 
+/// Messages received ahead of a gap (Ordered), waiting for it to fill. Slot `i` of `ring`
+/// holds message `next + i`, where `next` is the destination's next number to deliver (every
+/// method that depends on it takes it): an insert, and delivering the next message, are O(1)
+/// (a `BTreeMap` cost an insert and a removal with node walks for each of them; over parallel
+/// HTTP connections most messages arrive ahead of a gap and took that path). Admission keeps
+/// messages less than one window ahead, so the ring has at most MaxTransferWindowSize slots;
+/// a held message further ahead (only a restored snapshot can have one) is kept in `far`.
+#[derive(Debug, Default)]
+struct Held {
+    ring: VecDeque<Option<Delivered>>,
+    far: BTreeMap<u64, Delivered>,
+    /// Messages held (`Some` slots plus `far`); the ring is empty when this is 0.
+    count: usize,
+}
+
+/// Ring capacity (slots) above which an emptied ring gives its memory back.
+const HELD_RING_KEEP: usize = 1024;
+
+impl Held {
+    fn len(&self) -> usize {
+        self.count
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Holds message `d` numbered `n` (`n ≥ next`; a message already held under `n` is
+    /// replaced). Messages less than `limit` ahead go to the ring.
+    fn insert(&mut self, next: u64, n: u64, d: Delivered, limit: usize) {
+        let idx = n
+            .checked_sub(next)
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|&i| i < limit);
+        let Some(idx) = idx else {
+            if self.far.insert(n, d).is_none() {
+                self.count += 1;
+            }
+            return;
+        };
+        // (Once `next` has moved closer, a message held in `far` may belong to the ring.)
+        if !self.far.is_empty() && self.far.remove(&n).is_some() {
+            self.count -= 1;
+        }
+        if self.ring.len() <= idx {
+            self.ring.resize_with(idx + 1, || None);
+        }
+        if let Some(slot) = self.ring.get_mut(idx) {
+            if slot.replace(d).is_none() {
+                self.count += 1;
+            }
+        }
+    }
+
+    /// Whether message `n` is held.
+    fn contains(&self, next: u64, n: u64) -> bool {
+        let in_ring = n
+            .checked_sub(next)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.ring.get(i))
+            .is_some_and(Option::is_some);
+        in_ring || self.far.contains_key(&n)
+    }
+
+    /// Takes message `next` if it is held; the caller then advances `next` by one.
+    fn pop_next(&mut self, next: u64) -> Option<Delivered> {
+        let d = match self.ring.front_mut().and_then(Option::take) {
+            Some(d) => Some(d),
+            None if !self.far.is_empty() => self.far.remove(&next),
+            None => None,
+        };
+        if d.is_some() {
+            self.ring.pop_front();
+            self.count -= 1;
+            if self.count == 0 {
+                self.release_ring();
+            }
+        }
+        d
+    }
+
+    /// `next` advances past a message that was not held (delivered at once, or the 1.0 empty
+    /// LastMessage).
+    #[inline]
+    fn skip(&mut self) {
+        // Nothing held: the ring is empty (the in-order case).
+        if self.count != 0 {
+            self.ring.pop_front();
+        }
+    }
+
+    /// Every slot is empty: the ring restarts (its memory kept unless it grew large).
+    fn release_ring(&mut self) {
+        if self.ring.capacity() > HELD_RING_KEEP {
+            self.ring = VecDeque::new();
+        } else {
+            self.ring.clear();
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Destination {
     pub id: SequenceId,
@@ -93,7 +194,7 @@ pub(crate) struct Destination {
     auto_release: bool,
     ranges: RangeSet,
     next_expected: u64,
-    held: BTreeMap<u64, Delivered>,
+    held: Held,
     unreleased: Unreleased,
     /// The last message number, once known (1.0 LastMessage, 1.1 Close/Terminate).
     pub last: Option<u64>,
@@ -125,7 +226,7 @@ impl Destination {
             auto_release,
             ranges: RangeSet::new(),
             next_expected: 1,
-            held: BTreeMap::new(),
+            held: Held::default(),
             unreleased: Unreleased::default(),
             last: None,
             empty_last: None,
@@ -292,9 +393,11 @@ impl Destination {
             } else if n == self.next_expected {
                 // The next in order (the common case): delivered without a trip through `held`.
                 self.next_expected += 1;
+                self.held.skip();
                 self.push_out(d, out);
             } else {
-                self.held.insert(n, d);
+                let limit = self.max_window as usize;
+                self.held.insert(self.next_expected, n, d, limit);
             }
         }
         if self.ordered {
@@ -309,12 +412,13 @@ impl Destination {
         loop {
             if self.empty_last == Some(self.next_expected) {
                 self.next_expected += 1;
+                self.held.skip();
                 continue;
             }
             if self.held.is_empty() {
                 break;
             }
-            match self.held.remove(&self.next_expected) {
+            match self.held.pop_next(self.next_expected) {
                 Some(d) => {
                     self.next_expected += 1;
                     self.push_out(d, out);
@@ -324,6 +428,7 @@ impl Destination {
         }
     }
 
+    #[inline(always)]
     fn push_out(&mut self, d: Delivered, out: &mut Vec<Delivered>) {
         if !self.auto_release {
             self.unreleased.insert(d.number);
@@ -427,7 +532,8 @@ impl Destination {
             }
             if self.ordered {
                 if d.number >= self.next_expected {
-                    self.held.insert(d.number, d);
+                    let limit = self.max_window as usize;
+                    self.held.insert(self.next_expected, d.number, d, limit);
                 }
             } else {
                 self.push_out(d, out);
@@ -439,7 +545,7 @@ impl Destination {
                 if self.version == RmVersion::Wsrm10
                     && l > delivered_through
                     && self.ranges.contains(l)
-                    && !self.held.contains_key(&l)
+                    && !self.held.contains(self.next_expected, l)
                 {
                     self.empty_last = Some(l);
                 }
@@ -628,6 +734,96 @@ mod tests {
                 }
                 proptest::prop_assert_eq!(u.len(), model.len());
                 proptest::prop_assert!(u.0.iter().copied().eq(model.iter().copied()));
+            }
+        }
+
+        /// `Held` behaves as the `BTreeMap` it replaced, used the way `Destination` uses it:
+        /// inserts ahead of `next` (in the ring or, beyond `limit`, in `far`), the next message
+        /// taken when held, `next` advanced past a message that was not held.
+        #[test]
+        fn prop_held_is_the_btreemap_it_replaced(
+            limit in 1usize..10,
+            ops in proptest::collection::vec((0u8..4, 0u64..24), 0..300),
+        ) {
+            let mut h = Held::default();
+            let mut model: BTreeMap<u64, Delivered> = BTreeMap::new();
+            let mut next = 1u64;
+            let d = |n: u64| Delivered {
+                number: n,
+                action: Action::Other("a".into()),
+                payload: Bytes::new(),
+                message_id: None,
+            };
+            for (op, k) in ops {
+                match op {
+                    0 | 1 => {
+                        // Ahead of a gap: never `next` itself (that one is delivered at once).
+                        let n = next + 1 + k;
+                        h.insert(next, n, d(n), limit);
+                        model.insert(n, d(n));
+                    }
+                    2 => {
+                        let got = h.pop_next(next);
+                        proptest::prop_assert_eq!(&got, &model.remove(&next));
+                        if got.is_some() {
+                            next += 1;
+                        }
+                    }
+                    _ => {
+                        if !model.contains_key(&next) {
+                            h.skip();
+                            next += 1;
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(h.len(), model.len());
+                proptest::prop_assert_eq!(h.is_empty(), model.is_empty());
+                for n in next.saturating_sub(2)..next + 40 {
+                    proptest::prop_assert_eq!(h.contains(next, n), model.contains_key(&n));
+                }
+                proptest::prop_assert!(h.ring.len() <= limit.max(1) + 1);
+            }
+        }
+
+        /// An ordered destination fed numbers in any order (duplicates, numbers beyond the
+        /// window, releases in between) delivers exactly 1, 2, 3, … once each, and
+        /// BufferRemaining counts what it holds.
+        #[test]
+        fn prop_ordered_out_of_order_delivers_in_order(
+            window in 1u32..12,
+            auto_release in proptest::bool::ANY,
+            ops in proptest::collection::vec((proptest::bool::ANY, 0u64..16), 0..300),
+        ) {
+            let mut d = Destination::new("s".into(), RmVersion::Wsrm10, true, window, true, auto_release);
+            let mut delivered: Vec<u64> = Vec::new();
+            let mut unreleased: std::collections::BTreeSet<u64> = Default::default();
+            for (release, k) in ops {
+                if release {
+                    if let Some(&n) = unreleased.iter().nth(k as usize % unreleased.len().max(1)) {
+                        unreleased.remove(&n);
+                        proptest::prop_assert!(d.release(n).0);
+                    }
+                    continue;
+                }
+                let n = delivered.len() as u64 + 1 + k;
+                let (r, out) = recv(&mut d, n);
+                if r == Incoming::Accepted {
+                    proptest::prop_assert!(d.contains(n));
+                }
+                for m in out {
+                    proptest::prop_assert_eq!(m, delivered.len() as u64 + 1);
+                    delivered.push(m);
+                    if !auto_release {
+                        unreleased.insert(m);
+                    }
+                }
+                let held = d.ranges().count() - delivered.len() as u64;
+                proptest::prop_assert_eq!(d.held.len() as u64, held);
+                let used = held + unreleased.len() as u64;
+                proptest::prop_assert_eq!(
+                    u64::from(d.buffer_remaining()),
+                    u64::from(window).saturating_sub(used)
+                );
             }
         }
     }
