@@ -364,14 +364,11 @@ impl Destination {
         } else {
             (self.unreleased.len() as u64) < w.saturating_mul(2)
         };
-        if !fits
-            || !admit_extra && !empty
-            || self.ranges.range_count_after_insert(n) > MAX_SEQUENCE_RANGES
-        {
+        // Inserted only when admitted and the ranges stay within WCF's cap (one search).
+        if !fits || !admit_extra && !empty || !self.ranges.insert_capped(n, MAX_SEQUENCE_RANGES) {
             self.dropped += 1;
             return Incoming::Dropped;
         }
-        self.ranges.insert(n);
         if last_marker && self.version == RmVersion::Wsrm10 {
             self.last = Some(n);
         }

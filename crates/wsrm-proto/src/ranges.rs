@@ -132,6 +132,17 @@ impl RangeSet {
     /// extended (the common case: the next number in order), two ranges are joined, or a range
     /// is added.
     pub fn insert(&mut self, n: u64) -> bool {
+        self.insert_within(n, usize::MAX)
+    }
+
+    /// Inserts `n` only if the set then has at most `cap` ranges; returns whether it was
+    /// inserted (false when already present or when the cap would be exceeded). One search,
+    /// as [`RangeSet::insert`].
+    pub fn insert_capped(&mut self, n: u64, cap: usize) -> bool {
+        self.insert_within(n, cap)
+    }
+
+    fn insert_within(&mut self, n: u64, cap: usize) -> bool {
         let i = self.lower_bound(n);
         let next = self.ranges.get(i).copied();
         if next.is_some_and(|(l, _)| l <= n) {
@@ -140,6 +151,12 @@ impl RangeSet {
         let joins_prev =
             i > 0 && matches!(self.ranges.get(i - 1), Some(&(_, u)) if u.checked_add(1) == Some(n));
         let joins_next = next.is_some_and(|(l, _)| n.checked_add(1) == Some(l));
+        // Ranges after the insert: one more, as many (one extended) or one fewer (two joined).
+        let after = (self.ranges.len() + 1)
+            .saturating_sub(usize::from(joins_prev) + usize::from(joins_next));
+        if after > cap {
+            return false;
+        }
         match (joins_prev, joins_next, next) {
             (true, true, Some((_, u))) => {
                 if let Some(prev) = self.ranges.get_mut(i - 1) {
@@ -159,16 +176,6 @@ impl RangeSet {
             }
             (false, false, _) => self.ranges.insert(i, (n, n)),
         }
-        true
-    }
-
-    /// Inserts `n` only if the set then has at most `cap` ranges; returns whether it was
-    /// inserted (false when already present or when the cap would be exceeded).
-    pub fn insert_capped(&mut self, n: u64, cap: usize) -> bool {
-        if self.contains(n) || self.range_count_after_insert(n) > cap {
-            return false;
-        }
-        self.insert_range(n, n);
         true
     }
 
@@ -350,6 +357,24 @@ mod tests {
                 prop_assert_eq!(s.contains(x), model.contains(&x));
             }
             prop_assert_eq!(s.count(), model.len() as u64);
+        }
+
+        #[test]
+        fn prop_insert_capped_is_count_then_insert(
+            rs in proptest::collection::vec((1u64..60, 0u64..3), 0..20),
+            x in 0u64..64,
+            cap in 0usize..12,
+        ) {
+            let s = RangeSet::from_ranges(&rs.iter().map(|&(l, n)| (l, l + n)).collect::<Vec<_>>());
+            // The rule as it was written before: present, or too many ranges after, refuses.
+            let expect = !s.contains(x) && s.range_count_after_insert(x) <= cap;
+            let mut t = s.clone();
+            prop_assert_eq!(t.insert_capped(x, cap), expect);
+            let mut u = s.clone();
+            if expect {
+                u.insert_range(x, x);
+            }
+            prop_assert_eq!(t, u);
         }
 
         #[test]
