@@ -229,6 +229,44 @@ impl RangeSet {
         }
     }
 
+    /// Inserts `lower..=upper` where it is known to lie in the gap before range `i` (above
+    /// range `i − 1`, below range `i`): no search, the neighbours extended or joined, or a
+    /// range added at `i`. Falls back to [`RangeSet::insert_range`] when it does not lie there.
+    pub(crate) fn insert_in_gap(&mut self, i: usize, lower: u64, upper: u64) {
+        let prev = i.checked_sub(1).and_then(|j| self.ranges.get(j)).copied();
+        let next = self.ranges.get(i).copied();
+        let in_gap = lower <= upper
+            && i <= self.ranges.len()
+            && prev.is_none_or(|(_, u)| u < lower)
+            && next.is_none_or(|(l, _)| upper < l);
+        if !in_gap {
+            self.insert_range(lower, upper);
+            return;
+        }
+        // No overflow: `u < lower` and `upper < l`.
+        let joins_prev = prev.is_some_and(|(_, u)| u + 1 == lower);
+        let joins_next = next.is_some_and(|(l, _)| upper + 1 == l);
+        match (joins_prev, joins_next, next) {
+            (true, true, Some((_, u))) => {
+                if let Some(p) = self.ranges.get_mut(i - 1) {
+                    p.1 = u;
+                }
+                self.ranges.remove(i);
+            }
+            (true, _, _) => {
+                if let Some(p) = self.ranges.get_mut(i - 1) {
+                    p.1 = upper;
+                }
+            }
+            (false, true, _) => {
+                if let Some(r) = self.ranges.get_mut(i) {
+                    r.0 = lower;
+                }
+            }
+            (false, false, _) => self.ranges.insert(i, (lower, upper)),
+        }
+    }
+
     /// Whether every number in `other` is also in `self`.
     pub fn is_superset(&self, other: &RangeSet) -> bool {
         other.ranges.iter().all(|&(l, u)| self.contains_range(l, u))
@@ -357,6 +395,26 @@ mod tests {
                 prop_assert_eq!(s.contains(x), model.contains(&x));
             }
             prop_assert_eq!(s.count(), model.len() as u64);
+        }
+
+        #[test]
+        fn prop_insert_in_gap_is_insert_range(
+            rs in proptest::collection::vec((1u64..60, 0u64..3), 0..12),
+            i in 0usize..14,
+            lower in 0u64..64,
+            len in 0u64..4,
+        ) {
+            let s = RangeSet::from_ranges(&rs.iter().map(|&(l, n)| (l, l + n)).collect::<Vec<_>>());
+            let mut t = s.clone();
+            t.insert_in_gap(i, lower, lower + len);
+            let mut u = s.clone();
+            u.insert_range(lower, lower + len);
+            prop_assert_eq!(&t, &u);
+            // And where the gap is right (found by a search).
+            let j = s.ranges().partition_point(|&(_, u)| u < lower);
+            let mut t = s.clone();
+            t.insert_in_gap(j, lower, lower + len);
+            prop_assert_eq!(t, u);
         }
 
         #[test]

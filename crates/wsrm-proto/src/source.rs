@@ -620,7 +620,12 @@ impl Source {
                     }
                 }
                 newly_acked = true;
-                self.acked.insert_range(cur, gap_end);
+                if k < self.acked.range_count() {
+                    self.acked.insert_in_gap(k, cur, gap_end);
+                } else {
+                    // After the last range (always so in order): appended without a search.
+                    self.acked.insert_range(cur, gap_end);
+                }
                 // The gap joined the range before `k`, the one at `k`, both, or sits at `k`:
                 // step back one; the walk skips what ends before the next number.
                 k = k.saturating_sub(1);
