@@ -24,14 +24,14 @@ const SEQ: &str = "urn:uuid:8cf9383c-d191-47fc-a018-5d3da2c3fc9b";
 
 /// A sequence message: Sequence, Action, MessageID, ReplyTo (anonymous), To, 1 KiB body,
 /// optionally a piggy-backed acknowledgement.
-fn sequence_message(number: u64, body: &Bytes, piggy_back: bool) -> Message {
+fn sequence_message(number: u64, body: &Bytes, piggy_back: bool, seq: &SequenceId) -> Message {
     let mut m = Message::new(
         RmVersion::Wsrm10,
         Action::Other(Arc::from("urn:bench/OneWay")),
         Body::Application(body.clone()),
     );
     m.sequence = Some(SequenceHeader {
-        identifier: SequenceId::from(SEQ),
+        identifier: seq.clone(),
         number,
         last_message: false,
     });
@@ -49,14 +49,14 @@ fn sequence_message(number: u64, body: &Bytes, piggy_back: bool) -> Message {
 }
 
 /// The standalone acknowledgement the service answers a request with.
-fn ack_message(upper: u64) -> Message {
+fn ack_message(upper: u64, seq: &SequenceId) -> Message {
     let mut m = Message::new(
         RmVersion::Wsrm10,
         Action::SequenceAcknowledgement,
         Body::Empty,
     );
     m.ack = Some(AckHeader {
-        identifier: SequenceId::from(SEQ),
+        identifier: seq.clone(),
         ranges: vec![(1, upper)],
         buffer_remaining: Some(7),
         ..AckHeader::default()
@@ -108,16 +108,30 @@ fn main() {
         "<p xmlns=\"urn:wsrm:payload\">{}</p>",
         "x".repeat(1024 - 40)
     ));
+    // HOT_PATH_SESSIONS=k: the messages of k sessions (sequence identifiers) interleaved, as
+    // a runtime with k sessions sees them on one thread (default 1)
+    let sessions: usize = std::env::var("HOT_PATH_SESSIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let ids: Vec<SequenceId> = (0..sessions)
+        .map(|k| match k {
+            0 => SequenceId::from(SEQ),
+            _ => SequenceId::from(format!("urn:uuid:8cf9383c-d191-47fc-a018-{k:012x}").as_str()),
+        })
+        .collect();
     let mut total = 0usize;
     for i in 0..n {
         let number = 1000 + i;
-        let m = sequence_message(number, &body, piggy_back);
+        let seq = &ids[i as usize % sessions];
+        let m = sequence_message(number, &body, piggy_back, seq);
         let wire = encode_sequence(&m, &framing);
         let d = decode_sequence(&wire, &limits);
         assert_eq!(d.message.sequence.as_ref().map(|s| s.number), Some(number));
         total += d.body_bytes.len();
         drop_decoded(d);
-        let a = ack_message(number);
+        let a = ack_message(number, seq);
         let wire = encode_ack(&a, &framing);
         let d = decode_ack(&wire, &limits);
         total += d.header_count;
@@ -125,14 +139,16 @@ fn main() {
     }
     black_box(total);
     if std::env::var_os("HOT_PATH_DUMP").is_some() {
-        let m = sequence_message(1000, &body, piggy_back);
+        let m = sequence_message(1000, &body, piggy_back, &ids[0]);
         println!(
             "{}",
             String::from_utf8_lossy(&encode(&m, &framing).expect("encode"))
         );
         println!(
             "{}",
-            String::from_utf8_lossy(&encode(&ack_message(1000), &framing).expect("encode"))
+            String::from_utf8_lossy(
+                &encode(&ack_message(1000, &ids[0]), &framing).expect("encode")
+            )
         );
     }
 }

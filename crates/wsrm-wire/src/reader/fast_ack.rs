@@ -94,28 +94,85 @@ impl<'a> B<'a> {
         None
     }
 
-    /// Text up to the next `<`, directly followed by the end tag `end` (both consumed), at
-    /// most `max` bytes, all printable ASCII but `&`; untrimmed.
-    fn text(&mut self, end: &[u8], max: usize) -> Option<&'a str> {
+    /// The bytes up to the next `<`, directly followed by the end tag `end` (both consumed),
+    /// at most `max` of them; not checked (see [`ascii`]).
+    fn raw_text(&mut self, end: &[u8], max: usize) -> Option<&'a [u8]> {
         let rest = self.rest();
         let n = memchr(b'<', rest)?;
         let t = rest.get(..n)?;
         if n > max || !rest.get(n..)?.starts_with(end) {
             return None;
         }
-        // without early exit, so that it is vectorised
-        let odd = t
-            .iter()
-            .fold(false, |a, &c| a | !(0x20..0x7f).contains(&c) | (c == b'&'));
-        if odd {
-            return None;
-        }
-        // printable ASCII: always valid
-        let t = std::str::from_utf8(t).ok()?;
         self.k += n + end.len();
         Some(t)
     }
+
+    /// [`Self::raw_text`] checked with [`ascii`]; untrimmed.
+    fn text(&mut self, end: &[u8], max: usize) -> Option<&'a str> {
+        ascii(self.raw_text(end, max)?)
+    }
 }
+
+/// `t` as text if it is all printable ASCII but `&` (no reference, no line end to normalise,
+/// no character the general path refuses, valid UTF-8); else `None`.
+fn ascii(t: &[u8]) -> Option<&str> {
+    // without early exit, so that it is vectorised
+    let odd = t
+        .iter()
+        .fold(false, |a, &c| a | !(0x20..0x7f).contains(&c) | (c == b'&'));
+    if odd {
+        return None;
+    }
+    std::str::from_utf8(t).ok()
+}
+
+/// Slots of [`RECENT_IDS`].
+const ID_SLOTS: usize = 256;
+
+thread_local! {
+    /// The identifiers of the acknowledgements this path read on this thread, one per slot
+    /// ([`id_slot`]): a client receives the acknowledgements of its own sequences, one per
+    /// message, so the next one with the same bytes shares the identifier (a reference count
+    /// instead of a check, an allocation, a copy and a later free). The bytes are compared
+    /// with the text of an identifier that passed [`ascii`] and was trimmed, so equal bytes
+    /// need neither again. At most [`ID_SLOTS`] identifiers are kept alive per thread.
+    static RECENT_IDS: std::cell::RefCell<[Option<SequenceId>; ID_SLOTS]> =
+        const { std::cell::RefCell::new([const { None }; ID_SLOTS]) };
+}
+
+/// The slot of an identifier's bytes: a multiplicative hash of its last 8 bytes (where
+/// generated identifiers differ) and its length.
+fn id_slot(raw: &[u8]) -> usize {
+    let mut tail = [0u8; 8];
+    let k = raw.len().saturating_sub(8);
+    for (t, &b) in tail.iter_mut().zip(raw.get(k..).unwrap_or_default()) {
+        *t = b;
+    }
+    let h = (u64::from_le_bytes(tail) ^ raw.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> (64 - ID_SLOTS.trailing_zeros())) as usize
+}
+
+/// The identifier of [`RECENT_IDS`] whose text is `raw`, if there is one.
+fn recent_id(raw: &[u8], slot: usize) -> Option<SequenceId> {
+    RECENT_IDS
+        .try_with(|r| {
+            let r = r.try_borrow().ok()?;
+            let id = r.get(slot)?.as_ref()?;
+            (id.as_str().as_bytes() == raw).then(|| id.clone())
+        })
+        .ok()
+        .flatten()
+}
+
+/// The acknowledged sequence's identifier as [`scan`] found it.
+enum Id<'a> {
+    /// One of [`RECENT_IDS`].
+    Shared(SequenceId),
+    /// Another one (checked and trimmed), to allocate and keep in the slot.
+    New(&'a str, usize),
+}
+
+impl B<'_> {}
 
 /// The writer's envelope start (`map::prolog`), told apart by the first byte after
 /// `http://` of each URI: `<s:Envelope xmlns:s="http://`.
@@ -230,7 +287,7 @@ pub(super) struct Ack<'a> {
     wsa: AddressingVersion,
     /// Index of the RM version (0: 1.0, 1: 1.1).
     vi: usize,
-    id: &'a str,
+    id: Id<'a>,
     /// The first ranges, and where all of them start in `src`.
     inline: [(u64, u64); INLINE_RANGES],
     n: usize,
@@ -277,10 +334,18 @@ pub(super) fn scan<'a>(src: &'a [u8], limits: &Limits) -> Option<Ack<'a>> {
     if !c.lit(STARTS.get(4 * s11 + 2 * w04 + vi)?) {
         return None;
     }
-    let id = crate::xml::trim_xml(c.text(b"</r:Identifier>", max_text)?);
-    if id.is_empty() {
-        return None;
-    }
+    let raw = c.raw_text(b"</r:Identifier>", max_text)?;
+    let slot = id_slot(raw);
+    let id = match recent_id(raw, slot) {
+        Some(id) => Id::Shared(id),
+        None => {
+            let id = crate::xml::trim_xml(ascii(raw)?);
+            if id.is_empty() {
+                return None;
+            }
+            Id::New(id, slot)
+        }
+    };
 
     let ranges_at = c.k;
     let max_ranges = limits.max_ack_ranges;
@@ -380,6 +445,23 @@ pub(super) fn build(a: &Ack<'_>) -> Result<Decoded, DecodeError> {
         Some(action) => action,
         None => std::sync::Arc::from(""),
     };
+    let identifier = match &a.id {
+        Id::Shared(id) => id.clone(),
+        Id::New(t, slot) => {
+            let id = SequenceId::new(*t);
+            let _ = RECENT_IDS.try_with(|r| {
+                if let Some(s) = r
+                    .try_borrow_mut()
+                    .ok()
+                    .as_deref_mut()
+                    .and_then(|r| r.get_mut(*slot))
+                {
+                    *s = Some(id.clone());
+                }
+            });
+            id
+        }
+    };
     #[cfg(test)]
     TAKEN.with(|t| t.set(t.get() + 1));
     Ok(Decoded {
@@ -406,7 +488,7 @@ pub(super) fn build(a: &Ack<'_>) -> Result<Decoded, DecodeError> {
             to: a.to.map(|t| address(t, true)),
             sequence: None,
             ack: Some(AckHeader {
-                identifier: SequenceId::new(a.id),
+                identifier,
                 none: a.n == 0,
                 ranges,
                 final_ack: a.final_ack,
@@ -485,6 +567,38 @@ mod tests {
             }
         }
         assert_eq!(n, 96);
+    }
+
+    /// The identifier of the previous acknowledgement with the same bytes is shared; other
+    /// bytes (also those that trim to the same text) are read as they are.
+    #[test]
+    fn recurring_identifiers_are_shared() {
+        use crate::{decode, Framing};
+        let ack = |id: &str| {
+            Bytes::from(format!(
+                "<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header><r:SequenceAcknowledgement xmlns:r=\"http://schemas.xmlsoap.org/ws/2005/02/rm\"><r:Identifier>{id}</r:Identifier><r:AcknowledgementRange Lower=\"1\" Upper=\"2\"/></r:SequenceAcknowledgement><a:Action s:mustUnderstand=\"1\">http://schemas.xmlsoap.org/ws/2005/02/rm/SequenceAcknowledgement</a:Action></s:Header><s:Body/></s:Envelope>"
+            ))
+        };
+        let id = |xml: Bytes| {
+            let d = decode(xml, &Limits::default()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(d.soap, Framing::soap12_wsa10().soap);
+            d.message.ack.map(|a| a.identifier).unwrap_or_default()
+        };
+        let a = id(ack("urn:uuid:recurring"));
+        let b = id(ack("urn:uuid:recurring"));
+        assert_eq!(a, b);
+        assert_eq!(a.as_str().as_ptr(), b.as_str().as_ptr());
+        let c = id(ack(" urn:uuid:recurring "));
+        assert_eq!(c.as_str(), "urn:uuid:recurring");
+        assert_ne!(a.as_str().as_ptr(), c.as_str().as_ptr());
+        // the slot now holds the untrimmed one's text; the trimmed bytes still read the same
+        let d = id(ack("urn:uuid:recurring"));
+        assert_eq!(d.as_str(), "urn:uuid:recurring");
+        assert_eq!(id(ack("urn:uuid:other")).as_str(), "urn:uuid:other");
+        let slots: std::collections::HashSet<usize> = (0..64u32)
+            .map(|k| id_slot(format!("urn:uuid:8cf9383c-d191-47fc-a018-{k:012x}").as_bytes()))
+            .collect();
+        assert!(slots.len() > 48, "{}", slots.len());
     }
 
     #[test]
