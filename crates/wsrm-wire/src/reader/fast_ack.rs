@@ -11,7 +11,7 @@
 //! </r:SequenceAcknowledgement>
 //! <a:Action s:mustUnderstand="1">RM/SequenceAcknowledgement</a:Action>
 //! [<a:RelatesTo>…</a:RelatesTo>] [<a:To s:mustUnderstand="1">…</a:To>]
-//! </s:Header><s:Body/></s:Envelope>   (then at most whitespace)
+//! </s:Header><s:Body/></s:Envelope>   (the end of the input)
 //! ```
 //!
 //! It runs on the raw bytes, before the input is checked as a whole: the markup is matched as
@@ -314,6 +314,11 @@ pub(super) fn scan<'a>(src: &'a [u8], limits: &Limits) -> Option<Ack<'a>> {
     {
         return None;
     }
+    // the end first: a message with a body (a sequence message, perhaps with an
+    // acknowledgement header at the start) is left at once
+    if !src.ends_with(END) {
+        return None;
+    }
     let max_text = limits.max_text_len;
     let mut c = B { b: src, k: 0 };
 
@@ -394,12 +399,8 @@ pub(super) fn scan<'a>(src: &'a [u8], limits: &Limits) -> Option<Ack<'a>> {
             return None;
         }
     }
-    if headers > limits.max_headers
-        || !c
-            .rest()
-            .iter()
-            .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-    {
+    // `END` is where the input ends
+    if headers > limits.max_headers || !c.rest().is_empty() {
         return None;
     }
     Some(Ack {
