@@ -133,7 +133,14 @@ pub struct HttpTransport {
     pub request_header_timeout: Duration,
     /// Service: time allowed for a whole request body after its head. Default 30 s.
     pub request_body_timeout: Duration,
-    /// Client: idle pooled connections kept per host. Default 64.
+    /// Client: idle pooled connections kept per host. Not a WCF setting. Default 256.
+    ///
+    /// Keep it above the number of HTTP exchanges a session has in flight (its window plus a
+    /// few protocol messages): an answer reaches the engine before its connection is back in
+    /// the pool, so the next message often needs another connection for a moment; with fewer
+    /// idle slots than that, connections are closed and opened again all the time under load
+    /// (`http_bench`, one session with a window of 64, 20,000 messages: 444 connections
+    /// opened with 64 slots, 102 with 256, and about 2 % more throughput).
     pub max_idle_connections_per_host: usize,
 }
 
@@ -149,7 +156,7 @@ impl Default for HttpTransport {
             max_connections: 10_000,
             request_header_timeout: Duration::from_secs(30),
             request_body_timeout: Duration::from_secs(30),
-            max_idle_connections_per_host: 64,
+            max_idle_connections_per_host: 256,
         }
     }
 }
