@@ -19,6 +19,9 @@ use crate::ns::{
 use crate::reader::{EndpointReference, Envelope, WBody, WDetail, WFault, WSeqFault};
 use crate::writer as w;
 
+#[cfg(test)]
+mod reference;
+
 /// A decoded envelope: the facts of the envelope and the engine-level [`Message`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decoded {
