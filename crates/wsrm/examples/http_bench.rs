@@ -56,6 +56,30 @@ fn plain_envelope(addr: std::net::SocketAddr) -> Bytes {
     wsrm_wire::encode(&m, &wsrm_wire::Framing::soap12_wsa10()).unwrap()
 }
 
+/// Reads a whole body as the runtime does: frames until the body says it is complete (all of
+/// its Content-Length received), without a last poll for its end; `collect()` makes that poll,
+/// which can wait for the connection task. Both ceilings read bodies this way, as the reliable
+/// path does, so that the comparison is about RM alone.
+async fn read_all<B>(body: B) -> Result<Bytes, B::Error>
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut out = bytes::BytesMut::new();
+    while !body.is_end_stream() {
+        let Some(frame) = body.as_mut().frame().await else {
+            break;
+        };
+        if let Ok(data) = frame?.into_data() {
+            if out.is_empty() && body.is_end_stream() {
+                return Ok(data);
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
+}
+
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -74,7 +98,7 @@ async fn ceiling(n: usize) -> (f64, f64) {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
                     |req: http::Request<hyper::body::Incoming>| async move {
-                        let b = req.into_body().collect().await?.to_bytes();
+                        let b = read_all(req.into_body()).await?;
                         // Same work as the reliable path's codec step: parse the envelope.
                         let _ = wsrm_wire::decode(b, &wsrm_wire::Limits::default());
                         let mut r = http::Response::new(Full::new(Bytes::new()));
@@ -105,7 +129,7 @@ async fn ceiling(n: usize) -> (f64, f64) {
                     .body(Full::new(env.clone()))
                     .unwrap();
                 let r = client.request(req).await.unwrap();
-                let _ = r.into_body().collect().await;
+                let _ = read_all(r.into_body()).await;
                 i += 64;
             }
         });
@@ -142,11 +166,10 @@ async fn ceiling_same_settings(n: usize) -> (f64, f64) {
                 let svc = hyper::service::service_fn(
                     move |req: http::Request<hyper::body::Incoming>| async move {
                         let limited = http_body_util::Limited::new(req.into_body(), max);
-                        let b = tokio::time::timeout(body_timeout, limited.collect())
+                        let b = tokio::time::timeout(body_timeout, read_all(limited))
                             .await
                             .map_err(|e| e.to_string())?
-                            .map_err(|e| e.to_string())?
-                            .to_bytes();
+                            .map_err(|e| e.to_string())?;
                         let _ = wsrm_wire::decode(b, &wsrm_wire::Limits::default());
                         let mut r = http::Response::new(Full::new(Bytes::new()));
                         *r.status_mut() = http::StatusCode::ACCEPTED;
@@ -188,10 +211,7 @@ async fn ceiling_same_settings(n: usize) -> (f64, f64) {
                     .unwrap();
                 let exchange = async {
                     let r = client.request(req).await.unwrap();
-                    http_body_util::Limited::new(r.into_body(), max)
-                        .collect()
-                        .await
-                        .map(|c| c.to_bytes())
+                    read_all(http_body_util::Limited::new(r.into_body(), max)).await
                 };
                 let _ = tokio::time::timeout(send_timeout, exchange).await;
                 i += 64;

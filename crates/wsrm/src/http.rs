@@ -63,6 +63,8 @@ pub(crate) enum ReadError {
 /// Reads a body to its end into one `Bytes`: what `collect().await?.to_bytes()` gives, without
 /// the frame queue `collect` allocates for every body. A body in one data frame (the usual
 /// case) is handed over as it is, several are joined; empty frames and trailers are dropped.
+/// A body that knows it is complete (all of its `Content-Length` received) is not polled
+/// again for its end: that poll could wait for the connection task to close the body.
 pub(crate) async fn body_bytes<B>(body: B) -> Result<Bytes, B::Error>
 where
     B: hyper::body::Body<Data = Bytes>,
@@ -70,7 +72,10 @@ where
     let mut body = std::pin::pin!(body);
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;
-    while let Some(frame) = body.as_mut().frame().await {
+    while !body.is_end_stream() {
+        let Some(frame) = body.as_mut().frame().await else {
+            break;
+        };
         let Ok(data) = frame?.into_data() else {
             continue;
         };
