@@ -354,8 +354,7 @@ impl HttpClient {
                 .await
                 .map_err(|e| ExchangeError::Http(error_chain(&e)))?;
             let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, max_body)
-                .collect()
+            let body = body_bytes(Limited::new(body, max_body))
                 .await
                 .map_err(|e| {
                     if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -365,8 +364,7 @@ impl HttpClient {
                     } else {
                         ExchangeError::Http(e.to_string())
                     }
-                })?
-                .to_bytes();
+                })?;
             Ok(Response::from_parts(parts, Full::new(body)))
         };
         match tokio::time::timeout(timeout, fut).await {
