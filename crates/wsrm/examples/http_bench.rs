@@ -142,7 +142,7 @@ async fn ceiling(n: usize) -> (f64, f64) {
 }
 
 /// The ceiling with wsrm's own transport settings (the binding's defaults): the server
-/// has a header-read timer, a body size limit and a body read timeout and accepts under a
+/// has a head-read watchdog, a body size limit and a body read timeout and accepts under a
 /// connection limit; the client pools as `Client` does and bounds each exchange by SendTimeout
 /// and the response size. Everything a reliable message pays on the HTTP side, without RM.
 async fn ceiling_same_settings(n: usize) -> (f64, f64) {
@@ -163,25 +163,44 @@ async fn ceiling_same_settings(n: usize) -> (f64, f64) {
             let _ = tcp.set_nodelay(true);
             tokio::spawn(async move {
                 let _permit = permit;
-                let svc = hyper::service::service_fn(
-                    move |req: http::Request<hyper::body::Incoming>| async move {
-                        let limited = http_body_util::Limited::new(req.into_body(), max);
-                        let b = tokio::time::timeout(body_timeout, read_all(limited))
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .map_err(|e| e.to_string())?;
-                        let _ = wsrm_wire::decode(b, &wsrm_wire::Limits::default());
-                        let mut r = http::Response::new(Full::new(Bytes::new()));
-                        *r.status_mut() = http::StatusCode::ACCEPTED;
-                        Ok::<_, String>(r)
-                    },
-                );
+                // The head-read timeout as wsrm's server keeps it: a counter per request and
+                // one watchdog tick per quarter timeout per connection (src/http.rs).
+                let heads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let seen = heads.clone();
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        async move {
+                            let limited = http_body_util::Limited::new(req.into_body(), max);
+                            let b = tokio::time::timeout(body_timeout, read_all(limited))
+                                .await
+                                .map_err(|e| e.to_string())?
+                                .map_err(|e| e.to_string())?;
+                            let _ = wsrm_wire::decode(b, &wsrm_wire::Limits::default());
+                            let mut r = http::Response::new(Full::new(Bytes::new()));
+                            *r.status_mut() = http::StatusCode::ACCEPTED;
+                            Ok::<_, String>(r)
+                        }
+                    });
                 let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .keep_alive(true);
-                let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+                builder.header_read_timeout(None).keep_alive(true);
+                let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                tokio::pin!(conn);
+                let mut tick = tokio::time::interval(header_timeout / 4);
+                let (mut last, mut idle) = (0, 0);
+                loop {
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        _ = tick.tick() => {
+                            let h = heads.load(std::sync::atomic::Ordering::Relaxed);
+                            idle = if h == last { idle + 1 } else { 0 };
+                            last = h;
+                            if idle >= 5 {
+                                return;
+                            }
+                        }
+                    }
+                }
             });
         }
     });

@@ -128,8 +128,10 @@ pub struct HttpTransport {
     /// Not a WCF setting. Default 10,000; ≥ 1.
     pub max_connections: usize,
     /// Service: time allowed for a request's head, and for a TLS handshake (slow-drip
-    /// defence). Not a WCF setting (WCF's `requestInitializationTimeout` is unlimited by
-    /// default). Default 30 s.
+    /// defence): a connection on which no request head completes within it while no request
+    /// is being handled (a head dripping in, or an idle keep-alive connection) is closed,
+    /// between 1 and 1.25 times it after its last activity. Not a WCF setting (WCF's
+    /// `requestInitializationTimeout` is unlimited by default). Default 30 s.
     pub request_header_timeout: Duration,
     /// Service: time allowed for a whole request body after its head. Default 30 s.
     pub request_body_timeout: Duration,

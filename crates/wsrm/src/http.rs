@@ -222,32 +222,122 @@ async fn serve_conn<S, H, F>(
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Handled> + Send + 'static,
 {
+    let activity = Arc::new(Activity::default());
+    let seen = activity.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let busy = Busy::start(&seen);
         let fut = handler(req, info.clone());
         async move {
-            match fut.await {
+            let r = fut.await;
+            drop(busy);
+            match r {
                 Handled::Respond(r) => Ok::<_, CloseConnection>(r),
                 Handled::Close => Err(CloseConnection),
             }
         }
     });
+    // The head-read timeout is this connection's watchdog below, not hyper's own: hyper's
+    // arms a timer for every request head (clock readings, a timer registered and removed
+    // each time), which cost more than the reliable messaging layer's work on an ack.
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
+    builder.header_read_timeout(None).keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::trace!(error = %e, "HTTP connection ended with an error");
+    let mut watchdog = HeadWatchdog::new(limits.header_read_timeout);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::trace!(error = %e, "HTTP connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.changed() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+                return;
+            }
+            _ = watchdog.tick() => {
+                if watchdog.expired(&activity) {
+                    tracing::debug!(
+                        timeout = ?limits.header_read_timeout,
+                        "no complete request head within the header read timeout; connection closed"
+                    );
+                    return;
+                }
             }
         }
-        _ = shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+    }
+}
+
+/// What the head-read watchdog of a connection observes: request heads completed (hyper calls
+/// the service once a head is in) and requests being handled.
+#[derive(Default)]
+struct Activity {
+    heads: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// A request being handled (dropped when its handling ends, also when it is cancelled).
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn start(a: &Arc<Activity>) -> Busy {
+        use std::sync::atomic::Ordering::Relaxed;
+        a.heads.fetch_add(1, Relaxed);
+        a.in_flight.fetch_add(1, Relaxed);
+        Busy(a.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Slow-drip defence: a connection on which no request head completes for the header read
+/// timeout while no request is being handled (a head dripping in, or an idle keep-alive
+/// connection) is closed. It looks at the connection four times per timeout and closes it
+/// after five idle looks in a row, so between 1 and 1.25 times the timeout after the last
+/// activity; a request costs two counter updates instead of a timer of its own.
+struct HeadWatchdog {
+    interval: tokio::time::Interval,
+    last_heads: u64,
+    idle_looks: u32,
+}
+
+impl HeadWatchdog {
+    const LOOKS: u32 = 5;
+
+    fn new(timeout: Duration) -> Self {
+        let period = (timeout / (Self::LOOKS - 1)).max(Duration::from_millis(1));
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        HeadWatchdog {
+            interval,
+            last_heads: 0,
+            idle_looks: 1,
         }
+    }
+
+    async fn tick(&mut self) {
+        self.interval.tick().await;
+    }
+
+    /// One look; true once the connection was idle for the whole timeout.
+    fn expired(&mut self, a: &Activity) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let heads = a.heads.load(Relaxed);
+        if heads != self.last_heads || a.in_flight.load(Relaxed) > 0 {
+            self.last_heads = heads;
+            self.idle_looks = 0;
+            return false;
+        }
+        self.idle_looks += 1;
+        self.idle_looks >= Self::LOOKS
     }
 }
 

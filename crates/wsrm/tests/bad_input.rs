@@ -156,22 +156,73 @@ async fn slow_drip_requests_are_cut_off() {
     let mut tcp = tokio::net::TcpStream::connect(f.svc.local_addr())
         .await
         .unwrap();
+    let start = std::time::Instant::now();
     tcp.write_all(b"POST /svc HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    // Never finish the head: the server closes the connection on its own.
+    // Keep dripping, but never finish the head: the server closes the connection on its own,
+    // within 1 to 1.25 times the header read timeout.
     let mut buf = [0u8; 1024];
     let mut total = Vec::new();
-    loop {
-        match tcp.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => total.extend_from_slice(&buf[..n]),
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            tokio::select! {
+                r = tcp.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total.extend_from_slice(&buf[..n]),
+                },
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    if tcp.write_all(b"X").await.is_err() {
+                        break;
+                    }
+                }
+            }
         }
-    }
+    })
+    .await;
+    assert!(closed.is_ok(), "a dripping request head was not cut off");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_secs(2),
+        "cut off after {took:?}"
+    );
     let text = String::from_utf8_lossy(&total);
     assert!(
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text}"
+    );
+    f.still_fine().await;
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_the_header_read_timeout() {
+    let mut b = Binding::ws_http();
+    b.transport.request_header_timeout = Duration::from_millis(300);
+    let f = fixture(b, 100).await;
+    let mut tcp = tokio::net::TcpStream::connect(f.svc.local_addr())
+        .await
+        .unwrap();
+    // One complete exchange, then silence.
+    let req = b"GET /svc HTTP/1.1\r\nHost: x\r\n\r\n";
+    tcp.write_all(req).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 405"));
+    let start = std::time::Instant::now();
+    let eof = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(eof.is_ok(), "an idle connection stayed open");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_secs(2),
+        "closed after {took:?}"
     );
     f.still_fine().await;
 }
