@@ -130,13 +130,7 @@ pub fn decode_without_fast_path(bytes: Bytes, limits: &Limits) -> Result<Decoded
 /// Encodes `msg` framed by `framing`.
 pub fn encode(msg: &Message, framing: &Framing) -> Result<Bytes, EncodeError> {
     // allocated once, at the size the message needs (no growth while writing)
-    let action = match &msg.action {
-        wsrm_proto::msg::Action::Other(a) => a.len(),
-        _ => 96,
-    };
-    let mut buf = BytesMut::with_capacity(map::size_hint(msg, action));
-    encode_into(msg, framing, &mut buf)?;
-    Ok(buf.freeze())
+    map::encode(msg, framing)
 }
 
 /// Encodes `msg` framed by `framing`, appending to `buf`. On error nothing useful is in the

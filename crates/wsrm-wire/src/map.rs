@@ -451,39 +451,130 @@ pub fn action_uri(
     msg: &Message,
     addressing: AddressingVersion,
 ) -> Result<Cow<'_, str>, EncodeError> {
+    Ok(Cow::Borrowed(match action_of(msg, addressing)? {
+        ActionText::Other(s) => s,
+        ActionText::Known { uri, .. } => uri,
+    }))
+}
+
+/// The namespace of an RM version as a literal, for `concat!`.
+macro_rules! rm_ns {
+    (10) => {
+        "http://schemas.xmlsoap.org/ws/2005/02/rm"
+    };
+    (11) => {
+        "http://docs.oasis-open.org/ws-rx/wsrm/200702"
+    };
+}
+
+/// A function giving the URI and the whole `<a:Action>` element of each RM action of one
+/// version, as literals.
+macro_rules! rm_actions {
+    ($name:ident, $v:tt, $($variant:ident),* $(,)?) => {
+        fn $name(a: &Action) -> Option<(&'static str, &'static str)> {
+            match a {
+                $(Action::$variant => Some((
+                    concat!(rm_ns!($v), "/", stringify!($variant)),
+                    concat!(
+                        "<a:Action s:mustUnderstand=\"1\">",
+                        rm_ns!($v),
+                        "/",
+                        stringify!($variant),
+                        "</a:Action>"
+                    ),
+                )),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+rm_actions!(
+    rm10_action,
+    10,
+    CreateSequence,
+    CreateSequenceResponse,
+    TerminateSequence,
+    SequenceAcknowledgement,
+    AckRequested,
+    LastMessage,
+);
+rm_actions!(
+    rm11_action,
+    11,
+    CreateSequence,
+    CreateSequenceResponse,
+    CloseSequence,
+    CloseSequenceResponse,
+    TerminateSequence,
+    TerminateSequenceResponse,
+    SequenceAcknowledgement,
+    AckRequested,
+);
+
+/// The action of a message as the writer writes it.
+enum ActionText<'a> {
+    /// An application (or other) action URI: escaped when written.
+    Other(&'a str),
+    /// An RM, WS-Addressing or SOAP action URI: a constant without characters to escape, and
+    /// for an RM action the whole `<a:Action>` element as one literal.
+    Known {
+        uri: &'static str,
+        element: Option<&'static str>,
+    },
+}
+
+impl ActionText<'_> {
+    /// The length of the `<a:Action>` element.
+    fn element_len(&self) -> usize {
+        match self {
+            ActionText::Known {
+                element: Some(e), ..
+            } => e.len(),
+            ActionText::Known { uri, .. } => ACTION_OPEN.len() + uri.len() + ACTION_CLOSE.len(),
+            ActionText::Other(s) => ACTION_OPEN.len() + s.len() + ACTION_CLOSE.len(),
+        }
+    }
+}
+
+const ACTION_OPEN: &str = "<a:Action s:mustUnderstand=\"1\">";
+const ACTION_CLOSE: &str = "</a:Action>";
+
+fn action_of(msg: &Message, addressing: AddressingVersion) -> Result<ActionText<'_>, EncodeError> {
     let v = msg.version;
-    let ns = rm_namespace(v);
     let not_in = |what| EncodeError::NotInVersion { what, version: v };
-    let suffix = match &msg.action {
-        Action::Other(s) => return Ok(Cow::Borrowed(s)),
+    match &msg.action {
+        Action::Other(s) => Ok(ActionText::Other(s)),
         Action::Fault => {
             let rm_kind = matches!(&msg.body, Body::Fault(f) if rm_fault_local(&f.kind).is_some());
-            return Ok(Cow::Borrowed(if v == RmVersion::Wsrm11 && rm_kind {
-                RM11_FAULT_ACTION
-            } else {
-                addressing.fault_action()
-            }));
+            Ok(ActionText::Known {
+                uri: if v == RmVersion::Wsrm11 && rm_kind {
+                    RM11_FAULT_ACTION
+                } else {
+                    addressing.fault_action()
+                },
+                element: None,
+            })
         }
-        Action::CreateSequence => act::CREATE_SEQUENCE,
-        Action::CreateSequenceResponse => act::CREATE_SEQUENCE_RESPONSE,
-        Action::TerminateSequence => act::TERMINATE_SEQUENCE,
-        Action::SequenceAcknowledgement => act::SEQUENCE_ACKNOWLEDGEMENT,
-        Action::AckRequested => act::ACK_REQUESTED,
-        Action::CloseSequence if v == RmVersion::Wsrm11 => act::CLOSE_SEQUENCE,
-        Action::CloseSequenceResponse if v == RmVersion::Wsrm11 => act::CLOSE_SEQUENCE_RESPONSE,
-        Action::TerminateSequenceResponse if v == RmVersion::Wsrm11 => {
-            act::TERMINATE_SEQUENCE_RESPONSE
+        a => {
+            let known = match v {
+                RmVersion::Wsrm10 => rm10_action(a),
+                RmVersion::Wsrm11 => rm11_action(a),
+            };
+            match known {
+                Some((uri, element)) => Ok(ActionText::Known {
+                    uri,
+                    element: Some(element),
+                }),
+                None => Err(not_in(match a {
+                    Action::CloseSequence => "CloseSequence",
+                    Action::CloseSequenceResponse => "CloseSequenceResponse",
+                    Action::TerminateSequenceResponse => "TerminateSequenceResponse",
+                    _ => "LastMessage",
+                })),
+            }
         }
-        Action::LastMessage if v == RmVersion::Wsrm10 => act::LAST_MESSAGE,
-        Action::CloseSequence => return Err(not_in("CloseSequence")),
-        Action::CloseSequenceResponse => return Err(not_in("CloseSequenceResponse")),
-        Action::TerminateSequenceResponse => return Err(not_in("TerminateSequenceResponse")),
-        Action::LastMessage => return Err(not_in("LastMessage")),
-    };
-    Ok(match crate::reader::rm_action_uri(v, suffix) {
-        Some(uri) => Cow::Borrowed(uri),
-        None => Cow::Owned(format!("{ns}/{suffix}")),
-    })
+    }
 }
 
 struct Fx {
@@ -521,19 +612,111 @@ fn write_not_understood(buf: &mut BytesMut, ns: &str, local: &str) -> Result<(),
     Ok(())
 }
 
-/// The start of every envelope the writer writes, up to and including `<s:Header>`.
-fn prolog(soap: SoapVersion, addressing: AddressingVersion) -> &'static str {
-    match (soap, addressing) {
-        (SoapVersion::Soap12, AddressingVersion::Wsa10) => "<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header>",
-        (SoapVersion::Soap12, AddressingVersion::Wsa200408) => "<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\"><s:Header>",
-        (SoapVersion::Soap11, AddressingVersion::Wsa10) => "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header>",
-        (SoapVersion::Soap11, AddressingVersion::Wsa200408) => "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:a=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\"><s:Header>",
+/// The start tag of the acknowledgement header with its declaration, up to its identifier.
+macro_rules! ack_start {
+    ($v:tt) => {
+        concat!(
+            "<r:SequenceAcknowledgement xmlns:r=\"",
+            rm_ns!($v),
+            "\"><r:Identifier>"
+        )
+    };
+}
+
+/// The start tag of the `Sequence` header with its declaration, up to its identifier.
+macro_rules! seq_start {
+    ($v:tt) => {
+        concat!(
+            "<r:Sequence s:mustUnderstand=\"1\" xmlns:r=\"",
+            rm_ns!($v),
+            "\"><r:Identifier>"
+        )
+    };
+}
+
+/// The header block an envelope starts with, written with the envelope's start as one literal.
+#[derive(Clone, Copy)]
+enum First {
+    Ack,
+    Sequence,
+    Other,
+}
+
+/// The start of every envelope the writer writes, up to and including `<s:Header>`, and when
+/// the first header block is an acknowledgement or `Sequence`, its start up to the identifier.
+fn start(soap: SoapVersion, wsa: AddressingVersion, v: RmVersion, first: First) -> &'static str {
+    use AddressingVersion::{Wsa10, Wsa200408};
+    use SoapVersion::{Soap11, Soap12};
+    // `$tail` after the envelope's start up to and including `<s:Header>`
+    macro_rules! envelope {
+        ($tail:expr) => {
+            match (soap, wsa) {
+                (Soap11, Wsa200408) => concat!("<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:a=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\"><s:Header>", $tail),
+                (Soap11, Wsa10) => concat!("<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header>", $tail),
+                (Soap12, Wsa200408) => concat!("<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\"><s:Header>", $tail),
+                (Soap12, Wsa10) => concat!("<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header>", $tail),
+            }
+        };
     }
+    match (first, v) {
+        (First::Ack, RmVersion::Wsrm10) => envelope!(ack_start!(10)),
+        (First::Ack, RmVersion::Wsrm11) => envelope!(ack_start!(11)),
+        (First::Sequence, RmVersion::Wsrm10) => envelope!(seq_start!(10)),
+        (First::Sequence, RmVersion::Wsrm11) => envelope!(seq_start!(11)),
+        (First::Other, _) => envelope!(""),
+    }
+}
+
+/// The start of every envelope the writer writes, up to and including `<s:Header>`.
+#[cfg(test)]
+fn prolog(soap: SoapVersion, addressing: AddressingVersion) -> &'static str {
+    start(soap, addressing, RmVersion::Wsrm10, First::Other)
+}
+
+fn seq_start(v: RmVersion) -> &'static str {
+    match v {
+        RmVersion::Wsrm10 => seq_start!(10),
+        RmVersion::Wsrm11 => seq_start!(11),
+    }
+}
+
+const SEQ_END: &str = "</r:MessageNumber></r:Sequence>";
+const SEQ_END_LAST: &str = "</r:MessageNumber><r:LastMessage/></r:Sequence>";
+const BODY_EMPTY: &str = "</s:Header><s:Body/></s:Envelope>";
+const BODY_OPEN: &str = "</s:Header><s:Body>";
+const BODY_CLOSE: &str = "</s:Body></s:Envelope>";
+
+/// The `ReplyTo` address the writer writes: the message's, else under WS-Addressing 2004/08
+/// the anonymous one for requests (CreateSequence, or a MessageID without RelatesTo).
+fn reply_to_of<'a>(msg: &'a Message, framing: &Framing) -> Option<&'a str> {
+    match &msg.reply_to {
+        Some(r) => Some(r),
+        None if framing.addressing == AddressingVersion::Wsa200408
+            && (msg.action == Action::CreateSequence
+                || (msg.message_id.is_some() && msg.relates_to.is_none())) =>
+        {
+            Some(framing.addressing.anonymous())
+        }
+        None => None,
+    }
+}
+
+/// The `To` the writer writes: the message's, else the framing's; an anonymous `To` is omitted
+/// under WS-Addressing 1.0.
+fn to_of<'a>(msg: &'a Message, framing: &'a Framing) -> Option<&'a str> {
+    let to: &str = msg.to.as_ref().or(framing.to.as_ref())?;
+    let omit =
+        framing.addressing == AddressingVersion::Wsa10 && to == framing.addressing.anonymous();
+    (!omit).then_some(to)
 }
 
 /// An upper bound of the encoded size for the usual messages (the buffer is allocated once):
 /// the fixed parts, the values written, and room for an RM or fault body.
-pub(crate) fn size_hint(msg: &Message, action_len: usize) -> usize {
+fn size_hint(msg: &Message, action: &ActionText<'_>) -> usize {
+    let action_len = match action {
+        ActionText::Other(a) => a.len(),
+        ActionText::Known { .. } => 96,
+    };
     let arc = |a: &Option<Arc<str>>| a.as_ref().map_or(0, |s| s.len());
     let mut n = 640
         + action_len
@@ -556,99 +739,232 @@ pub(crate) fn size_hint(msg: &Message, action_len: usize) -> usize {
     }
 }
 
+/// For the per-message shapes (header blocks of the usual kinds, an empty or application
+/// body without namespaces to declare, no reference parameters) whose values all need no
+/// escaping: the exact encoded size (the same pieces as [`write_headers`] and [`write_plain`]
+/// write). `None` for anything else, which [`write_checked`] writes.
+///
+/// Checking every value here lets the writer copy them without a test, and the exact size
+/// lets `encode` allocate its buffer once at the size it needs and freeze it without a second
+/// allocation (`Bytes` from a `Vec` whose length is its capacity).
+fn plain_len(msg: &Message, framing: &Framing, action: &ActionText<'_>) -> Option<usize> {
+    if !framing.reference_parameters.is_empty() {
+        return None;
+    }
+    let v = msg.version;
+    let mut n = match &msg.body {
+        Body::Empty => BODY_EMPTY.len(),
+        Body::Application(b) if framing.body_namespaces.is_empty() => {
+            BODY_OPEN.len() + b.len() + BODY_CLOSE.len()
+        }
+        _ => return None,
+    };
+    n += start(framing.soap, framing.addressing, v, First::Other).len();
+    if let Some(ack) = &msg.ack {
+        n += ack_start(v, true).len() + plain(ack.identifier.as_str())? + ack_rest_len(ack, v);
+    }
+    if let Some(id) = &msg.ack_requested {
+        n += "<r:AckRequested".len()
+            + r_decl(v).len()
+            + "><r:Identifier>".len()
+            + plain(id.as_str())?
+            + "</r:Identifier></r:AckRequested>".len();
+    }
+    if let Some(seq) = &msg.sequence {
+        n += seq_start(v).len()
+            + plain(seq.identifier.as_str())?
+            + "</r:Identifier><r:MessageNumber>".len()
+            + w::digits(seq.number)
+            + if seq.last_message && v == RmVersion::Wsrm10 {
+                SEQ_END_LAST.len()
+            } else {
+                SEQ_END.len()
+            };
+    }
+    if let ActionText::Other(a) = action {
+        plain(a)?;
+    }
+    n += action.element_len();
+    if let Some(id) = &msg.message_id {
+        n += "<a:MessageID>".len() + plain(id)? + "</a:MessageID>".len();
+    }
+    if let Some(r) = reply_to_of(msg, framing) {
+        n += "<a:ReplyTo><a:Address>".len() + plain(r)? + "</a:Address></a:ReplyTo>".len();
+    }
+    if let Some(r) = &msg.relates_to {
+        n += "<a:RelatesTo>".len() + plain(r)? + "</a:RelatesTo>".len();
+    }
+    if let Some(to) = to_of(msg, framing) {
+        n += "<a:To s:mustUnderstand=\"1\">".len() + plain(to)? + "</a:To>".len();
+    }
+    Some(n)
+}
+
+/// The length of `s` if it needs no escaping as character data.
+#[inline]
+fn plain(s: &str) -> Option<usize> {
+    w::needs_no_escaping(s).then_some(s.len())
+}
+
+/// Encodes `msg` into a new buffer allocated once.
+pub(crate) fn encode(msg: &Message, framing: &Framing) -> Result<Bytes, EncodeError> {
+    let action = action_of(msg, framing.addressing)?;
+    check_body_version(msg)?;
+    let buf = match plain_len(msg, framing, &action) {
+        Some(n) => {
+            let mut buf = BytesMut::with_capacity(n);
+            write_plain(msg, framing, &action, &mut buf);
+            buf
+        }
+        None => {
+            let mut buf = BytesMut::with_capacity(size_hint(msg, &action));
+            write_checked(msg, framing, &action, &mut buf)?;
+            buf
+        }
+    };
+    Ok(buf.freeze())
+}
+
 /// Writes `msg` framed by `framing` into `buf`.
 pub(crate) fn write(
     msg: &Message,
     framing: &Framing,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
+    let action = action_of(msg, framing.addressing)?;
+    check_body_version(msg)?;
+    match plain_len(msg, framing, &action) {
+        Some(n) => {
+            buf.reserve(n);
+            write_plain(msg, framing, &action, buf);
+            Ok(())
+        }
+        None => {
+            buf.reserve(size_hint(msg, &action));
+            write_checked(msg, framing, &action, buf)
+        }
+    }
+}
+
+/// Writes a message [`plain_len`] accepted: its values without the escaping test.
+fn write_plain(msg: &Message, framing: &Framing, action: &ActionText<'_>, buf: &mut BytesMut) {
+    write_headers::<true>(msg, framing, action, buf);
+    match &msg.body {
+        Body::Application(b) => {
+            w::raw(buf, BODY_OPEN);
+            buf.extend_from_slice(b);
+            w::raw(buf, BODY_CLOSE);
+        }
+        _ => w::raw(buf, BODY_EMPTY),
+    }
+}
+
+fn check_body_version(msg: &Message) -> Result<(), EncodeError> {
     let v = msg.version;
-    let action = action_uri(msg, framing.addressing)?;
-    let fx = Fx { r_decl: r_decl(v) };
     match &msg.body {
         Body::CloseSequence { .. }
         | Body::CloseSequenceResponse { .. }
         | Body::TerminateSequenceResponse { .. }
             if v == RmVersion::Wsrm10 =>
         {
-            return Err(EncodeError::NotInVersion {
+            Err(EncodeError::NotInVersion {
                 what: "CloseSequence/CloseSequenceResponse/TerminateSequenceResponse body",
                 version: v,
             })
         }
-        _ => {}
+        _ => Ok(()),
     }
-    buf.reserve(size_hint(msg, action.len()));
-    w::raw(buf, prolog(framing.soap, framing.addressing));
+}
+
+/// The envelope's start, the RM headers (ack, AckRequested, Sequence) and the addressing
+/// headers up to `To`. `PLAIN`: the values are known to need no escaping (see [`plain_len`])
+/// and are copied as they are.
+fn write_headers<const PLAIN: bool>(
+    msg: &Message,
+    framing: &Framing,
+    action: &ActionText<'_>,
+    buf: &mut BytesMut,
+) {
+    let v = msg.version;
+    let fx = Fx { r_decl: r_decl(v) };
+    // the envelope's start and the first header block's start as one literal
+    let first = if msg.ack.is_some() {
+        First::Ack
+    } else if msg.ack_requested.is_none() && msg.sequence.is_some() {
+        First::Sequence
+    } else {
+        First::Other
+    };
+    w::raw(buf, start(framing.soap, framing.addressing, v, first));
 
     // RM headers: WCF inserts each at position 0 → ack, AckRequested, Sequence.
     if let Some(ack) = &msg.ack {
-        write_ack(buf, ack, v, true);
+        write_ack_rest::<PLAIN>(buf, ack, v);
     }
     if let Some(id) = &msg.ack_requested {
         w::raw(buf, "<r:AckRequested");
         w::raw(buf, fx.r_decl);
         w::raw(buf, "><r:Identifier>");
-        w::text(buf, id.as_str());
+        w::value::<PLAIN>(buf, id.as_str());
         w::raw(buf, "</r:Identifier></r:AckRequested>");
     }
     if let Some(seq) = &msg.sequence {
-        w::raw(
-            buf,
-            match v {
-                RmVersion::Wsrm10 => "<r:Sequence s:mustUnderstand=\"1\" xmlns:r=\"http://schemas.xmlsoap.org/ws/2005/02/rm\"><r:Identifier>",
-                RmVersion::Wsrm11 => "<r:Sequence s:mustUnderstand=\"1\" xmlns:r=\"http://docs.oasis-open.org/ws-rx/wsrm/200702\"><r:Identifier>",
-            },
-        );
-        w::text(buf, seq.identifier.as_str());
+        if !matches!(first, First::Sequence) {
+            w::raw(buf, seq_start(v));
+        }
+        w::value::<PLAIN>(buf, seq.identifier.as_str());
         w::raw(buf, "</r:Identifier><r:MessageNumber>");
         w::num(buf, seq.number);
         w::raw(
             buf,
             if seq.last_message && v == RmVersion::Wsrm10 {
-                "</r:MessageNumber><r:LastMessage/></r:Sequence>"
+                SEQ_END_LAST
             } else {
-                "</r:MessageNumber></r:Sequence>"
+                SEQ_END
             },
         );
     }
 
     // Addressing headers: Action, MessageID, ReplyTo, RelatesTo, To, reference parameters.
-    w::raw(buf, "<a:Action s:mustUnderstand=\"1\">");
-    match &msg.action {
-        Action::Other(_) => w::text(buf, &action),
-        // an RM, WS-Addressing or SOAP action URI: a constant without characters to escape
-        _ => w::raw(buf, &action),
-    }
-    w::raw(buf, "</a:Action>");
-    if let Some(id) = &msg.message_id {
-        w::elem_text(buf, "<a:MessageID>", id, "</a:MessageID>");
-    }
-    let reply_to: Option<&str> = match &msg.reply_to {
-        Some(r) => Some(r),
-        // WSA 2004/08 requests always carry ReplyTo (anonymous when not addressable).
-        None if framing.addressing == AddressingVersion::Wsa200408
-            && (msg.action == Action::CreateSequence
-                || (msg.message_id.is_some() && msg.relates_to.is_none())) =>
-        {
-            Some(framing.addressing.anonymous())
+    match action {
+        ActionText::Known {
+            element: Some(e), ..
+        } => w::raw(buf, e),
+        ActionText::Known { uri, element: None } => {
+            w::raw(buf, ACTION_OPEN);
+            w::raw(buf, uri);
+            w::raw(buf, ACTION_CLOSE);
         }
-        None => None,
-    };
-    if let Some(r) = reply_to {
-        w::elem_text(buf, "<a:ReplyTo><a:Address>", r, "</a:Address></a:ReplyTo>");
+        ActionText::Other(a) => {
+            w::raw(buf, ACTION_OPEN);
+            w::value::<PLAIN>(buf, a);
+            w::raw(buf, ACTION_CLOSE);
+        }
+    }
+    if let Some(id) = &msg.message_id {
+        w::elem_value::<PLAIN>(buf, "<a:MessageID>", id, "</a:MessageID>");
+    }
+    if let Some(r) = reply_to_of(msg, framing) {
+        w::elem_value::<PLAIN>(buf, "<a:ReplyTo><a:Address>", r, "</a:Address></a:ReplyTo>");
     }
     if let Some(r) = &msg.relates_to {
-        w::elem_text(buf, "<a:RelatesTo>", r, "</a:RelatesTo>");
+        w::elem_value::<PLAIN>(buf, "<a:RelatesTo>", r, "</a:RelatesTo>");
     }
-    let to = msg.to.as_ref().or(framing.to.as_ref());
-    if let Some(to) = to {
-        let omit = framing.addressing == AddressingVersion::Wsa10
-            && &**to == framing.addressing.anonymous();
-        if !omit {
-            w::elem_text(buf, "<a:To s:mustUnderstand=\"1\">", to, "</a:To>");
-        }
+    if let Some(to) = to_of(msg, framing) {
+        w::elem_value::<PLAIN>(buf, "<a:To s:mustUnderstand=\"1\">", to, "</a:To>");
     }
+}
+
+/// [`write`] after the checks, for any message.
+fn write_checked(
+    msg: &Message,
+    framing: &Framing,
+    action: &ActionText<'_>,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let v = msg.version;
+    let fx = Fx { r_decl: r_decl(v) };
+    write_headers::<false>(msg, framing, action, buf);
     for p in &framing.reference_parameters {
         write_ref_param(buf, p, framing.addressing);
     }
@@ -672,13 +988,13 @@ pub(crate) fn write(
     // Body
     match &msg.body {
         Body::Empty => {
-            w::raw(buf, "</s:Header><s:Body/></s:Envelope>");
+            w::raw(buf, BODY_EMPTY);
             return Ok(());
         }
         Body::Application(b) if framing.body_namespaces.is_empty() => {
-            w::raw(buf, "</s:Header><s:Body>");
+            w::raw(buf, BODY_OPEN);
             buf.extend_from_slice(b);
-            w::raw(buf, "</s:Body></s:Envelope>");
+            w::raw(buf, BODY_CLOSE);
             return Ok(());
         }
         _ => w::raw(buf, "</s:Header>"),
@@ -834,23 +1150,41 @@ fn id_body(buf: &mut BytesMut, fx: &Fx, name: &str, id: &SequenceId, last: Optio
 
 /// `<r:SequenceAcknowledgement>`; `decl` adds `xmlns:r` on the element.
 fn write_ack(buf: &mut BytesMut, ack: &AckHeader, v: RmVersion, decl: bool) {
-    w::raw(
-        buf,
-        match (decl, v) {
-            (true, RmVersion::Wsrm10) => "<r:SequenceAcknowledgement xmlns:r=\"http://schemas.xmlsoap.org/ws/2005/02/rm\"><r:Identifier>",
-            (true, RmVersion::Wsrm11) => "<r:SequenceAcknowledgement xmlns:r=\"http://docs.oasis-open.org/ws-rx/wsrm/200702\"><r:Identifier>",
-            (false, _) => "<r:SequenceAcknowledgement><r:Identifier>",
-        },
-    );
-    w::text(buf, ack.identifier.as_str());
+    w::raw(buf, ack_start(v, decl));
+    write_ack_rest::<false>(buf, ack, v);
+}
+
+/// The start of `<r:SequenceAcknowledgement>` up to the identifier.
+fn ack_start(v: RmVersion, decl: bool) -> &'static str {
+    match (decl, v) {
+        (true, RmVersion::Wsrm10) => ack_start!(10),
+        (true, RmVersion::Wsrm11) => ack_start!(11),
+        (false, _) => "<r:SequenceAcknowledgement><r:Identifier>",
+    }
+}
+
+const RANGE_OPEN: &str = "<r:AcknowledgementRange Lower=\"";
+const RANGE_MID: &str = "\" Upper=\"";
+const RANGE_CLOSE: &str = "\"/>";
+const RANGE_EMPTY_10: &str = "<r:AcknowledgementRange Lower=\"0\" Upper=\"0\"/>";
+const NONE_11: &str = "<r:None/>";
+const FINAL_11: &str = "<r:Final/>";
+const BUFFER_REMAINING_OPEN: &str =
+    "<netrm:BufferRemaining xmlns:netrm=\"http://schemas.microsoft.com/ws/2006/05/rm\">";
+const BUFFER_REMAINING_CLOSE: &str = "</netrm:BufferRemaining></r:SequenceAcknowledgement>";
+const ACK_CLOSE: &str = "</r:SequenceAcknowledgement>";
+
+/// The acknowledgement from its identifier on.
+fn write_ack_rest<const PLAIN: bool>(buf: &mut BytesMut, ack: &AckHeader, v: RmVersion) {
+    w::value::<PLAIN>(buf, ack.identifier.as_str());
     w::raw(buf, "</r:Identifier>");
     if !ack.ranges.is_empty() {
         for (lo, up) in &ack.ranges {
-            w::raw(buf, "<r:AcknowledgementRange Lower=\"");
+            w::raw(buf, RANGE_OPEN);
             w::num(buf, *lo);
-            w::raw(buf, "\" Upper=\"");
+            w::raw(buf, RANGE_MID);
             w::num(buf, *up);
-            w::raw(buf, "\"/>");
+            w::raw(buf, RANGE_CLOSE);
         }
     } else if !ack.nacks.is_empty() && !ack.none {
         for n in &ack.nacks {
@@ -860,23 +1194,52 @@ fn write_ack(buf: &mut BytesMut, ack: &AckHeader, v: RmVersion, decl: bool) {
         }
     } else {
         match v {
-            RmVersion::Wsrm10 => w::raw(buf, "<r:AcknowledgementRange Lower=\"0\" Upper=\"0\"/>"),
-            RmVersion::Wsrm11 => w::raw(buf, "<r:None/>"),
+            RmVersion::Wsrm10 => w::raw(buf, RANGE_EMPTY_10),
+            RmVersion::Wsrm11 => w::raw(buf, NONE_11),
         }
     }
     if ack.final_ack && v == RmVersion::Wsrm11 {
-        w::raw(buf, "<r:Final/>");
+        w::raw(buf, FINAL_11);
     }
     match ack.buffer_remaining {
         Some(k) => {
-            w::raw(
-                buf,
-                "<netrm:BufferRemaining xmlns:netrm=\"http://schemas.microsoft.com/ws/2006/05/rm\">",
-            );
+            w::raw(buf, BUFFER_REMAINING_OPEN);
             w::num(buf, u64::from(k));
-            w::raw(buf, "</netrm:BufferRemaining></r:SequenceAcknowledgement>");
+            w::raw(buf, BUFFER_REMAINING_CLOSE);
         }
-        None => w::raw(buf, "</r:SequenceAcknowledgement>"),
+        None => w::raw(buf, ACK_CLOSE),
+    }
+}
+
+/// The length of what [`write_ack_rest`] writes after the identifier.
+fn ack_rest_len(ack: &AckHeader, v: RmVersion) -> usize {
+    let mut n = "</r:Identifier>".len();
+    if !ack.ranges.is_empty() {
+        for (lo, up) in &ack.ranges {
+            n += RANGE_OPEN.len()
+                + w::digits(*lo)
+                + RANGE_MID.len()
+                + w::digits(*up)
+                + RANGE_CLOSE.len();
+        }
+    } else if !ack.nacks.is_empty() && !ack.none {
+        for k in &ack.nacks {
+            n += "<r:Nack>".len() + w::digits(*k) + "</r:Nack>".len();
+        }
+    } else {
+        n += match v {
+            RmVersion::Wsrm10 => RANGE_EMPTY_10.len(),
+            RmVersion::Wsrm11 => NONE_11.len(),
+        };
+    }
+    if ack.final_ack && v == RmVersion::Wsrm11 {
+        n += FINAL_11.len();
+    }
+    n + match ack.buffer_remaining {
+        Some(k) => {
+            BUFFER_REMAINING_OPEN.len() + w::digits(u64::from(k)) + BUFFER_REMAINING_CLOSE.len()
+        }
+        None => ACK_CLOSE.len(),
     }
 }
 

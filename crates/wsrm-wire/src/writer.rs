@@ -9,8 +9,9 @@ pub(crate) fn raw(b: &mut BytesMut, s: &str) {
     b.extend_from_slice(s.as_bytes());
 }
 
-/// Appends escaped character data (`&`, `<`, `>`).
-#[inline]
+/// Appends escaped character data (`&`, `<`, `>`). Not inlined: the callers write the
+/// constant markup around it inline.
+#[inline(never)]
 pub(crate) fn text(b: &mut BytesMut, s: &str) {
     escape::<false>(b, s)
 }
@@ -34,46 +35,73 @@ fn special<const QUOTE: bool>(c: u8) -> bool {
     }
 }
 
-/// Whether any byte of `bytes` is [`special`]: whole 16-byte blocks into 16 lanes without
-/// early exit (vectorised: a few instructions per block). The tail is the last 16 bytes
-/// (overlapping, which does not matter for the test), or a zero-padded copy of a shorter value.
+/// Whether any byte of `block` is [`special`]: 16 lanes compared at once into a 16-bit mask
+/// (a few vector instructions and a move of the mask).
+#[inline(always)]
+fn block_special<const QUOTE: bool>(block: &[u8; 16]) -> bool {
+    let mut m = 0u16;
+    for (i, &c) in block.iter().enumerate() {
+        m |= u16::from(special::<QUOTE>(c)) << i;
+    }
+    m != 0
+}
+
+/// Whether any byte of `bytes` is [`special`]: whole 16-byte blocks, then the last 16 bytes
+/// (overlapping, which does not matter for the test); a value of 8 to 15 bytes as one block of
+/// its first and last 8 bytes; shorter ones byte by byte. The loop over blocks leaves at the
+/// first block with a special byte, which also keeps the compiler from vectorising across
+/// blocks (gathering bytes lane by lane) instead of within one.
 #[inline(always)]
 fn any_special<const QUOTE: bool>(bytes: &[u8]) -> bool {
-    #[inline(always)]
-    fn lanes<const QUOTE: bool>(acc: &mut [u8; 16], block: &[u8; 16]) {
-        for (l, &c) in acc.iter_mut().zip(block) {
-            *l |= u8::from(special::<QUOTE>(c));
-        }
-    }
-    let mut acc = [0u8; 16];
-    let mut blocks = bytes.chunks_exact(16);
-    for block in &mut blocks {
-        if let Ok(block) = <&[u8; 16]>::try_from(block) {
-            lanes::<QUOTE>(&mut acc, block);
-        }
-    }
-    if !blocks.remainder().is_empty() {
-        let mut last = [0u8; 16];
-        match bytes.len().checked_sub(16).and_then(|k| bytes.get(k..)) {
-            Some(tail) => last.copy_from_slice(tail),
-            None => {
-                if let Some(head) = last.get_mut(..bytes.len()) {
-                    head.copy_from_slice(bytes);
+    let n = bytes.len();
+    if n >= 16 {
+        let mut blocks = bytes.chunks_exact(16);
+        for block in &mut blocks {
+            if let Ok(block) = <&[u8; 16]>::try_from(block) {
+                if block_special::<QUOTE>(block) {
+                    return true;
                 }
             }
         }
-        lanes::<QUOTE>(&mut acc, &last);
+        if blocks.remainder().is_empty() {
+            return false;
+        }
+        match bytes.get(n - 16..).map(<&[u8; 16]>::try_from) {
+            Some(Ok(last)) => block_special::<QUOTE>(last),
+            _ => true,
+        }
+    } else if n >= 8 {
+        let head = bytes.get(..8).and_then(|h| <[u8; 8]>::try_from(h).ok());
+        let tail = bytes.get(n - 8..).and_then(|t| <[u8; 8]>::try_from(t).ok());
+        match (head, tail) {
+            (Some(h), Some(t)) => {
+                let block = (u128::from(u64::from_le_bytes(h))
+                    | (u128::from(u64::from_le_bytes(t)) << 64))
+                    .to_le_bytes();
+                block_special::<QUOTE>(&block)
+            }
+            _ => true,
+        }
+    } else {
+        bytes.iter().fold(false, |a, &c| a | special::<QUOTE>(c))
     }
-    acc.iter().fold(0u8, |a, &l| a | l) != 0
 }
 
+/// The usual value (identifiers, URIs) needs no escaping: one vectorised test and one copy,
+/// inline in the caller; the escaping loop is out of line.
+#[inline(always)]
 fn escape<const QUOTE: bool>(b: &mut BytesMut, s: &str) {
     let bytes = s.as_bytes();
-    // the usual value (identifiers, URIs) needs no escaping: one vectorised test, one copy
-    if !any_special::<QUOTE>(bytes) {
+    if any_special::<QUOTE>(bytes) {
+        escape_slow::<QUOTE>(b, bytes);
+    } else {
         b.extend_from_slice(bytes);
-        return;
     }
+}
+
+#[cold]
+#[inline(never)]
+fn escape_slow<const QUOTE: bool>(b: &mut BytesMut, bytes: &[u8]) {
     let mut last = 0;
     for (i, &c) in bytes.iter().enumerate() {
         let rep: &[u8] = match c {
@@ -97,28 +125,74 @@ fn escape<const QUOTE: bool>(b: &mut BytesMut, s: &str) {
     }
 }
 
-/// Appends a decimal number.
-#[inline]
+/// `10^k` for `k` in `0..20`.
+const POW10: [u64; 20] = {
+    let mut t = [1u64; 20];
+    let mut k = 1;
+    while k < 20 {
+        t[k] = t[k - 1] * 10;
+        k += 1;
+    }
+    t
+};
+
+/// The number of decimal digits of `n` (from its bit length: no division, no loop).
+#[inline(always)]
+pub(crate) fn digits(n: u64) -> usize {
+    // floor(log10(2^bits)) is within one of the answer: 1233 / 4096 ≈ log10(2)
+    let bits = 64 - (n | 1).leading_zeros() as usize;
+    let t = (bits * 1233) >> 12;
+    t + usize::from(POW10.get(t).is_some_and(|&p| (n | 1) >= p))
+}
+
+/// Appends a decimal number: its digits formatted into a 20-byte array, which is appended
+/// whole (a copy of constant length, no call of `memcpy`) and cut to the digits. Every
+/// number the writer writes is followed by more than 20 bytes, so with the buffer reserved at
+/// the message's size the 20 bytes fit.
+#[inline(always)]
 pub(crate) fn num(b: &mut BytesMut, mut n: u64) {
     let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        if let Some(d) = buf.get_mut(i) {
+    let k = digits(n);
+    if let Some(out) = buf.get_mut(..k) {
+        for d in out.iter_mut().rev() {
             *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
+            n /= 10;
         }
     }
-    if let Some(s) = buf.get(i..) {
-        b.put_slice(s);
+    let len = b.len() + k;
+    b.put_slice(&buf);
+    b.truncate(len);
+}
+
+/// Appends a value as character data: as it is when `PLAIN` (the caller checked that it needs
+/// no escaping), else escaped.
+#[inline(always)]
+pub(crate) fn value<const PLAIN: bool>(b: &mut BytesMut, s: &str) {
+    if PLAIN {
+        raw(b, s)
+    } else {
+        text(b, s)
     }
 }
 
-/// `<p:name>` + escaped text + `</p:name>`.
-#[inline]
+/// `<p:name>` + [`value`] + `</p:name>` (inline, so that the constant markup is copied without a
+/// call).
+#[inline(always)]
+pub(crate) fn elem_value<const PLAIN: bool>(b: &mut BytesMut, open: &str, s: &str, close: &str) {
+    raw(b, open);
+    value::<PLAIN>(b, s);
+    raw(b, close);
+}
+
+/// Whether `s` is written as character data as it is (no `&`, `<`, `>` or carriage return).
+#[inline(never)]
+pub(crate) fn needs_no_escaping(s: &str) -> bool {
+    !any_special::<false>(s.as_bytes())
+}
+
+/// `<p:name>` + escaped text + `</p:name>` (inline, so that the constant markup is copied
+/// without a call).
+#[inline(always)]
 pub(crate) fn elem_text(b: &mut BytesMut, open: &str, value: &str, close: &str) {
     raw(b, open);
     text(b, value);
@@ -157,6 +231,20 @@ mod tests {
             "a&#xD;\t\nb|a&#xD;&#x9;&#xA;b|urn:uuid:8cf9383c-d191-47fc-a018-5d3da2c3fc9b\u{1}é"
                 .as_bytes()
         );
+    }
+
+    #[test]
+    fn digits_and_numbers_at_every_width() {
+        let mut ns = vec![0, 1, 9, u64::MAX];
+        for k in 1..20u32 {
+            ns.extend([10u64.pow(k) - 1, 10u64.pow(k), 10u64.pow(k) + 1]);
+        }
+        for n in ns {
+            assert_eq!(digits(n), n.to_string().len(), "{n}");
+            let mut b = BytesMut::new();
+            num(&mut b, n);
+            assert_eq!(&b[..], n.to_string().as_bytes());
+        }
     }
 
     /// The block-wise test finds a special byte at every position of values of every length

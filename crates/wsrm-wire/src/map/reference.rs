@@ -1158,6 +1158,12 @@ mod tests {
         let want = super::encode(m, f);
         let got = crate::encode(m, f);
         prop_assert_eq!(&got, &want);
+        // the size the plain path allocates is the size written
+        if let (Ok(want), Ok(action)) = (&want, crate::map::action_of(m, f.addressing)) {
+            if let Some(n) = crate::map::plain_len(m, f, &action) {
+                prop_assert_eq!(n, want.len());
+            }
+        }
         let mut buf = BytesMut::from(&b"prefix"[..]);
         let into = crate::encode_into(m, f, &mut buf);
         prop_assert_eq!(into.is_ok(), want.is_ok());
