@@ -145,21 +145,43 @@ pub(crate) fn digits(n: u64) -> usize {
     t + usize::from(POW10.get(t).is_some_and(|&p| (n | 1) >= p))
 }
 
-/// Appends a decimal number: its digits formatted into a 20-byte array, which is appended
-/// whole (a copy of constant length, no call of `memcpy`) and cut to the digits. Every
-/// number the writer writes is followed by more than 20 bytes, so with the buffer reserved at
-/// the message's size the 20 bytes fit.
+/// `"00"`, `"01"`, …, `"99"`: two digits per table lookup.
+const PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut k = 0;
+    while k < 100 {
+        t[2 * k] = b'0' + (k / 10) as u8;
+        t[2 * k + 1] = b'0' + (k % 10) as u8;
+        k += 1;
+    }
+    t
+};
+
+/// Appends a decimal number: its digits formatted (two at a time) into a 20-byte array, which
+/// is appended whole (a copy of constant length, no call of `memcpy`) and cut to the digits.
+/// Every number the writer writes is followed by more than 20 bytes, so with the buffer
+/// reserved at the message's size the 20 bytes fit.
 #[inline(always)]
 pub(crate) fn num(b: &mut BytesMut, mut n: u64) {
     let mut buf = [0u8; 20];
-    let k = digits(n);
-    if let Some(out) = buf.get_mut(..k) {
-        for d in out.iter_mut().rev() {
-            *d = b'0' + (n % 10) as u8;
-            n /= 10;
+    let mut i = digits(n);
+    let len = b.len() + i;
+    while n >= 100 {
+        let r = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        if let (Some(out), Some(pair)) = (buf.get_mut(i..i + 2), PAIRS.get(r..r + 2)) {
+            out.copy_from_slice(pair);
         }
     }
-    let len = b.len() + k;
+    if n >= 10 {
+        let r = n as usize * 2;
+        if let (Some(out), Some(pair)) = (buf.get_mut(..2), PAIRS.get(r..r + 2)) {
+            out.copy_from_slice(pair);
+        }
+    } else if let Some(d) = buf.get_mut(0) {
+        *d = b'0' + n as u8;
+    }
     b.put_slice(&buf);
     b.truncate(len);
 }
