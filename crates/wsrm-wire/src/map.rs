@@ -808,6 +808,11 @@ fn plain(s: &str) -> Option<usize> {
 
 /// Encodes `msg` into a new buffer allocated once.
 pub(crate) fn encode(msg: &Message, framing: &Framing) -> Result<Bytes, EncodeError> {
+    if let Some((ack, n)) = standalone_ack(msg, framing) {
+        let mut buf = BytesMut::with_capacity(n);
+        write_standalone_ack(msg, framing, ack, &mut buf);
+        return Ok(buf.freeze());
+    }
     let action = action_of(msg, framing.addressing)?;
     check_body_version(msg)?;
     let buf = match plain_len(msg, framing, &action) {
@@ -831,6 +836,11 @@ pub(crate) fn write(
     framing: &Framing,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
+    if let Some((ack, n)) = standalone_ack(msg, framing) {
+        buf.reserve(n);
+        write_standalone_ack(msg, framing, ack, buf);
+        return Ok(());
+    }
     let action = action_of(msg, framing.addressing)?;
     check_body_version(msg)?;
     match plain_len(msg, framing, &action) {
@@ -843,6 +853,120 @@ pub(crate) fn write(
             buf.reserve(size_hint(msg, &action));
             write_checked(msg, framing, &action, buf)
         }
+    }
+}
+
+/// The standalone acknowledgement as a service answers every one-way request: an ack with
+/// ranges and no other header, the `SequenceAcknowledgement` action, an empty body (no `To`
+/// written, no reference parameters), its identifier needing no escaping. Returns the ack and
+/// the exact encoded size; [`write_standalone_ack`] writes it in fewer pieces than the general
+/// writer (the markup between the numbers, and from the last number to the envelope's end, as
+/// single literals).
+fn standalone_ack<'a>(msg: &'a Message, framing: &Framing) -> Option<(&'a AckHeader, usize)> {
+    let ack = msg.ack.as_ref()?;
+    if msg.action != Action::SequenceAcknowledgement
+        || msg.body != Body::Empty
+        || ack.ranges.is_empty()
+        || msg.ack_requested.is_some()
+        || msg.sequence.is_some()
+        || msg.message_id.is_some()
+        || msg.relates_to.is_some()
+        || msg.reply_to.is_some()
+        || !framing.reference_parameters.is_empty()
+        || to_of(msg, framing).is_some()
+    {
+        return None;
+    }
+    let v = msg.version;
+    let final_ack = ack.final_ack && v == RmVersion::Wsrm11;
+    let mut n = start(framing.soap, framing.addressing, v, First::Ack).len()
+        + plain(ack.identifier.as_str())?
+        + ack_tail(v, final_ack, ack.buffer_remaining.is_some()).len();
+    // the first range opens with ID_CLOSE_RANGE_OPEN, the others with RANGE_NEXT
+    n += ID_CLOSE_RANGE_OPEN.len() - RANGE_NEXT.len();
+    for (lo, up) in &ack.ranges {
+        n += RANGE_NEXT.len() + w::digits(*lo) + RANGE_MID.len() + w::digits(*up);
+    }
+    if let Some(k) = ack.buffer_remaining {
+        n += w::digits(u64::from(k)) + ack_end(v).len();
+    }
+    Some((ack, n))
+}
+
+/// `</r:Identifier>` and the first range's start.
+const ID_CLOSE_RANGE_OPEN: &str = "</r:Identifier><r:AcknowledgementRange Lower=\"";
+/// The end of one range and the start of the next.
+const RANGE_NEXT: &str = "\"/><r:AcknowledgementRange Lower=\"";
+
+/// A standalone acknowledgement from its last range's `Upper` value to the end of the envelope:
+/// with `BufferRemaining`, the end of the range, (1.1) `Final` and the start of
+/// `BufferRemaining` (its number and [`ack_end`] follow); without, everything to the end.
+fn ack_tail(v: RmVersion, final_ack: bool, buffer_remaining: bool) -> &'static str {
+    macro_rules! br_start {
+        ($final:expr) => {
+            concat!(
+                "\"/>",
+                $final,
+                "<netrm:BufferRemaining xmlns:netrm=\"http://schemas.microsoft.com/ws/2006/05/rm\">"
+            )
+        };
+    }
+    macro_rules! to_end {
+        ($final:expr, $v:tt) => {
+            concat!(
+                "\"/>",
+                $final,
+                "</r:SequenceAcknowledgement><a:Action s:mustUnderstand=\"1\">",
+                rm_ns!($v),
+                "/SequenceAcknowledgement</a:Action></s:Header><s:Body/></s:Envelope>"
+            )
+        };
+    }
+    match (buffer_remaining, final_ack, v) {
+        (true, false, _) => br_start!(""),
+        (true, true, _) => br_start!("<r:Final/>"),
+        (false, false, RmVersion::Wsrm10) => to_end!("", 10),
+        (false, false, RmVersion::Wsrm11) => to_end!("", 11),
+        (false, true, RmVersion::Wsrm10) => to_end!("<r:Final/>", 10),
+        (false, true, RmVersion::Wsrm11) => to_end!("<r:Final/>", 11),
+    }
+}
+
+/// A standalone acknowledgement with `BufferRemaining` from that number to the envelope's end.
+fn ack_end(v: RmVersion) -> &'static str {
+    macro_rules! end {
+        ($v:tt) => {
+            concat!(
+                "</netrm:BufferRemaining></r:SequenceAcknowledgement><a:Action s:mustUnderstand=\"1\">",
+                rm_ns!($v),
+                "/SequenceAcknowledgement</a:Action></s:Header><s:Body/></s:Envelope>"
+            )
+        };
+    }
+    match v {
+        RmVersion::Wsrm10 => end!(10),
+        RmVersion::Wsrm11 => end!(11),
+    }
+}
+
+/// Writes a [`standalone_ack`].
+fn write_standalone_ack(msg: &Message, framing: &Framing, ack: &AckHeader, buf: &mut BytesMut) {
+    let v = msg.version;
+    w::raw(buf, start(framing.soap, framing.addressing, v, First::Ack));
+    w::raw(buf, ack.identifier.as_str());
+    let mut open = ID_CLOSE_RANGE_OPEN;
+    for (lo, up) in &ack.ranges {
+        w::raw(buf, open);
+        w::num(buf, *lo);
+        w::raw(buf, RANGE_MID);
+        w::num(buf, *up);
+        open = RANGE_NEXT;
+    }
+    let final_ack = ack.final_ack && v == RmVersion::Wsrm11;
+    w::raw(buf, ack_tail(v, final_ack, ack.buffer_remaining.is_some()));
+    if let Some(k) = ack.buffer_remaining {
+        w::num(buf, u64::from(k));
+        w::raw(buf, ack_end(v));
     }
 }
 

@@ -1159,6 +1159,9 @@ mod tests {
         let got = crate::encode(m, f);
         prop_assert_eq!(&got, &want);
         // the size the plain path allocates is the size written
+        if let (Ok(want), Some((_, n))) = (&want, crate::map::standalone_ack(m, f)) {
+            prop_assert_eq!(n, want.len());
+        }
         if let (Ok(want), Ok(action)) = (&want, crate::map::action_of(m, f.addressing)) {
             if let Some(n) = crate::map::plain_len(m, f, &action) {
                 prop_assert_eq!(n, want.len());
@@ -1179,6 +1182,44 @@ mod tests {
 
         #[test]
         fn encode_equals_reference(m in message(), f in framing()) {
+            check(&m, &f)?;
+        }
+
+        /// Standalone acknowledgements (the writer's own path for them) in every version
+        /// combination, with and without what takes them off that path.
+        #[test]
+        fn standalone_acks_equal_reference(
+            v in version(),
+            f in framing(),
+            ack in ack(),
+            to in prop_oneof![
+                3 => Just(None),
+                1 => Just(Some(Arc::from(crate::ns::WSA10_ANONYMOUS))),
+                1 => arc(),
+            ],
+            other in prop_oneof![
+                6 => Just(0u8),
+                1 => 1u8..8,
+            ],
+        ) {
+            let mut f = f;
+            if other != 1 {
+                f.reference_parameters.clear();
+            }
+            let mut m = Message::new(
+                v,
+                if other == 2 { Action::AckRequested } else { Action::SequenceAcknowledgement },
+                if other == 3 { Body::Application(Bytes::from_static(b"<b/>")) } else { Body::Empty },
+            );
+            m.ack = Some(ack);
+            m.to = to;
+            match other {
+                4 => m.message_id = Some(Arc::from("urn:uuid:m")),
+                5 => m.relates_to = Some(Arc::from("urn:uuid:r")),
+                6 => m.reply_to = Some(Arc::from("urn:r")),
+                7 => m.ack_requested = Some(SequenceId::from("urn:uuid:q")),
+                _ => {}
+            }
             check(&m, &f)?;
         }
 
