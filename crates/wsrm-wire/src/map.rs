@@ -17,7 +17,7 @@ use crate::ns::{
     WSA10, WSA10_FAULT_ACTION, WSA200408, WSA200408_FAULT_ACTION,
 };
 use crate::reader::{EndpointReference, Envelope, WBody, WDetail, WFault, WSeqFault};
-use crate::writer as w;
+use crate::writer::{self as w, Out};
 
 #[cfg(test)]
 mod reference;
@@ -703,6 +703,7 @@ fn reply_to_of<'a>(msg: &'a Message, framing: &Framing) -> Option<&'a str> {
 
 /// The `To` the writer writes: the message's, else the framing's; an anonymous `To` is omitted
 /// under WS-Addressing 1.0.
+#[inline]
 fn to_of<'a>(msg: &'a Message, framing: &'a Framing) -> Option<&'a str> {
     let to: &str = msg.to.as_ref().or(framing.to.as_ref())?;
     let omit =
@@ -809,24 +810,19 @@ fn plain(s: &str) -> Option<usize> {
 /// Encodes `msg` into a new buffer allocated once.
 pub(crate) fn encode(msg: &Message, framing: &Framing) -> Result<Bytes, EncodeError> {
     if let Some((ack, n)) = standalone_ack(msg, framing) {
-        let mut buf = BytesMut::with_capacity(n);
+        let mut buf = Vec::with_capacity(n);
         write_standalone_ack(msg, framing, ack, &mut buf);
-        return Ok(buf.freeze());
+        return Ok(Bytes::from(buf));
     }
     let action = action_of(msg, framing.addressing)?;
     check_body_version(msg)?;
-    let buf = match plain_len(msg, framing, &action) {
-        Some(n) => {
-            let mut buf = BytesMut::with_capacity(n);
-            write_plain(msg, framing, &action, &mut buf);
-            buf
-        }
-        None => {
-            let mut buf = BytesMut::with_capacity(size_hint(msg, &action));
-            write_checked(msg, framing, &action, &mut buf)?;
-            buf
-        }
-    };
+    if let Some(n) = plain_len(msg, framing, &action) {
+        let mut buf = Vec::with_capacity(n);
+        write_plain(msg, framing, &action, &mut buf);
+        return Ok(Bytes::from(buf));
+    }
+    let mut buf = BytesMut::with_capacity(size_hint(msg, &action));
+    write_checked(msg, framing, &action, &mut buf)?;
     Ok(buf.freeze())
 }
 
@@ -864,8 +860,8 @@ pub(crate) fn write(
 /// single literals).
 fn standalone_ack<'a>(msg: &'a Message, framing: &Framing) -> Option<(&'a AckHeader, usize)> {
     let ack = msg.ack.as_ref()?;
-    if msg.action != Action::SequenceAcknowledgement
-        || msg.body != Body::Empty
+    if !matches!(msg.action, Action::SequenceAcknowledgement)
+        || !matches!(msg.body, Body::Empty)
         || ack.ranges.is_empty()
         || msg.ack_requested.is_some()
         || msg.sequence.is_some()
@@ -873,7 +869,7 @@ fn standalone_ack<'a>(msg: &'a Message, framing: &Framing) -> Option<(&'a AckHea
         || msg.relates_to.is_some()
         || msg.reply_to.is_some()
         || !framing.reference_parameters.is_empty()
-        || to_of(msg, framing).is_some()
+        || ((msg.to.is_some() || framing.to.is_some()) && to_of(msg, framing).is_some())
     {
         return None;
     }
@@ -950,7 +946,7 @@ fn ack_end(v: RmVersion) -> &'static str {
 }
 
 /// Writes a [`standalone_ack`].
-fn write_standalone_ack(msg: &Message, framing: &Framing, ack: &AckHeader, buf: &mut BytesMut) {
+fn write_standalone_ack(msg: &Message, framing: &Framing, ack: &AckHeader, buf: &mut impl Out) {
     let v = msg.version;
     w::raw(buf, start(framing.soap, framing.addressing, v, First::Ack));
     w::raw(buf, ack.identifier.as_str());
@@ -963,20 +959,29 @@ fn write_standalone_ack(msg: &Message, framing: &Framing, ack: &AckHeader, buf: 
         open = RANGE_NEXT;
     }
     let final_ack = ack.final_ack && v == RmVersion::Wsrm11;
-    w::raw(buf, ack_tail(v, final_ack, ack.buffer_remaining.is_some()));
-    if let Some(k) = ack.buffer_remaining {
-        w::num(buf, u64::from(k));
-        w::raw(buf, ack_end(v));
+    match ack.buffer_remaining {
+        Some(k) => {
+            // each branch a literal of constant length: copied inline
+            if final_ack {
+                w::raw(buf, ack_tail(v, true, true));
+            } else {
+                w::raw(buf, ack_tail(v, false, true));
+            }
+            w::num(buf, u64::from(k));
+            w::raw(buf, ack_end(v));
+        }
+        None => w::raw(buf, ack_tail(v, final_ack, false)),
     }
 }
 
 /// Writes a message [`plain_len`] accepted: its values without the escaping test.
-fn write_plain(msg: &Message, framing: &Framing, action: &ActionText<'_>, buf: &mut BytesMut) {
+#[inline(never)]
+fn write_plain(msg: &Message, framing: &Framing, action: &ActionText<'_>, buf: &mut impl Out) {
     write_headers::<true>(msg, framing, action, buf);
     match &msg.body {
         Body::Application(b) => {
             w::raw(buf, BODY_OPEN);
-            buf.extend_from_slice(b);
+            buf.put(b);
             w::raw(buf, BODY_CLOSE);
         }
         _ => w::raw(buf, BODY_EMPTY),
@@ -1007,7 +1012,7 @@ fn write_headers<const PLAIN: bool>(
     msg: &Message,
     framing: &Framing,
     action: &ActionText<'_>,
-    buf: &mut BytesMut,
+    buf: &mut impl Out,
 ) {
     let v = msg.version;
     let fx = Fx { r_decl: r_decl(v) };
@@ -1299,7 +1304,7 @@ const BUFFER_REMAINING_CLOSE: &str = "</netrm:BufferRemaining></r:SequenceAcknow
 const ACK_CLOSE: &str = "</r:SequenceAcknowledgement>";
 
 /// The acknowledgement from its identifier on.
-fn write_ack_rest<const PLAIN: bool>(buf: &mut BytesMut, ack: &AckHeader, v: RmVersion) {
+fn write_ack_rest<const PLAIN: bool>(buf: &mut impl Out, ack: &AckHeader, v: RmVersion) {
     w::value::<PLAIN>(buf, ack.identifier.as_str());
     w::raw(buf, "</r:Identifier>");
     if !ack.ranges.is_empty() {

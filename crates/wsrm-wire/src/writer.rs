@@ -1,24 +1,67 @@
 //! Low-level envelope writing: constant fragments are pre-escaped byte strings, dynamic text
 //! is escaped on the way into the `BytesMut`.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
+
+/// Where the writer appends: the caller's `BytesMut` (`encode_into`, and `encode` for the
+/// unusual messages), or a `Vec` allocated at the exact size of a per-message envelope (a
+/// `Bytes` from a `Vec` whose length is its capacity costs no second allocation and none of
+/// `BytesMut::freeze`'s bookkeeping).
+pub(crate) trait Out {
+    /// Appends bytes.
+    fn put(&mut self, s: &[u8]);
+    /// The length written so far.
+    fn written(&self) -> usize;
+    /// Cuts back to `len` bytes.
+    fn cut(&mut self, len: usize);
+}
+
+impl Out for BytesMut {
+    #[inline(always)]
+    fn put(&mut self, s: &[u8]) {
+        self.extend_from_slice(s);
+    }
+    #[inline(always)]
+    fn written(&self) -> usize {
+        self.len()
+    }
+    #[inline(always)]
+    fn cut(&mut self, len: usize) {
+        self.truncate(len);
+    }
+}
+
+impl Out for Vec<u8> {
+    #[inline(always)]
+    fn put(&mut self, s: &[u8]) {
+        self.extend_from_slice(s);
+    }
+    #[inline(always)]
+    fn written(&self) -> usize {
+        self.len()
+    }
+    #[inline(always)]
+    fn cut(&mut self, len: usize) {
+        self.truncate(len);
+    }
+}
 
 /// Appends raw bytes.
 #[inline]
-pub(crate) fn raw(b: &mut BytesMut, s: &str) {
-    b.extend_from_slice(s.as_bytes());
+pub(crate) fn raw(b: &mut impl Out, s: &str) {
+    b.put(s.as_bytes());
 }
 
 /// Appends escaped character data (`&`, `<`, `>`). Not inlined: the callers write the
 /// constant markup around it inline.
 #[inline(never)]
-pub(crate) fn text(b: &mut BytesMut, s: &str) {
+pub(crate) fn text(b: &mut impl Out, s: &str) {
     escape::<false>(b, s)
 }
 
 /// Appends an escaped attribute value (`&`, `<`, `>`, `"`).
 #[inline]
-pub(crate) fn attr(b: &mut BytesMut, s: &str) {
+pub(crate) fn attr(b: &mut impl Out, s: &str) {
     escape::<true>(b, s)
 }
 
@@ -90,18 +133,18 @@ fn any_special<const QUOTE: bool>(bytes: &[u8]) -> bool {
 /// The usual value (identifiers, URIs) needs no escaping: one vectorised test and one copy,
 /// inline in the caller; the escaping loop is out of line.
 #[inline(always)]
-fn escape<const QUOTE: bool>(b: &mut BytesMut, s: &str) {
+fn escape<const QUOTE: bool>(b: &mut impl Out, s: &str) {
     let bytes = s.as_bytes();
     if any_special::<QUOTE>(bytes) {
         escape_slow::<QUOTE>(b, bytes);
     } else {
-        b.extend_from_slice(bytes);
+        b.put(bytes);
     }
 }
 
 #[cold]
 #[inline(never)]
-fn escape_slow<const QUOTE: bool>(b: &mut BytesMut, bytes: &[u8]) {
+fn escape_slow<const QUOTE: bool>(b: &mut impl Out, bytes: &[u8]) {
     let mut last = 0;
     for (i, &c) in bytes.iter().enumerate() {
         let rep: &[u8] = match c {
@@ -115,13 +158,13 @@ fn escape_slow<const QUOTE: bool>(b: &mut BytesMut, bytes: &[u8]) {
             _ => continue,
         };
         if let Some(chunk) = bytes.get(last..i) {
-            b.extend_from_slice(chunk);
+            b.put(chunk);
         }
-        b.extend_from_slice(rep);
+        b.put(rep);
         last = i + 1;
     }
     if let Some(chunk) = bytes.get(last..) {
-        b.extend_from_slice(chunk);
+        b.put(chunk);
     }
 }
 
@@ -162,10 +205,10 @@ const PAIRS: [u8; 200] = {
 /// Every number the writer writes is followed by more than 20 bytes, so with the buffer
 /// reserved at the message's size the 20 bytes fit.
 #[inline(always)]
-pub(crate) fn num(b: &mut BytesMut, mut n: u64) {
+pub(crate) fn num(b: &mut impl Out, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut i = digits(n);
-    let len = b.len() + i;
+    let len = b.written() + i;
     while n >= 100 {
         let r = (n % 100) as usize * 2;
         n /= 100;
@@ -182,14 +225,14 @@ pub(crate) fn num(b: &mut BytesMut, mut n: u64) {
     } else if let Some(d) = buf.get_mut(0) {
         *d = b'0' + n as u8;
     }
-    b.put_slice(&buf);
-    b.truncate(len);
+    b.put(&buf);
+    b.cut(len);
 }
 
 /// Appends a value as character data: as it is when `PLAIN` (the caller checked that it needs
 /// no escaping), else escaped.
 #[inline(always)]
-pub(crate) fn value<const PLAIN: bool>(b: &mut BytesMut, s: &str) {
+pub(crate) fn value<const PLAIN: bool>(b: &mut impl Out, s: &str) {
     if PLAIN {
         raw(b, s)
     } else {
@@ -200,7 +243,7 @@ pub(crate) fn value<const PLAIN: bool>(b: &mut BytesMut, s: &str) {
 /// `<p:name>` + [`value`] + `</p:name>` (inline, so that the constant markup is copied without a
 /// call).
 #[inline(always)]
-pub(crate) fn elem_value<const PLAIN: bool>(b: &mut BytesMut, open: &str, s: &str, close: &str) {
+pub(crate) fn elem_value<const PLAIN: bool>(b: &mut impl Out, open: &str, s: &str, close: &str) {
     raw(b, open);
     value::<PLAIN>(b, s);
     raw(b, close);
@@ -215,7 +258,7 @@ pub(crate) fn needs_no_escaping(s: &str) -> bool {
 /// `<p:name>` + escaped text + `</p:name>` (inline, so that the constant markup is copied
 /// without a call).
 #[inline(always)]
-pub(crate) fn elem_text(b: &mut BytesMut, open: &str, value: &str, close: &str) {
+pub(crate) fn elem_text(b: &mut impl Out, open: &str, value: &str, close: &str) {
     raw(b, open);
     text(b, value);
     raw(b, close);
