@@ -1037,6 +1037,9 @@ fn write_headers<const PLAIN: bool>(
         w::value::<PLAIN>(buf, id.as_str());
         w::raw(buf, "</r:Identifier></r:AckRequested>");
     }
+    // An application action after a Sequence: the Sequence's end and the action's start as
+    // one literal.
+    let mut action_opened = false;
     if let Some(seq) = &msg.sequence {
         if !matches!(first, First::Sequence) {
             w::raw(buf, seq_start(v));
@@ -1044,17 +1047,31 @@ fn write_headers<const PLAIN: bool>(
         w::value::<PLAIN>(buf, seq.identifier.as_str());
         w::raw(buf, "</r:Identifier><r:MessageNumber>");
         w::num(buf, seq.number);
-        w::raw(
-            buf,
-            if seq.last_message && v == RmVersion::Wsrm10 {
-                SEQ_END_LAST
-            } else {
-                SEQ_END
-            },
-        );
+        let last = seq.last_message && v == RmVersion::Wsrm10;
+        action_opened = matches!(action, ActionText::Other(_));
+        match (last, action_opened) {
+            (false, false) => w::raw(buf, SEQ_END),
+            (true, false) => w::raw(buf, SEQ_END_LAST),
+            (false, true) => w::raw(
+                buf,
+                concat!(
+                    "</r:MessageNumber></r:Sequence>",
+                    "<a:Action s:mustUnderstand=\"1\">"
+                ),
+            ),
+            (true, true) => w::raw(
+                buf,
+                concat!(
+                    "</r:MessageNumber><r:LastMessage/></r:Sequence>",
+                    "<a:Action s:mustUnderstand=\"1\">"
+                ),
+            ),
+        }
     }
 
-    // Addressing headers: Action, MessageID, ReplyTo, RelatesTo, To, reference parameters.
+    // Addressing headers: Action, MessageID, ReplyTo, RelatesTo, To. Each element's end tag is
+    // written with the next one's start tag as one literal.
+    let mut pending = Close::Nothing;
     match action {
         ActionText::Known {
             element: Some(e), ..
@@ -1065,22 +1082,79 @@ fn write_headers<const PLAIN: bool>(
             w::raw(buf, ACTION_CLOSE);
         }
         ActionText::Other(a) => {
-            w::raw(buf, ACTION_OPEN);
+            if !action_opened {
+                w::raw(buf, ACTION_OPEN);
+            }
             w::value::<PLAIN>(buf, a);
-            w::raw(buf, ACTION_CLOSE);
+            pending = Close::Action;
         }
     }
     if let Some(id) = &msg.message_id {
-        w::elem_value::<PLAIN>(buf, "<a:MessageID>", id, "</a:MessageID>");
+        open_after(buf, pending, Open::MessageId);
+        w::value::<PLAIN>(buf, id);
+        pending = Close::MessageId;
     }
     if let Some(r) = reply_to_of(msg, framing) {
-        w::elem_value::<PLAIN>(buf, "<a:ReplyTo><a:Address>", r, "</a:Address></a:ReplyTo>");
+        open_after(buf, pending, Open::ReplyTo);
+        w::value::<PLAIN>(buf, r);
+        pending = Close::ReplyTo;
     }
     if let Some(r) = &msg.relates_to {
-        w::elem_value::<PLAIN>(buf, "<a:RelatesTo>", r, "</a:RelatesTo>");
+        open_after(buf, pending, Open::RelatesTo);
+        w::value::<PLAIN>(buf, r);
+        pending = Close::RelatesTo;
     }
     if let Some(to) = to_of(msg, framing) {
-        w::elem_value::<PLAIN>(buf, "<a:To s:mustUnderstand=\"1\">", to, "</a:To>");
+        open_after(buf, pending, Open::To);
+        w::value::<PLAIN>(buf, to);
+        pending = Close::To;
+    }
+    open_after(buf, pending, Open::Nothing);
+}
+
+/// The addressing element whose end tag is still to be written.
+#[derive(Clone, Copy)]
+enum Close {
+    Nothing,
+    Action,
+    MessageId,
+    ReplyTo,
+    RelatesTo,
+    To,
+}
+
+/// The addressing element whose start tag follows.
+#[derive(Clone, Copy)]
+enum Open {
+    Nothing,
+    MessageId,
+    ReplyTo,
+    RelatesTo,
+    To,
+}
+
+/// Writes the pending end tag and the next start tag as one literal (every pair spelled out,
+/// so that each is a copy of constant length).
+#[inline(always)]
+fn open_after(buf: &mut impl Out, close: Close, open: Open) {
+    macro_rules! with_open {
+        ($close:expr) => {
+            match open {
+                Open::Nothing => w::raw(buf, $close),
+                Open::MessageId => w::raw(buf, concat!($close, "<a:MessageID>")),
+                Open::ReplyTo => w::raw(buf, concat!($close, "<a:ReplyTo><a:Address>")),
+                Open::RelatesTo => w::raw(buf, concat!($close, "<a:RelatesTo>")),
+                Open::To => w::raw(buf, concat!($close, "<a:To s:mustUnderstand=\"1\">")),
+            }
+        };
+    }
+    match close {
+        Close::Nothing => with_open!(""),
+        Close::Action => with_open!("</a:Action>"),
+        Close::MessageId => with_open!("</a:MessageID>"),
+        Close::ReplyTo => with_open!("</a:Address></a:ReplyTo>"),
+        Close::RelatesTo => with_open!("</a:RelatesTo>"),
+        Close::To => with_open!("</a:To>"),
     }
 }
 

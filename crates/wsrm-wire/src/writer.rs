@@ -240,15 +240,6 @@ pub(crate) fn value<const PLAIN: bool>(b: &mut impl Out, s: &str) {
     }
 }
 
-/// `<p:name>` + [`value`] + `</p:name>` (inline, so that the constant markup is copied without a
-/// call).
-#[inline(always)]
-pub(crate) fn elem_value<const PLAIN: bool>(b: &mut impl Out, open: &str, s: &str, close: &str) {
-    raw(b, open);
-    value::<PLAIN>(b, s);
-    raw(b, close);
-}
-
 /// Whether `s` is written as character data as it is (no `&`, `<`, `>` or carriage return).
 #[inline(never)]
 pub(crate) fn needs_no_escaping(s: &str) -> bool {
