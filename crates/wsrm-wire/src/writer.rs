@@ -241,7 +241,7 @@ pub(crate) fn value<const PLAIN: bool>(b: &mut impl Out, s: &str) {
 }
 
 /// Whether `s` is written as character data as it is (no `&`, `<`, `>` or carriage return).
-#[inline(never)]
+#[inline(always)]
 pub(crate) fn needs_no_escaping(s: &str) -> bool {
     !any_special::<false>(s.as_bytes())
 }
