@@ -539,6 +539,11 @@ impl Source {
         // Range sanity and bound: nothing above the highest number sent.
         for &(l, u) in &ack.ranges {
             if l == 0 || l > u || u > self.highest_sent {
+                tracing::warn!(
+                    ranges = ?ack.ranges,
+                    highest_sent = self.highest_sent,
+                    "acknowledgement of a number never sent: InvalidAcknowledgement"
+                );
                 return Err(Fault::invalid_acknowledgement(ack.clone()));
             }
         }
@@ -572,6 +577,13 @@ impl Source {
                 || !is_subset(self.acked.ranges().iter().copied(), in_window);
             let new = !is_subset(clipped.clone(), self.acked.ranges());
             if new && missing {
+                tracing::warn!(
+                    ranges = ?ack.ranges,
+                    window_start = ws,
+                    in_window = self.in_window,
+                    acknowledged_in_window = ?self.acked.ranges(),
+                    "acknowledgement leaves out numbers acknowledged before: InvalidAcknowledgement"
+                );
                 return Err(Fault::invalid_acknowledgement(ack.clone()));
             }
         }
@@ -805,6 +817,10 @@ impl Source {
         self.window_size = (self.in_window as u32).clamp(1, self.max_window);
         self.startup = false;
         self.ssthresh = self.window_size;
+        // The restart is the loss: the restored messages are queued above; a message sent
+        // after it is in flight, not presumed lost by the go-back-N of a later slide (without
+        // this, every slide re-sent the messages just sent).
+        self.loss_time = Some(now);
         self.arm(now);
     }
 }
@@ -884,6 +900,46 @@ mod tests {
             v.push((seq.number, m.ack_requested.is_some()));
         }
         v
+    }
+
+    #[test]
+    fn after_a_restore_messages_sent_later_are_not_resent_by_the_next_slide() {
+        let t = Instant::now();
+        // A window at its maximum when restarted (the request-reply window of 8 in practice):
+        // each slide then goes back N over the window.
+        let mut s = src(3);
+        // Restarted with 1..=3 unacknowledged and 4 the next number.
+        let stored = (1..=3)
+            .map(|n| crate::snapshot::SnapshotMessage {
+                number: n,
+                action: "a".into(),
+                payload: Bytes::from_static(b"x"),
+                message_id: None,
+            })
+            .collect();
+        s.restore(t, 4, stored);
+        assert_eq!(
+            sent_numbers(&mut s, t)
+                .iter()
+                .map(|x| x.0)
+                .collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        // The restored head is acknowledged (the window slides and has room); new messages
+        // after the restart go out.
+        let t1 = t + Duration::from_millis(1);
+        s.handle_ack(t1, &ack(&[(1, 1)], None), |_| {}).unwrap();
+        push(&mut s, 2);
+        let new: Vec<u64> = sent_numbers(&mut s, t1).iter().map(|x| x.0).collect();
+        assert!(new.contains(&4), "{new:?}");
+        // The next slide: messages sent after the restart are in flight, not presumed lost.
+        let t2 = t + Duration::from_millis(2);
+        s.handle_ack(t2, &ack(&[(1, 2)], None), |_| {}).unwrap();
+        let again: Vec<u64> = sent_numbers(&mut s, t2).iter().map(|x| x.0).collect();
+        assert!(
+            !again.iter().any(|n| new.contains(n)),
+            "resent at once: {again:?} (sent after the restore: {new:?})"
+        );
     }
 
     #[test]
