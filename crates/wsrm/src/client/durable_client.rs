@@ -166,6 +166,18 @@ pub(super) async fn open_session(
     })
 }
 
+/// The record of a first transmission, awaited by it and by any retransmission sent before it
+/// completed (`Err` carries the store's error text).
+pub(super) type Recording =
+    futures_util::future::Shared<futures_util::future::BoxFuture<'static, Result<(), String>>>;
+
+fn recording(d: crate::store::Durable) -> Recording {
+    use futures_util::FutureExt;
+    async move { d.await.map_err(|e| e.to_string()) }
+        .boxed()
+        .shared()
+}
+
 /// The stored reply sequence of a request-reply session (stored replies keep their RelatesTo
 /// with the action, `crate::durable::stored_action`).
 async fn reply_snapshot(store: &Store, input: &SequenceId) -> Result<ReplySnapshot, ClientError> {
@@ -267,6 +279,9 @@ pub(super) struct DurableDriver {
     pub label: Option<String>,
     pub recorded_next: u64,
     pub envelopes: HashMap<u64, Bytes>,
+    /// Records of first transmissions not known to be durable yet: a retransmission of such a
+    /// message waits for the same record (it must not leave before its first copy could).
+    pub recording: HashMap<u64, Recording>,
     pub resumed: Option<SequenceId>,
     pub sends: HashMap<u64, oneshot::Sender<Result<u64, ClientError>>>,
     pub requests: HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>>,
@@ -416,21 +431,31 @@ impl DurableDriver {
             }
         };
         let mut body = enc.body;
-        let mut durable = None;
+        let mut durable: Option<Recording> = None;
         if let Some((seq, n)) = app {
             if n >= self.recorded_next {
                 // First transmission: stored (with the input cursor) before it leaves.
                 self.recorded_next = n + 1;
                 self.envelopes.insert(n, body.clone());
-                durable = Some(match &self.label {
+                let record = match &self.label {
                     Some(l) => self
                         .store
                         .record_sent_with_cursor(&seq, n, body.clone(), l, n),
                     None => self.store.record_sent(&seq, n, body.clone()),
-                });
-            } else if let Some(stored) = self.envelopes.get(&n) {
-                // A retransmission: the stored bytes, exactly as first sent.
-                body = stored.clone();
+                };
+                let record = recording(record);
+                self.forget_recorded();
+                self.recording.insert(n, record.clone());
+                durable = Some(record);
+            } else {
+                if let Some(stored) = self.envelopes.get(&n) {
+                    // A retransmission: the stored bytes, exactly as first sent.
+                    body = stored.clone();
+                }
+                // Not before the first copy's record is durable (the engine may retransmit
+                // at once, e.g. after a failed exchange; a crash in between would otherwise
+                // leave the service with a message the store does not know).
+                durable = self.recording.get(&n).cloned();
             }
         }
         let req = soap_request(
@@ -474,6 +499,13 @@ impl DurableDriver {
                 }
             }
         });
+    }
+
+    /// Drops the records known to be complete, once there are more than a window's worth.
+    fn forget_recorded(&mut self) {
+        if self.recording.len() > 256 {
+            self.recording.retain(|_, r| r.peek().is_none());
+        }
     }
 
     /// Fails every waiting call (the stored sequence stays for a later resume).
@@ -748,6 +780,7 @@ pub(super) async fn open(
         label: options.label.clone(),
         recorded_next: opened.recorded_next,
         envelopes: opened.envelopes,
+        recording: HashMap::new(),
         resumed: opened.resumed,
         sends: HashMap::new(),
         requests: HashMap::new(),
