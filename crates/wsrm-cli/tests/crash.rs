@@ -50,7 +50,36 @@ fn log_file(dir: &Path, name: &str) -> std::fs::File {
         .expect("log file")
 }
 
-fn spawn_serve(dir: &Path, port: u16) -> Child {
+/// The children's log level: `warn`, or `WSRM_CRASH_LOG` (e.g. `debug`) to investigate a run
+/// kept with `WSRM_CRASH_KEEP`.
+fn child_log_level() -> String {
+    std::env::var("WSRM_CRASH_LOG").unwrap_or_else(|_| "warn".into())
+}
+
+/// A child process that is killed when dropped: a failing assertion must not leave services,
+/// proxies and senders running.
+struct Proc(Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        kill(&mut self.0);
+    }
+}
+
+fn spawn_serve(dir: &Path, port: u16) -> Proc {
     for _ in 0..50 {
         let mut child = Command::new(WSRM)
             .current_dir(dir)
@@ -61,13 +90,13 @@ fn spawn_serve(dir: &Path, port: u16) -> Child {
                 "--deliver-to",
                 "delivered.jsonl",
             ])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", child_log_level())
             .stdout(Stdio::null())
             .stderr(log_file(dir, "serve.log"))
             .spawn()
             .expect("spawn serve");
         if wait_listening(port, Duration::from_secs(10)) {
-            return child;
+            return Proc(child);
         }
         // The port is still held by the killed process' socket, or startup failed: retry.
         let _ = child.kill();
@@ -80,7 +109,7 @@ fn spawn_serve(dir: &Path, port: u16) -> Child {
     );
 }
 
-fn spawn_send(dir: &Path, url: &str, rr: bool) -> Child {
+fn spawn_send(dir: &Path, url: &str, rr: bool) -> Proc {
     let mut cmd = Command::new(WSRM);
     cmd.current_dir(dir).args([
         "send",
@@ -94,11 +123,13 @@ fn spawn_send(dir: &Path, url: &str, rr: bool) -> Child {
     if rr {
         cmd.args(["--request-reply", "--replies-to", "replies.jsonl"]);
     }
-    cmd.env("RUST_LOG", "warn")
-        .stdout(log_file(dir, "send.out"))
-        .stderr(log_file(dir, "send.log"))
-        .spawn()
-        .expect("spawn send")
+    Proc(
+        cmd.env("RUST_LOG", child_log_level())
+            .stdout(log_file(dir, "send.out"))
+            .stderr(log_file(dir, "send.log"))
+            .spawn()
+            .expect("spawn send"),
+    )
 }
 
 /// Complete lines in the delivered log.
@@ -141,23 +172,25 @@ fn crash_run(
 
     let port = free_port();
     let mut service = spawn_serve(&dir, port);
-    let mut proxy = Command::new(WSRM)
-        .current_dir(&dir)
-        .args(["proxy", "--listen", "127.0.0.1:0"])
-        .args(["--to", &format!("http://127.0.0.1:{port}")])
-        .args([
-            "--drop",
-            "0.03",
-            "--drop-responses",
-            "0.03",
-            "--dup",
-            "0.02",
-        ])
-        .args(["--seed", &seed.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(log_file(&dir, "proxy.log"))
-        .spawn()
-        .expect("spawn proxy");
+    let mut proxy = Proc(
+        Command::new(WSRM)
+            .current_dir(&dir)
+            .args(["proxy", "--listen", "127.0.0.1:0"])
+            .args(["--to", &format!("http://127.0.0.1:{port}")])
+            .args([
+                "--drop",
+                "0.03",
+                "--drop-responses",
+                "0.03",
+                "--dup",
+                "0.02",
+            ])
+            .args(["--seed", &seed.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(log_file(&dir, "proxy.log"))
+            .spawn()
+            .expect("spawn proxy"),
+    );
     let mut first = String::new();
     BufReader::new(proxy.stdout.take().expect("proxy stdout"))
         .read_line(&mut first)
@@ -376,14 +409,16 @@ fn second_process_on_a_store_is_refused() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().to_path_buf();
     let port = free_port();
-    let mut first = Command::new(WSRM)
-        .current_dir(&dir)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--store", "sqlite:one.db"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut first = Proc(
+        Command::new(WSRM)
+            .current_dir(&dir)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--store", "sqlite:one.db"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
     assert!(wait_listening(port, Duration::from_secs(20)));
     let (code, err) = run_wsrm(
         &dir,
