@@ -148,14 +148,20 @@ async fn oversized_body_gets_413() {
     f.still_fine().await;
 }
 
-#[tokio::test]
-async fn slow_drip_requests_are_cut_off() {
+/// A service whose header read timeout is `t`, and a raw connection to it.
+async fn connected_with_header_timeout(t: Duration) -> (Fixture, tokio::net::TcpStream) {
     let mut b = Binding::ws_http();
-    b.transport.request_header_timeout = Duration::from_millis(300);
+    b.transport.request_header_timeout = t;
     let f = fixture(b, 100).await;
-    let mut tcp = tokio::net::TcpStream::connect(f.svc.local_addr())
+    let tcp = tokio::net::TcpStream::connect(f.svc.local_addr())
         .await
         .unwrap();
+    (f, tcp)
+}
+
+#[tokio::test]
+async fn slow_drip_requests_are_cut_off() {
+    let (f, mut tcp) = connected_with_header_timeout(Duration::from_millis(300)).await;
     let start = std::time::Instant::now();
     tcp.write_all(b"POST /svc HTTP/1.1\r\nHost: x\r\n")
         .await
@@ -196,12 +202,7 @@ async fn slow_drip_requests_are_cut_off() {
 
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed_after_the_header_read_timeout() {
-    let mut b = Binding::ws_http();
-    b.transport.request_header_timeout = Duration::from_millis(300);
-    let f = fixture(b, 100).await;
-    let mut tcp = tokio::net::TcpStream::connect(f.svc.local_addr())
-        .await
-        .unwrap();
+    let (f, mut tcp) = connected_with_header_timeout(Duration::from_millis(300)).await;
     // One complete exchange, then silence.
     let req = b"GET /svc HTTP/1.1\r\nHost: x\r\n\r\n";
     tcp.write_all(req).await.unwrap();
