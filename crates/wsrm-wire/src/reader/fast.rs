@@ -66,28 +66,11 @@ impl<'a> Cur<'a> {
         Some(t)
     }
 
-    /// A plain number ending at the byte `stop` (consumed too): 1 to 18 ASCII digits without
-    /// a leading zero, the form the general path converts directly (`plain_number`);
-    /// anything else (zero, leading zeros, longer, other characters) `None`.
+    /// A plain number ending at the byte `stop` (consumed too), see [`plain_number_at`].
     fn plain(&mut self, stop: u8) -> Option<u64> {
-        let rest = self.rest();
-        let first = rest.first()?.wrapping_sub(b'0');
-        if !(1..=9).contains(&first) {
-            return None;
-        }
-        let mut v = u64::from(first);
-        for (i, &c) in rest.iter().enumerate().skip(1).take(18) {
-            if c == stop {
-                self.k += i + 1;
-                return Some(v);
-            }
-            let d = c.wrapping_sub(b'0');
-            if d > 9 {
-                return None;
-            }
-            v = v * 10 + u64::from(d);
-        }
-        None
+        let (v, len) = plain_number_at(self.rest(), stop)?;
+        self.k += len;
+        Some(v)
     }
 
     /// `xmlns:r="` already matched: the RM namespace URI and the closing `"`.
@@ -101,6 +84,30 @@ impl<'a> Cur<'a> {
         };
         self.lit(b"\"").then_some(v)
     }
+}
+
+/// A plain number at the start of `rest` ending at the byte `stop`: 1 to 18 ASCII digits
+/// without a leading zero, the form the general path converts directly (`plain_number`); its
+/// value and the length with `stop`. Anything else (zero, leading zeros, longer, other
+/// characters): `None`. Shared by both fast paths.
+#[inline(always)]
+pub(super) fn plain_number_at(rest: &[u8], stop: u8) -> Option<(u64, usize)> {
+    let first = rest.first()?.wrapping_sub(b'0');
+    if !(1..=9).contains(&first) {
+        return None;
+    }
+    let mut v = u64::from(first);
+    for (i, &c) in rest.iter().enumerate().skip(1).take(18) {
+        if c == stop {
+            return Some((v, i + 1));
+        }
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + u64::from(d);
+    }
+    None
 }
 
 /// The header facts the fast path collects, committed to the envelope only when the whole

@@ -70,28 +70,13 @@ impl<'a> B<'a> {
         }
     }
 
-    /// A plain number ending at the byte `stop` (consumed too): 1 to 18 ASCII digits without
-    /// a leading zero, the form the general path converts directly; anything else `None`.
+    /// A plain number ending at the byte `stop` (consumed too), see
+    /// [`super::fast::plain_number_at`].
     #[inline(always)]
     fn plain(&mut self, stop: u8) -> Option<u64> {
-        let rest = self.rest();
-        let first = rest.first()?.wrapping_sub(b'0');
-        if !(1..=9).contains(&first) {
-            return None;
-        }
-        let mut v = u64::from(first);
-        for (i, &c) in rest.iter().enumerate().skip(1).take(18) {
-            if c == stop {
-                self.k += i + 1;
-                return Some(v);
-            }
-            let d = c.wrapping_sub(b'0');
-            if d > 9 {
-                return None;
-            }
-            v = v * 10 + u64::from(d);
-        }
-        None
+        let (v, len) = super::fast::plain_number_at(self.rest(), stop)?;
+        self.k += len;
+        Some(v)
     }
 
     /// The bytes up to the next `<`, directly followed by the end tag `end` (both consumed),
