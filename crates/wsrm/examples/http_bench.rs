@@ -3,7 +3,9 @@
 //! `cargo run --release -p wsrm --example http_bench [-- MESSAGES]`
 //!
 //! 1. ceiling: plain SOAP 1.2 one-way POSTs without RM (1 KiB bodies) on the same hyper stack,
-//!    64 concurrent requests, answered 202;
+//!    answered 202, at each reliable run's number of requests in flight: 64 concurrent
+//!    requests (the 1-session run: window 64) and 512 (the 64-session run: 64 sessions of
+//!    window 8, each message its own HTTP exchange); each also with wsrm's transport settings;
 //! 2. reliable one-way throughput and send→ack latency (p50/p99), 1 KiB bodies, 1 session
 //!    (window 64, 64 outstanding sends) and 64 concurrent sessions (default window 8);
 //! 3. resident memory of a service process holding 10,000 open idle sessions.
@@ -86,7 +88,7 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.get(i).copied().unwrap_or_default()
 }
 
-async fn ceiling(n: usize) -> (f64, f64) {
+async fn ceiling(n: usize, conc: usize) -> (f64, f64) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -119,7 +121,7 @@ async fn ceiling(n: usize) -> (f64, f64) {
     let cpu = cpu_time();
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
-    for w in 0..64 {
+    for w in 0..conc {
         let (client, env, url) = (client.clone(), env.clone(), url.clone());
         set.spawn(async move {
             let mut i = w;
@@ -130,7 +132,7 @@ async fn ceiling(n: usize) -> (f64, f64) {
                     .unwrap();
                 let r = client.request(req).await.unwrap();
                 let _ = read_all(r.into_body()).await;
-                i += 64;
+                i += conc;
             }
         });
     }
@@ -145,7 +147,7 @@ async fn ceiling(n: usize) -> (f64, f64) {
 /// has a head-read watchdog, a body size limit and a body read timeout and accepts under a
 /// connection limit; the client pools as `Client` does and bounds each exchange by SendTimeout
 /// and the response size. Everything a reliable message pays on the HTTP side, without RM.
-async fn ceiling_same_settings(n: usize) -> (f64, f64) {
+async fn ceiling_same_settings(n: usize, conc: usize) -> (f64, f64) {
     let t = Binding::ws_http().transport;
     let max = usize::try_from(t.max_received_message_size).unwrap_or(usize::MAX);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -218,7 +220,7 @@ async fn ceiling_same_settings(n: usize) -> (f64, f64) {
     let cpu = cpu_time();
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
-    for w in 0..64 {
+    for w in 0..conc {
         let (client, env, url) = (client.clone(), env.clone(), url.clone());
         let send_timeout = t.send_timeout;
         set.spawn(async move {
@@ -233,7 +235,7 @@ async fn ceiling_same_settings(n: usize) -> (f64, f64) {
                     read_all(http_body_util::Limited::new(r.into_body(), max)).await
                 };
                 let _ = tokio::time::timeout(send_timeout, exchange).await;
-                i += 64;
+                i += conc;
             }
         });
     }
@@ -389,20 +391,23 @@ async fn main() {
         return;
     }
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
-    // HTTP_BENCH_PHASES=ceiling,same,one,many,idle (default: all) runs only those phases, e.g.
+    // HTTP_BENCH_PHASES=ceiling,same,one,ceiling512,same512,many,idle (default: all) runs only those phases, e.g.
     // to profile one of them alone.
     let phases = std::env::var("HTTP_BENCH_PHASES").unwrap_or_default();
     let run = |p: &str| phases.is_empty() || phases.split(',').any(|x| x == p);
+    // The ceilings run at the reliable runs' numbers of requests in flight: 64 (1 session,
+    // window 64) and 512 (64 sessions of window 8, one HTTP exchange per message in flight).
+    let nan = (f64::NAN, f64::NAN);
     let (c, cc) = if run("ceiling") {
-        ceiling(n).await
+        ceiling(n, 64).await
     } else {
-        (f64::NAN, f64::NAN)
+        nan
     };
     println!("ceiling (plain SOAP POST, no RM, 64 concurrent): {c:.0} msg/s, CPU {cc:.1} us/msg");
     let (cs, ccs) = if run("same") {
-        ceiling_same_settings(n).await
+        ceiling_same_settings(n, 64).await
     } else {
-        (f64::NAN, f64::NAN)
+        nan
     };
     println!(
         "ceiling with wsrm's transport settings (plain SOAP POST, no RM, 64 concurrent): {cs:.0} msg/s, CPU {ccs:.1} us/msg"
@@ -414,11 +419,27 @@ async fn main() {
             100.0 * r1 / c, 100.0 * c1 / cc, 100.0 * r1 / cs, 100.0 * c1 / ccs
         );
     }
+    let (c5, cc5) = if run("ceiling512") {
+        ceiling(n, 512).await
+    } else {
+        nan
+    };
+    println!(
+        "ceiling (plain SOAP POST, no RM, 512 concurrent): {c5:.0} msg/s, CPU {cc5:.1} us/msg"
+    );
+    let (cs5, ccs5) = if run("same512") {
+        ceiling_same_settings(n, 512).await
+    } else {
+        nan
+    };
+    println!(
+        "ceiling with wsrm's transport settings (plain SOAP POST, no RM, 512 concurrent): {cs5:.0} msg/s, CPU {ccs5:.1} us/msg"
+    );
     if run("many") {
         let (r64, p50, p99, re64, c64) = reliable(64, 8, n).await;
         println!(
-            "reliable, 64 sessions, window 8: {r64:.0} msg/s ({:.0} % of ceiling), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re64}, CPU {c64:.1} us/msg ({:.0} % of ceiling's); with wsrm's settings: {:.0} % of ceiling, CPU {:.0} %",
-            100.0 * r64 / c, 100.0 * c64 / cc, 100.0 * r64 / cs, 100.0 * c64 / ccs
+            "reliable, 64 sessions, window 8: {r64:.0} msg/s ({:.0} % of the 512-concurrent ceiling, {:.0} % of the 64-concurrent one), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re64}, CPU {c64:.1} us/msg ({:.0} % of the 512-concurrent ceiling's); with wsrm's settings: {:.0} % of ceiling, CPU {:.0} %",
+            100.0 * r64 / c5, 100.0 * r64 / c, 100.0 * c64 / cc5, 100.0 * r64 / cs5, 100.0 * c64 / ccs5
         );
     }
     if !run("idle") {
