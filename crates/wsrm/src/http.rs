@@ -151,6 +151,7 @@ pub(crate) async fn serve<H, F>(
     F: Future<Output = Handled> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let open = Arc::new(std::sync::Mutex::new(OpenConns::default()));
     loop {
         let permit = tokio::select! {
             _ = shutdown.changed() => break,
@@ -171,9 +172,10 @@ pub(crate) async fn serve<H, F>(
         let handler = handler.clone();
         let tls = tls.clone();
         let limits = limits.clone();
-        let mut conn_shutdown = shutdown.clone();
+        let (entry, mut conn_shutdown) = OpenConns::register(&open);
         tokio::spawn(async move {
             let _permit = permit;
+            let _entry = entry;
             match tls {
                 None => {
                     let info = Arc::new(ConnInfo {
@@ -209,6 +211,54 @@ pub(crate) async fn serve<H, F>(
             }
         });
     }
+    // Every open connection's signal: they finish their requests in flight and close.
+    open.lock().unwrap_or_else(|e| e.into_inner()).stop.clear();
+}
+
+/// The shutdown signals of the open connections: a oneshot per connection, all dropped when the
+/// accept loop ends. A connection task polls its receiver each time it runs, which is a load of
+/// the receiver's state; polling a `watch` receiver's `changed()` instead locked the waiter list
+/// that every connection of the service shares, on every request.
+#[derive(Default)]
+struct OpenConns {
+    next: u64,
+    stop: std::collections::HashMap<u64, tokio::sync::oneshot::Sender<()>>,
+}
+
+impl OpenConns {
+    /// Registers a new connection: its entry (which unregisters it when dropped) and its signal.
+    fn register(
+        open: &Arc<std::sync::Mutex<OpenConns>>,
+    ) -> (OpenConn, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
+        let id = o.next;
+        o.next += 1;
+        o.stop.insert(id, tx);
+        (
+            OpenConn {
+                open: open.clone(),
+                id,
+            },
+            rx,
+        )
+    }
+}
+
+/// A connection's registration in [`OpenConns`].
+struct OpenConn {
+    open: Arc<std::sync::Mutex<OpenConns>>,
+    id: u64,
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop
+            .remove(&self.id);
+    }
 }
 
 async fn serve_conn<S, H, F>(
@@ -216,7 +266,7 @@ async fn serve_conn<S, H, F>(
     info: Arc<ConnInfo>,
     limits: &ServerLimits,
     handler: H,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &mut tokio::sync::oneshot::Receiver<()>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
@@ -252,7 +302,8 @@ async fn serve_conn<S, H, F>(
                 }
                 return;
             }
-            _ = shutdown.changed() => {
+            // sent or dropped: the service is shutting down
+            _ = &mut *shutdown => {
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
                 return;
@@ -342,11 +393,16 @@ impl HeadWatchdog {
 }
 
 /// A pooled HTTP/1.1 client for `http` and `https` URLs.
+///
+/// Cloning shares the pool; a clone is one reference count (the exchange futures each hold
+/// one), where cloning hyper's client copies its connector, TLS configuration and pool handles.
 #[derive(Clone)]
 pub(crate) struct HttpClient {
-    inner: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Body,
+    inner: Arc<
+        hyper_util::client::legacy::Client<
+            hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+            Body,
+        >,
     >,
 }
 
@@ -390,7 +446,9 @@ impl HttpClient {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .build(connector);
-        HttpClient { inner }
+        HttpClient {
+            inner: Arc::new(inner),
+        }
     }
 
     /// Sends one request and reads the whole response (at most `max_body` bytes) within

@@ -154,3 +154,40 @@ async fn abort_fails_the_session_on_the_service() {
     assert_eq!(svc.stats().sessions_failed, 1);
     assert_eq!(svc.stats().sessions_active, 0);
 }
+
+#[tokio::test]
+async fn shutdown_closes_open_keep_alive_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let binding = Binding::ws_http();
+    let log = Log::default();
+    let svc = recording_echo_service(&binding, &log).await;
+    // Two raw keep-alive connections: one after a complete exchange, one that never sent.
+    let mut used = tokio::net::TcpStream::connect(svc.local_addr())
+        .await
+        .unwrap();
+    let mut fresh = tokio::net::TcpStream::connect(svc.local_addr())
+        .await
+        .unwrap();
+    used.write_all(b"GET /svc HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = used.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 405"));
+    // The header read timeout (30 s) is far away: only the shutdown can close them now.
+    let start = std::time::Instant::now();
+    svc.shutdown().await;
+    for tcp in [&mut used, &mut fresh] {
+        let eof = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(eof.is_ok(), "a connection stayed open after the shutdown");
+    }
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+}
