@@ -7,8 +7,12 @@
 //!    requests (the 1-session run: window 64) and 512 (the 64-session run: 64 sessions of
 //!    window 8, each message its own HTTP exchange); each also with wsrm's transport settings;
 //! 2. reliable one-way throughput and send→ack latency (p50/p99), 1 KiB bodies, 1 session
-//!    (window 64, 64 outstanding sends) and 64 concurrent sessions (default window 8);
-//! 3. resident memory of a service process holding 10,000 open idle sessions.
+//!    (window 64, 64 outstanding sends) and 64 concurrent sessions (default window 8), by a
+//!    service without a handler (it acknowledges and drops, as the ceiling's server drops) and
+//!    by one whose application handler discards each message (a hand-off to the session's
+//!    handler task per message);
+//! 3. resident memory of a service process (with an application handler) holding 10,000 open
+//!    idle sessions.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -246,12 +250,30 @@ async fn ceiling_same_settings(n: usize, conc: usize) -> (f64, f64) {
     )
 }
 
-async fn reliable(sessions: usize, window: u32, n: usize) -> (f64, Duration, Duration, u64, f64) {
+/// An application handler that takes each message and does nothing with it.
+struct Discard;
+
+impl wsrm::SessionHandler for Discard {
+    fn handle(&mut self, _d: wsrm::Delivery) -> wsrm::HandlerFuture<'_> {
+        Box::pin(async { wsrm::Outcome::NoReply })
+    }
+}
+
+/// `with_handler`: the service runs an application handler (one that discards each message)
+/// on each session's handler task; without one, a service acknowledges and drops messages
+/// without any handler task, as the ceiling's server drops them.
+async fn reliable(
+    sessions: usize,
+    window: u32,
+    n: usize,
+    with_handler: bool,
+) -> (f64, Duration, Duration, u64, f64) {
     let binding = Binding::ws_http().max_transfer_window_size(window);
-    let svc = Service::builder(binding.clone())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let mut builder = Service::builder(binding.clone());
+    if with_handler {
+        builder = builder.handler(|_: &wsrm::SessionInfo| Discard);
+    }
+    let svc = builder.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = svc.url("/svc");
     let mut clients = Vec::new();
     for _ in 0..sessions {
@@ -374,7 +396,10 @@ async fn idle_sessions(count: usize) -> (u64, u64) {
 
 async fn serve_idle() {
     let binding = Binding::ws_http();
+    // With an application handler: each session holds its handler task, as real services'
+    // sessions do (a service without a handler has none).
     let svc = Service::builder(binding)
+        .handler(|_: &wsrm::SessionInfo| Discard)
         .max_sessions(20_000)
         .bind("127.0.0.1:0".parse().unwrap())
         .await
@@ -391,7 +416,8 @@ async fn main() {
         return;
     }
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
-    // HTTP_BENCH_PHASES=ceiling,same,one,ceiling512,same512,many,idle (default: all) runs only those phases, e.g.
+    // HTTP_BENCH_PHASES=ceiling,same,one,one_handler,ceiling512,same512,many,many_handler,idle
+    // (default: all) runs only those phases, e.g.
     // to profile one of them alone.
     let phases = std::env::var("HTTP_BENCH_PHASES").unwrap_or_default();
     let run = |p: &str| phases.is_empty() || phases.split(',').any(|x| x == p);
@@ -413,10 +439,17 @@ async fn main() {
         "ceiling with wsrm's transport settings (plain SOAP POST, no RM, 64 concurrent): {cs:.0} msg/s, CPU {ccs:.1} us/msg"
     );
     if run("one") {
-        let (r1, p50, p99, re1, c1) = reliable(1, 64, n).await;
+        let (r1, p50, p99, re1, c1) = reliable(1, 64, n, false).await;
         println!(
             "reliable, 1 session, window 64: {r1:.0} msg/s ({:.0} % of ceiling), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re1}, CPU {c1:.1} us/msg ({:.0} % of ceiling's); with wsrm's settings: {:.0} % of ceiling, CPU {:.0} %",
             100.0 * r1 / c, 100.0 * c1 / cc, 100.0 * r1 / cs, 100.0 * c1 / ccs
+        );
+    }
+    if run("one_handler") {
+        let (r1, p50, p99, re1, c1) = reliable(1, 64, n, true).await;
+        println!(
+            "reliable with an application handler, 1 session, window 64: {r1:.0} msg/s ({:.0} % of ceiling), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re1}, CPU {c1:.1} us/msg ({:.0} % of ceiling's)",
+            100.0 * r1 / c, 100.0 * c1 / cc
         );
     }
     let (c5, cc5) = if run("ceiling512") {
@@ -436,10 +469,17 @@ async fn main() {
         "ceiling with wsrm's transport settings (plain SOAP POST, no RM, 512 concurrent): {cs5:.0} msg/s, CPU {ccs5:.1} us/msg"
     );
     if run("many") {
-        let (r64, p50, p99, re64, c64) = reliable(64, 8, n).await;
+        let (r64, p50, p99, re64, c64) = reliable(64, 8, n, false).await;
         println!(
             "reliable, 64 sessions, window 8: {r64:.0} msg/s ({:.0} % of the 512-concurrent ceiling, {:.0} % of the 64-concurrent one), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re64}, CPU {c64:.1} us/msg ({:.0} % of the 512-concurrent ceiling's); with wsrm's settings: {:.0} % of ceiling, CPU {:.0} %",
             100.0 * r64 / c5, 100.0 * r64 / c, 100.0 * c64 / cc5, 100.0 * r64 / cs5, 100.0 * c64 / ccs5
+        );
+    }
+    if run("many_handler") {
+        let (r64, p50, p99, re64, c64) = reliable(64, 8, n, true).await;
+        println!(
+            "reliable with an application handler, 64 sessions, window 8: {r64:.0} msg/s ({:.0} % of the 512-concurrent ceiling), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re64}, CPU {c64:.1} us/msg ({:.0} % of the 512-concurrent ceiling's)",
+            100.0 * r64 / c5, 100.0 * c64 / cc5
         );
     }
     if !run("idle") {

@@ -205,7 +205,10 @@ impl ServiceBuilder {
         self
     }
 
-    /// The handler factory: called once per accepted session.
+    /// The handler factory: called once per accepted session; each session's handler runs on
+    /// a task of its own. Default: none — the service acknowledges one-way messages and drops
+    /// them without any handler task (a request is answered with no reply, by an
+    /// acknowledge-only handler on a task started for the session's first request).
     pub fn handler<F, H>(mut self, f: F) -> Self
     where
         F: Fn(&SessionInfo) -> H + Send + Sync + 'static,
@@ -275,6 +278,10 @@ impl ServiceBuilder {
         let local = listener
             .local_addr()
             .map_err(|source| ServiceError::Bind { addr, source })?;
+        // Without a handler (and without a store, whose inbox commits go through the handler
+        // task), one-way deliveries have nothing to run: they complete in the driver, and no
+        // session gets a handler task unless it sends a request.
+        let no_handler = self.factory.is_none() && self.store.is_none();
         let factory = self.factory.unwrap_or_else(|| {
             Arc::new(|_: &SessionInfo| Box::new(AckOnly) as Box<dyn SessionHandler>)
         });
@@ -325,6 +332,7 @@ impl ServiceBuilder {
                 endpoint,
                 shared: shared.clone(),
                 factory,
+                no_handler,
                 max_sessions: self.max_sessions,
                 exchanges: HashMap::default(),
                 inline: None,
@@ -729,6 +737,10 @@ struct Driver {
     endpoint: Endpoint,
     shared: Arc<Shared>,
     factory: Factory,
+    /// No handler was given (and no store): one-way deliveries complete in the driver, and a
+    /// session's handler task (running the acknowledge-only handler) starts with its first
+    /// request.
+    no_handler: bool,
     max_sessions: usize,
     /// The per-message maps use a cheap hasher (keys are ours: exchange and session numbers,
     /// sequence identifiers this service generated).
@@ -952,58 +964,71 @@ impl Driver {
                 .counters
                 .sessions_active
                 .fetch_add(1, Ordering::Relaxed);
-            let mut handler = (self.factory)(&slot.info);
-            let (htx, mut hrx) = mpsc::unbounded_channel::<HandlerMsg>();
-            slot.to_handler = Some(htx);
-            let back = self.core.clone();
-            let span = tracing::info_span!("session", sequence = %slot.info.sequence);
-            let durable = self.durable.is_some();
-            let shared = self.shared.clone();
-            let sequence = slot.info.sequence.clone();
-            tokio::spawn(
-                async move {
-                    while let Some(msg) = hrx.recv().await {
-                        let (d, token) = match msg {
-                            HandlerMsg::Deliver(d, t) => (d, t),
-                            HandlerMsg::End(end) => {
-                                handler.ended(&end);
-                                if let Some(core) = back.upgrade() {
-                                    core.input(ToDriver::Forget(sequence));
-                                }
-                                return;
-                            }
-                        };
-                        let bytes = d.body.len();
-                        let number = d.number;
-                        let outcome = handler.handle(d).await;
-                        if token.is_none() && !durable {
-                            // A one-way message of a one-way session: nothing waits for the
-                            // outcome but the buffer accounting; the driver's lock is not
-                            // needed for that.
-                            shared.buffered.fetch_sub(bytes, Ordering::Relaxed);
-                            continue;
-                        }
-                        let app = if durable {
-                            handler.commit(number)
-                        } else {
-                            None
-                        };
-                        let Some(core) = back.upgrade() else {
-                            return;
-                        };
-                        core.input(ToDriver::Outcome {
-                            token,
-                            outcome,
-                            bytes,
-                            session: id,
-                            number,
-                            app,
-                        });
-                    }
+            if !self.no_handler {
+                let tx = self.spawn_handler(id);
+                if let Some(slot) = self.sessions.get_mut(&id) {
+                    slot.to_handler = Some(tx);
                 }
-                .instrument(span),
-            );
+            }
         }
+    }
+
+    /// Starts the handler task of accepted session `id` and returns its queue.
+    fn spawn_handler(&self, id: SessionId) -> mpsc::UnboundedSender<HandlerMsg> {
+        let (htx, mut hrx) = mpsc::unbounded_channel::<HandlerMsg>();
+        let Some(slot) = self.sessions.get(&id) else {
+            return htx;
+        };
+        let mut handler = (self.factory)(&slot.info);
+        let back = self.core.clone();
+        let span = tracing::info_span!("session", sequence = %slot.info.sequence);
+        let durable = self.durable.is_some();
+        let shared = self.shared.clone();
+        let sequence = slot.info.sequence.clone();
+        tokio::spawn(
+            async move {
+                while let Some(msg) = hrx.recv().await {
+                    let (d, token) = match msg {
+                        HandlerMsg::Deliver(d, t) => (d, t),
+                        HandlerMsg::End(end) => {
+                            handler.ended(&end);
+                            if let Some(core) = back.upgrade() {
+                                core.input(ToDriver::Forget(sequence));
+                            }
+                            return;
+                        }
+                    };
+                    let bytes = d.body.len();
+                    let number = d.number;
+                    let outcome = handler.handle(d).await;
+                    if token.is_none() && !durable {
+                        // A one-way message of a one-way session: nothing waits for the
+                        // outcome but the buffer accounting; the driver's lock is not
+                        // needed for that.
+                        shared.buffered.fetch_sub(bytes, Ordering::Relaxed);
+                        continue;
+                    }
+                    let app = if durable {
+                        handler.commit(number)
+                    } else {
+                        None
+                    };
+                    let Some(core) = back.upgrade() else {
+                        return;
+                    };
+                    core.input(ToDriver::Outcome {
+                        token,
+                        outcome,
+                        bytes,
+                        session: id,
+                        number,
+                        app,
+                    });
+                }
+            }
+            .instrument(span),
+        );
+        htx
     }
 
     fn active(&self) -> usize {
@@ -1080,12 +1105,31 @@ impl Driver {
                 payload,
                 reply,
             } => {
-                let bytes = payload.len();
-                self.shared.buffered.fetch_add(bytes, Ordering::Relaxed);
                 self.shared
                     .counters
                     .delivered
                     .fetch_add(1, Ordering::Relaxed);
+                if self.no_handler {
+                    if reply.is_none() {
+                        // Nothing to run it: delivered (and taken) now.
+                        self.endpoint.delivered(session, number);
+                        return;
+                    }
+                    // A request: answered by the acknowledge-only handler on the session's
+                    // task, started now.
+                    let start = self
+                        .sessions
+                        .get(&session)
+                        .is_some_and(|s| s.accepted && s.to_handler.is_none());
+                    if start {
+                        let tx = self.spawn_handler(session);
+                        if let Some(slot) = self.sessions.get_mut(&session) {
+                            slot.to_handler = Some(tx);
+                        }
+                    }
+                }
+                let bytes = payload.len();
+                self.shared.buffered.fetch_add(bytes, Ordering::Relaxed);
                 let d = Delivery {
                     number,
                     action,

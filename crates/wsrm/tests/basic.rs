@@ -191,3 +191,40 @@ async fn shutdown_closes_open_keep_alive_connections() {
     }
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// A service without a handler acknowledges one-way messages without running anything (no
+/// handler task); a request still goes to the acknowledge-only handler (on a task started for
+/// it), which answers it with no reply, so the caller's SendTimeout ends the call.
+#[tokio::test]
+async fn a_service_without_a_handler_acknowledges_and_drops() {
+    init_tracing();
+    for request_reply in [false, true] {
+        let binding = Binding::ws_http().send_timeout(std::time::Duration::from_secs(1));
+        let svc = Service::builder(binding.clone())
+            .bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let opts = ClientOptions {
+            request_reply,
+            ..ClientOptions::default()
+        };
+        let client = Client::open(&svc.url("/svc"), &binding, opts)
+            .await
+            .unwrap();
+        for i in 1..=5 {
+            assert_eq!(client.send(ONEWAY, payload(i)).await.unwrap(), i as u64);
+        }
+        let sequence = client.sequence_id().unwrap();
+        if !request_reply {
+            assert_eq!(svc.session_stats(&sequence).unwrap().delivered, 5);
+            client.close().await.unwrap();
+            assert_eq!(svc.stats().delivered, 5);
+            wait_for(|| svc.session_stats(&sequence).is_none()).await;
+            continue;
+        }
+        let r = client.request(ECHO, payload(6)).await;
+        assert!(matches!(r, Err(wsrm::ClientError::Timeout { .. })), "{r:?}");
+        assert_eq!(svc.session_stats(&sequence).unwrap().delivered, 6);
+        client.abort();
+    }
+}
