@@ -106,10 +106,19 @@ pub(crate) async fn read_body(
     timeout: Duration,
 ) -> Result<Bytes, ReadError> {
     let limited = Limited::new(body, max);
-    match tokio::time::timeout(timeout, body_bytes(limited)).await {
-        Err(_) => Err(ReadError::TimedOut),
-        Ok(Ok(b)) => Ok(b),
-        Ok(Err(e)) => {
+    let mut read = std::pin::pin!(body_bytes(limited));
+    // A small request is usually in whole already (read with its head): then no timer is made
+    // (making one reads the runtime handle, a reference count all threads share).
+    let read = match futures_util::poll!(read.as_mut()) {
+        std::task::Poll::Ready(r) => r,
+        std::task::Poll::Pending => match tokio::time::timeout(timeout, read).await {
+            Ok(r) => r,
+            Err(_) => return Err(ReadError::TimedOut),
+        },
+    };
+    match read {
+        Ok(b) => Ok(b),
+        Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {

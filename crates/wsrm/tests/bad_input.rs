@@ -312,3 +312,33 @@ async fn unknown_must_understand_header_gets_must_understand_fault_with_not_unde
     assert!(text.contains(":Secret\""), "{text}");
     f.still_fine().await;
 }
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_gets_408_after_the_body_read_timeout() {
+    let mut b = Binding::ws_http();
+    b.transport.request_body_timeout = Duration::from_millis(300);
+    let f = fixture(b, 100).await;
+    let mut tcp = tokio::net::TcpStream::connect(f.svc.local_addr())
+        .await
+        .unwrap();
+    // A complete head announcing 1000 bytes, then only the first 20 of them.
+    tcp.write_all(
+        b"POST /svc HTTP/1.1\r\nHost: x\r\nContent-Type: application/soap+xml; charset=utf-8\r\nContent-Length: 1000\r\n\r\n<s:Envelope xmlns:s=",
+    )
+    .await
+    .unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+        .await
+        .expect("no answer to a stalled body")
+        .unwrap();
+    let took = start.elapsed();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_secs(3),
+        "answered after {took:?}"
+    );
+    f.still_fine().await;
+}
