@@ -669,11 +669,20 @@ pub(crate) async fn exchange(
     http: &HttpClient,
     req: Request<Full<Bytes>>,
     max: usize,
-    timeout: Option<Duration>,
+    timeout: Duration,
     last_message: bool,
     number: Option<u64>,
 ) -> ExchangeResult {
-    match http.exchange(req, max, timeout).await {
+    classify(http.exchange(req, max, timeout).await, last_message, number)
+}
+
+/// Classifies an exchange's outcome for the engine (see [`exchange`]).
+pub(crate) fn classify(
+    r: Result<crate::http::HttpResponse, crate::http::ExchangeError>,
+    last_message: bool,
+    number: Option<u64>,
+) -> ExchangeResult {
+    match r {
         Ok(r) if r.body.is_empty() && r.status.is_success() => {
             tracing::debug!(status = %r.status, "empty response");
             // An accepted LastMessage without an acknowledgement (docs/interop.md, gSOAP
@@ -957,9 +966,11 @@ impl Driver {
         let max = self.max_body;
         let deadline = self.exchange_deadlines.push(now);
         self.inflight.push(Box::pin(async move {
-            let answer = std::pin::pin!(exchange(&http, req, max, None, last_message, number));
+            // Bounded by the driver's deadline, not a timer of its own: without one the
+            // future is smaller (it is allocated and moved once per exchange).
+            let answer = std::pin::pin!(http.exchange_untimed(req, max));
             match futures_util::future::select(answer, deadline).await {
-                futures_util::future::Either::Left((r, _)) => r,
+                futures_util::future::Either::Left((r, _)) => classify(r, last_message, number),
                 futures_util::future::Either::Right(_) => {
                     tracing::debug!(number, "exchange timed out");
                     ExchangeResult::Failed(number)

@@ -461,40 +461,43 @@ impl HttpClient {
     }
 
     /// Sends one request and reads the whole response (at most `max_body` bytes) within
-    /// `timeout` (`None`: the caller bounds the exchange itself).
+    /// `timeout`.
     pub async fn exchange(
         &self,
         req: Request<Body>,
         max_body: usize,
-        timeout: Option<Duration>,
+        timeout: Duration,
     ) -> Result<HttpResponse, ExchangeError> {
-        let fut = async {
-            let resp = self
-                .inner
-                .request(req)
-                .await
-                .map_err(|e| ExchangeError::Http(error_chain(&e)))?;
-            let status = resp.status();
-            let body = body_bytes(Limited::new(resp.into_body(), max_body))
-                .await
-                .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some()
-                    {
-                        ExchangeError::TooLarge(max_body)
-                    } else {
-                        ExchangeError::Http(e.to_string())
-                    }
-                })?;
-            Ok(HttpResponse { status, body })
-        };
-        let Some(timeout) = timeout else {
-            return fut.await;
-        };
-        match tokio::time::timeout(timeout, fut).await {
+        match tokio::time::timeout(timeout, self.exchange_untimed(req, max_body)).await {
             Ok(r) => r,
             Err(_) => Err(ExchangeError::TimedOut(timeout)),
         }
+    }
+
+    /// [`HttpClient::exchange`] without a timeout: the caller bounds it.
+    pub async fn exchange_untimed(
+        &self,
+        req: Request<Body>,
+        max_body: usize,
+    ) -> Result<HttpResponse, ExchangeError> {
+        let resp = self
+            .inner
+            .request(req)
+            .await
+            .map_err(|e| ExchangeError::Http(error_chain(&e)))?;
+        let status = resp.status();
+        let body = body_bytes(Limited::new(resp.into_body(), max_body))
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    ExchangeError::TooLarge(max_body)
+                } else {
+                    ExchangeError::Http(e.to_string())
+                }
+            })?;
+        Ok(HttpResponse { status, body })
     }
 
     /// Sends one request and returns the response head and body as received (for the proxy).

@@ -481,7 +481,7 @@ impl DurableDriver {
             if store_failed.load(SeqCst) {
                 return Answer::Raw(ExchangeResult::Nothing(None));
             }
-            let r = exchange(&http, req, max, Some(t), last_message, number).await;
+            let r = exchange(&http, req, max, t, last_message, number).await;
             let (Some((store, input)), ExchangeResult::Answer(body)) = (replies, &r) else {
                 return Answer::Raw(r);
             };
