@@ -10,9 +10,11 @@
 //! (wire-protocol.md §1.4, §4.11).
 //!
 //! Each accepted session gets one handler instance (from the factory given to
-//! [`ServiceBuilder::handler`]) running on its own task; deliveries are handed to it one at a
-//! time, in order when the binding is Ordered — WCF's PerSession instancing with
-//! `ConcurrencyMode.Single`.
+//! [`ServiceBuilder::handler`]); deliveries are handed to it one at a time, in order when the
+//! binding is Ordered — WCF's PerSession instancing with `ConcurrencyMode.Single`. A handler
+//! runs only while deliveries wait for it: on the task of the HTTP exchange that delivered
+//! them while it completes without waiting (a few deliveries at most), else on a task of its
+//! own until its queue is empty. An idle session holds no task.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,7 +29,7 @@ use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 use tracing::Instrument;
 use wsrm_proto::msg::{Body, Fault, Message, RmVersion, SequenceId};
@@ -101,6 +103,8 @@ pub enum SessionEnd {
 /// The application side of one session (one instance per session).
 pub trait SessionHandler: Send + 'static {
     /// Handles one delivery; called one at a time, in order when the binding is Ordered.
+    /// A panic (here or in the future) is caught and logged: that message counts as handled,
+    /// without a reply, and the session goes on with the next one.
     fn handle(&mut self, delivery: Delivery) -> HandlerFuture<'_>;
 
     /// Called once when the session is over.
@@ -205,10 +209,9 @@ impl ServiceBuilder {
         self
     }
 
-    /// The handler factory: called once per accepted session; each session's handler runs on
-    /// a task of its own. Default: none — the service acknowledges one-way messages and drops
-    /// them without any handler task (a request is answered with no reply, by an
-    /// acknowledge-only handler on a task started for the session's first request).
+    /// The handler factory: called once per accepted session (see the module docs for where
+    /// handlers run). Default: none — the service acknowledges one-way messages and drops
+    /// them; a request is answered with no reply (a standalone acknowledgement).
     pub fn handler<F, H>(mut self, f: F) -> Self
     where
         F: Fn(&SessionInfo) -> H + Send + Sync + 'static,
@@ -278,9 +281,8 @@ impl ServiceBuilder {
         let local = listener
             .local_addr()
             .map_err(|source| ServiceError::Bind { addr, source })?;
-        // Without a handler (and without a store, whose inbox commits go through the handler
-        // task), one-way deliveries have nothing to run: they complete in the driver, and no
-        // session gets a handler task unless it sends a request.
+        // Without a handler (and without a store, whose inbox commits go through the handler),
+        // one-way deliveries have nothing to run: they complete in the driver.
         let no_handler = self.factory.is_none() && self.store.is_none();
         let factory = self.factory.unwrap_or_else(|| {
             Arc::new(|_: &SessionInfo| Box::new(AckOnly) as Box<dyn SessionHandler>)
@@ -333,6 +335,7 @@ impl ServiceBuilder {
                 shared: shared.clone(),
                 factory,
                 no_handler,
+                to_start: Vec::new(),
                 max_sessions: self.max_sessions,
                 exchanges: HashMap::default(),
                 inline: None,
@@ -492,8 +495,13 @@ impl Core {
     }
 
     /// Runs one HTTP exchange's message through the driver: its answer when the engine gave
-    /// it at once (the usual case), else a receiver for it. `None` once the service stopped.
-    fn exchange(&self, message: Message, identity: Option<ClientIdentity>) -> Option<Answer> {
+    /// it at once (the usual case), else a receiver for it, and the handler runs it made due
+    /// (to be started once the lock is released). `None` once the service stopped.
+    fn exchange(
+        &self,
+        message: Message,
+        identity: Option<ClientIdentity>,
+    ) -> Option<(Answer, Vec<Arc<Runner>>)> {
         let mut d = self.lock();
         if d.stopped {
             return None;
@@ -502,20 +510,175 @@ impl Core {
         if d.rearm() {
             self.wake.notify_one();
         }
-        Some(answer)
+        Some((answer, std::mem::take(&mut d.to_start)))
     }
 
-    /// Runs one input through the driver; `false` once the service stopped.
-    fn input(&self, m: ToDriver) -> bool {
-        let mut d = self.lock();
-        if d.stopped {
-            return false;
+    /// Runs one input through the driver; the handler runs it made due are started on tasks
+    /// of their own (the caller is a handler run itself).
+    fn input(&self, m: ToDriver) {
+        let runs = {
+            let mut d = self.lock();
+            if d.stopped {
+                return;
+            }
+            d.input(m);
+            if d.rearm() {
+                self.wake.notify_one();
+            }
+            std::mem::take(&mut d.to_start)
+        };
+        for r in runs {
+            Runner::spawn(r);
         }
-        d.input(m);
-        if d.rearm() {
-            self.wake.notify_one();
+    }
+}
+
+/// A session's handler and the deliveries waiting for it, in order. The handler runs only while
+/// deliveries wait: the first one queued while it is idle starts a run, on the task that
+/// produced it (an HTTP exchange's, usually) as long as the handler completes without waiting,
+/// and on a task of its own from the handler's first wait (or after [`Runner::INLINE`]
+/// deliveries) on. A run ends when the queue is empty, putting the handler back. So a message
+/// costs no hand-off to another task while handlers keep up, and an idle session holds no task.
+struct Runner {
+    state: Mutex<RunnerState>,
+    session: SessionId,
+    sequence: SequenceId,
+    span: tracing::Span,
+    core: std::sync::Weak<Core>,
+    shared: Arc<Shared>,
+    durable: bool,
+}
+
+struct RunnerState {
+    queue: std::collections::VecDeque<HandlerMsg>,
+    /// The handler while no run has it; `None` during a run and once the session ended.
+    idle: Option<Box<dyn SessionHandler>>,
+}
+
+impl Runner {
+    /// Deliveries handled on the producing task before the run moves to a task of its own:
+    /// an HTTP response waits for the run's part on its task.
+    const INLINE: usize = 4;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RunnerState> {
+        // Only this module's code runs under this lock (never the handler).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `m`; true when the handler is idle, i.e. a run must be started.
+    fn queue(&self, m: HandlerMsg) -> bool {
+        let mut st = self.lock();
+        st.queue.push_back(m);
+        st.idle.is_some() && st.queue.len() == 1
+    }
+
+    /// The run's future, when the handler is idle (else a run already has it). `inline`: it
+    /// starts on the producing task (see [`Runner::INLINE`]).
+    fn take_run(self: Arc<Self>, inline: bool) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        let handler = self.lock().idle.take()?;
+        let span = self.span.clone();
+        Some(Box::pin(self.run(handler, inline).instrument(span)))
+    }
+
+    /// Starts a run on a task of its own.
+    fn spawn(this: Arc<Self>) {
+        if let Some(run) = this.take_run(false) {
+            tokio::spawn(run);
         }
-        true
+    }
+
+    /// Starts a run on the calling task: polled once here, continued on a task of its own
+    /// if it has to wait.
+    async fn start_inline(this: Arc<Self>) {
+        let Some(mut run) = this.take_run(true) else {
+            return;
+        };
+        if futures_util::poll!(run.as_mut()).is_pending() {
+            tokio::spawn(run);
+        }
+    }
+
+    async fn run(self: Arc<Self>, mut handler: Box<dyn SessionHandler>, inline: bool) {
+        // Deliveries left before a run that started on the producing task moves off it.
+        let mut inline_left = if inline { Self::INLINE } else { 0 };
+        loop {
+            let msg = {
+                let mut st = self.lock();
+                match st.queue.pop_front() {
+                    Some(m) => m,
+                    None => {
+                        st.idle = Some(handler);
+                        return;
+                    }
+                }
+            };
+            let (d, token) = match msg {
+                HandlerMsg::Deliver(d, t) => (d, t),
+                HandlerMsg::End(end) => {
+                    let ended = std::panic::AssertUnwindSafe(|| handler.ended(&end));
+                    if std::panic::catch_unwind(ended).is_err() {
+                        tracing::error!("the session's handler panicked in `ended`");
+                    }
+                    if let Some(core) = self.core.upgrade() {
+                        core.input(ToDriver::Forget(self.sequence.clone()));
+                    }
+                    // The session is over: the handler goes, and with it any later run.
+                    return;
+                }
+            };
+            let bytes = d.body.len();
+            let number = d.number;
+            // A handler that panics must not take the delivering HTTP exchange's task down
+            // with it (runs start there), nor the session's later messages.
+            let call = std::panic::AssertUnwindSafe(async { handler.handle(d).await });
+            let outcome = match futures_util::FutureExt::catch_unwind(call).await {
+                Ok(o) => o,
+                Err(_) => {
+                    tracing::error!(
+                        number,
+                        "the session's handler panicked; the message counts as handled, without a reply"
+                    );
+                    Outcome::NoReply
+                }
+            };
+            if token.is_none() && !self.durable {
+                // A one-way message of a one-way session: nothing waits for the outcome but
+                // the buffer accounting; the driver's lock is not needed for that.
+                self.shared.buffered.fetch_sub(bytes, Ordering::Relaxed);
+            } else {
+                let app = if self.durable {
+                    let commit = std::panic::AssertUnwindSafe(|| handler.commit(number));
+                    std::panic::catch_unwind(commit).unwrap_or_else(|_| {
+                        tracing::error!(number, "the session's handler panicked in `commit`");
+                        None
+                    })
+                } else {
+                    None
+                };
+                let Some(core) = self.core.upgrade() else {
+                    return;
+                };
+                core.input(ToDriver::Outcome {
+                    token,
+                    outcome,
+                    bytes,
+                    session: self.session,
+                    number,
+                    app,
+                });
+            }
+            if inline_left > 0 {
+                inline_left -= 1;
+                if inline_left == 0 {
+                    // Off the producing task, onto a task of its own.
+                    tokio::task::yield_now().await;
+                }
+            } else {
+                // On a task of its own, the queue may keep filling: yield as the runtime's
+                // cooperative budget says, as a channel receiver would.
+                tokio::task::consume_budget().await;
+            }
+        }
     }
 }
 
@@ -523,14 +686,17 @@ impl Core {
 /// inactivity, parked exchanges.
 async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let deadline = {
+        let (deadline, runs) = {
             let mut d = core.lock();
             let now = Instant::now().into_std();
             d.endpoint.handle_timeout(now);
             d.pump(None, now);
             d.armed = d.endpoint.poll_timeout();
-            d.armed
+            (d.armed, std::mem::take(&mut d.to_start))
         };
+        for r in runs {
+            Runner::spawn(r);
+        }
         let deadline = deadline
             .map(Instant::from_std)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
@@ -540,8 +706,8 @@ async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => break,
         }
     }
-    // Stopped: later exchanges are refused, and dropping the sessions' queues ends their
-    // handler tasks.
+    // Stopped: later exchanges are refused; runs under way finish what their sessions had
+    // queued.
     let mut d = core.lock();
     d.stopped = true;
     d.sessions.clear();
@@ -561,7 +727,7 @@ enum Answer {
     Later(oneshot::Receiver<Option<Message>>),
 }
 
-/// What handler tasks hand to the driver.
+/// What handler runs hand to the driver.
 enum ToDriver {
     Outcome {
         token: Option<ReplyToken>,
@@ -701,11 +867,17 @@ impl Front {
                 return Handled::Respond(h::empty(StatusCode::SERVICE_UNAVAILABLE));
             }
         }
-        let mut rx = match self.core.exchange(message, identity) {
-            // the usual case: answered while the message went through the engine
-            Some(Answer::Now(m)) => return self.respond(m, version),
-            Some(Answer::Later(rx)) => rx,
+        let (answer, runs) = match self.core.exchange(message, identity) {
+            Some(x) => x,
             None => return Handled::Respond(h::empty(StatusCode::SERVICE_UNAVAILABLE)),
+        };
+        for r in runs {
+            Runner::start_inline(r).await;
+        }
+        let mut rx = match answer {
+            // the usual case: answered while the message went through the engine
+            Answer::Now(m) => return self.respond(m, version),
+            Answer::Later(rx) => rx,
         };
         // Durable: usually sent already (no writes pending); then no timer.
         match rx.try_recv() {
@@ -729,7 +901,7 @@ enum HandlerMsg {
 
 struct SessionSlot {
     info: SessionInfo,
-    to_handler: Option<mpsc::UnboundedSender<HandlerMsg>>,
+    to_handler: Option<Arc<Runner>>,
     accepted: bool,
 }
 
@@ -737,10 +909,11 @@ struct Driver {
     endpoint: Endpoint,
     shared: Arc<Shared>,
     factory: Factory,
-    /// No handler was given (and no store): one-way deliveries complete in the driver, and a
-    /// session's handler task (running the acknowledge-only handler) starts with its first
-    /// request.
+    /// No handler was given (and no store): one-way deliveries complete in the driver; only
+    /// requests go to the (acknowledge-only) handler.
     no_handler: bool,
+    /// Handler runs made due while the lock was held; started by the lock's holder after it.
+    to_start: Vec<Arc<Runner>>,
     max_sessions: usize,
     /// The per-message maps use a cheap hasher (keys are ours: exchange and session numbers,
     /// sequence identifiers this service generated).
@@ -753,7 +926,7 @@ struct Driver {
     by_sequence: HashMap<SequenceId, SessionId, FastHash>,
     pending: std::collections::VecDeque<SessionId>,
     owners: HashMap<SequenceId, ClientIdentity>,
-    /// For the handler tasks, which hand their outcomes back through it.
+    /// For the handler runs, which hand their outcomes back through it.
     core: std::sync::Weak<Core>,
     next_exchange: u64,
     durable: Option<Arc<crate::durable::DurableService>>,
@@ -964,71 +1137,36 @@ impl Driver {
                 .counters
                 .sessions_active
                 .fetch_add(1, Ordering::Relaxed);
-            if !self.no_handler {
-                let tx = self.spawn_handler(id);
-                if let Some(slot) = self.sessions.get_mut(&id) {
-                    slot.to_handler = Some(tx);
-                }
-            }
+            let handler = (self.factory)(&slot.info);
+            slot.to_handler = Some(Arc::new(Runner {
+                state: Mutex::new(RunnerState {
+                    queue: std::collections::VecDeque::new(),
+                    idle: Some(handler),
+                }),
+                session: id,
+                sequence: slot.info.sequence.clone(),
+                span: tracing::info_span!("session", sequence = %slot.info.sequence),
+                core: self.core.clone(),
+                shared: self.shared.clone(),
+                durable: self.durable.is_some(),
+            }));
         }
     }
 
-    /// Starts the handler task of accepted session `id` and returns its queue.
-    fn spawn_handler(&self, id: SessionId) -> mpsc::UnboundedSender<HandlerMsg> {
-        let (htx, mut hrx) = mpsc::unbounded_channel::<HandlerMsg>();
-        let Some(slot) = self.sessions.get(&id) else {
-            return htx;
+    /// Queues `m` for the session's handler, making a run due if the handler is idle; false
+    /// when the session has no handler (not accepted, or over).
+    fn hand_over(&mut self, session: SessionId, m: HandlerMsg) -> bool {
+        let Some(runner) = self
+            .sessions
+            .get(&session)
+            .and_then(|s| s.to_handler.clone())
+        else {
+            return false;
         };
-        let mut handler = (self.factory)(&slot.info);
-        let back = self.core.clone();
-        let span = tracing::info_span!("session", sequence = %slot.info.sequence);
-        let durable = self.durable.is_some();
-        let shared = self.shared.clone();
-        let sequence = slot.info.sequence.clone();
-        tokio::spawn(
-            async move {
-                while let Some(msg) = hrx.recv().await {
-                    let (d, token) = match msg {
-                        HandlerMsg::Deliver(d, t) => (d, t),
-                        HandlerMsg::End(end) => {
-                            handler.ended(&end);
-                            if let Some(core) = back.upgrade() {
-                                core.input(ToDriver::Forget(sequence));
-                            }
-                            return;
-                        }
-                    };
-                    let bytes = d.body.len();
-                    let number = d.number;
-                    let outcome = handler.handle(d).await;
-                    if token.is_none() && !durable {
-                        // A one-way message of a one-way session: nothing waits for the
-                        // outcome but the buffer accounting; the driver's lock is not
-                        // needed for that.
-                        shared.buffered.fetch_sub(bytes, Ordering::Relaxed);
-                        continue;
-                    }
-                    let app = if durable {
-                        handler.commit(number)
-                    } else {
-                        None
-                    };
-                    let Some(core) = back.upgrade() else {
-                        return;
-                    };
-                    core.input(ToDriver::Outcome {
-                        token,
-                        outcome,
-                        bytes,
-                        session: id,
-                        number,
-                        app,
-                    });
-                }
-            }
-            .instrument(span),
-        );
-        htx
+        if runner.queue(m) {
+            self.to_start.push(runner);
+        }
+        true
     }
 
     fn active(&self) -> usize {
@@ -1049,8 +1187,10 @@ impl Driver {
             }
             self.by_sequence.remove(&slot.info.sequence);
             tracing::info!(sequence = %slot.info.sequence, ?end, "session ended");
-            if let Some(tx) = slot.to_handler {
-                let _ = tx.send(HandlerMsg::End(end));
+            if let Some(runner) = slot.to_handler {
+                if runner.queue(HandlerMsg::End(end)) {
+                    self.to_start.push(runner);
+                }
             }
         }
         self.pending.retain(|p| *p != session);
@@ -1109,24 +1249,10 @@ impl Driver {
                     .counters
                     .delivered
                     .fetch_add(1, Ordering::Relaxed);
-                if self.no_handler {
-                    if reply.is_none() {
-                        // Nothing to run it: delivered (and taken) now.
-                        self.endpoint.delivered(session, number);
-                        return;
-                    }
-                    // A request: answered by the acknowledge-only handler on the session's
-                    // task, started now.
-                    let start = self
-                        .sessions
-                        .get(&session)
-                        .is_some_and(|s| s.accepted && s.to_handler.is_none());
-                    if start {
-                        let tx = self.spawn_handler(session);
-                        if let Some(slot) = self.sessions.get_mut(&session) {
-                            slot.to_handler = Some(tx);
-                        }
-                    }
+                if self.no_handler && reply.is_none() {
+                    // Nothing to run it: delivered (and taken) now.
+                    self.endpoint.delivered(session, number);
+                    return;
                 }
                 let bytes = payload.len();
                 self.shared.buffered.fetch_add(bytes, Ordering::Relaxed);
@@ -1136,12 +1262,7 @@ impl Driver {
                     body: payload,
                     expects_reply: reply.is_some(),
                 };
-                let sent = self
-                    .sessions
-                    .get(&session)
-                    .and_then(|s| s.to_handler.as_ref())
-                    .map(|tx| tx.send(HandlerMsg::Deliver(d, reply)).is_ok())
-                    .unwrap_or(false);
+                let sent = self.hand_over(session, HandlerMsg::Deliver(d, reply));
                 if !sent {
                     self.shared.buffered.fetch_sub(bytes, Ordering::Relaxed);
                 }

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
 use wsrm::{Binding, Client, ClientOptions, Service};
 
@@ -226,5 +228,174 @@ async fn a_service_without_a_handler_acknowledges_and_drops() {
         assert!(matches!(r, Err(wsrm::ClientError::Timeout { .. })), "{r:?}");
         assert_eq!(svc.session_stats(&sequence).unwrap().delivered, 6);
         client.abort();
+    }
+}
+
+/// A handler that waits on every other message (on a gate the test holds for the first one),
+/// recording the order it sees and whether two of its calls ever overlapped.
+struct Gated {
+    seen: Arc<std::sync::Mutex<Vec<u64>>>,
+    inside: Arc<std::sync::atomic::AtomicUsize>,
+    overlapped: Arc<std::sync::atomic::AtomicBool>,
+    gate: Arc<tokio::sync::Semaphore>,
+    ended: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl wsrm::SessionHandler for Gated {
+    fn handle(&mut self, d: wsrm::Delivery) -> wsrm::HandlerFuture<'_> {
+        use std::sync::atomic::Ordering::SeqCst;
+        Box::pin(async move {
+            if self.inside.fetch_add(1, SeqCst) != 0 {
+                self.overlapped.store(true, SeqCst);
+            }
+            if d.number == 1 {
+                // Held until the test saw every message acknowledged.
+                let _ = self.gate.acquire().await;
+            } else if d.number % 2 == 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            self.seen.lock().unwrap().push(d.number);
+            self.inside.fetch_sub(1, SeqCst);
+            if d.expects_reply {
+                wsrm::Outcome::Reply {
+                    action: Arc::from("urn:wsrm:test/EchoResponse"),
+                    body: d.body,
+                }
+            } else {
+                wsrm::Outcome::NoReply
+            }
+        })
+    }
+
+    fn ended(&mut self, _end: &wsrm::SessionEnd) {
+        self.ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Handlers get one delivery at a time, in order, whether they complete at once or wait; the
+/// acknowledgements do not wait for them (the first message's handler call is held until all
+/// are acknowledged); `ended` comes once per session.
+#[tokio::test]
+async fn handlers_run_one_delivery_at_a_time_in_order_and_acks_do_not_wait_for_them() {
+    use std::sync::atomic::Ordering::SeqCst;
+    init_tracing();
+    let binding = Binding::ws_http();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let overlapped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = Gated {
+        seen: seen.clone(),
+        inside: inside.clone(),
+        overlapped: overlapped.clone(),
+        gate: gate.clone(),
+        ended: ended.clone(),
+    };
+    let (s2, i2, o2, g2, e2) = (seen, inside, overlapped, gate, ended);
+    let svc = Service::builder(binding.clone())
+        .handler(move |_: &wsrm::SessionInfo| Gated {
+            seen: s2.clone(),
+            inside: i2.clone(),
+            overlapped: o2.clone(),
+            gate: g2.clone(),
+            ended: e2.clone(),
+        })
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
+        .await
+        .unwrap();
+    let n = 40u64;
+    let pending: Vec<_> = (1..=n)
+        .map(|i| client.start_send(ONEWAY, payload(i as usize)))
+        .collect();
+    for p in pending {
+        tokio::time::timeout(std::time::Duration::from_secs(20), p)
+            .await
+            .expect("an acknowledgement waited for the handler")
+            .unwrap();
+    }
+    assert!(h.seen.lock().unwrap().is_empty());
+    h.gate.add_permits(1);
+    wait_for(|| h.seen.lock().unwrap().len() == n as usize).await;
+    assert_eq!(*h.seen.lock().unwrap(), (1..=n).collect::<Vec<_>>());
+    assert!(!h.overlapped.load(SeqCst));
+    client.close().await.unwrap();
+    wait_for(|| h.ended.load(SeqCst) == 1).await;
+
+    // Request-reply: each reply comes from the handler, also when it waited for it.
+    h.seen.lock().unwrap().clear();
+    h.gate.add_permits(1);
+    let opts = ClientOptions {
+        request_reply: true,
+        ..ClientOptions::default()
+    };
+    let client = Client::open(&svc.url("/svc"), &binding, opts)
+        .await
+        .unwrap();
+    for i in 1..=6usize {
+        let r = client.request(ECHO, payload(i)).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&r.body), payload(i));
+    }
+    client.close().await.unwrap();
+    assert_eq!(*h.seen.lock().unwrap(), (1..=6).collect::<Vec<_>>());
+    assert!(!h.overlapped.load(SeqCst));
+    wait_for(|| h.ended.load(SeqCst) == 2).await;
+}
+
+/// Panics on message 3 (before and while waiting, by turns of the test's loop); records the rest.
+struct Panicky {
+    seen: Arc<std::sync::Mutex<Vec<u64>>>,
+    wait_first: bool,
+}
+
+impl wsrm::SessionHandler for Panicky {
+    fn handle(&mut self, d: wsrm::Delivery) -> wsrm::HandlerFuture<'_> {
+        if d.number == 3 && !self.wait_first {
+            panic!("handler bug on message 3 (synchronous)");
+        }
+        let wait = self.wait_first;
+        Box::pin(async move {
+            if wait {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            if d.number == 3 {
+                panic!("handler bug on message 3 (after a wait)");
+            }
+            self.seen.lock().unwrap().push(d.number);
+            wsrm::Outcome::NoReply
+        })
+    }
+}
+
+/// A handler's panic costs its message (counted as handled, logged), not the HTTP exchange that
+/// delivered it, the session or the service.
+#[tokio::test]
+async fn a_panicking_handler_loses_only_its_own_message() {
+    init_tracing();
+    for wait_first in [false, true] {
+        let binding = Binding::ws_http();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let svc = Service::builder(binding.clone())
+            .handler(move |_: &wsrm::SessionInfo| Panicky {
+                seen: s2.clone(),
+                wait_first,
+            })
+            .bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let client = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
+            .await
+            .unwrap();
+        for i in 1..=6 {
+            client.send(ONEWAY, payload(i)).await.unwrap();
+        }
+        wait_for(|| seen.lock().unwrap().len() == 5).await;
+        assert_eq!(*seen.lock().unwrap(), vec![1, 2, 4, 5, 6]);
+        client.close().await.unwrap();
+        assert_eq!(svc.stats().delivered, 6);
     }
 }
