@@ -92,7 +92,10 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.get(i).copied().unwrap_or_default()
 }
 
-async fn ceiling(n: usize, conc: usize) -> (f64, f64) {
+/// Throughput, CPU µs per message, and request→response latency p50/p99.
+type Ceiling = (f64, f64, Duration, Duration);
+
+async fn ceiling(n: usize, conc: usize) -> Ceiling {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -128,30 +131,47 @@ async fn ceiling(n: usize, conc: usize) -> (f64, f64) {
     for w in 0..conc {
         let (client, env, url) = (client.clone(), env.clone(), url.clone());
         set.spawn(async move {
+            // Latency recorded as the reliable runs record theirs (same clock readings).
+            let mut lat = Vec::with_capacity(n / conc + 1);
             let mut i = w;
             while i < n {
+                let t = Instant::now();
                 let req = http::Request::post(&url)
                     .header("content-type", "application/soap+xml; charset=utf-8")
                     .body(Full::new(env.clone()))
                     .unwrap();
                 let r = client.request(req).await.unwrap();
                 let _ = read_all(r.into_body()).await;
+                lat.push(t.elapsed());
                 i += conc;
             }
+            lat
         });
     }
-    while set.join_next().await.is_some() {}
-    (
-        n as f64 / start.elapsed().as_secs_f64(),
-        cpu_per_msg(cpu, n),
-    )
+    finish(set, start, cpu, n).await
+}
+
+/// Collects the ceiling tasks' latencies; throughput and CPU are taken before sorting them.
+async fn finish(
+    mut set: tokio::task::JoinSet<Vec<Duration>>,
+    start: Instant,
+    cpu: Duration,
+    n: usize,
+) -> Ceiling {
+    let mut lat = Vec::with_capacity(n);
+    while let Some(r) = set.join_next().await {
+        lat.extend(r.unwrap());
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let cpu = cpu_per_msg(cpu, n);
+    (rate, cpu, pct(&mut lat, 0.5), pct(&mut lat, 0.99))
 }
 
 /// The ceiling with wsrm's own transport settings (the binding's defaults): the server
 /// has a head-read watchdog, a body size limit and a body read timeout and accepts under a
 /// connection limit; the client pools as `Client` does and bounds each exchange by SendTimeout
 /// and the response size. Everything a reliable message pays on the HTTP side, without RM.
-async fn ceiling_same_settings(n: usize, conc: usize) -> (f64, f64) {
+async fn ceiling_same_settings(n: usize, conc: usize) -> Ceiling {
     let t = Binding::ws_http().transport;
     let max = usize::try_from(t.max_received_message_size).unwrap_or(usize::MAX);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -236,8 +256,10 @@ async fn ceiling_same_settings(n: usize, conc: usize) -> (f64, f64) {
         let (client, env, url) = (client.clone(), env.clone(), url.clone());
         let send_timeout = t.send_timeout;
         set.spawn(async move {
+            let mut lat = Vec::with_capacity(n / conc + 1);
             let mut i = w;
             while i < n {
+                let t = Instant::now();
                 let req = http::Request::post(url.clone())
                     .header("content-type", "application/soap+xml; charset=utf-8")
                     .body(Full::new(env.clone()))
@@ -247,15 +269,13 @@ async fn ceiling_same_settings(n: usize, conc: usize) -> (f64, f64) {
                     read_all(http_body_util::Limited::new(r.into_body(), max)).await
                 };
                 let _ = tokio::time::timeout(send_timeout, exchange).await;
+                lat.push(t.elapsed());
                 i += conc;
             }
+            lat
         });
     }
-    while set.join_next().await.is_some() {}
-    (
-        n as f64 / start.elapsed().as_secs_f64(),
-        cpu_per_msg(cpu, n),
-    )
+    finish(set, start, cpu, n).await
 }
 
 /// An application handler that takes each message and does nothing with it.
@@ -431,20 +451,20 @@ async fn main() {
     let run = |p: &str| phases.is_empty() || phases.split(',').any(|x| x == p);
     // The ceilings run at the reliable runs' numbers of requests in flight: 64 (1 session,
     // window 64) and 512 (64 sessions of window 8, one HTTP exchange per message in flight).
-    let nan = (f64::NAN, f64::NAN);
-    let (c, cc) = if run("ceiling") {
+    let nan = (f64::NAN, f64::NAN, Duration::ZERO, Duration::ZERO);
+    let (c, cc, p50, p99) = if run("ceiling") {
         ceiling(n, 64).await
     } else {
         nan
     };
-    println!("ceiling (plain SOAP POST, no RM, 64 concurrent): {c:.0} msg/s, CPU {cc:.1} us/msg");
-    let (cs, ccs) = if run("same") {
+    println!("ceiling (plain SOAP POST, no RM, 64 concurrent): {c:.0} msg/s, request->response p50 {p50:?} p99 {p99:?}, CPU {cc:.1} us/msg");
+    let (cs, ccs, p50s, p99s) = if run("same") {
         ceiling_same_settings(n, 64).await
     } else {
         nan
     };
     println!(
-        "ceiling with wsrm's transport settings (plain SOAP POST, no RM, 64 concurrent): {cs:.0} msg/s, CPU {ccs:.1} us/msg"
+        "ceiling with wsrm's transport settings (plain SOAP POST, no RM, 64 concurrent): {cs:.0} msg/s, request->response p50 {p50s:?} p99 {p99s:?}, CPU {ccs:.1} us/msg"
     );
     if run("one") {
         let (r1, p50, p99, re1, c1) = reliable(1, 64, n, false).await;
@@ -460,21 +480,21 @@ async fn main() {
             100.0 * r1 / c, 100.0 * c1 / cc
         );
     }
-    let (c5, cc5) = if run("ceiling512") {
+    let (c5, cc5, p50_5, p99_5) = if run("ceiling512") {
         ceiling(n, 512).await
     } else {
         nan
     };
     println!(
-        "ceiling (plain SOAP POST, no RM, 512 concurrent): {c5:.0} msg/s, CPU {cc5:.1} us/msg"
+        "ceiling (plain SOAP POST, no RM, 512 concurrent): {c5:.0} msg/s, request->response p50 {p50_5:?} p99 {p99_5:?}, CPU {cc5:.1} us/msg"
     );
-    let (cs5, ccs5) = if run("same512") {
+    let (cs5, ccs5, p50s5, p99s5) = if run("same512") {
         ceiling_same_settings(n, 512).await
     } else {
         nan
     };
     println!(
-        "ceiling with wsrm's transport settings (plain SOAP POST, no RM, 512 concurrent): {cs5:.0} msg/s, CPU {ccs5:.1} us/msg"
+        "ceiling with wsrm's transport settings (plain SOAP POST, no RM, 512 concurrent): {cs5:.0} msg/s, request->response p50 {p50s5:?} p99 {p99s5:?}, CPU {ccs5:.1} us/msg"
     );
     if run("many") {
         let (r64, p50, p99, re64, c64) = reliable(64, 8, n, false).await;
