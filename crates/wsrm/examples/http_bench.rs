@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use wsrm::{Binding, Client, ClientOptions, Service};
-use wsrm_proto::msg::{Action, Body, CreateSequence, Message, RmVersion};
+use wsrm_proto::msg::{Action, Body, CreateSequence, Message, RmVersion, SequenceHeader};
 
 // The same allocator as the `wsrm` binary; the ceiling and the reliable runs share it.
 #[global_allocator]
@@ -354,6 +354,96 @@ async fn reliable(
     (rate, pct(&mut lat, 0.5), pct(&mut lat, 0.99), retrans, cpu)
 }
 
+/// The service's share alone: a service without a handler (unordered, window 4,096, so that
+/// nothing in flight falls outside it) answering sequence messages of one session that a plain
+/// HTTP client POSTs, pre-encoded like the ceiling's envelope, in order from 64 concurrent
+/// requests. CPU per message against the ceiling's is
+/// what the service side of reliable messaging costs (diagnostic, `HTTP_BENCH_PHASES=service`).
+async fn service_only(n: usize) -> (f64, f64) {
+    let binding = Binding::ws_http()
+        .max_transfer_window_size(4096)
+        .ordered(false);
+    let svc = Service::builder(binding)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = svc.url("/svc");
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    let framing = wsrm_wire::Framing::soap12_wsa10();
+    let post = |env: Bytes| {
+        http::Request::post(&url)
+            .header("content-type", "application/soap+xml; charset=utf-8")
+            .body(Full::new(env))
+            .unwrap()
+    };
+    let mut cs = Message::new(
+        RmVersion::Wsrm10,
+        Action::CreateSequence,
+        Body::CreateSequence(CreateSequence {
+            acks_to: String::new(),
+            expires: None,
+            offer: None,
+        }),
+    );
+    cs.message_id = Some(Arc::from("urn:uuid:service-only"));
+    cs.to = Some(Arc::from(url.as_str()));
+    let r = client
+        .request(post(wsrm_wire::encode(&cs, &framing).unwrap()))
+        .await
+        .unwrap();
+    let csr =
+        wsrm_wire::decode(read_all(r.into_body()).await.unwrap(), &Default::default()).unwrap();
+    let Body::CreateSequenceResponse(csr) = csr.message.body else {
+        panic!("no CreateSequenceResponse");
+    };
+    let body = Bytes::from(body_1k());
+    let envs: Vec<Bytes> = (1..=n as u64)
+        .map(|number| {
+            let mut m = Message::new(
+                RmVersion::Wsrm10,
+                Action::Other(Arc::from("urn:bench/OneWay")),
+                Body::Application(body.clone()),
+            );
+            m.sequence = Some(SequenceHeader {
+                identifier: csr.identifier.clone(),
+                number,
+                last_message: false,
+            });
+            m.to = Some(Arc::from(url.as_str()));
+            wsrm_wire::encode(&m, &framing).unwrap()
+        })
+        .collect();
+    let envs = Arc::new(envs);
+    let cpu = cpu_time();
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..64 {
+        let (client, envs, url, next) = (client.clone(), envs.clone(), url.clone(), next.clone());
+        set.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= envs.len() {
+                    break;
+                }
+                let req = http::Request::post(&url)
+                    .header("content-type", "application/soap+xml; charset=utf-8")
+                    .body(Full::new(envs[i].clone()))
+                    .unwrap();
+                let r = client.request(req).await.unwrap();
+                assert_eq!(r.status(), http::StatusCode::OK);
+                let _ = read_all(r.into_body()).await;
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let cpu = cpu_per_msg(cpu, n);
+    assert_eq!(svc.stats().delivered, n as u64);
+    (rate, cpu)
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -501,6 +591,13 @@ async fn main() {
         println!(
             "reliable, 64 sessions, window 8: {r64:.0} msg/s ({:.0} % of the 512-concurrent ceiling, {:.0} % of the 64-concurrent one), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re64}, CPU {c64:.1} us/msg ({:.0} % of the 512-concurrent ceiling's); with wsrm's settings: {:.0} % of ceiling, CPU {:.0} %",
             100.0 * r64 / c5, 100.0 * r64 / c, 100.0 * c64 / cc5, 100.0 * r64 / cs5, 100.0 * c64 / ccs5
+        );
+    }
+    if phases.split(',').any(|x| x == "service") {
+        let (r, cpu) = service_only(n).await;
+        println!(
+            "service only (plain client POSTing pre-encoded sequence messages, 64 concurrent): {r:.0} msg/s ({:.0} % of ceiling), CPU {cpu:.1} us/msg ({:.0} % of ceiling's)",
+            100.0 * r / c, 100.0 * cpu / cc
         );
     }
     if run("many_handler") {
