@@ -15,7 +15,7 @@ use crate::ranges::{is_canonical, is_subset, slice_contains_range, RangeSet};
 use bytes::Bytes;
 
 /// How many attempts of one message may be retransmitted at once after a transport failure
-/// ([`Source::transport_failed`]); later failures wait for the retransmission timer.
+/// (`Source::transport_failed`); later failures wait for the retransmission timer.
 pub const FAST_RETRIES: u32 = 3;
 
 /// WCF's assumed RTT when none was measured (`UnknownInitiationTime`).

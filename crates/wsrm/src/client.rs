@@ -380,7 +380,7 @@ impl Client {
 
 /// A queued send or request: resolves with its outcome, or `Timeout` after SendTimeout.
 ///
-/// The driver enforces SendTimeout (see [`CallDeadlines`]): a pending call costs no timer of
+/// The driver enforces SendTimeout (a sorted queue of deadlines and one timer): a pending call costs no timer of
 /// its own.
 pub struct Pending<T> {
     inner: PendingInner<T>,
