@@ -486,17 +486,7 @@ impl HttpClient {
             .await
             .map_err(|e| ExchangeError::Http(error_chain(&e)))?;
         let status = resp.status();
-        let body = body_bytes(Limited::new(resp.into_body(), max_body))
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    ExchangeError::TooLarge(max_body)
-                } else {
-                    ExchangeError::Http(e.to_string())
-                }
-            })?;
+        let body = response_body(resp.into_body(), max_body).await?;
         Ok(HttpResponse { status, body })
     }
 
@@ -514,17 +504,7 @@ impl HttpClient {
                 .await
                 .map_err(|e| ExchangeError::Http(error_chain(&e)))?;
             let (parts, body) = resp.into_parts();
-            let body = body_bytes(Limited::new(body, max_body))
-                .await
-                .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some()
-                    {
-                        ExchangeError::TooLarge(max_body)
-                    } else {
-                        ExchangeError::Http(e.to_string())
-                    }
-                })?;
+            let body = response_body(body, max_body).await?;
             Ok(Response::from_parts(parts, Full::new(body)))
         };
         match tokio::time::timeout(timeout, fut).await {
@@ -532,6 +512,19 @@ impl HttpClient {
             Err(_) => Err(ExchangeError::TimedOut(timeout)),
         }
     }
+}
+
+/// Reads a response body of at most `max_body` bytes.
+async fn response_body(body: Incoming, max_body: usize) -> Result<Bytes, ExchangeError> {
+    body_bytes(Limited::new(body, max_body)).await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            ExchangeError::TooLarge(max_body)
+        } else {
+            ExchangeError::Http(e.to_string())
+        }
+    })
 }
 
 /// Renders an error and its sources on one line.

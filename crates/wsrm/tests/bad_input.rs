@@ -210,16 +210,10 @@ async fn idle_keep_alive_connections_are_closed_after_the_header_read_timeout() 
     let n = tcp.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 405"));
     let start = std::time::Instant::now();
-    let eof = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match tcp.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    assert!(eof.is_ok(), "an idle connection stayed open");
+    assert!(
+        closed_within(&mut tcp, Duration::from_secs(10)).await,
+        "an idle connection stayed open"
+    );
     let took = start.elapsed();
     assert!(
         took >= Duration::from_millis(290) && took < Duration::from_secs(2),

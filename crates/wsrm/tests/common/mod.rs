@@ -144,3 +144,20 @@ pub async fn wait_for(mut cond: impl FnMut() -> bool) {
     }
     panic!("condition not reached");
 }
+
+/// Reads from `tcp` until the peer closes it (or the read fails); false if that takes longer
+/// than `within`.
+pub async fn closed_within(tcp: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(within, async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
