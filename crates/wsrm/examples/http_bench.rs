@@ -535,8 +535,8 @@ async fn main() {
     }
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
     // HTTP_BENCH_PHASES=ceiling,same,one,one_handler,ceiling512,same512,many,many_handler,idle
-    // (default: all) runs only those phases, e.g.
-    // to profile one of them alone.
+    // (default: all; the diagnostic phase `service` runs only when named) runs only those
+    // phases, e.g. to profile one of them alone.
     let phases = std::env::var("HTTP_BENCH_PHASES").unwrap_or_default();
     let run = |p: &str| phases.is_empty() || phases.split(',').any(|x| x == p);
     // The ceilings run at the reliable runs' numbers of requests in flight: 64 (1 session,
