@@ -298,6 +298,12 @@ impl Client {
     }
 
     /// Sends a request and waits for its reply (request-reply sessions only).
+    ///
+    /// After SendTimeout the call returns [`ClientError::Timeout`], but a sent message cannot be
+    /// taken back: as in WCF, the session keeps retransmitting the request until its reply
+    /// arrives or MaxRetryCount faults the session. Meanwhile the request holds its place in
+    /// the transmission window, so a service that never replies to it (e.g. a one-way
+    /// operation called as two-way) can hold back the session's later messages.
     pub async fn request(
         &self,
         action: &str,
