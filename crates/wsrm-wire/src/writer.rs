@@ -16,35 +16,27 @@ pub(crate) trait Out {
     fn cut(&mut self, len: usize);
 }
 
-impl Out for BytesMut {
-    #[inline(always)]
-    fn put(&mut self, s: &[u8]) {
-        self.extend_from_slice(s);
-    }
-    #[inline(always)]
-    fn written(&self) -> usize {
-        self.len()
-    }
-    #[inline(always)]
-    fn cut(&mut self, len: usize) {
-        self.truncate(len);
-    }
+/// `Out` for growable byte buffers with `extend_from_slice`, `len` and `truncate`.
+macro_rules! out_for_buffer {
+    ($($t:ty),*) => {$(
+        impl Out for $t {
+            #[inline(always)]
+            fn put(&mut self, s: &[u8]) {
+                self.extend_from_slice(s);
+            }
+            #[inline(always)]
+            fn written(&self) -> usize {
+                self.len()
+            }
+            #[inline(always)]
+            fn cut(&mut self, len: usize) {
+                self.truncate(len);
+            }
+        }
+    )*};
 }
 
-impl Out for Vec<u8> {
-    #[inline(always)]
-    fn put(&mut self, s: &[u8]) {
-        self.extend_from_slice(s);
-    }
-    #[inline(always)]
-    fn written(&self) -> usize {
-        self.len()
-    }
-    #[inline(always)]
-    fn cut(&mut self, len: usize) {
-        self.truncate(len);
-    }
-}
+out_for_buffer!(BytesMut, Vec<u8>);
 
 /// Appends raw bytes.
 #[inline]
