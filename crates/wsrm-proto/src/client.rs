@@ -470,7 +470,10 @@ impl ClientSession {
     /// acknowledgement, so this changes nothing against WCF. gSOAP 2.8 answers a duplicate this
     /// way and never acknowledges it again (docs/interop.md, gSOAP quirk 19): when that answer
     /// is to a retransmission of the window head, the next message is sent as well, so its
-    /// cumulative acknowledgement covers the head. Do not report failed exchanges here.
+    /// cumulative acknowledgement covers the head. When there is no next message (closing, the
+    /// last message is the only one unacknowledged), RM 1.1 sends CloseSequence at once, whose
+    /// response carries the acknowledgement (docs/engine.md, deviation 12). Do not report
+    /// failed exchanges here.
     pub fn handle_empty_answer(&mut self, _now: Instant, number: u64) {
         if !matches!(self.state, ClientState::Open | ClientState::Closing)
             || self.cfg.shape != Shape::RequestReply
@@ -481,6 +484,16 @@ impl ClientSession {
             tracing::debug!(
                 number,
                 "retransmission accepted without an ack: probing with the next message"
+            );
+        } else if self.state == ClientState::Closing
+            && self.out.src.unprobeable_last(number)
+            && self.out.close_early()
+        {
+            // The last message has no next one to probe with, and such a destination answers
+            // AckRequested without an ack too (gSOAP quirk 3): 1.1 asks with CloseSequence.
+            tracing::debug!(
+                number,
+                "last message accepted without an ack while closing: CloseSequence now"
             );
         }
     }

@@ -53,6 +53,9 @@ pub(crate) struct Outbound {
     pending: Option<Message>,
     /// Close/Terminate exchanges that failed without an answer (backoff of early retries).
     control_failures: u32,
+    /// 1.1: CloseSequence goes out while draining without waiting for every acknowledgement
+    /// (see [`Outbound::close_early`]).
+    close_early: bool,
 }
 
 impl Outbound {
@@ -66,6 +69,7 @@ impl Outbound {
             close_timeout: Duration::from_secs(60),
             pending: None,
             control_failures: 0,
+            close_early: false,
         }
     }
 
@@ -106,6 +110,20 @@ impl Outbound {
         self.stage = Stage::Draining;
         self.close_timeout = timeout;
         let _ = now;
+    }
+
+    /// 1.1, while draining: sends CloseSequence now instead of after the last acknowledgement.
+    /// For a destination that will not acknowledge the last message again (gSOAP quirk 19):
+    /// its CloseSequenceResponse carries the acknowledgement of everything it holds (quirk 14),
+    /// which is then checked as any final acknowledgement is (exactly `1..last`, else the
+    /// session faults, as MaxRetryCount would have failed it). Returns whether it was armed.
+    pub fn close_early(&mut self) -> bool {
+        if self.stage != Stage::Draining || self.version() != RmVersion::Wsrm11 || self.close_early
+        {
+            return false;
+        }
+        self.close_early = true;
+        true
     }
 
     fn last_number(&self) -> Option<u64> {
@@ -160,7 +178,7 @@ impl Outbound {
             return None;
         }
         match &self.stage {
-            Stage::Draining if self.src.all_done() => match self.version() {
+            Stage::Draining if self.src.all_done() || self.close_early => match self.version() {
                 RmVersion::Wsrm10 => {
                     let mid = self.ts_with_mid.then(|| new_urn(rng));
                     let m = self.terminate_msg(mid.as_ref());
@@ -229,7 +247,7 @@ impl Outbound {
     pub fn control_due(&self, now: Instant) -> bool {
         self.pending.is_some()
             || match &self.stage {
-                Stage::Draining => self.src.all_done(),
+                Stage::Draining => self.src.all_done() || self.close_early,
                 Stage::Closing { next, .. } | Stage::Terminating { next, .. } => *next <= now,
                 _ => false,
             }

@@ -393,6 +393,18 @@ impl Source {
         false
     }
 
+    /// Whether `number`, whose retransmission as the window head drew an empty success answer
+    /// (gSOAP quirk 19, see [`Self::probe_past_head`]), is the last message assigned, one-way,
+    /// and the only one still unacknowledged: no later message can carry its acknowledgement.
+    pub fn unprobeable_last(&self, number: u64) -> bool {
+        number == self.window_start
+            && number == self.last_assigned()
+            && self.entries.len() == 1
+            && self.entries.front().is_some_and(|e| {
+                e.number == number && !e.acked && !e.two_way && !e.last && e.retries > 0
+            })
+    }
+
     /// Next retry deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.retry_deadline

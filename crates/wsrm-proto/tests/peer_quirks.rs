@@ -624,3 +624,143 @@ fn empty_answer_to_a_first_transmission_does_not_probe() {
     c.handle_empty_answer(now, 2);
     assert!(c.poll_transmit(now).is_none());
 }
+
+/// Opens a 1.1 gSOAP client session, sends `n` messages, has all but the last acknowledged,
+/// closes, and lets the retry timer resend the last one (whose ack-carrying answer was lost):
+/// returns the session, the sequence and the time of that retransmission.
+fn gsoap_rm11_last_unacked_while_closing(n: u64) -> (ClientSession, SequenceId, Instant) {
+    let now = Instant::now();
+    let (mut c, id) = gsoap_rm11_client(now);
+    for i in 1..=n {
+        c.send(now, Arc::from("urn:wsrm:payload/Ping"), Bytes::from("<p/>"))
+            .unwrap();
+        assert_eq!(c.poll_transmit(now).unwrap().sequence.unwrap().number, i);
+        if i < n {
+            c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, i));
+        }
+    }
+    c.close(now).unwrap();
+    assert!(
+        c.poll_transmit(now).is_none(),
+        "CloseSequence waits for the last ack"
+    );
+    let t = c.poll_timeout().unwrap();
+    c.handle_timeout(t);
+    let resent: Vec<u64> = std::iter::from_fn(|| c.poll_transmit(t))
+        .map(|m| m.sequence.unwrap().number)
+        .collect();
+    assert_eq!(resent, vec![n]);
+    (c, id, t)
+}
+
+// gSOAP quirk 19 for the last message (a CI run of 2026-12-06, `wsrm->gsoap rm1.1 one-way
+// proxy`): the answer carrying the last message's ack went to the proxy's duplicate, gSOAP
+// answers every retransmission 202 without an ack and AckRequested too (quirk 3), and there is
+// no next message to probe with. While closing, RM 1.1 asks with CloseSequence at once; gSOAP's
+// CloseSequenceResponse carries its ack (without Final, quirk 14), which completes the close.
+#[test]
+fn gsoap_last_message_accepted_without_ack_closes_early() {
+    let (mut c, id, t) = gsoap_rm11_last_unacked_while_closing(3);
+    c.handle_empty_answer(t, 3);
+    let close = c.poll_transmit(t).unwrap();
+    assert_eq!(close.action, Action::CloseSequence);
+    assert!(matches!(
+        close.body,
+        Body::CloseSequence {
+            last_msg_number: Some(3),
+            ..
+        }
+    ));
+    let mut r = Message::new(
+        RmVersion::Wsrm11,
+        Action::CloseSequenceResponse,
+        Body::CloseSequenceResponse {
+            identifier: id.clone(),
+        },
+    );
+    r.relates_to = close.message_id.clone();
+    r.ack = Some(ack(&id, vec![(1, 3)]));
+    c.handle_message(t, r);
+    let acked: Vec<u64> = std::iter::from_fn(|| c.poll_event())
+        .filter_map(|e| match e {
+            ClientEvent::Acknowledged { number } => Some(number),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, vec![1, 2, 3]);
+    assert_eq!(
+        c.poll_transmit(t).map(|m| m.action),
+        Some(Action::TerminateSequence)
+    );
+    assert_eq!(c.state(), ClientState::Closing);
+}
+
+// If the destination does not hold the last message after all, its CloseSequenceResponse says
+// so and the session fails at once (as MaxRetryCount would have failed it, later).
+#[test]
+fn early_close_response_without_the_last_message_fails_the_session() {
+    let (mut c, id, t) = gsoap_rm11_last_unacked_while_closing(3);
+    c.handle_empty_answer(t, 3);
+    let close = c.poll_transmit(t).unwrap();
+    assert_eq!(close.action, Action::CloseSequence);
+    let mut r = Message::new(
+        RmVersion::Wsrm11,
+        Action::CloseSequenceResponse,
+        Body::CloseSequenceResponse {
+            identifier: id.clone(),
+        },
+    );
+    r.relates_to = close.message_id.clone();
+    r.ack = Some(ack(&id, vec![(1, 2)]));
+    c.handle_message(t, r);
+    assert_eq!(c.state(), ClientState::Failed);
+    let unacked = std::iter::from_fn(|| c.poll_event()).find_map(|e| match e {
+        ClientEvent::Failed { unacknowledged, .. } => Some(unacknowledged),
+        _ => None,
+    });
+    assert_eq!(unacked.map(|u| u.len()), Some(1));
+}
+
+// Only then: an open session waits for a next message or for close (which may follow later);
+// a first transmission of the last message answered empty (e.g. discarded out of order) is no
+// evidence that the destination holds it; nor is a message that is not the last.
+#[test]
+fn early_close_needs_a_closing_session_and_a_retransmitted_last_message() {
+    // open: nothing is sent
+    let now = Instant::now();
+    let (mut c, id) = gsoap_rm11_client(now);
+    for i in 1..=2u64 {
+        c.send(now, Arc::from("urn:wsrm:payload/Ping"), Bytes::from("<p/>"))
+            .unwrap();
+        c.poll_transmit(now).unwrap();
+        if i == 1 {
+            c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, 1));
+        }
+    }
+    let t = c.poll_timeout().unwrap();
+    c.handle_timeout(t);
+    while c.poll_transmit(t).is_some() {}
+    c.handle_empty_answer(t, 2);
+    assert!(c.poll_transmit(t).is_none());
+    // closing, but the answer is to the last message's first transmission
+    let (mut c, id) = gsoap_rm11_client(now);
+    c.send(now, Arc::from("urn:wsrm:payload/Ping"), Bytes::from("<p/>"))
+        .unwrap();
+    c.poll_transmit(now).unwrap();
+    c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, 1));
+    c.send(now, Arc::from("urn:wsrm:payload/Ping"), Bytes::from("<p/>"))
+        .unwrap();
+    c.poll_transmit(now).unwrap();
+    c.close(now).unwrap();
+    c.handle_empty_answer(now, 2);
+    assert!(c.poll_transmit(now).is_none());
+    // closing with the retransmitted head that is not the last message: the probe path
+    let (mut c, _id, t) = gsoap_rm11_last_unacked_while_closing(1);
+    c.handle_empty_answer(t, 2);
+    assert!(c.poll_transmit(t).is_none(), "no such message");
+    c.handle_empty_answer(t, 1);
+    assert_eq!(
+        c.poll_transmit(t).map(|m| m.action),
+        Some(Action::CloseSequence)
+    );
+}
