@@ -1,4 +1,6 @@
-//! The `wsrm` command line: serve, send, proxy, demo, decode, simulate, bench.
+//! The `wsrm` command line: serve, send, proxy, demo, decode, simulate. The benchmarks are not
+//! subcommands: `bench/run` (wsrm against gSOAP, CXF and plain SOAP) and the runtime's
+//! `http_bench` example, both described in BENCHMARKS.md.
 //!
 //! Exit codes: 0 success; 1 the operation failed (e.g. a message was not acknowledged, a
 //! simulation lost a message); 2 bad input or bad usage.
