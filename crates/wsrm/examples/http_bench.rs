@@ -13,6 +13,11 @@
 //!    handler task per message);
 //! 3. resident memory of a service process (with an application handler) holding 10,000 open
 //!    idle sessions.
+//!
+//! Each phase runs in a process of its own (this program started with `--phase NAME N`), so no
+//! phase inherits another's connections, sockets in TIME_WAIT or allocator state;
+//! `HTTP_BENCH_PHASES=a,b` selects phases; `--phase NAME N` runs one in this process (for
+//! profilers that do not follow child processes) and prints its raw `RESULT` line.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -526,6 +531,126 @@ async fn serve_idle() {
     tokio::time::sleep(Duration::from_secs(3600)).await;
 }
 
+/// One phase's measurement: throughput, CPU µs per message, latency p50/p99, retransmissions.
+#[derive(Clone, Copy)]
+struct Measured {
+    rate: f64,
+    cpu: f64,
+    p50: Duration,
+    p99: Duration,
+    retrans: u64,
+}
+
+impl Measured {
+    const NONE: Measured = Measured {
+        rate: f64::NAN,
+        cpu: f64::NAN,
+        p50: Duration::ZERO,
+        p99: Duration::ZERO,
+        retrans: 0,
+    };
+
+    fn of_ceiling((rate, cpu, p50, p99): Ceiling) -> Self {
+        Measured {
+            rate,
+            cpu,
+            p50,
+            p99,
+            retrans: 0,
+        }
+    }
+}
+
+/// The measurement phases, in the order they run; the diagnostic `service` runs only when
+/// named.
+const PHASES: [&str; 10] = [
+    "ceiling",
+    "same",
+    "one",
+    "one_handler",
+    "ceiling512",
+    "same512",
+    "many",
+    "service",
+    "many_handler",
+    "idle",
+];
+
+/// Runs one phase in this process.
+async fn run_phase(phase: &str, n: usize) -> Measured {
+    match phase {
+        "ceiling" => Measured::of_ceiling(ceiling(n, 64).await),
+        "same" => Measured::of_ceiling(ceiling_same_settings(n, 64).await),
+        "ceiling512" => Measured::of_ceiling(ceiling(n, 512).await),
+        "same512" => Measured::of_ceiling(ceiling_same_settings(n, 512).await),
+        "one" | "one_handler" | "many" | "many_handler" => {
+            let (sessions, window) = if phase.starts_with("one") {
+                (1, 64)
+            } else {
+                (64, 8)
+            };
+            let (rate, p50, p99, retrans, cpu) =
+                reliable(sessions, window, n, phase.ends_with("handler")).await;
+            Measured {
+                rate,
+                cpu,
+                p50,
+                p99,
+                retrans,
+            }
+        }
+        "service" => {
+            let (rate, cpu) = service_only(n).await;
+            Measured {
+                rate,
+                cpu,
+                ..Measured::NONE
+            }
+        }
+        "idle" => {
+            let (opened, rss) = idle_sessions(10_000).await;
+            // reported through the fields: sessions opened, RSS in KiB
+            Measured {
+                rate: opened as f64,
+                cpu: rss as f64,
+                ..Measured::NONE
+            }
+        }
+        other => panic!("unknown phase {other}"),
+    }
+}
+
+/// Runs one phase in a child process (`--phase NAME N`), so that no phase inherits another's
+/// sockets, connections in TIME_WAIT, allocator state or runtime threads: run in one process,
+/// the 512-connection phases depended on which phases ran before them (BENCHMARKS.md, session
+/// 6).
+async fn run_phase_in_child(phase: &str, n: usize) -> Measured {
+    let exe = std::env::current_exe().unwrap();
+    let out = tokio::process::Command::new(exe)
+        .args(["--phase", phase, &n.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "phase {phase} failed: {}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("phase {phase} printed no result: {text}"));
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    Measured {
+        rate: f[0],
+        cpu: f[1],
+        p50: Duration::from_nanos(f[2] as u64),
+        p99: Duration::from_nanos(f[3] as u64),
+        retrans: f[4] as u64,
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -533,86 +658,101 @@ async fn main() {
         serve_idle().await;
         return;
     }
+    // `--phase NAME [N]`: one phase in this process (what the default run starts per phase;
+    // also the way to profile a phase, e.g. under callgrind, which does not follow children).
+    if args.get(1).map(String::as_str) == Some("--phase") {
+        let phase = args.get(2).expect("--phase NAME [MESSAGES]");
+        let n: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+        let m = run_phase(phase, n).await;
+        println!(
+            "RESULT {} {} {} {} {}",
+            m.rate,
+            m.cpu,
+            m.p50.as_nanos(),
+            m.p99.as_nanos(),
+            m.retrans
+        );
+        return;
+    }
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
     // HTTP_BENCH_PHASES=ceiling,same,one,one_handler,ceiling512,same512,many,many_handler,idle
     // (default: all; the diagnostic phase `service` runs only when named) runs only those
-    // phases, e.g. to profile one of them alone.
+    // phases, each in its own process.
     let phases = std::env::var("HTTP_BENCH_PHASES").unwrap_or_default();
-    let run = |p: &str| phases.is_empty() || phases.split(',').any(|x| x == p);
+    let selected = |p: &str| {
+        if phases.is_empty() {
+            p != "service"
+        } else {
+            phases.split(',').any(|x| x == p)
+        }
+    };
+    let mut r = std::collections::HashMap::new();
+    for p in PHASES {
+        if selected(p) {
+            r.insert(p, run_phase_in_child(p, n).await);
+        }
+    }
+    let get = |p: &str| r.get(p).copied().unwrap_or(Measured::NONE);
+    let pct = |a: f64, b: f64| 100.0 * a / b;
     // The ceilings run at the reliable runs' numbers of requests in flight: 64 (1 session,
     // window 64) and 512 (64 sessions of window 8, one HTTP exchange per message in flight).
-    let nan = (f64::NAN, f64::NAN, Duration::ZERO, Duration::ZERO);
-    let (c, cc, p50, p99) = if run("ceiling") {
-        ceiling(n, 64).await
-    } else {
-        nan
-    };
-    println!("ceiling (plain SOAP POST, no RM, 64 concurrent): {c:.0} msg/s, request->response p50 {p50:?} p99 {p99:?}, CPU {cc:.1} us/msg");
-    let (cs, ccs, p50s, p99s) = if run("same") {
-        ceiling_same_settings(n, 64).await
-    } else {
-        nan
-    };
-    println!(
-        "ceiling with wsrm's transport settings (plain SOAP POST, no RM, 64 concurrent): {cs:.0} msg/s, request->response p50 {p50s:?} p99 {p99s:?}, CPU {ccs:.1} us/msg"
+    let (c, cs, c5, cs5) = (
+        get("ceiling"),
+        get("same"),
+        get("ceiling512"),
+        get("same512"),
     );
-    if run("one") {
-        let (r1, p50, p99, re1, c1) = reliable(1, 64, n, false).await;
-        println!(
-            "reliable, 1 session, window 64: {r1:.0} msg/s ({:.0} % of ceiling), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re1}, CPU {c1:.1} us/msg ({:.0} % of ceiling's); with wsrm's settings: {:.0} % of ceiling, CPU {:.0} %",
-            100.0 * r1 / c, 100.0 * c1 / cc, 100.0 * r1 / cs, 100.0 * c1 / ccs
-        );
-    }
-    if run("one_handler") {
-        let (r1, p50, p99, re1, c1) = reliable(1, 64, n, true).await;
-        println!(
-            "reliable with an application handler, 1 session, window 64: {r1:.0} msg/s ({:.0} % of ceiling), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re1}, CPU {c1:.1} us/msg ({:.0} % of ceiling's)",
-            100.0 * r1 / c, 100.0 * c1 / cc
-        );
-    }
-    let (c5, cc5, p50_5, p99_5) = if run("ceiling512") {
-        ceiling(n, 512).await
-    } else {
-        nan
-    };
     println!(
-        "ceiling (plain SOAP POST, no RM, 512 concurrent): {c5:.0} msg/s, request->response p50 {p50_5:?} p99 {p99_5:?}, CPU {cc5:.1} us/msg"
+        "ceiling (plain SOAP POST, no RM, 64 concurrent): {:.0} msg/s, request->response p50 {:?} p99 {:?}, CPU {:.1} us/msg",
+        c.rate, c.p50, c.p99, c.cpu
     );
-    let (cs5, ccs5, p50s5, p99s5) = if run("same512") {
-        ceiling_same_settings(n, 512).await
-    } else {
-        nan
-    };
     println!(
-        "ceiling with wsrm's transport settings (plain SOAP POST, no RM, 512 concurrent): {cs5:.0} msg/s, request->response p50 {p50s5:?} p99 {p99s5:?}, CPU {ccs5:.1} us/msg"
+        "ceiling with wsrm's transport settings (plain SOAP POST, no RM, 64 concurrent): {:.0} msg/s, request->response p50 {:?} p99 {:?}, CPU {:.1} us/msg",
+        cs.rate, cs.p50, cs.p99, cs.cpu
     );
-    if run("many") {
-        let (r64, p50, p99, re64, c64) = reliable(64, 8, n, false).await;
+    if let Some(m) = r.get("one") {
         println!(
-            "reliable, 64 sessions, window 8: {r64:.0} msg/s ({:.0} % of the 512-concurrent ceiling, {:.0} % of the 64-concurrent one), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re64}, CPU {c64:.1} us/msg ({:.0} % of the 512-concurrent ceiling's); with wsrm's settings: {:.0} % of ceiling, CPU {:.0} %",
-            100.0 * r64 / c5, 100.0 * r64 / c, 100.0 * c64 / cc5, 100.0 * r64 / cs5, 100.0 * c64 / ccs5
+            "reliable, 1 session, window 64: {:.0} msg/s ({:.0} % of ceiling), send->ack p50 {:?} p99 {:?}, retransmissions {}, CPU {:.1} us/msg ({:.0} % of ceiling's); with wsrm's settings: {:.0} % of ceiling, CPU {:.0} %",
+            m.rate, pct(m.rate, c.rate), m.p50, m.p99, m.retrans, m.cpu, pct(m.cpu, c.cpu), pct(m.rate, cs.rate), pct(m.cpu, cs.cpu)
         );
     }
-    if phases.split(',').any(|x| x == "service") {
-        let (r, cpu) = service_only(n).await;
+    if let Some(m) = r.get("one_handler") {
         println!(
-            "service only (plain client POSTing pre-encoded sequence messages, 64 concurrent): {r:.0} msg/s ({:.0} % of ceiling), CPU {cpu:.1} us/msg ({:.0} % of ceiling's)",
-            100.0 * r / c, 100.0 * cpu / cc
+            "reliable with an application handler, 1 session, window 64: {:.0} msg/s ({:.0} % of ceiling), send->ack p50 {:?} p99 {:?}, retransmissions {}, CPU {:.1} us/msg ({:.0} % of ceiling's)",
+            m.rate, pct(m.rate, c.rate), m.p50, m.p99, m.retrans, m.cpu, pct(m.cpu, c.cpu)
         );
     }
-    if run("many_handler") {
-        let (r64, p50, p99, re64, c64) = reliable(64, 8, n, true).await;
-        println!(
-            "reliable with an application handler, 64 sessions, window 8: {r64:.0} msg/s ({:.0} % of the 512-concurrent ceiling), send->ack p50 {p50:?} p99 {p99:?}, retransmissions {re64}, CPU {c64:.1} us/msg ({:.0} % of the 512-concurrent ceiling's)",
-            100.0 * r64 / c5, 100.0 * c64 / cc5
-        );
-    }
-    if !run("idle") {
-        return;
-    }
-    let (opened, rss) = idle_sessions(10_000).await;
     println!(
-        "{opened} idle sessions: service RSS {:.1} MiB",
-        rss as f64 / 1024.0
+        "ceiling (plain SOAP POST, no RM, 512 concurrent): {:.0} msg/s, request->response p50 {:?} p99 {:?}, CPU {:.1} us/msg",
+        c5.rate, c5.p50, c5.p99, c5.cpu
     );
+    println!(
+        "ceiling with wsrm's transport settings (plain SOAP POST, no RM, 512 concurrent): {:.0} msg/s, request->response p50 {:?} p99 {:?}, CPU {:.1} us/msg",
+        cs5.rate, cs5.p50, cs5.p99, cs5.cpu
+    );
+    if let Some(m) = r.get("many") {
+        println!(
+            "reliable, 64 sessions, window 8: {:.0} msg/s ({:.0} % of the 512-concurrent ceiling, {:.0} % of the 64-concurrent one), send->ack p50 {:?} p99 {:?}, retransmissions {}, CPU {:.1} us/msg ({:.0} % of the 512-concurrent ceiling's); with wsrm's settings: {:.0} % of ceiling, CPU {:.0} %",
+            m.rate, pct(m.rate, c5.rate), pct(m.rate, c.rate), m.p50, m.p99, m.retrans, m.cpu, pct(m.cpu, c5.cpu), pct(m.rate, cs5.rate), pct(m.cpu, cs5.cpu)
+        );
+    }
+    if let Some(m) = r.get("service") {
+        println!(
+            "service only (plain client POSTing pre-encoded sequence messages, 64 concurrent): {:.0} msg/s ({:.0} % of ceiling), CPU {:.1} us/msg ({:.0} % of ceiling's)",
+            m.rate, pct(m.rate, c.rate), m.cpu, pct(m.cpu, c.cpu)
+        );
+    }
+    if let Some(m) = r.get("many_handler") {
+        println!(
+            "reliable with an application handler, 64 sessions, window 8: {:.0} msg/s ({:.0} % of the 512-concurrent ceiling), send->ack p50 {:?} p99 {:?}, retransmissions {}, CPU {:.1} us/msg ({:.0} % of the 512-concurrent ceiling's)",
+            m.rate, pct(m.rate, c5.rate), m.p50, m.p99, m.retrans, m.cpu, pct(m.cpu, c5.cpu)
+        );
+    }
+    if let Some(m) = r.get("idle") {
+        println!(
+            "{:.0} idle sessions: service RSS {:.1} MiB",
+            m.rate,
+            m.cpu / 1024.0
+        );
+    }
 }
