@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use wsrm::{Binding, Client, ClientOptions};
 use wsrm_proto::msg::{AckHeader, Action, Body, CreateSequenceResponse, Message, SequenceId};
+
+mod common;
 
 const ID: &str = "urn:uuid:5d2b3c4a-1787-4e12-ab8b-456732000019";
 
@@ -33,6 +34,13 @@ fn respond(m: &Message) -> hyper::Response<Full<Bytes>> {
     resp
 }
 
+/// The answer to request `m`: `action` and `body`, related to its MessageID.
+fn reply(m: &Message, action: Action, body: Body) -> Message {
+    let mut r = Message::new(m.version, action, body);
+    r.relates_to = m.message_id.clone();
+    r
+}
+
 /// An acknowledgement of `1..upto`, without `<Final/>` (as gSOAP writes it).
 fn ack_to(upto: u64) -> AckHeader {
     AckHeader {
@@ -48,97 +56,71 @@ fn ack_to(upto: u64) -> AckHeader {
 /// duplicate, answered 202 without an acknowledgement, and so is AckRequested; CloseSequence is
 /// answered with an acknowledgement of `1..last` without `<Final/>`.
 async fn gsoap_like(last: u64) -> (String, Arc<Seen>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/svc", listener.local_addr().unwrap());
     let seen = Arc::new(Seen::default());
     let s = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let s = s.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let s = s.clone();
-                    async move {
-                        let b = req.into_body().collect().await.unwrap().to_bytes();
-                        let m = wsrm_wire::decode(b, &wsrm_wire::Limits::default())
-                            .unwrap()
-                            .message;
-                        let accepted = hyper::Response::builder()
-                            .status(202)
-                            .body(Full::new(Bytes::new()))
-                            .unwrap();
-                        match (&m.body, &m.sequence) {
-                            (Body::CreateSequence(_), _) => {
-                                let mut r = Message::new(
-                                    m.version,
-                                    Action::CreateSequenceResponse,
-                                    Body::CreateSequenceResponse(CreateSequenceResponse {
-                                        identifier: SequenceId::from(ID),
-                                        expires: None,
-                                        incomplete_sequence_behavior: None,
-                                        accept: None,
-                                    }),
-                                );
-                                r.relates_to = m.message_id.clone();
-                                Ok(respond(&r))
-                            }
-                            (Body::CloseSequence { .. }, _) => {
-                                s.closes.fetch_add(1, Ordering::SeqCst);
-                                let mut r = Message::new(
-                                    m.version,
-                                    Action::CloseSequenceResponse,
-                                    Body::CloseSequenceResponse {
-                                        identifier: SequenceId::from(ID),
-                                    },
-                                );
-                                r.relates_to = m.message_id.clone();
-                                r.ack = Some(ack_to(last));
-                                Ok(respond(&r))
-                            }
-                            (Body::TerminateSequence { .. }, _) => {
-                                let mut r = Message::new(
-                                    m.version,
-                                    Action::TerminateSequenceResponse,
-                                    Body::TerminateSequenceResponse {
-                                        identifier: SequenceId::from(ID),
-                                    },
-                                );
-                                r.relates_to = m.message_id.clone();
-                                Ok(respond(&r))
-                            }
-                            (_, Some(seq)) if seq.number < last => {
-                                let mut r = Message::new(
-                                    m.version,
-                                    Action::SequenceAcknowledgement,
-                                    Body::Empty,
-                                );
-                                r.ack = Some(ack_to(seq.number));
-                                Ok(respond(&r))
-                            }
-                            (_, Some(_)) => {
-                                if s.last_copies.fetch_add(1, Ordering::SeqCst) == 0 {
-                                    // taken, but its answer is lost: cut the connection (after
-                                    // the client has started closing)
-                                    tokio::time::sleep(Duration::from_millis(200)).await;
-                                    Err("answer lost")
-                                } else {
-                                    Ok(accepted)
-                                }
-                            }
-                            _ => Ok::<_, &str>(accepted),
-                        }
+    let addr = common::serve_fn(move |req: Request<hyper::body::Incoming>| {
+        let s = s.clone();
+        async move {
+            let b = req.into_body().collect().await.unwrap().to_bytes();
+            let m = wsrm_wire::decode(b, &wsrm_wire::Limits::default())
+                .unwrap()
+                .message;
+            let accepted = hyper::Response::builder()
+                .status(202)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            match (&m.body, &m.sequence) {
+                (Body::CreateSequence(_), _) => Ok(respond(&reply(
+                    &m,
+                    Action::CreateSequenceResponse,
+                    Body::CreateSequenceResponse(CreateSequenceResponse {
+                        identifier: SequenceId::from(ID),
+                        expires: None,
+                        incomplete_sequence_behavior: None,
+                        accept: None,
+                    }),
+                ))),
+                (Body::CloseSequence { .. }, _) => {
+                    s.closes.fetch_add(1, Ordering::SeqCst);
+                    let mut r = reply(
+                        &m,
+                        Action::CloseSequenceResponse,
+                        Body::CloseSequenceResponse {
+                            identifier: SequenceId::from(ID),
+                        },
+                    );
+                    r.ack = Some(ack_to(last));
+                    Ok(respond(&r))
+                }
+                (Body::TerminateSequence { .. }, _) => Ok(respond(&reply(
+                    &m,
+                    Action::TerminateSequenceResponse,
+                    Body::TerminateSequenceResponse {
+                        identifier: SequenceId::from(ID),
+                    },
+                ))),
+                (_, Some(seq)) if seq.number < last => {
+                    let mut r =
+                        Message::new(m.version, Action::SequenceAcknowledgement, Body::Empty);
+                    r.ack = Some(ack_to(seq.number));
+                    Ok(respond(&r))
+                }
+                (_, Some(_)) => {
+                    if s.last_copies.fetch_add(1, Ordering::SeqCst) == 0 {
+                        // taken, but its answer is lost: cut the connection (after
+                        // the client has started closing)
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        Err("answer lost")
+                    } else {
+                        Ok(accepted)
                     }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
+                }
+                _ => Ok::<_, &str>(accepted),
+            }
         }
-    });
-    (url, seen)
+    })
+    .await;
+    (format!("http://{addr}/svc"), seen)
 }
 
 // gSOAP quirk 19 for the last message (docs/engine.md, deviation 12): the session closes at

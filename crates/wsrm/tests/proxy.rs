@@ -7,41 +7,29 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use wsrm::{DropMode, Proxy, ProxyConfig};
+
+mod common;
 
 type Seen = Arc<Mutex<Vec<String>>>;
 
 /// An upstream that records each request body and answers `ok:<body>`.
 async fn upstream() -> (SocketAddr, Seen) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen: Seen = Arc::default();
     let s = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let s = s.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let s = s.clone();
-                    async move {
-                        let b = req.into_body().collect().await?.to_bytes();
-                        let text = String::from_utf8_lossy(&b).to_string();
-                        s.lock().unwrap().push(text.clone());
-                        Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from(
-                            format!("ok:{text}"),
-                        ))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
+    let addr = common::serve_fn(move |req: Request<hyper::body::Incoming>| {
+        let s = s.clone();
+        async move {
+            let b = req.into_body().collect().await?.to_bytes();
+            let text = String::from_utf8_lossy(&b).to_string();
+            s.lock().unwrap().push(text.clone());
+            Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from(format!(
+                "ok:{text}"
+            )))))
         }
-    });
+    })
+    .await;
     (addr, seen)
 }
 

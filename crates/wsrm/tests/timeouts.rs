@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use wsrm::{Binding, Client, ClientError, ClientOptions};
 use wsrm_proto::msg::{Action, Body, CreateSequenceResponse, Message, SequenceId};
+
+mod common;
 
 #[derive(Default)]
 struct Seen {
@@ -32,65 +33,50 @@ impl Drop for CountDrop {
 
 /// A service that answers CreateSequence and never answers anything else.
 async fn black_hole() -> (String, Arc<Seen>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let url = format!("http://{addr}/svc");
     let seen = Arc::new(Seen::default());
     let s = seen.clone();
-    let u = url.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let (s, u) = (s.clone(), u.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let (s, u) = (s.clone(), u.clone());
-                    async move {
-                        let b = req.into_body().collect().await.unwrap().to_bytes();
-                        let m = wsrm_wire::decode(b, &wsrm_wire::Limits::default())
-                            .unwrap()
-                            .message;
-                        if let Body::CreateSequence(cs) = &m.body {
-                            // an offered reply sequence is accepted (request-reply)
-                            let accept = cs.offer.as_ref().map(|_| u.clone());
-                            let mut r = Message::new(
-                                m.version,
-                                Action::CreateSequenceResponse,
-                                Body::CreateSequenceResponse(CreateSequenceResponse {
-                                    identifier: SequenceId::from("urn:uuid:black-hole"),
-                                    expires: None,
-                                    incomplete_sequence_behavior: None,
-                                    accept,
-                                }),
-                            );
-                            r.relates_to = m.message_id.clone();
-                            let env =
-                                wsrm_wire::encode(&r, &wsrm_wire::Framing::soap12_wsa10()).unwrap();
-                            let mut resp = hyper::Response::new(Full::new(env));
-                            resp.headers_mut().insert(
-                                http::header::CONTENT_TYPE,
-                                http::HeaderValue::from_static(
-                                    "application/soap+xml; charset=utf-8",
-                                ),
-                            );
-                            return Ok::<_, Infallible>(resp);
-                        }
-                        if m.sequence.is_some() {
-                            s.messages.fetch_add(1, Ordering::SeqCst);
-                        }
-                        let _guard = CountDrop(s.clone());
-                        std::future::pending::<()>().await;
-                        Ok(hyper::Response::new(Full::new(Bytes::new())))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
+    let u = Arc::new(std::sync::OnceLock::<String>::new());
+    let url_slot = u.clone();
+    let addr = common::serve_fn(move |req: Request<hyper::body::Incoming>| {
+        let (s, u) = (s.clone(), u.clone());
+        async move {
+            let b = req.into_body().collect().await.unwrap().to_bytes();
+            let m = wsrm_wire::decode(b, &wsrm_wire::Limits::default())
+                .unwrap()
+                .message;
+            if let Body::CreateSequence(cs) = &m.body {
+                // an offered reply sequence is accepted (request-reply)
+                let accept = cs.offer.as_ref().and_then(|_| u.get().cloned());
+                let mut r = Message::new(
+                    m.version,
+                    Action::CreateSequenceResponse,
+                    Body::CreateSequenceResponse(CreateSequenceResponse {
+                        identifier: SequenceId::from("urn:uuid:black-hole"),
+                        expires: None,
+                        incomplete_sequence_behavior: None,
+                        accept,
+                    }),
+                );
+                r.relates_to = m.message_id.clone();
+                let env = wsrm_wire::encode(&r, &wsrm_wire::Framing::soap12_wsa10()).unwrap();
+                let mut resp = hyper::Response::new(Full::new(env));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/soap+xml; charset=utf-8"),
+                );
+                return Ok::<_, Infallible>(resp);
+            }
+            if m.sequence.is_some() {
+                s.messages.fetch_add(1, Ordering::SeqCst);
+            }
+            let _guard = CountDrop(s.clone());
+            std::future::pending::<()>().await;
+            Ok(hyper::Response::new(Full::new(Bytes::new())))
         }
-    });
+    })
+    .await;
+    let url = format!("http://{addr}/svc");
+    let _ = url_slot.set(url.clone());
     (url, seen)
 }
 

@@ -161,3 +161,34 @@ pub async fn closed_within(tcp: &mut tokio::net::TcpStream, within: std::time::D
     .await
     .is_ok()
 }
+
+/// A scripted HTTP/1.1 server on 127.0.0.1 (an ephemeral port): every request on every
+/// connection goes to `f`; an `Err` cuts the connection without an answer. Returns its address.
+pub async fn serve_fn<F, Fut, E>(f: F) -> std::net::SocketAddr
+where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<hyper::Response<http_body_util::Full<Bytes>>, E>>
+        + Send
+        + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let f = f.clone();
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(tcp),
+                        hyper::service::service_fn(f),
+                    )
+                    .await;
+            });
+        }
+    });
+    addr
+}
