@@ -29,7 +29,7 @@ async fn one_way(binding: Binding, n: usize) {
     assert_eq!(stats.sent, n as u64 + extra);
     // Gone with the session.
     wait_for(|| svc.session_stats(&sequence).is_none()).await;
-    let got = log.lock().unwrap().clone();
+    let got = settled(&log, n).await;
     assert_eq!(got.len(), n);
     for (i, s) in got.iter().enumerate() {
         assert_eq!(s.number, i as u64 + 1);
@@ -103,7 +103,7 @@ async fn one_service_answers_each_client_in_its_own_rm_version() {
         c.send(ONEWAY, payload(i + 1)).await.unwrap();
         c.close().await.unwrap();
     }
-    let got: Vec<String> = log.lock().unwrap().iter().map(|s| s.body.clone()).collect();
+    let got: Vec<String> = settled(&log, 2).await.into_iter().map(|s| s.body).collect();
     assert_eq!(got, vec![payload(1), payload(2)]);
 }
 

@@ -87,7 +87,7 @@ async fn restart_redelivers_uncommitted(binding: Binding, store: Store) {
     }
     client.close().await.unwrap();
     // Every message exactly once, in order.
-    let got = log.lock().unwrap().clone();
+    let got = settled(&log, 30).await;
     let want: Vec<(u64, String)> = (1..=30).map(|i| (i as u64, payload(i))).collect();
     assert_eq!(got, want);
     svc.shutdown().await;
@@ -385,7 +385,7 @@ async fn hostile_far_ahead_number_is_not_stored() {
         client.send(ONEWAY, payload(i)).await.unwrap();
     }
     client.close().await.unwrap();
-    let got: Vec<String> = log.lock().unwrap().iter().map(|s| s.body.clone()).collect();
+    let got: Vec<String> = settled(&log, 3).await.into_iter().map(|s| s.body).collect();
     assert_eq!(got, (1..=3).map(payload).collect::<Vec<_>>());
     svc.shutdown().await;
 }

@@ -104,7 +104,7 @@ async fn case(rm: RmVersion, soap: SoapVersion, request_reply: bool, seed: u64) 
         .close()
         .await
         .unwrap_or_else(|e| panic!("{name}: close: {e}"));
-    let got = log.lock().unwrap().clone();
+    let got = settled(&log, n).await;
     assert_eq!(got.len(), n, "{name}: exactly once");
     for (k, s) in got.iter().enumerate() {
         assert_eq!(s.body, payload(k + 1), "{name}: in order");

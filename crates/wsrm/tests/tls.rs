@@ -120,7 +120,11 @@ async fn https_one_way_and_request_reply() {
         ))
     );
     rr.close().await.unwrap();
-    let got: Vec<String> = log.lock().unwrap().iter().map(|s| s.body.clone()).collect();
+    let got: Vec<String> = settled(&log, 11)
+        .await
+        .into_iter()
+        .map(|s| s.body)
+        .collect();
     let want: Vec<String> = (1..=11).map(payload).collect();
     assert_eq!(got, want);
 }
@@ -185,7 +189,7 @@ async fn mutual_tls_requires_a_client_certificate() {
     .unwrap();
     ok.send(ONEWAY, payload(1)).await.unwrap();
     ok.close().await.unwrap();
-    assert_eq!(log.lock().unwrap().len(), 1);
+    assert_eq!(settled(&log, 1).await.len(), 1);
 }
 
 /// A raw HTTPS client presenting `cert`.
@@ -306,7 +310,11 @@ async fn hijack(store: Option<wsrm::store::Store>) {
         assert_eq!(alice.send(ONEWAY, payload(i)).await.unwrap(), i as u64);
     }
     alice.close().await.unwrap();
-    let got: Vec<String> = log.lock().unwrap().iter().map(|s| s.body.clone()).collect();
+    let got: Vec<String> = settled(&log, 10)
+        .await
+        .into_iter()
+        .map(|s| s.body)
+        .collect();
     let want: Vec<String> = (1..=10).map(payload).collect();
     assert_eq!(got, want);
     wait_for(|| svc.stats().sessions_closed == 1).await;

@@ -192,3 +192,14 @@ where
     });
     addr
 }
+
+/// The entries of `log` once it holds at least `n` (waiting, bounded, as [`wait_for`]). A
+/// one-way send completes when the service acknowledges the message, and the service
+/// acknowledges on receipt, before its handler has run (as WCF acknowledges messages it
+/// buffered): right after a client's `close` the last deliveries may still be on their way to
+/// the handler. The caller then checks the entries exactly (a duplicate still shows as more
+/// than `n`).
+pub async fn settled<T: Clone>(log: &Arc<Mutex<Vec<T>>>, n: usize) -> Vec<T> {
+    wait_for(|| log.lock().map(|l| l.len() >= n).unwrap_or(true)).await;
+    log.lock().unwrap().clone()
+}
