@@ -181,9 +181,11 @@ fn fault_msg(version: RmVersion, f: Fault, relates_to: Option<Arc<str>>) -> Mess
     m
 }
 
-fn action_text(a: &Action) -> Arc<str> {
+/// A delivered message's application action (moved out: no reference count taken and
+/// released per delivery).
+fn action_text(a: Action) -> Arc<str> {
     match a {
-        Action::Other(s) => s.clone(),
+        Action::Other(s) => s,
         _ => Arc::from(""),
     }
 }
@@ -1055,7 +1057,7 @@ impl Endpoint {
                     self.events.push_back(ServerEvent::Delivery {
                         session: s.id,
                         number: d.number,
-                        action: action_text(&d.action),
+                        action: action_text(d.action),
                         payload: d.payload,
                         reply,
                     });
@@ -1840,7 +1842,7 @@ impl Endpoint {
             events.push(ServerEvent::Delivery {
                 session: id,
                 number: d.number,
-                action: action_text(&d.action),
+                action: action_text(d.action),
                 payload: d.payload,
                 reply: two_way.then_some(ReplyToken {
                     session: id,

@@ -289,7 +289,7 @@ impl Client {
         let queued = self
             .tx
             .send(Cmd::Send {
-                action: Arc::from(action),
+                action: action_arc(action),
                 body: body.into(),
                 done,
             })
@@ -319,7 +319,7 @@ impl Client {
         let queued = self
             .tx
             .send(Cmd::Request {
-                action: Arc::from(action),
+                action: action_arc(action),
                 body: body.into(),
                 done,
             })
@@ -382,6 +382,33 @@ impl Client {
             .recovered_waiting
             .load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+thread_local! {
+    /// The action of the last send or request made on this thread: callers repeat a few
+    /// operations' actions, so the next call with the same text shares the `Arc` (a reference
+    /// count instead of an allocation, a copy and a later free on the driver's thread).
+    static LAST_ACTION: std::cell::RefCell<Option<Arc<str>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `action` as an `Arc`, shared with the last call's on this thread when it has the same text.
+fn action_arc(action: &str) -> Arc<str> {
+    LAST_ACTION
+        .try_with(|last| {
+            let mut last = last.try_borrow_mut().ok()?;
+            match &*last {
+                Some(a) if **a == *action => Some(a.clone()),
+                _ => {
+                    let a: Arc<str> = Arc::from(action);
+                    *last = Some(a.clone());
+                    Some(a)
+                }
+            }
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Arc::from(action))
 }
 
 /// A queued send or request: resolves with its outcome, or `Timeout` after SendTimeout.
@@ -1047,5 +1074,25 @@ impl Driver {
             self.session.state(),
             ClientState::Closed | ClientState::Failed
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::action_arc;
+    use std::sync::Arc;
+
+    /// Calls repeating an action share its `Arc`; another action gets its own, and then takes
+    /// the place of the shared one.
+    #[test]
+    fn repeated_actions_share_one_arc() {
+        let a1 = action_arc("urn:x/OneWay");
+        let a2 = action_arc("urn:x/OneWay");
+        assert!(Arc::ptr_eq(&a1, &a2));
+        let b = action_arc("urn:x/Echo");
+        assert_eq!(&*b, "urn:x/Echo");
+        assert!(!Arc::ptr_eq(&a1, &b));
+        assert!(Arc::ptr_eq(&b, &action_arc("urn:x/Echo")));
+        assert_eq!(&*action_arc("urn:x/OneWay"), "urn:x/OneWay");
     }
 }

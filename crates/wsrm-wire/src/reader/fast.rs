@@ -151,10 +151,73 @@ fn identifier_element(c: &mut Cur<'_>, max_text: usize) -> Option<SequenceId> {
     identifier(c.text(b"</r:Identifier>", max_text)?)
 }
 
-/// A trimmed, non-empty identifier (the general path refuses an empty one).
+/// A trimmed, non-empty identifier (the general path refuses an empty one), shared with the
+/// last one of the same text read on this thread ([`RECENT_IDS`]).
 fn identifier(t: &str) -> Option<SequenceId> {
     let t = crate::xml::trim_xml(t);
-    (!t.is_empty()).then(|| SequenceId::new(t))
+    if t.is_empty() {
+        return None;
+    }
+    let slot = id_slot(t.as_bytes());
+    if let Some(id) = recent_id(t.as_bytes(), slot) {
+        return Some(id);
+    }
+    let id = SequenceId::new(t);
+    remember_id(&id, slot);
+    Some(id)
+}
+
+/// Slots of [`RECENT_IDS`].
+const ID_SLOTS: usize = 256;
+
+thread_local! {
+    /// The sequence identifiers the fast paths read on this thread, one per slot
+    /// ([`id_slot`]): a client receives the acknowledgements of its own sequences and a service
+    /// the messages of its sessions, one per message, so the next one with the same bytes
+    /// shares the identifier (a reference count instead of a check, an allocation, a copy and a
+    /// later free). The bytes are compared with the text of an identifier that was checked and
+    /// trimmed, so equal bytes need neither again. At most [`ID_SLOTS`] identifiers are kept
+    /// alive per thread; a session whose identifier lost its slot only costs the allocation.
+    static RECENT_IDS: std::cell::RefCell<[Option<SequenceId>; ID_SLOTS]> =
+        const { std::cell::RefCell::new([const { None }; ID_SLOTS]) };
+}
+
+/// The slot of an identifier's bytes: a multiplicative hash of its last 8 bytes (where
+/// generated identifiers differ) and its length.
+pub(super) fn id_slot(raw: &[u8]) -> usize {
+    let mut tail = [0u8; 8];
+    let k = raw.len().saturating_sub(8);
+    for (t, &b) in tail.iter_mut().zip(raw.get(k..).unwrap_or_default()) {
+        *t = b;
+    }
+    let h = (u64::from_le_bytes(tail) ^ raw.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> (64 - ID_SLOTS.trailing_zeros())) as usize
+}
+
+/// The identifier of [`RECENT_IDS`] whose text is `raw`, if there is one.
+pub(super) fn recent_id(raw: &[u8], slot: usize) -> Option<SequenceId> {
+    RECENT_IDS
+        .try_with(|r| {
+            let r = r.try_borrow().ok()?;
+            let id = r.get(slot)?.as_ref()?;
+            (id.as_str().as_bytes() == raw).then(|| id.clone())
+        })
+        .ok()
+        .flatten()
+}
+
+/// Keeps `id` in its slot of [`RECENT_IDS`].
+pub(super) fn remember_id(id: &SequenceId, slot: usize) {
+    let _ = RECENT_IDS.try_with(|r| {
+        if let Some(s) = r
+            .try_borrow_mut()
+            .ok()
+            .as_deref_mut()
+            .and_then(|r| r.get_mut(slot))
+        {
+            *s = Some(id.clone());
+        }
+    });
 }
 
 thread_local! {
@@ -466,6 +529,50 @@ mod tests {
         );
         assert!(fast.is_ok(), "{fast:?}");
         count() == before + 1
+    }
+
+    /// A session's sequence messages read on one thread share their identifier (one
+    /// allocation per session and thread, not one per message); another session's is its own,
+    /// and an identifier the fast path trims is shared in its trimmed form.
+    #[test]
+    fn sequence_identifiers_are_shared_per_thread() {
+        let envelope = |id: &str, number: u64| {
+            let mut m = Message::new(
+                wsrm_proto::msg::RmVersion::Wsrm11,
+                Action::Other("urn:x/OneWay".into()),
+                Body::Application(Bytes::from_static(b"<p xmlns=\"urn:x\"/>")),
+            );
+            m.sequence = Some(wsrm_proto::msg::SequenceHeader {
+                identifier: wsrm_proto::msg::SequenceId::from(id),
+                number,
+                last_message: false,
+            });
+            encode(&m, &Framing::soap12_wsa10()).unwrap()
+        };
+        let id_of = |xml: Bytes| {
+            assert!(taken(&xml));
+            decode(xml, &Limits::default())
+                .unwrap()
+                .message
+                .sequence
+                .unwrap()
+                .identifier
+        };
+        let a = "urn:uuid:0b1e9f4e-7c57-4a8e-9d1a-5c0d3f2a0001";
+        let b = "urn:uuid:0b1e9f4e-7c57-4a8e-9d1a-5c0d3f2a0002";
+        let (a1, a2, b1) = (
+            id_of(envelope(a, 1)),
+            id_of(envelope(a, 2)),
+            id_of(envelope(b, 1)),
+        );
+        assert_eq!((a1.as_str(), b1.as_str()), (a, b));
+        assert_eq!(a1.as_str().as_ptr(), a2.as_str().as_ptr());
+        assert_ne!(a1.as_str().as_ptr(), b1.as_str().as_ptr());
+        let padded = String::from_utf8(envelope(a, 3).to_vec())
+            .unwrap()
+            .replace(a, &format!(" {a}\t"));
+        let a3 = id_of(Bytes::from(padded));
+        assert_eq!(a3.as_str(), a);
     }
 
     /// The envelopes of the HTTP benchmark, byte for byte.

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use memchr::memchr;
 use wsrm_proto::msg::{AckHeader, Action, Body, Message, RmVersion, SequenceId};
 
-use super::fast::address;
+use super::fast::{address, id_slot, recent_id, remember_id};
 use super::interned_rm_action;
 use crate::error::DecodeError;
 use crate::map::Decoded;
@@ -111,47 +111,9 @@ fn ascii(t: &[u8]) -> Option<&str> {
     std::str::from_utf8(t).ok()
 }
 
-/// Slots of [`RECENT_IDS`].
-const ID_SLOTS: usize = 256;
-
-thread_local! {
-    /// The identifiers of the acknowledgements this path read on this thread, one per slot
-    /// ([`id_slot`]): a client receives the acknowledgements of its own sequences, one per
-    /// message, so the next one with the same bytes shares the identifier (a reference count
-    /// instead of a check, an allocation, a copy and a later free). The bytes are compared
-    /// with the text of an identifier that passed [`ascii`] and was trimmed, so equal bytes
-    /// need neither again. At most [`ID_SLOTS`] identifiers are kept alive per thread.
-    static RECENT_IDS: std::cell::RefCell<[Option<SequenceId>; ID_SLOTS]> =
-        const { std::cell::RefCell::new([const { None }; ID_SLOTS]) };
-}
-
-/// The slot of an identifier's bytes: a multiplicative hash of its last 8 bytes (where
-/// generated identifiers differ) and its length.
-fn id_slot(raw: &[u8]) -> usize {
-    let mut tail = [0u8; 8];
-    let k = raw.len().saturating_sub(8);
-    for (t, &b) in tail.iter_mut().zip(raw.get(k..).unwrap_or_default()) {
-        *t = b;
-    }
-    let h = (u64::from_le_bytes(tail) ^ raw.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (h >> (64 - ID_SLOTS.trailing_zeros())) as usize
-}
-
-/// The identifier of [`RECENT_IDS`] whose text is `raw`, if there is one.
-fn recent_id(raw: &[u8], slot: usize) -> Option<SequenceId> {
-    RECENT_IDS
-        .try_with(|r| {
-            let r = r.try_borrow().ok()?;
-            let id = r.get(slot)?.as_ref()?;
-            (id.as_str().as_bytes() == raw).then(|| id.clone())
-        })
-        .ok()
-        .flatten()
-}
-
 /// The acknowledged sequence's identifier as [`scan`] found it.
 enum Id<'a> {
-    /// One of [`RECENT_IDS`].
+    /// One of the identifiers recently read on this thread ([`recent_id`]).
     Shared(SequenceId),
     /// Another one (checked and trimmed), to allocate and keep in the slot.
     New(&'a str, usize),
@@ -435,16 +397,7 @@ pub(super) fn build(a: &Ack<'_>) -> Result<Decoded, DecodeError> {
         Id::Shared(id) => id.clone(),
         Id::New(t, slot) => {
             let id = SequenceId::new(*t);
-            let _ = RECENT_IDS.try_with(|r| {
-                if let Some(s) = r
-                    .try_borrow_mut()
-                    .ok()
-                    .as_deref_mut()
-                    .and_then(|r| r.get_mut(*slot))
-                {
-                    *s = Some(id.clone());
-                }
-            });
+            remember_id(&id, *slot);
             id
         }
     };
