@@ -67,6 +67,34 @@ fn plain_envelope(addr: std::net::SocketAddr) -> Bytes {
     wsrm_wire::encode(&m, &wsrm_wire::Framing::soap12_wsa10()).unwrap()
 }
 
+/// A SOAP 1.2 POST of `env` to `url` (parsed per request, as a plain client does).
+fn soap_post<U>(url: U, env: Bytes) -> http::Request<Full<Bytes>>
+where
+    http::Uri: TryFrom<U>,
+    <http::Uri as TryFrom<U>>::Error: Into<http::Error>,
+{
+    http::Request::post(url)
+        .header("content-type", "application/soap+xml; charset=utf-8")
+        .body(Full::new(env))
+        .unwrap()
+}
+
+/// A CreateSequence (RM 1.0, SOAP 1.2, WS-Addressing 1.0) to `url` with `message_id`.
+fn create_sequence(url: &str, message_id: &str) -> Bytes {
+    let mut m = Message::new(
+        RmVersion::Wsrm10,
+        Action::CreateSequence,
+        Body::CreateSequence(CreateSequence {
+            acks_to: String::new(),
+            expires: None,
+            offer: None,
+        }),
+    );
+    m.message_id = Some(Arc::from(message_id));
+    m.to = Some(Arc::from(url));
+    wsrm_wire::encode(&m, &wsrm_wire::Framing::soap12_wsa10()).unwrap()
+}
+
 /// A standalone acknowledgement of `1..64` with BufferRemaining, as wsrm's service answers a
 /// one-way sequence message over HTTP (SOAP 1.2, WS-Addressing 1.0, RM 1.0).
 fn standalone_ack() -> Bytes {
@@ -176,10 +204,7 @@ async fn ceiling(n: usize, conc: usize, answer: Option<Bytes>) -> Ceiling {
             let mut i = w;
             while i < n {
                 let t = Instant::now();
-                let req = http::Request::post(&url)
-                    .header("content-type", "application/soap+xml; charset=utf-8")
-                    .body(Full::new(env.clone()))
-                    .unwrap();
+                let req = soap_post(&url, env.clone());
                 let r = client.request(req).await.unwrap();
                 let _ = read_all(r.into_body()).await;
                 lat.push(t.elapsed());
@@ -300,10 +325,7 @@ async fn ceiling_same_settings(n: usize, conc: usize) -> Ceiling {
             let mut i = w;
             while i < n {
                 let t = Instant::now();
-                let req = http::Request::post(url.clone())
-                    .header("content-type", "application/soap+xml; charset=utf-8")
-                    .body(Full::new(env.clone()))
-                    .unwrap();
+                let req = soap_post(url.clone(), env.clone());
                 let exchange = async {
                     let r = client.request(req).await.unwrap();
                     read_all(http_body_util::Limited::new(r.into_body(), max)).await
@@ -411,25 +433,11 @@ async fn service_only(n: usize) -> (f64, f64) {
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
     let framing = wsrm_wire::Framing::soap12_wsa10();
-    let post = |env: Bytes| {
-        http::Request::post(&url)
-            .header("content-type", "application/soap+xml; charset=utf-8")
-            .body(Full::new(env))
-            .unwrap()
-    };
-    let mut cs = Message::new(
-        RmVersion::Wsrm10,
-        Action::CreateSequence,
-        Body::CreateSequence(CreateSequence {
-            acks_to: String::new(),
-            expires: None,
-            offer: None,
-        }),
-    );
-    cs.message_id = Some(Arc::from("urn:uuid:service-only"));
-    cs.to = Some(Arc::from(url.as_str()));
     let r = client
-        .request(post(wsrm_wire::encode(&cs, &framing).unwrap()))
+        .request(soap_post(
+            &url,
+            create_sequence(&url, "urn:uuid:service-only"),
+        ))
         .await
         .unwrap();
     let csr =
@@ -467,10 +475,7 @@ async fn service_only(n: usize) -> (f64, f64) {
                 if i >= envs.len() {
                     break;
                 }
-                let req = http::Request::post(&url)
-                    .header("content-type", "application/soap+xml; charset=utf-8")
-                    .body(Full::new(envs[i].clone()))
-                    .unwrap();
+                let req = soap_post(&url, envs[i].clone());
                 let r = client.request(req).await.unwrap();
                 assert_eq!(r.status(), http::StatusCode::OK);
                 let _ = read_all(r.into_body()).await;
@@ -517,22 +522,8 @@ async fn idle_sessions(count: usize) -> (u64, u64) {
             let mut ok = 0;
             let mut i = w;
             while i < count {
-                let mut m = Message::new(
-                    RmVersion::Wsrm10,
-                    Action::CreateSequence,
-                    Body::CreateSequence(CreateSequence {
-                        acks_to: String::new(),
-                        expires: None,
-                        offer: None,
-                    }),
-                );
-                m.message_id = Some(Arc::from(format!("urn:uuid:idle-{i}").as_str()));
-                m.to = Some(Arc::from(url.as_str()));
-                let env = wsrm_wire::encode(&m, &wsrm_wire::Framing::soap12_wsa10()).unwrap();
-                let req = http::Request::post(&url)
-                    .header("content-type", "application/soap+xml; charset=utf-8")
-                    .body(Full::new(env))
-                    .unwrap();
+                let env = create_sequence(&url, &format!("urn:uuid:idle-{i}"));
+                let req = soap_post(&url, env);
                 let r = client.request(req).await.unwrap();
                 ok += u64::from(r.status() == http::StatusCode::OK);
                 let _ = r.into_body().collect().await;
