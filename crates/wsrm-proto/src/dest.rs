@@ -19,6 +19,14 @@ pub(crate) struct Delivered {
     pub message_id: Option<std::sync::Arc<str>>,
 }
 
+/// What [`Destination::admit`] decided for an admitted message.
+enum Admitted {
+    /// Deliver (or hold) it.
+    Deliver,
+    /// The 1.0 empty-bodied LastMessage: recorded, never delivered.
+    EmptyLast,
+}
+
 /// What happened to an incoming sequence message.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Incoming {
@@ -300,15 +308,80 @@ impl Destination {
         admit_extra: bool,
         out: &mut Vec<Delivered>,
     ) -> Incoming {
+        match self.admit(n, last_marker, action, body, admit_extra) {
+            Ok(Admitted::EmptyLast) => self.accept(n, None, out),
+            Ok(Admitted::Deliver) => {
+                let payload = match body {
+                    Body::Application(b) => b.clone(),
+                    _ => Bytes::new(),
+                };
+                let d = Delivered {
+                    number: n,
+                    action: action.clone(),
+                    payload,
+                    message_id: message_id.cloned(),
+                };
+                self.accept(n, Some(d), out)
+            }
+            Err(r) => r,
+        }
+    }
+
+    /// As [`Destination::on_message`] for a message the caller owns and no longer needs once
+    /// it is delivered: the action, payload and MessageID are moved into the delivery instead
+    /// of cloned (three reference counts taken here and released again when the caller drops
+    /// the message, on every message of the server's hot path). `message` is left with an
+    /// empty payload, `Action::SequenceAcknowledgement` and no MessageID when it was admitted
+    /// for delivery; otherwise (duplicate, dropped, fault, 1.0 empty LastMessage) untouched.
+    pub fn on_owned_message(
+        &mut self,
+        n: u64,
+        message: &mut crate::msg::Message,
+        admit_extra: bool,
+        out: &mut Vec<Delivered>,
+    ) -> Incoming {
+        let last_marker = message.sequence.as_ref().is_some_and(|s| s.last_message);
+        match self.admit(n, last_marker, &message.action, &message.body, admit_extra) {
+            Ok(Admitted::EmptyLast) => self.accept(n, None, out),
+            Ok(Admitted::Deliver) => {
+                let payload = match &mut message.body {
+                    Body::Application(b) => std::mem::take(b),
+                    _ => Bytes::new(),
+                };
+                let action =
+                    std::mem::replace(&mut message.action, Action::SequenceAcknowledgement);
+                let d = Delivered {
+                    number: n,
+                    action,
+                    payload,
+                    message_id: message.message_id.take(),
+                };
+                self.accept(n, Some(d), out)
+            }
+            Err(r) => r,
+        }
+    }
+
+    /// The checks and the admission of [`Destination::on_message`]: `Err` is the outcome of a
+    /// message that is not admitted (nothing changed but the counters); `Ok` means its number
+    /// was recorded and [`Destination::accept`] must follow.
+    fn admit(
+        &mut self,
+        n: u64,
+        last_marker: bool,
+        action: &Action,
+        body: &Body,
+        admit_extra: bool,
+    ) -> Result<Admitted, Incoming> {
         if n == 0 {
-            return Incoming::Violation(Fault::sequence_terminated(
+            return Err(Incoming::Violation(Fault::sequence_terminated(
                 FaultCode::Sender,
                 &self.id,
                 "The message number 0 is not valid.",
-            ));
+            )));
         }
         if n > crate::msg::MAX_MESSAGE_NUMBER {
-            return Incoming::Violation(Fault::new(
+            return Err(Incoming::Violation(Fault::new(
                 FaultCode::Sender,
                 crate::msg::FaultKind::MessageNumberRollover,
                 "The maximum value for wsrm:MessageNumber has been exceeded.",
@@ -317,30 +390,34 @@ impl Destination {
                     max_message_number: (self.version == RmVersion::Wsrm11)
                         .then_some(crate::msg::MAX_MESSAGE_NUMBER),
                 },
-            ));
+            )));
         }
         let is_last_action = matches!(action, Action::LastMessage);
         match self.version {
             RmVersion::Wsrm10 => {
                 if let Some(l) = self.last {
                     if n > l || (last_marker && n != l) {
-                        return Incoming::Violation(Fault::last_message_number_exceeded(&self.id));
+                        return Err(Incoming::Violation(Fault::last_message_number_exceeded(
+                            &self.id,
+                        )));
                     }
                 } else if last_marker && self.ranges.max().is_some_and(|m| n < m) {
-                    return Incoming::Violation(Fault::last_message_number_exceeded(&self.id));
+                    return Err(Incoming::Violation(Fault::last_message_number_exceeded(
+                        &self.id,
+                    )));
                 }
             }
             RmVersion::Wsrm11 => {
                 if let Some(l) = self.last {
                     if n > l && !self.ranges.contains(n) {
-                        return Incoming::Closed(Fault::sequence_closed(&self.id));
+                        return Err(Incoming::Closed(Fault::sequence_closed(&self.id)));
                     }
                 }
             }
         }
         if self.ranges.contains(n) {
             self.duplicates += 1;
-            return Incoming::Duplicate;
+            return Err(Incoming::Duplicate);
         }
         let empty =
             is_last_action && matches!(body, Body::Empty) && self.version == RmVersion::Wsrm10;
@@ -367,34 +444,36 @@ impl Destination {
         // Inserted only when admitted and the ranges stay within WCF's cap (one search).
         if !fits || !admit_extra && !empty || !self.ranges.insert_capped(n, MAX_SEQUENCE_RANGES) {
             self.dropped += 1;
-            return Incoming::Dropped;
+            return Err(Incoming::Dropped);
         }
         if last_marker && self.version == RmVersion::Wsrm10 {
             self.last = Some(n);
         }
-        if empty {
-            self.empty_last = Some(n);
+        Ok(if empty {
+            Admitted::EmptyLast
         } else {
-            let payload = match body {
-                Body::Application(b) => b.clone(),
-                _ => Bytes::new(),
-            };
-            let d = Delivered {
-                number: n,
-                action: action.clone(),
-                payload,
-                message_id: message_id.cloned(),
-            };
-            if !self.ordered {
-                self.push_out(d, out);
-            } else if n == self.next_expected {
-                // The next in order (the common case): delivered without a trip through `held`.
-                self.next_expected += 1;
-                self.held.skip();
-                self.push_out(d, out);
-            } else {
-                let limit = self.max_window as usize;
-                self.held.insert(self.next_expected, n, d, limit);
+            Admitted::Deliver
+        })
+    }
+
+    /// Delivers (or holds) admitted message `n`: `d` is `None` for the 1.0 empty
+    /// LastMessage, which is never delivered.
+    #[inline]
+    fn accept(&mut self, n: u64, d: Option<Delivered>, out: &mut Vec<Delivered>) -> Incoming {
+        match d {
+            None => self.empty_last = Some(n),
+            Some(d) => {
+                if !self.ordered {
+                    self.push_out(d, out);
+                } else if n == self.next_expected {
+                    // The next in order (the common case): delivered without a trip through `held`.
+                    self.next_expected += 1;
+                    self.held.skip();
+                    self.push_out(d, out);
+                } else {
+                    let limit = self.max_window as usize;
+                    self.held.insert(self.next_expected, n, d, limit);
+                }
             }
         }
         if self.ordered {
