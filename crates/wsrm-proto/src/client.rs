@@ -70,6 +70,80 @@ impl ClientConfig {
     }
 }
 
+/// The earlier of two deadlines (`None`: no deadline). [`earliest`], inline (the public
+/// `poll_timeout` fast path is inlined into callers in other crates).
+#[inline]
+fn min_deadline(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// The session's event queue. `Acknowledged` events (one per message) are kept as bare
+/// numbers, the others whole, each with its position in the queue: a `ClientEvent` is 168
+/// bytes, so queueing and taking every acknowledgement as one cost two `memcpy` calls per
+/// message; an acknowledgement is now 16 bytes in and a number written out.
+#[derive(Debug)]
+struct Events {
+    /// `(position, number)` of the queued `Acknowledged` events, in order.
+    acks: VecDeque<(u64, u64)>,
+    /// `(position, event)` of the other queued events, in order.
+    others: VecDeque<(u64, ClientEvent)>,
+    /// Position of the next event queued at the back.
+    back: u64,
+    /// Position of the next event queued at the front (below every position given out).
+    front: u64,
+}
+
+impl Events {
+    fn new() -> Self {
+        // Positions grow from the middle of the range both ways: neither end is reachable.
+        Events {
+            acks: VecDeque::new(),
+            others: VecDeque::new(),
+            back: 1 << 62,
+            front: (1 << 62) - 1,
+        }
+    }
+
+    fn push_ack(&mut self, number: u64) {
+        self.acks.push_back((self.back, number));
+        self.back += 1;
+    }
+
+    fn push_back(&mut self, e: ClientEvent) {
+        match e {
+            ClientEvent::Acknowledged { number } => self.push_ack(number),
+            e => {
+                self.others.push_back((self.back, e));
+                self.back += 1;
+            }
+        }
+    }
+
+    fn push_front(&mut self, e: ClientEvent) {
+        match e {
+            ClientEvent::Acknowledged { number } => self.acks.push_front((self.front, number)),
+            e => self.others.push_front((self.front, e)),
+        }
+        self.front -= 1;
+    }
+
+    #[inline]
+    fn pop_front(&mut self) -> Option<ClientEvent> {
+        match (self.acks.front(), self.others.front()) {
+            (Some(&(pa, number)), o) if o.is_none_or(|&(po, _)| pa < po) => {
+                self.acks.pop_front();
+                Some(ClientEvent::Acknowledged { number })
+            }
+            (_, Some(_)) => self.others.pop_front().map(|(_, e)| e),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KeepAlive {
     Idle,
@@ -98,9 +172,12 @@ pub struct ClientSession {
     cs_failures: u32,
     open_deadline: Instant,
     tx: VecDeque<Message>,
-    events: VecDeque<ClientEvent>,
+    events: Events,
     inactivity_deadline: Option<Instant>,
     keepalive_deadline: Option<Instant>,
+    /// The earlier of `inactivity_deadline` and `keepalive_deadline` (set with them): one
+    /// comparison tells `handle_timeout` neither is due, and gives `poll_timeout` both.
+    idle_deadline: Option<Instant>,
     keepalive_mode: KeepAlive,
     /// Fast polls sent since the quota last reopened (backoff of the fast-polling interval).
     fast_polls: u32,
@@ -113,6 +190,9 @@ pub struct ClientSession {
     inbound_seen: bool,
     undelivered_replies: std::collections::BTreeSet<u64>,
     scratch: Vec<Delivered>,
+    /// Tests only: every call takes the general path (to compare the fast paths with it).
+    #[cfg(test)]
+    general_only: bool,
 }
 
 impl ClientSession {
@@ -187,9 +267,10 @@ impl ClientSession {
             cs_failures: 0,
             open_deadline: now + cfg.open_timeout,
             tx,
-            events: VecDeque::new(),
+            events: Events::new(),
             inactivity_deadline: None,
             keepalive_deadline: None,
+            idle_deadline: None,
             keepalive_mode: KeepAlive::Idle,
             fast_polls: 0,
             idle_interval: s.inactivity_timeout / 2,
@@ -198,11 +279,30 @@ impl ClientSession {
             inbound_seen: false,
             undelivered_replies: std::collections::BTreeSet::new(),
             scratch: Vec::new(),
+            #[cfg(test)]
+            general_only: false,
             cfg,
         })
     }
 
+    /// Whether the fast paths may be taken (tests compare them with the general paths).
+    #[inline]
+    fn fast(&self) -> bool {
+        #[cfg(test)]
+        return !self.general_only;
+        #[cfg(not(test))]
+        true
+    }
+
+    /// Tests only: makes every call take the general path.
+    #[cfg(test)]
+    fn set_general_only(&mut self) {
+        self.general_only = true;
+        self.out.src.general_only = true;
+    }
+
     /// Current state.
+    #[inline]
     pub fn state(&self) -> ClientState {
         self.state
     }
@@ -222,7 +322,8 @@ impl ClientSession {
         self.version
     }
 
-    /// Counters.
+    /// Counters. Inline: runtimes copy them out every turn.
+    #[inline]
     pub fn stats(&self) -> SessionStats {
         let c = self.out.src.counters;
         let (dups, delivered, dropped) = self
@@ -389,14 +490,17 @@ impl ClientSession {
     }
 
     fn on_remote_activity(&mut self, now: Instant) {
-        self.inactivity_deadline = Some(now + self.cfg.settings.inactivity_timeout);
+        let inactivity = now + self.cfg.settings.inactivity_timeout;
+        self.inactivity_deadline = Some(inactivity);
         self.keepalive_mode = if self.out.src.quota_exhausted() {
             KeepAlive::Fast
         } else {
             self.fast_polls = 0;
             KeepAlive::Idle
         };
-        self.keepalive_deadline = Some(now + self.interval(self.keepalive_mode));
+        let keepalive = now + self.interval(self.keepalive_mode);
+        self.keepalive_deadline = Some(keepalive);
+        self.idle_deadline = Some(inactivity.min(keepalive));
     }
 
     /// The HTTP exchange that carried the RM 1.0 LastMessage was answered with an empty
@@ -526,7 +630,9 @@ impl ClientSession {
             return;
         }
         if let Some(ack) = &m.ack {
-            if Some(&ack.identifier) == self.out.id() {
+            // `own_ack` is this comparison (a fault body returned above): the identifier is not
+            // compared twice.
+            if own_ack {
                 if ack.final_ack && self.version == RmVersion::Wsrm11 {
                     if let Err(f) = self.out.validate_final(ack) {
                         self.violation(f);
@@ -534,9 +640,10 @@ impl ClientSession {
                     }
                 }
                 let events = &mut self.events;
-                let r = self.out.src.handle_ack(now, ack, |number| {
-                    events.push_back(ClientEvent::Acknowledged { number })
-                });
+                let r = self
+                    .out
+                    .src
+                    .handle_ack(now, ack, |number| events.push_ack(number));
                 match r {
                     Err(f) => {
                         self.violation(f);
@@ -965,11 +1072,20 @@ impl ClientSession {
         if !matches!(self.state, ClientState::Open | ClientState::Closing) {
             return None;
         }
-        if let Some(mut m) = self.out.poll_control(now, &mut self.rng) {
-            self.attach_ack(&mut m);
-            let m = self.stamp(now, m);
-            self.check_closed();
-            return Some(m);
+        // `poll_control` and `poll_next` are called only when they may have something: when
+        // not, they return `None` and change nothing, and the checks are inline (this runs
+        // several times per message, mostly with nothing to send).
+        let fast = self.fast();
+        if !fast || self.out.control_may_be_due() {
+            if let Some(mut m) = self.out.poll_control(now, &mut self.rng) {
+                self.attach_ack(&mut m);
+                let m = self.stamp(now, m);
+                self.check_closed();
+                return Some(m);
+            }
+        }
+        if fast && !self.out.src.has_pending_transmit() {
+            return self.poll_inbound_ack(now);
         }
         match self.out.src.poll_next(now) {
             Err(SourceFailure::RetryExhausted(number)) => {
@@ -997,47 +1113,50 @@ impl ClientSession {
             }
             Ok(None) => {}
         }
-        if let Some(i) = self.inbound.as_mut() {
-            if let Some(a) = i.take_due_ack(now) {
-                let mut m =
-                    Message::new(self.version, Action::SequenceAcknowledgement, Body::Empty);
-                m.ack = Some(a);
-                return Some(self.stamp(now, m));
-            }
-        }
-        None
+        self.poll_inbound_ack(now)
+    }
+
+    /// A standalone acknowledgement for the inbound sequence, if one is due.
+    fn poll_inbound_ack(&mut self, now: Instant) -> Option<Message> {
+        let i = self.inbound.as_mut()?;
+        let a = i.take_due_ack(now)?;
+        let mut m = Message::new(self.version, Action::SequenceAcknowledgement, Body::Empty);
+        m.ack = Some(a);
+        Some(self.stamp(now, m))
     }
 
     /// Drives timers: CreateSequence retries, retransmissions, keep-alive, inactivity, ack
     /// batching, close deadlines.
+    ///
+    /// Called every turn and rarely with anything due: the check that nothing is (open or
+    /// closing, no close deadline, neither the inactivity nor the keep-alive nor the retry
+    /// timer due) is inline; everything else is [`Self::timers`].
+    #[inline]
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.fast()
+            && matches!(self.state, ClientState::Open | ClientState::Closing)
+            && self.out.close_deadline.is_none()
+            && self.idle_deadline.is_none_or(|d| now < d)
+            && !self.out.src.retry_due(now)
+        {
+            return;
+        }
+        self.timers(now);
+    }
+
+    #[inline(never)]
+    fn timers(&mut self, now: Instant) {
         match self.state {
             ClientState::Closed | ClientState::Failed => {}
-            ClientState::Connecting => {
-                if now >= self.open_deadline {
-                    self.fail(SessionError::OpenTimeout);
-                } else if now >= self.cs_next {
-                    self.tx.push_back(self.cs.clone());
-                    self.cs_last_sent = now;
-                    self.cs_next = now + REQUESTOR_RETRY_INTERVAL;
-                }
-            }
+            ClientState::Connecting => self.handshake_timers(now),
             ClientState::Open | ClientState::Closing => {
-                if self.inactivity_deadline.is_some_and(|d| now >= d) {
-                    if let Some(id) = self.out.id().cloned() {
-                        self.queue_fault(Fault::sequence_terminated(
-                            FaultCode::Receiver,
-                            &id,
-                            format!(
-                                "The inactivity timeout of ({:?}) has been exceeded.",
-                                self.cfg.settings.inactivity_timeout
-                            ),
-                        ));
-                    }
-                    self.fail(SessionError::InactivityTimeout);
+                // Neither the inactivity nor the keep-alive timer is due before `idle_deadline`.
+                let idle_due = self.idle_deadline.is_some_and(|d| now >= d);
+                if idle_due && self.inactivity_deadline.is_some_and(|d| now >= d) {
+                    self.inactivity_expired();
                     return;
                 }
-                if self.out.stage != Stage::Done
+                if !matches!(self.out.stage, Stage::Done)
                     && self.out.close_deadline.is_some_and(|d| now >= d)
                 {
                     self.fail(SessionError::CloseTimeout);
@@ -1051,26 +1170,85 @@ impl ClientSession {
                     return;
                 }
                 self.out.src.handle_timeout(now);
-                if self.keepalive_deadline.is_some_and(|d| now >= d) && !self.out.is_done() {
-                    if let Some(id) = self.out.id().cloned() {
-                        let mut m = Message::new(self.version, Action::AckRequested, Body::Empty);
-                        m.ack_requested = Some(id);
-                        self.tx.push_back(m);
-                    }
-                    if self.keepalive_mode == KeepAlive::Idle {
-                        self.keepalive_mode = KeepAlive::Polling;
-                    }
-                    if self.keepalive_mode == KeepAlive::Fast {
-                        self.fast_polls = self.fast_polls.saturating_add(1);
-                    }
-                    self.keepalive_deadline = Some(now + self.interval(self.keepalive_mode));
+                if idle_due
+                    && self.keepalive_deadline.is_some_and(|d| now >= d)
+                    && !self.out.is_done()
+                {
+                    self.keepalive_expired(now);
                 }
             }
         }
     }
 
+    /// Connecting: the open timeout, and the CreateSequence retry (out of line: the clone of
+    /// the CreateSequence gave `handle_timeout` a large frame in every state).
+    #[inline(never)]
+    fn handshake_timers(&mut self, now: Instant) {
+        if now >= self.open_deadline {
+            self.fail(SessionError::OpenTimeout);
+        } else if now >= self.cs_next {
+            self.tx.push_back(self.cs.clone());
+            self.cs_last_sent = now;
+            self.cs_next = now + REQUESTOR_RETRY_INTERVAL;
+        }
+    }
+
+    /// InactivityTimeout passed without remote activity: SequenceTerminated, and the session
+    /// fails.
+    #[cold]
+    #[inline(never)]
+    fn inactivity_expired(&mut self) {
+        if let Some(id) = self.out.id().cloned() {
+            self.queue_fault(Fault::sequence_terminated(
+                FaultCode::Receiver,
+                &id,
+                format!(
+                    "The inactivity timeout of ({:?}) has been exceeded.",
+                    self.cfg.settings.inactivity_timeout
+                ),
+            ));
+        }
+        self.fail(SessionError::InactivityTimeout);
+    }
+
+    /// The keep-alive timer expired: AckRequested, and the next poll is scheduled.
+    #[inline(never)]
+    fn keepalive_expired(&mut self, now: Instant) {
+        if let Some(id) = self.out.id().cloned() {
+            let mut m = Message::new(self.version, Action::AckRequested, Body::Empty);
+            m.ack_requested = Some(id);
+            self.tx.push_back(m);
+        }
+        if self.keepalive_mode == KeepAlive::Idle {
+            self.keepalive_mode = KeepAlive::Polling;
+        }
+        if self.keepalive_mode == KeepAlive::Fast {
+            self.fast_polls = self.fast_polls.saturating_add(1);
+        }
+        self.keepalive_deadline = Some(now + self.interval(self.keepalive_mode));
+        self.idle_deadline = min_deadline(self.inactivity_deadline, self.keepalive_deadline);
+    }
+
     /// The earliest instant at which `handle_timeout` must be called.
+    ///
+    /// Called every turn. Open, not closing, without an inbound sequence (one-way), no stage or
+    /// close deadline counts and the keep-alive does: the retry timer and `idle_deadline` give
+    /// the answer, inline; everything else is [`Self::next_deadline`].
+    #[inline]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == ClientState::Open
+            && self.fast()
+            && matches!(self.out.stage, Stage::Open)
+            && self.out.close_deadline.is_none()
+            && self.inbound.is_none()
+        {
+            return min_deadline(self.out.src.poll_timeout(), self.idle_deadline);
+        }
+        self.next_deadline()
+    }
+
+    #[inline(never)]
+    fn next_deadline(&self) -> Option<Instant> {
         match self.state {
             ClientState::Closed | ClientState::Failed => None,
             ClientState::Connecting => Some(self.cs_next.min(self.open_deadline)),
@@ -1102,7 +1280,8 @@ impl ClientSession {
                     || self.inbound.as_ref().is_some_and(|i| i.ack_due(now))))
     }
 
-    /// Next event.
+    /// Next event. Inline: polled until `None` every turn.
+    #[inline]
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
     }
@@ -1234,5 +1413,311 @@ impl ClientSession {
     /// The number the next queued message will get.
     pub fn next_number(&self) -> u64 {
         self.out.src.next_number()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::{AckHeader, CreateSequenceResponse, SequenceHeader};
+    use crate::ranges::RangeSet;
+    use rand::Rng;
+
+    /// Everything a runtime sees after an input, polled in the runtime's order.
+    type Observed = (
+        bool,
+        Vec<Message>,
+        SessionStats,
+        Vec<ClientEvent>,
+        ClientState,
+        Option<Instant>,
+        Option<SequenceId>,
+        u64,
+    );
+
+    fn observe(c: &mut ClientSession, now: Instant) -> Observed {
+        let has = c.has_transmit(now);
+        let mut tx = Vec::new();
+        while let Some(m) = c.poll_transmit(now) {
+            tx.push(m);
+            assert!(tx.len() < 100_000, "poll_transmit does not end");
+        }
+        let stats = c.stats();
+        let mut ev = Vec::new();
+        while let Some(e) = c.poll_event() {
+            ev.push(e);
+        }
+        (
+            has,
+            tx,
+            stats,
+            ev,
+            c.state(),
+            c.poll_timeout(),
+            c.output_id().cloned(),
+            c.next_number(),
+        )
+    }
+
+    /// A hostile or odd acknowledgement: ranges beyond what was sent, overlapping, unsorted,
+    /// `lower > upper`, zero, huge numbers; Nacks, None, Final, BufferRemaining.
+    fn hostile_ranges(rng: &mut SmallRng, hs: u64) -> Vec<(u64, u64)> {
+        let n = rng.random_range(0..4);
+        (0..n)
+            .map(|_| match rng.random_range(0..6) {
+                0 => (1, hs + rng.random_range(1..3)),
+                1 => (rng.random_range(0..hs + 3), rng.random_range(0..hs + 3)),
+                2 => (u64::MAX - rng.random_range(0..2), u64::MAX),
+                3 => (0, rng.random_range(0..hs + 1)),
+                4 => (1, rng.random_range(0..hs + 1)),
+                _ => {
+                    let l = rng.random_range(1..hs + 2);
+                    (l, l.saturating_sub(rng.random_range(0..2)))
+                }
+            })
+            .collect()
+    }
+
+    /// Drives a session taking the fast paths and one taking only the general paths with the
+    /// same inputs (sends, requests, in-order, selective, stale and hostile acknowledgements,
+    /// replies, faults, losses, timeouts, transport failures, empty answers, close, abort) and
+    /// requires the same observable outcome after every input.
+    fn fast_path_matches_general(
+        pattern: Pattern,
+        shape: Shape,
+        version: RmVersion,
+        window: u32,
+        seed: u64,
+    ) {
+        let remote: Arc<str> = Arc::from("http://127.0.0.1:8080/svc");
+        let mut cfg = ClientConfig::new(pattern, shape);
+        cfg.settings.max_transfer_window_size = window;
+        cfg.settings.reliable_messaging_version = version;
+        cfg.remote_address = Some(remote.clone());
+        let mut now = Instant::now();
+        let mut fast = ClientSession::new(now, cfg.clone(), seed).expect("config");
+        let mut general = ClientSession::new(now, cfg, seed).expect("config");
+        general.set_general_only();
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let both = |f: &mut ClientSession,
+                    g: &mut ClientSession,
+                    now: Instant,
+                    step: usize,
+                    input: &dyn Fn(&mut ClientSession)|
+         -> Observed {
+            input(f);
+            input(g);
+            let a = observe(f, now);
+            let b = observe(g, now);
+            assert_eq!(a, b, "step {step}");
+            a
+        };
+        let first = both(&mut fast, &mut general, now, 0, &|_| {});
+        let cs = first.1.first().cloned().expect("CreateSequence");
+        let out = SequenceId::from("urn:uuid:out");
+        let offered = fast.input_id().cloned();
+        let mut csr = Message::new(
+            version,
+            Action::CreateSequenceResponse,
+            Body::CreateSequenceResponse(CreateSequenceResponse {
+                identifier: out.clone(),
+                expires: None,
+                incomplete_sequence_behavior: None,
+                accept: offered.as_ref().map(|_| remote.to_string()),
+            }),
+        );
+        csr.relates_to = cs.message_id.clone();
+        now += Duration::from_millis(3);
+        let mut wire: Vec<Message> = both(&mut fast, &mut general, now, 0, &|c| {
+            c.handle_message(now, csr.clone())
+        })
+        .1;
+        // The destination's side: what arrived, and the acks it wrote.
+        let mut received = RangeSet::new();
+        let mut old_acks: Vec<Vec<(u64, u64)>> = Vec::new();
+        let mut requests: Vec<Arc<str>> = Vec::new();
+        let mut reply_number = 0u64;
+        // Inputs that end the session (hostile acks, Final, a foreign identifier, faults,
+        // abort) only from this step on, so that most of a run has the session open.
+        let hostile_from = rng.random_range(200..3000);
+        for step in 1..3000 {
+            let hostile = step >= hostile_from;
+            // The messages put on the wire arrive (most of them).
+            for m in wire.drain(..) {
+                if let Some(s) = &m.sequence {
+                    if rng.random_range(0..20) < 19 {
+                        received.insert(s.number);
+                        if let Some(mid) = &m.message_id {
+                            requests.push(mid.clone());
+                        }
+                    }
+                }
+            }
+            let hs = fast.out.src.highest_sent();
+            now += Duration::from_micros(rng.random_range(0..3000));
+            let r = rng.random_range(0..1000);
+            let input: Box<dyn Fn(&mut ClientSession)> = if r < 250 {
+                let k = rng.random_range(1..4);
+                let two_way = pattern == Pattern::RequestReply && rng.random_bool(0.5);
+                Box::new(move |c: &mut ClientSession| {
+                    for _ in 0..k {
+                        let a: Arc<str> = Arc::from("urn:test/op");
+                        let p = Bytes::from_static(b"payload");
+                        let _ = if two_way {
+                            c.request(now, a, p)
+                        } else {
+                            c.send(now, a, p)
+                        };
+                    }
+                })
+            } else if r < 800 {
+                // An acknowledgement: in order (the common case), what arrived, an old one
+                // again, or hostile.
+                let prefix = received.contiguous_prefix();
+                let mut a = AckHeader {
+                    identifier: out.clone(),
+                    ranges: match rng.random_range(0..20) {
+                        0..=10 if prefix > 0 => vec![(1, prefix)],
+                        0..=12 => received.ranges().to_vec(),
+                        13 => {
+                            // Valid but not canonical: unsorted, a range twice.
+                            let mut v = received.ranges().to_vec();
+                            v.reverse();
+                            if let Some(&r) = v.first() {
+                                v.push(r);
+                            }
+                            v
+                        }
+                        14..=15 if !old_acks.is_empty() => {
+                            old_acks[rng.random_range(0..old_acks.len())].clone()
+                        }
+                        16..=17 if hostile => hostile_ranges(&mut rng, hs),
+                        _ if prefix > 0 => vec![(1, prefix)],
+                        _ => Vec::new(),
+                    },
+                    ..AckHeader::default()
+                };
+                old_acks.push(a.ranges.clone());
+                if rng.random_bool(0.3) {
+                    a.buffer_remaining = Some(rng.random_range(0..2 * window));
+                }
+                if rng.random_range(0..40) == 0 {
+                    a.nacks = vec![rng.random_range(1..hs + 3)];
+                }
+                if rng.random_range(0..60) == 0 {
+                    a.none = true;
+                }
+                if hostile && rng.random_range(0..20) == 0 {
+                    a.final_ack = true;
+                }
+                if hostile && rng.random_range(0..20) == 0 {
+                    a.identifier = SequenceId::from("urn:uuid:foreign");
+                }
+                let mut m = Message::new(version, Action::SequenceAcknowledgement, Body::Empty);
+                m.ack = Some(a);
+                Box::new(move |c: &mut ClientSession| c.handle_message(now, m.clone()))
+            } else if r < 850 && offered.is_some() && !requests.is_empty() {
+                // A reply (request-reply), carrying an ack now and then.
+                let i = rng.random_range(0..requests.len());
+                let mid = requests.swap_remove(i);
+                reply_number += 1;
+                let mut m = Message::new(
+                    version,
+                    Action::Other(Arc::from("urn:test/reply")),
+                    Body::Application(Bytes::from_static(b"reply")),
+                );
+                m.relates_to = Some(mid);
+                m.sequence = Some(SequenceHeader {
+                    identifier: offered.clone().expect("offered"),
+                    number: reply_number,
+                    last_message: false,
+                });
+                if rng.random_bool(0.5) && received.contiguous_prefix() > 0 {
+                    m.ack = Some(AckHeader {
+                        identifier: out.clone(),
+                        ranges: vec![(1, received.contiguous_prefix())],
+                        ..AckHeader::default()
+                    });
+                }
+                Box::new(move |c: &mut ClientSession| c.handle_message(now, m.clone()))
+            } else if r < 900 {
+                // Time passes: retransmissions, keep-alive, now and then inactivity.
+                let ms = match rng.random_range(0..20) {
+                    0 => 400_000,
+                    1..=5 => rng.random_range(0..10_000),
+                    _ => rng.random_range(0..500),
+                };
+                now += Duration::from_millis(ms);
+                Box::new(|_: &mut ClientSession| {})
+            } else if r < 940 {
+                let n = rng.random_range(0..hs + 2);
+                let which = rng.random_range(0..3);
+                Box::new(move |c: &mut ClientSession| match which {
+                    0 => c.handle_transport_failure(now, Some(n)),
+                    1 => c.handle_empty_answer(now, n),
+                    _ => c.handle_transport_failure(now, None),
+                })
+            } else if r < 945 && step > 2000 {
+                Box::new(move |c: &mut ClientSession| {
+                    let _ = c.close(now);
+                })
+            } else if r < 946 && hostile {
+                Box::new(move |c: &mut ClientSession| c.abort(now))
+            } else if r < 948 && hostile {
+                let f = Fault::sequence_terminated(FaultCode::Sender, &out, "test");
+                let m = Message::new(version, Action::Fault, Body::Fault(f));
+                Box::new(move |c: &mut ClientSession| c.handle_message(now, m.clone()))
+            } else {
+                Box::new(|_: &mut ClientSession| {})
+            };
+            let input = move |c: &mut ClientSession| {
+                c.handle_timeout(now);
+                input(c);
+            };
+            wire = both(&mut fast, &mut general, now, step, &input).1;
+            if fast.state() == ClientState::Failed {
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn fast_paths_match_general_paths_one_way() {
+        for seed in 0..48 {
+            for version in [RmVersion::Wsrm10, RmVersion::Wsrm11] {
+                for window in [8, 64] {
+                    fast_path_matches_general(
+                        Pattern::OneWay,
+                        Shape::RequestReply,
+                        version,
+                        window,
+                        seed,
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_paths_match_general_paths_request_reply_and_duplex() {
+        for seed in 0..32 {
+            for version in [RmVersion::Wsrm10, RmVersion::Wsrm11] {
+                fast_path_matches_general(
+                    Pattern::RequestReply,
+                    Shape::RequestReply,
+                    version,
+                    8,
+                    seed,
+                );
+                fast_path_matches_general(Pattern::OneWay, Shape::Duplex, version, 16, seed);
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn window_entry_is_128_bytes() {
+        // Moved with inline stores rather than a `memcpy` call (see `Entry::rtt_sample_us`).
+        assert!(std::mem::size_of::<crate::source::Entry>() <= 128);
     }
 }

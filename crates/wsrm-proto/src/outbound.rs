@@ -168,6 +168,14 @@ impl Outbound {
         Some(m)
     }
 
+    /// Whether [`Outbound::poll_control`] may return a message: when not (open, nothing
+    /// pending) it returns `None` and changes nothing. Inline, so the session's
+    /// `poll_transmit` skips the call (and its large frame) in the open state.
+    #[inline]
+    pub fn control_may_be_due(&self) -> bool {
+        self.pending.is_some() || !matches!(self.stage, Stage::Open)
+    }
+
     /// The next control message (Close/Terminate) due now, if any.
     pub fn poll_control(&mut self, now: Instant, rng: &mut SmallRng) -> Option<Message> {
         // Checked before `take`: taking a `None` still copies the whole (~350-byte) Option.

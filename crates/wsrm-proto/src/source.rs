@@ -35,10 +35,10 @@ pub(crate) struct Entry {
     pub payload: Option<Bytes>,
     pub message_id: Option<Arc<str>>,
     pub reply_to: Option<Arc<str>>,
-    /// 1.0 `<LastMessage/>` marker.
-    pub last: bool,
-    /// Needs an application reply before it counts as transferred (request-reply over HTTP).
-    pub two_way: bool,
+    /// [`LAST`] (1.0 `<LastMessage/>` marker) and [`TWO_WAY`] (needs an application reply
+    /// before it counts as transferred: request-reply over HTTP), fixed when queued. One byte
+    /// for the two keeps an entry at 128 bytes (see [`Entry::rtt_sample_us`]).
+    kind: u8,
     pub retries: u32,
     pub last_sent: Option<Instant>,
     /// Covered by an acknowledgement.
@@ -48,23 +48,58 @@ pub(crate) struct Entry {
     /// Queued for retransmission.
     pub resend: bool,
     /// Round-trip sample (µs) taken when the message first became done, measured from its
-    /// last transmission. Taken at acknowledgement time rather than when the window slides
-    /// over it: a message selectively acknowledged behind a lost head would otherwise report
-    /// the head's whole recovery time as its round trip and drive the timeout up.
-    pub rtt_sample_us: Option<i64>,
+    /// last transmission, or [`NO_SAMPLE`] while none was taken. Taken at acknowledgement time
+    /// rather than when the window slides over it: a message selectively acknowledged behind
+    /// a lost head would otherwise report the head's whole recovery time as its round trip
+    /// and drive the timeout up. A sentinel rather than an `Option<i64>` (samples are never
+    /// negative): it keeps an entry at 128 bytes, which the compiler moves with a few inline
+    /// stores instead of a `memcpy` call (an entry is moved when queued and when the window
+    /// slides over it, once per message each).
+    pub rtt_sample_us: i64,
 }
 
+/// [`Entry::rtt_sample_us`] when no sample was taken (samples are `≥ 0`).
+const NO_SAMPLE: i64 = -1;
+/// [`Entry::kind`]: the 1.0 LastMessage.
+const LAST: u8 = 1;
+/// [`Entry::kind`]: a two-way request.
+const TWO_WAY: u8 = 2;
+
 impl Entry {
+    fn kind(last: bool, two_way: bool) -> u8 {
+        (if last { LAST } else { 0 }) | (if two_way { TWO_WAY } else { 0 })
+    }
+
+    /// 1.0 `<LastMessage/>` marker.
+    fn last(&self) -> bool {
+        self.kind & LAST != 0
+    }
+
+    /// Needs an application reply before it counts as transferred (request-reply over HTTP).
+    fn two_way(&self) -> bool {
+        self.kind & TWO_WAY != 0
+    }
+
     fn done(&self) -> bool {
-        self.acked && (!self.two_way || self.replied)
+        self.acked && (!self.two_way() || self.replied)
     }
 
     /// Records the round-trip sample the first time the message becomes done.
     fn note_done(&mut self, now: Instant) {
-        if self.rtt_sample_us.is_none() && self.done() {
+        if self.rtt_sample_us == NO_SAMPLE && self.done() {
             if let Some(t) = self.last_sent {
-                self.rtt_sample_us = Some(us(now.saturating_duration_since(t)));
+                self.rtt_sample_us = us(now.saturating_duration_since(t));
             }
+        }
+    }
+
+    /// The round-trip sample the window slide feeds to the estimator: the one taken when the
+    /// message became done, else measured now from its last transmission.
+    fn slide_sample(&self, now: Instant) -> Option<i64> {
+        if self.rtt_sample_us != NO_SAMPLE {
+            Some(self.rtt_sample_us)
+        } else {
+            self.last_sent.map(|t| us(now.saturating_duration_since(t)))
         }
     }
 }
@@ -130,6 +165,10 @@ pub(crate) struct Source {
     resend_queue: VecDeque<u64>,
     highest_sent: u64,
     pub counters: SourceCounters,
+    /// Tests only: every acknowledgement takes the general path (to compare the in-order fast
+    /// path with it).
+    #[cfg(test)]
+    pub general_only: bool,
 }
 
 fn us(d: Duration) -> i64 {
@@ -174,6 +213,8 @@ impl Source {
             resend_queue: VecDeque::new(),
             highest_sent: 0,
             counters: SourceCounters::default(),
+            #[cfg(test)]
+            general_only: false,
         };
         s.set_initial_rtt(UNKNOWN_INITIATION_TIME);
         s
@@ -206,7 +247,8 @@ impl Source {
         Duration::from_micros(self.timeout_us.max(0) as u64)
     }
 
-    /// Smoothed RTT.
+    /// Smoothed RTT (inline: part of the session's inline `stats`).
+    #[inline]
     pub fn rtt(&self) -> Duration {
         Duration::from_micros(self.mean_rtt_us.max(0) as u64)
     }
@@ -244,11 +286,14 @@ impl Source {
         self.entries.is_empty()
     }
 
-    /// Whether messages are waiting to be (re)transmitted now.
+    /// Whether messages are waiting to be (re)transmitted now. When not, [`Source::poll_next`]
+    /// returns `Ok(None)` and changes nothing (the session checks this first, inline).
+    #[inline]
     pub fn has_pending_transmit(&self) -> bool {
         !self.resend_queue.is_empty() || self.can_admit()
     }
 
+    #[inline]
     fn can_admit(&self) -> bool {
         self.in_window < self.entries.len()
             && (self.in_window as u64) < u64::from(self.window_size)
@@ -279,11 +324,10 @@ impl Source {
             },
             message_id,
             reply_to,
-            last,
-            two_way,
+            kind: Entry::kind(last, two_way),
             retries: 0,
             last_sent: None,
-            rtt_sample_us: None,
+            rtt_sample_us: NO_SAMPLE,
             acked: false,
             replied: false,
             resend: false,
@@ -295,7 +339,7 @@ impl Source {
     pub fn unacknowledged(&self) -> Vec<u64> {
         self.entries
             .iter()
-            .filter(|e| !e.done() && !e.last)
+            .filter(|e| !e.done() && !e.last())
             .map(|e| e.number)
             .collect()
     }
@@ -311,7 +355,7 @@ impl Source {
             && self
                 .entries
                 .front()
-                .is_some_and(|e| e.last && e.last_sent.is_some());
+                .is_some_and(|e| e.last() && e.last_sent.is_some());
         if !only_last {
             return false;
         }
@@ -365,7 +409,7 @@ impl Source {
         let head_eligible = self
             .entries
             .front()
-            .is_some_and(|e| !e.acked && !e.two_way && !e.last && e.retries > 0);
+            .is_some_and(|e| !e.acked && !e.two_way() && !e.last() && e.retries > 0);
         if !head_eligible {
             return false;
         }
@@ -401,11 +445,12 @@ impl Source {
             && number == self.last_assigned()
             && self.entries.len() == 1
             && self.entries.front().is_some_and(|e| {
-                e.number == number && !e.acked && !e.two_way && !e.last && e.retries > 0
+                e.number == number && !e.acked && !e.two_way() && !e.last() && e.retries > 0
             })
     }
 
     /// Next retry deadline.
+    #[inline]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.retry_deadline
     }
@@ -439,7 +484,7 @@ impl Source {
             sequence: Some(SequenceHeader {
                 identifier: id.clone(),
                 number: e.number,
-                last_message: e.last,
+                last_message: e.last(),
             }),
             ack,
             ack_requested: t.ack_requested.then(|| id.clone()),
@@ -516,12 +561,24 @@ impl Source {
         }))
     }
 
-    /// Retry-timer expiry (§4.5 step 3).
+    /// Whether [`Source::handle_timeout`] would act at `now` (the retry timer is due with
+    /// messages in the window).
+    #[inline]
+    pub fn retry_due(&self, now: Instant) -> bool {
+        self.retry_deadline.is_some_and(|d| d <= now) && self.in_window > 0
+    }
+
+    /// Retry-timer expiry (§4.5 step 3). The check is inlined into the session's
+    /// `handle_timeout` (called every turn; the timer is rarely due).
+    #[inline]
     pub fn handle_timeout(&mut self, now: Instant) {
-        let Some(d) = self.retry_deadline else { return };
-        if d > now || self.in_window == 0 {
-            return;
+        if self.retry_due(now) {
+            self.retry_timer_expired(now);
         }
+    }
+
+    #[inline(never)]
+    fn retry_timer_expired(&mut self, now: Instant) {
         let head = self.window_start;
         if let Some(e) = self.entries.front_mut() {
             e.retries = e.retries.saturating_add(1);
@@ -548,6 +605,53 @@ impl Source {
         ack: &AckHeader,
         mut on_done: impl FnMut(u64),
     ) -> Result<(), Fault> {
+        #[cfg(test)]
+        let fast = !self.general_only;
+        #[cfg(not(test))]
+        let fast = true;
+        // Fast path: the in-order acknowledgement (one range `1..=u` reaching into the window,
+        // nothing acknowledged selectively). It is valid (`u` was sent; a range from 1 leaves
+        // out nothing acknowledged before) and acknowledges the window's entries up to `u`, none
+        // of which is acknowledged yet (`acked` is empty). When they all become done (one-way
+        // messages, replied requests) the window slides exactly over them and `acked` stays
+        // empty: the general path's merge walk, its insertion into `acked`, the slide's count
+        // and its removal from `acked` are skipped. Same effects as the general path.
+        if let [(1, u)] = ack.ranges[..] {
+            let ws = self.window_start;
+            let end = ws + self.in_window as u64;
+            if fast && self.acked.is_empty() && ws <= u && u < end && u <= self.highest_sent {
+                let br = if self.flow_control {
+                    ack.buffer_remaining.map(i64::from)
+                } else {
+                    None
+                };
+                // `u < end`: at most `in_window` entries, all present.
+                let n = (u - ws + 1) as usize;
+                let mut newly_done = 0u64;
+                let mut all_done = true;
+                for e in self.entries.iter_mut().take(n) {
+                    if !e.acked {
+                        e.acked = true;
+                        e.note_done(now);
+                        if e.done() {
+                            newly_done += 1;
+                            on_done(e.number);
+                        }
+                    }
+                    all_done &= e.done();
+                }
+                self.counters.acknowledged += newly_done;
+                if all_done {
+                    // Entry `n` (if any) is not acknowledged, hence not done: the slide is `n`.
+                    self.slide_by(now, br, n);
+                } else {
+                    // Two-way requests acknowledged but not replied stay in the window.
+                    self.acked.insert_range(ws, u);
+                    self.slide(now, br);
+                }
+                return Ok(());
+            }
+        }
         // Range sanity and bound: nothing above the highest number sent.
         for &(l, u) in &ack.ranges {
             if l == 0 || l > u || u > self.highest_sent {
@@ -679,7 +783,7 @@ impl Source {
         let Some(e) = self.sent_entry_mut(number) else {
             return false;
         };
-        if e.replied || !e.two_way {
+        if e.replied || !e.two_way() {
             return false;
         }
         e.replied = true;
@@ -705,6 +809,13 @@ impl Source {
         if slide == 0 {
             return;
         }
+        self.slide_by(now, br, slide);
+    }
+
+    /// Slides the window over its first `slide` entries, which must be done while the next
+    /// one in the window is not ([`Source::slide`] counts them; the in-order acknowledgement
+    /// knows the count without the walk).
+    fn slide_by(&mut self, now: Instant, br: Option<i64>, slide: usize) {
         let old_start = self.window_start;
         let old_ws = self.window_size;
         if let Some(br) = br {
@@ -712,23 +823,25 @@ impl Source {
             self.quota = br - (inflight - slide as i64).max(0);
         }
         for _ in 0..slide {
-            if let Some(e) = self.entries.pop_front() {
-                let sample = e
-                    .rtt_sample_us
-                    .or_else(|| e.last_sent.map(|t| us(now.saturating_duration_since(t))));
-                if let Some(m) = sample {
-                    let err = m - self.mean_rtt_us;
-                    self.serr_us += (err.abs() - self.serr_us) / 8;
-                    self.mean_rtt_us += err / 8;
-                    self.mean_rtt_us = self.mean_rtt_us.max(1);
-                }
+            // The sample is read in place and the entry dropped where it lies: moving it out
+            // first (`pop_front` into a binding) copied it twice.
+            let Some(e) = self.entries.front() else { break };
+            if let Some(m) = e.slide_sample(now) {
+                let err = m - self.mean_rtt_us;
+                self.serr_us += (err.abs() - self.serr_us) / 8;
+                self.mean_rtt_us += err / 8;
+                self.mean_rtt_us = self.mean_rtt_us.max(1);
             }
+            self.entries.pop_front();
         }
         self.recompute_timeout();
         self.in_window -= slide;
         self.window_start += slide as u64;
-        // Every entry slid over was done, hence acknowledged: out of `acked`.
-        self.acked.remove_through(self.window_start - 1);
+        // Every entry slid over was done, hence acknowledged: out of `acked` (nothing to do
+        // when it is empty, as in order).
+        if !self.acked.is_empty() {
+            self.acked.remove_through(self.window_start - 1);
+        }
         // Window growth.
         if self.window_size <= self.ssthresh {
             self.window_size = self
@@ -761,7 +874,7 @@ impl Source {
                     (Some(t), Some(l)) => t <= l,
                     _ => true,
                 };
-                let wanted = !e.done() && (!e.acked || e.two_way);
+                let wanted = !e.done() && (!e.acked || e.two_way());
                 if stale && wanted && !e.resend {
                     e.resend = true;
                     e.retries = e.retries.saturating_add(1);
@@ -808,14 +921,13 @@ impl Source {
                 payload,
                 message_id,
                 reply_to: None,
-                last: false,
-                two_way,
+                kind: Entry::kind(false, two_way),
                 retries: 0,
                 last_sent: None,
                 acked,
                 replied: false,
                 resend: !acked,
-                rtt_sample_us: None,
+                rtt_sample_us: NO_SAMPLE,
             });
             if !acked {
                 self.resend_queue.push_back(n);
