@@ -773,7 +773,7 @@ fn plain_len(msg: &Message, framing: &Framing, action: &ActionText<'_>) -> Optio
     }
     if let Some(seq) = &msg.sequence {
         n += seq_start(v).len()
-            + plain(seq.identifier.as_str())?
+            + seq.identifier.as_str().len()
             + "</r:Identifier><r:MessageNumber>".len()
             + w::digits(seq.number)
             + if seq.last_message && v == RmVersion::Wsrm10 {
@@ -781,9 +781,6 @@ fn plain_len(msg: &Message, framing: &Framing, action: &ActionText<'_>) -> Optio
             } else {
                 SEQ_END.len()
             };
-    }
-    if let ActionText::Other(a) = action {
-        plain(a)?;
     }
     n += action.element_len();
     if let Some(id) = &msg.message_id {
@@ -795,10 +792,119 @@ fn plain_len(msg: &Message, framing: &Framing, action: &ActionText<'_>) -> Optio
     if let Some(r) = &msg.relates_to {
         n += "<a:RelatesTo>".len() + plain(r)? + "</a:RelatesTo>".len();
     }
-    if let Some(to) = to_of(msg, framing) {
-        n += "<a:To s:mustUnderstand=\"1\">".len() + plain(to)? + "</a:To>".len();
+    let to = to_arc_of(msg, framing);
+    if let Some(to) = to {
+        n += "<a:To s:mustUnderstand=\"1\">".len() + to.len() + "</a:To>".len();
     }
-    Some(n)
+    // the values of every sequence message (its identifier, action and `To`) at once
+    let action = match &msg.action {
+        Action::Other(a) => Some(a),
+        _ => None,
+    };
+    all_plain(
+        msg.sequence.as_ref().map(|s| &s.identifier),
+        action,
+        to,
+        None,
+    )
+    .then_some(n)
+}
+
+/// The `To` of [`to_of`] as the `Arc` it is in.
+#[inline]
+fn to_arc_of<'a>(msg: &'a Message, framing: &'a Framing) -> Option<&'a Arc<str>> {
+    let to = msg.to.as_ref().or(framing.to.as_ref())?;
+    let omit =
+        framing.addressing == AddressingVersion::Wsa10 && **to == *framing.addressing.anonymous();
+    (!omit).then_some(to)
+}
+
+/// The last sequence identifier, application action, `To` and standalone acknowledgement's
+/// identifier found to need no escaping on this thread (see [`all_plain`]).
+struct PlainValues {
+    id: Option<SequenceId>,
+    /// Apart from `id`: a thread may encode both a client's messages and a service's
+    /// acknowledgements, whose identifiers are equal texts in different allocations.
+    ack_id: Option<SequenceId>,
+    action: Option<Arc<str>>,
+    to: Option<Arc<str>>,
+}
+
+thread_local! {
+    static PLAIN_VALUES: std::cell::RefCell<PlainValues> = const {
+        std::cell::RefCell::new(PlainValues { id: None, ack_id: None, action: None, to: None })
+    };
+}
+
+/// Whether the given values all need no escaping ([`plain`]).
+///
+/// A client's sequence messages share their identifier, action and `To` (the same `Arc`s,
+/// cloned per message), and a service's acknowledgements their identifier, so the values found plain last on this thread are kept (a clone each,
+/// which keeps their allocation alive): a value in the same allocation is the same immutable
+/// text, known plain without looking at it again (a pointer comparison instead of a scan of
+/// the text). Any other value is scanned, and kept when plain.
+fn all_plain(
+    id: Option<&SequenceId>,
+    action: Option<&Arc<str>>,
+    to: Option<&Arc<str>>,
+    ack_id: Option<&SequenceId>,
+) -> bool {
+    let same_id = |kept: &Option<SequenceId>, id: &SequenceId| {
+        kept.as_ref().is_some_and(|k| {
+            let (k, id) = (k.as_str(), id.as_str());
+            std::ptr::eq(k.as_ptr(), id.as_ptr()) && k.len() == id.len()
+        })
+    };
+    let same =
+        |kept: &Option<Arc<str>>, a: &Arc<str>| kept.as_ref().is_some_and(|k| Arc::ptr_eq(k, a));
+    let known = PLAIN_VALUES.try_with(|p| {
+        let Ok(mut p) = p.try_borrow_mut() else {
+            return None;
+        };
+        if let Some(id) = id {
+            if !same_id(&p.id, id) {
+                if !w::needs_no_escaping(id.as_str()) {
+                    return Some(false);
+                }
+                p.id = Some(id.clone());
+            }
+        }
+        if let Some(id) = ack_id {
+            if !same_id(&p.ack_id, id) {
+                if !w::needs_no_escaping(id.as_str()) {
+                    return Some(false);
+                }
+                p.ack_id = Some(id.clone());
+            }
+        }
+        if let Some(a) = action {
+            if !same(&p.action, a) {
+                if !w::needs_no_escaping(a) {
+                    return Some(false);
+                }
+                p.action = Some(a.clone());
+            }
+        }
+        if let Some(to) = to {
+            if !same(&p.to, to) {
+                if !w::needs_no_escaping(to) {
+                    return Some(false);
+                }
+                p.to = Some(to.clone());
+            }
+        }
+        Some(true)
+    });
+    match known {
+        Ok(Some(plain)) => plain,
+        // no thread-local storage (thread teardown) or in use: scanned
+        _ => {
+            id.is_none_or(|id| w::needs_no_escaping(id.as_str()))
+                && ack_id.is_none_or(|id| w::needs_no_escaping(id.as_str()))
+                && action.is_none_or(|a| w::needs_no_escaping(a))
+                && to.is_none_or(|t| w::needs_no_escaping(t))
+        }
+    }
 }
 
 /// The length of `s` if it needs no escaping as character data.
@@ -875,8 +981,11 @@ fn standalone_ack<'a>(msg: &'a Message, framing: &Framing) -> Option<(&'a AckHea
     }
     let v = msg.version;
     let final_ack = ack.final_ack && v == RmVersion::Wsrm11;
+    if !all_plain(None, None, None, Some(&ack.identifier)) {
+        return None;
+    }
     let mut n = start(framing.soap, framing.addressing, v, First::Ack).len()
-        + plain(ack.identifier.as_str())?
+        + ack.identifier.as_str().len()
         + ack_tail(v, final_ack, ack.buffer_remaining.is_some()).len();
     // the first range opens with ID_CLOSE_RANGE_OPEN, the others with RANGE_NEXT
     n += ID_CLOSE_RANGE_OPEN.len() - RANGE_NEXT.len();
@@ -950,13 +1059,20 @@ fn write_standalone_ack(msg: &Message, framing: &Framing, ack: &AckHeader, buf: 
     let v = msg.version;
     w::raw(buf, start(framing.soap, framing.addressing, v, First::Ack));
     w::raw(buf, ack.identifier.as_str());
-    let mut open = ID_CLOSE_RANGE_OPEN;
-    for (lo, up) in &ack.ranges {
-        w::raw(buf, open);
+    // the first range apart: each opening a literal of constant length, copied inline (one
+    // piece of varying length would be a call of `memcpy` per range)
+    let mut ranges = ack.ranges.iter();
+    if let Some((lo, up)) = ranges.next() {
+        w::raw(buf, ID_CLOSE_RANGE_OPEN);
         w::num(buf, *lo);
         w::raw(buf, RANGE_MID);
         w::num(buf, *up);
-        open = RANGE_NEXT;
+    }
+    for (lo, up) in ranges {
+        w::raw(buf, RANGE_NEXT);
+        w::num(buf, *lo);
+        w::raw(buf, RANGE_MID);
+        w::num(buf, *up);
     }
     let final_ack = ack.final_ack && v == RmVersion::Wsrm11;
     match ack.buffer_remaining {
@@ -1705,6 +1821,69 @@ fn write_sequence_fault_header(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Values kept as plain on this thread stand only for themselves: another value (also
+    /// one with the same text in another allocation, or one to escape) is looked at.
+    #[test]
+    fn plain_values_are_kept_per_allocation() {
+        let seq = |id: &SequenceId, action: &Arc<str>, to: &Arc<str>| {
+            let mut m = Message::new(
+                RmVersion::Wsrm10,
+                Action::Other(action.clone()),
+                Body::Application(Bytes::from_static(b"<p/>")),
+            );
+            m.sequence = Some(wsrm_proto::msg::SequenceHeader {
+                identifier: id.clone(),
+                number: 7,
+                last_message: false,
+            });
+            m.to = Some(to.clone());
+            let out = encode(&m, &Framing::default()).unwrap_or_default();
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        let (id, action, to) = (
+            SequenceId::from("urn:uuid:a"),
+            Arc::from("urn:op"),
+            Arc::from("http://h/s"),
+        );
+        for _ in 0..2 {
+            let out = seq(&id, &action, &to);
+            assert!(
+                out.contains(">urn:uuid:a<") && out.contains(">urn:op<"),
+                "{out}"
+            );
+        }
+        let out = seq(&SequenceId::from("urn:a&b"), &action, &to);
+        assert!(out.contains(">urn:a&amp;b<"), "{out}");
+        let out = seq(&id, &Arc::from("urn:op<"), &to);
+        assert!(out.contains(">urn:op&lt;<"), "{out}");
+        let out = seq(&id, &action, &Arc::from("http://h/s?a&b"));
+        assert!(out.contains(">http://h/s?a&amp;b<"), "{out}");
+        let out = seq(&id, &action, &to);
+        assert!(
+            out.contains(">urn:uuid:a<") && out.contains(">http://h/s<"),
+            "{out}"
+        );
+        let mut ack = Message::new(
+            RmVersion::Wsrm10,
+            Action::SequenceAcknowledgement,
+            Body::Empty,
+        );
+        for (text, want) in [
+            ("urn:x", ">urn:x<"),
+            ("urn:x&", ">urn:x&amp;<"),
+            ("urn:x", ">urn:x<"),
+        ] {
+            ack.ack = Some(AckHeader {
+                identifier: SequenceId::from(text),
+                ranges: vec![(1, 2)],
+                ..AckHeader::default()
+            });
+            let out = encode(&ack, &Framing::default()).unwrap_or_default();
+            let out = String::from_utf8_lossy(&out);
+            assert!(out.contains(want), "{out}");
+        }
+    }
 
     /// The literal constants are the namespaces they spell out.
     #[test]

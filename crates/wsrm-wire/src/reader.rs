@@ -144,7 +144,7 @@ pub(crate) fn read(bytes: &Bytes, limits: &Limits, fast: bool) -> Result<Decoded
     }
     // the standalone acknowledgement as the writer writes it: read at once from the bytes
     if fast {
-        if let Some(a) = &fast_ack::scan(bytes, limits) {
+        if let Some(a) = fast_ack::scan(bytes, limits) {
             return fast_ack::build(a);
         }
     }

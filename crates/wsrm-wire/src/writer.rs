@@ -196,8 +196,49 @@ const PAIRS: [u8; 200] = {
 /// is appended whole (a copy of constant length, no call of `memcpy`) and cut to the digits.
 /// Every number the writer writes is followed by more than 20 bytes, so with the buffer
 /// reserved at the message's size the 20 bytes fit.
+///
+/// A number below 10^8 (every message number and range bound in practice) is formatted
+/// without a loop: [`eight_digits`] gives its 8 digits with leading zeros in one word, which is
+/// shifted to drop them and appended whole (8 bytes) and cut to the digits.
 #[inline(always)]
-pub(crate) fn num(b: &mut impl Out, mut n: u64) {
+pub(crate) fn num(b: &mut impl Out, n: u64) {
+    // one digit (`Lower="1"`, `BufferRemaining` 8): one byte
+    if n < 10 {
+        b.put(&[b'0' + n as u8]);
+        return;
+    }
+    if n < 100_000_000 {
+        let d = digits(n);
+        let len = b.written() + d;
+        // the first digit is the lowest byte: shift the leading zeros out
+        let word = eight_digits(n) >> (8 * (8 - d));
+        b.put(&word.to_le_bytes());
+        b.cut(len);
+        return;
+    }
+    num_long(b, n);
+}
+
+/// The 8 decimal digits of `n < 10^8` (with leading zeros) as ASCII in one little-endian word,
+/// the first digit in the lowest byte: split into halves of 4 digits, each into pairs, each
+/// into digits, all lanes of one word at once (a multiplication and shift by a reciprocal per
+/// step, exact for the lane values involved).
+#[inline(always)]
+fn eight_digits(n: u64) -> u64 {
+    // 32-bit lanes: the first 4 digits, the last 4
+    let x = (n / 10_000) | ((n % 10_000) << 32);
+    // 16-bit lanes: x / 100 and x % 100 per 32-bit lane ((x · 5243) >> 19 = x / 100 for x < 43,699)
+    let hi = ((x * 5243) >> 19) & 0x0000_007F_0000_007F;
+    let pairs = hi | ((x - hi * 100) << 16);
+    // 8-bit lanes: p / 10 and p % 10 per 16-bit lane ((p · 103) >> 10 = p / 10 for p < 179)
+    let tens = ((pairs * 103) >> 10) & 0x000F_000F_000F_000F;
+    let digits = tens | ((pairs - tens * 10) << 8);
+    digits | 0x3030_3030_3030_3030
+}
+
+/// [`num`] for any number: formatted two digits at a time.
+#[inline(never)]
+fn num_long(b: &mut impl Out, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut i = digits(n);
     let len = b.written() + i;
@@ -287,6 +328,7 @@ mod tests {
         for k in 1..20u32 {
             ns.extend([10u64.pow(k) - 1, 10u64.pow(k), 10u64.pow(k) + 1]);
         }
+        ns.extend((0..100_000).map(|k| k * 997));
         for n in ns {
             assert_eq!(digits(n), n.to_string().len(), "{n}");
             let mut b = BytesMut::new();

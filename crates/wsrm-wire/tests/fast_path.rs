@@ -609,6 +609,24 @@ proptest! {
         }
         same(bytes, &limits)?;
     }
+
+    /// The same after the unmutated envelope was decoded on this thread: the per-thread
+    /// records of the last envelope (the acknowledgement's start, the identifiers) then match
+    /// the mutated one up to the mutation, and must not change what it decodes to.
+    #[test]
+    fn mutated_output_after_the_original_decodes_the_same(
+        (m, framing) in message(),
+        mutations in proptest::collection::vec(mutation(), 1..3),
+        limits in limits(),
+    ) {
+        let original = encode(&m, &framing).expect("encode");
+        let _ = decode(original.clone(), &Limits::default());
+        let mut bytes = original.to_vec();
+        for mu in &mutations {
+            bytes = apply(&bytes, mu);
+        }
+        same(bytes, &limits)?;
+    }
 }
 
 /// The hot shapes in every version, fully populated: the bases of the exhaustive test below.

@@ -70,6 +70,17 @@ impl<'a> B<'a> {
         }
     }
 
+    /// [`Self::lit`] for a literal of constant length: compared inline (a few wide loads),
+    /// not by a call of `memcmp` (which costs more than the comparison for these short runs).
+    #[inline(always)]
+    fn lit_n<const N: usize>(&mut self, l: &[u8; N]) -> bool {
+        let ok = self.rest().first_chunk::<N>() == Some(l);
+        if ok {
+            self.k += N;
+        }
+        ok
+    }
+
     /// A plain number ending at the byte `stop` (consumed too), see
     /// [`super::fast::plain_number_at`].
     #[inline(always)]
@@ -118,8 +129,6 @@ enum Id<'a> {
     /// Another one (checked and trimmed), to allocate and keep in the slot.
     New(&'a str, usize),
 }
-
-impl B<'_> {}
 
 /// The writer's envelope start (`map::prolog`), told apart by the first byte after
 /// `http://` of each URI: `<s:Envelope xmlns:s="http://`.
@@ -191,14 +200,19 @@ const ACTION_LEN: [usize; 2] = [
 /// The index of `SequenceAcknowledgement` in `RM10_ACTIONS` / `RM11_ACTIONS`.
 const ACTION_INDEX: [usize; 2] = [3, 6];
 
-const RANGE: &[u8] = b"<r:AcknowledgementRange Lower=\"";
+const RANGE: &[u8; 31] = b"<r:AcknowledgementRange Lower=\"";
+#[cfg(test)]
 const BUFFER_REMAINING: &[u8] =
     b"<netrm:BufferRemaining xmlns:netrm=\"http://schemas.microsoft.com/ws/2006/05/rm\">";
-const END: &[u8] = b"</s:Header><s:Body/></s:Envelope>";
+/// [`BUFFER_REMAINING`] in two pieces of at most 64 bytes: each compared inline.
+const BUFFER_REMAINING_1: &[u8; 47] = b"<netrm:BufferRemaining xmlns:netrm=\"http://sche";
+const BUFFER_REMAINING_2: &[u8; 33] = b"mas.microsoft.com/ws/2006/05/rm\">";
+const END: &[u8; 33] = b"</s:Header><s:Body/></s:Envelope>";
 
-/// How many ranges [`Ack`] holds inline (more are read again from the input when the result
-/// is built).
-const INLINE_RANGES: usize = 4;
+/// The capacity the ranges' list starts with: an acknowledgement under load has several (with
+/// 64 messages in flight on as many connections, about 5 on average), and growing the list
+/// from 4 would reallocate it.
+const RANGES_CAPACITY: usize = 8;
 
 /// Ascending, non-overlapping ranges with plain bounds ≥ 1 (at most `max`), each handed to
 /// `push` with its index; their number.
@@ -208,16 +222,16 @@ fn ranges(c: &mut B<'_>, max: usize, mut push: impl FnMut(usize, u64, u64)) -> O
     let mut prev_upper = 0u64;
     // `<r:A`: an AcknowledgementRange may follow (`<r:N`one, `<r:F`inal, `<ne`trm, `</r`);
     // `Lower="0"` is left for the 1.0 empty form
-    while c.at(3) == Some(b'A') && c.at(RANGE.len()) != Some(b'0') && c.lit(RANGE) {
+    while c.at(3) == Some(b'A') && c.at(RANGE.len()) != Some(b'0') && c.lit_n(RANGE) {
         if n >= max {
             return None;
         }
         let lo = c.plain(b'"')?;
-        if !c.lit(b" Upper=\"") {
+        if !c.lit_n(b" Upper=\"") {
             return None;
         }
         let up = c.plain(b'"')?;
-        if !c.lit(b"/>") || lo > up || lo <= prev_upper {
+        if !c.lit_n(b"/>") || lo > up || lo <= prev_upper {
             return None;
         }
         prev_upper = up;
@@ -227,24 +241,156 @@ fn ranges(c: &mut B<'_>, max: usize, mut push: impl FnMut(usize, u64, u64)) -> O
     Some(n)
 }
 
-/// What [`scan`] found: everything the result needs, nothing allocated.
+/// The start of the last standalone acknowledgement this path read on this thread, up to and
+/// including `</r:Identifier>`, with what [`scan`] found in it.
+///
+/// A client receives one acknowledgement per message, and those of one sequence start with
+/// the same bytes: the next one is matched against this start with one comparison instead of
+/// telling the versions apart, matching the start's literal, searching the identifier's end
+/// and looking the identifier up. That is exactly equivalent: `scan` reads these facts from
+/// these bytes alone (the versions from the literal; the identifier is the text up to the
+/// first `<`, and the kept start has no `<` before `</r:Identifier>`), and the only limit
+/// they meet, the identifier's length against `max_text_len`, is checked again on each use.
+struct LastStart {
+    /// The bytes, `<s:Envelope …` to `</r:Identifier>` included.
+    bytes: Vec<u8>,
+    soap: SoapVersion,
+    wsa: AddressingVersion,
+    vi: usize,
+    /// The length of the identifier's raw (untrimmed) text.
+    raw_len: usize,
+    /// The identifier read from it (trimmed), shared by every acknowledgement that starts so.
+    id: SequenceId,
+}
+
+thread_local! {
+    /// See [`LastStart`]; one per thread (one per client task's thread in the usual case of
+    /// one session per client).
+    static LAST_START: std::cell::RefCell<Option<LastStart>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The facts of [`LAST_START`] if `src` starts with its bytes and its identifier is within
+/// `max_text`: (SOAP, WS-Addressing, RM index, identifier, length of the start).
+#[inline]
+fn last_start(
+    src: &[u8],
+    max_text: usize,
+) -> Option<(SoapVersion, AddressingVersion, usize, SequenceId, usize)> {
+    LAST_START
+        .try_with(|l| {
+            let l = l.try_borrow().ok()?;
+            let s = l.as_ref()?;
+            let n = s.bytes.len();
+            (src.get(..n)? == s.bytes.as_slice() && s.raw_len <= max_text)
+                .then(|| (s.soap, s.wsa, s.vi, s.id.clone(), n))
+        })
+        .ok()
+        .flatten()
+}
+
+/// Keeps the start of an acknowledgement [`scan`] matched in full as [`LAST_START`] (its
+/// buffer reused).
+fn keep_start(a: &Ack<'_>, start_len: usize, raw_len: usize, id: &SequenceId) {
+    let Some(bytes) = a.src.get(..start_len) else {
+        return;
+    };
+    let _ = LAST_START.try_with(|l| {
+        let Ok(mut l) = l.try_borrow_mut() else {
+            return;
+        };
+        match l.as_mut() {
+            Some(s) => {
+                s.bytes.clear();
+                s.bytes.extend_from_slice(bytes);
+                s.soap = a.soap;
+                s.wsa = a.wsa;
+                s.vi = a.vi;
+                s.raw_len = raw_len;
+                s.id = id.clone();
+            }
+            None => {
+                *l = Some(LastStart {
+                    bytes: bytes.to_vec(),
+                    soap: a.soap,
+                    wsa: a.wsa,
+                    vi: a.vi,
+                    raw_len,
+                    id: id.clone(),
+                })
+            }
+        }
+    });
+}
+
+/// How [`scan`] came by the envelope's start.
+enum Start<'a> {
+    /// It is [`LAST_START`]'s: the identifier comes from there.
+    Kept(SequenceId),
+    /// Read here (`len` bytes, the identifier's raw text `raw_len` of them); kept when the
+    /// result is built.
+    Read {
+        id: Id<'a>,
+        len: usize,
+        raw_len: usize,
+    },
+}
+
+/// What [`scan`] found: everything the result needs (the ranges' list is the only allocation,
+/// made while reading them: read once, not again when the result is built).
 pub(super) struct Ack<'a> {
     src: &'a [u8],
     soap: SoapVersion,
     wsa: AddressingVersion,
     /// Index of the RM version (0: 1.0, 1: 1.1).
     vi: usize,
-    id: Id<'a>,
-    /// The first ranges, and where all of them start in `src`.
-    inline: [(u64, u64); INLINE_RANGES],
-    n: usize,
-    ranges_at: usize,
-    max_ranges: usize,
+    start: Start<'a>,
+    ranges: Vec<(u64, u64)>,
     final_ack: bool,
     buffer_remaining: Option<u32>,
     relates_to: Option<&'a str>,
     to: Option<&'a str>,
     headers: usize,
+}
+
+/// The envelope's start read from the bytes (no [`LAST_START`] for it): the versions, the
+/// identifier, the cursor after `</r:Identifier>`.
+#[inline(always)]
+fn read_start<'a>(
+    c: &mut B<'a>,
+    max_text: usize,
+) -> Option<(SoapVersion, AddressingVersion, usize, Start<'a>)> {
+    let s11 = usize::from(c.at(SOAP_AT)? == b's');
+    let wsa_at =
+        SOAP_AT + [crate::ns::SOAP12.len(), crate::ns::SOAP11.len()].get(s11)? + WSA_AFTER_SOAP - 7;
+    let w04 = usize::from(c.at(wsa_at)? == b's');
+    let (prolog, soap, wsa) = *PROLOGS.get(2 * s11 + w04)?;
+    // `<r:SequenceA` after the prolog (a sequence message has `<r:Sequence ` there)
+    if c.b.get(prolog.len() + 11) != Some(&b'A') {
+        return None;
+    }
+    let vi = usize::from(c.b.get(prolog.len() + RM_AT)? != &b's');
+    if !c.lit(STARTS.get(4 * s11 + 2 * w04 + vi)?) {
+        return None;
+    }
+    let raw = c.raw_text(b"</r:Identifier>", max_text)?;
+    let slot = id_slot(raw);
+    let id = match recent_id(raw, slot) {
+        Some(id) => Id::Shared(id),
+        None => {
+            let id = crate::xml::trim_xml(ascii(raw)?);
+            if id.is_empty() {
+                return None;
+            }
+            Id::New(id, slot)
+        }
+    };
+    let start = Start::Read {
+        id,
+        len: c.k,
+        raw_len: raw.len(),
+    };
+    Some((soap, wsa, vi, start))
 }
 
 /// Matches `src` against the standalone acknowledgement of the writer's shape (see the module
@@ -263,66 +409,48 @@ pub(super) fn scan<'a>(src: &'a [u8], limits: &Limits) -> Option<Ack<'a>> {
     }
     // the end first: a message with a body (a sequence message, perhaps with an
     // acknowledgement header at the start) is left at once
-    if !src.ends_with(END) {
+    if src.last_chunk::<33>() != Some(END) {
         return None;
     }
     let max_text = limits.max_text_len;
     let mut c = B { b: src, k: 0 };
 
-    let s11 = usize::from(c.at(SOAP_AT)? == b's');
-    let wsa_at =
-        SOAP_AT + [crate::ns::SOAP12.len(), crate::ns::SOAP11.len()].get(s11)? + WSA_AFTER_SOAP - 7;
-    let w04 = usize::from(c.at(wsa_at)? == b's');
-    let (prolog, soap, wsa) = *PROLOGS.get(2 * s11 + w04)?;
-    // `<r:SequenceA` after the prolog (a sequence message has `<r:Sequence ` there)
-    if c.b.get(prolog.len() + 11) != Some(&b'A') {
-        return None;
-    }
-    let vi = usize::from(c.b.get(prolog.len() + RM_AT)? != &b's');
+    let (soap, wsa, vi, start) = match last_start(src, max_text) {
+        Some((soap, wsa, vi, id, len)) => {
+            c.k = len;
+            (soap, wsa, vi, Start::Kept(id))
+        }
+        None => read_start(&mut c, max_text)?,
+    };
     let v = match vi {
         0 => RmVersion::Wsrm10,
         _ => RmVersion::Wsrm11,
     };
-    if !c.lit(STARTS.get(4 * s11 + 2 * w04 + vi)?) {
-        return None;
-    }
-    let raw = c.raw_text(b"</r:Identifier>", max_text)?;
-    let slot = id_slot(raw);
-    let id = match recent_id(raw, slot) {
-        Some(id) => Id::Shared(id),
-        None => {
-            let id = crate::xml::trim_xml(ascii(raw)?);
-            if id.is_empty() {
-                return None;
-            }
-            Id::New(id, slot)
-        }
-    };
 
-    let ranges_at = c.k;
     let max_ranges = limits.max_ack_ranges;
-    let mut inline = [(0u64, 0u64); INLINE_RANGES];
-    let n = ranges(&mut c, max_ranges, |i, lo, up| {
-        if let Some(r) = inline.get_mut(i) {
-            *r = (lo, up);
+    let mut list = Vec::new();
+    let n = ranges(&mut c, max_ranges, |_, lo, up| {
+        if list.capacity() == 0 {
+            list.reserve_exact(RANGES_CAPACITY);
         }
+        list.push((lo, up));
     })?;
     if n == 0 {
         let empty = match v {
             RmVersion::Wsrm10 => {
-                max_ranges >= 1 && c.lit(b"<r:AcknowledgementRange Lower=\"0\" Upper=\"0\"/>")
+                max_ranges >= 1 && c.lit_n(b"<r:AcknowledgementRange Lower=\"0\" Upper=\"0\"/>")
             }
-            RmVersion::Wsrm11 => c.lit(b"<r:None/>"),
+            RmVersion::Wsrm11 => c.lit_n(b"<r:None/>"),
         };
         if !empty {
             return None;
         }
     }
-    let final_ack = v == RmVersion::Wsrm11 && c.lit(b"<r:Final/>");
+    let final_ack = v == RmVersion::Wsrm11 && c.lit_n(b"<r:Final/>");
     let mut buffer_remaining = None;
-    if c.at(1) == Some(b'n') && c.lit(BUFFER_REMAINING) {
-        let k = if c.lit(b"0<") { 0 } else { c.plain(b'<')? };
-        if k > i32::MAX as u64 || !c.lit(b"/netrm:BufferRemaining>") {
+    if c.at(1) == Some(b'n') && c.lit_n(BUFFER_REMAINING_1) && c.lit_n(BUFFER_REMAINING_2) {
+        let k = if c.lit_n(b"0<") { 0 } else { c.plain(b'<')? };
+        if k > i32::MAX as u64 || !c.lit_n(b"/netrm:BufferRemaining>") {
             return None;
         }
         buffer_remaining = Some(k as u32);
@@ -334,15 +462,15 @@ pub(super) fn scan<'a>(src: &'a [u8], limits: &Limits) -> Option<Ack<'a>> {
         if !c.lit(ACK_END_ACTION.get(vi)?) {
             return None;
         }
-        if c.lit(b"<a:RelatesTo>") {
+        if c.lit_n(b"<a:RelatesTo>") {
             headers += 1;
             relates_to = Some(crate::xml::trim_xml(c.text(b"</a:RelatesTo>", max_text)?));
         }
-        if c.lit(b"<a:To s:mustUnderstand=\"1\">") {
+        if c.lit_n(b"<a:To s:mustUnderstand=\"1\">") {
             headers += 1;
             to = Some(c.text(b"</a:To>", max_text)?);
         }
-        if !c.lit(END) {
+        if !c.lit_n(END) {
             return None;
         }
     }
@@ -355,11 +483,8 @@ pub(super) fn scan<'a>(src: &'a [u8], limits: &Limits) -> Option<Ack<'a>> {
         soap,
         wsa,
         vi,
-        id,
-        inline,
-        n,
-        ranges_at,
-        max_ranges,
+        start,
+        ranges: list,
         final_ack,
         buffer_remaining,
         relates_to,
@@ -371,33 +496,28 @@ pub(super) fn scan<'a>(src: &'a [u8], limits: &Limits) -> Option<Ack<'a>> {
 /// The result for a matched envelope: what the general reader reads from it. (Returned as
 /// [`read`](super::read) returns it, so that it is written in place, not copied.)
 #[inline(never)]
-pub(super) fn build(a: &Ack<'_>) -> Result<Decoded, DecodeError> {
+pub(super) fn build(mut a: Ack<'_>) -> Result<Decoded, DecodeError> {
     let v = match a.vi {
         0 => RmVersion::Wsrm10,
         _ => RmVersion::Wsrm11,
     };
-    let ranges = match a.inline.get(..a.n) {
-        Some(r) => r.to_vec(),
-        None => {
-            let mut list = Vec::with_capacity(a.n);
-            let mut c = B {
-                b: a.src,
-                k: a.ranges_at,
-            };
-            // read before: cannot fail
-            let _ = ranges(&mut c, a.max_ranges, |_, lo, up| list.push((lo, up)));
-            list
-        }
-    };
+    let ranges = std::mem::take(&mut a.ranges);
     let action = match interned_rm_action(v, ACTION_INDEX.get(a.vi).copied().unwrap_or(0)) {
         Some(action) => action,
         None => std::sync::Arc::from(""),
     };
-    let identifier = match &a.id {
-        Id::Shared(id) => id.clone(),
-        Id::New(t, slot) => {
-            let id = SequenceId::new(*t);
-            remember_id(&id, *slot);
+    let identifier = match &a.start {
+        Start::Kept(id) => id.clone(),
+        Start::Read { id, len, raw_len } => {
+            let id = match id {
+                Id::Shared(id) => id.clone(),
+                Id::New(t, slot) => {
+                    let id = SequenceId::new(*t);
+                    remember_id(&id, *slot);
+                    id
+                }
+            };
+            keep_start(&a, *len, *raw_len, &id);
             id
         }
     };
@@ -428,7 +548,7 @@ pub(super) fn build(a: &Ack<'_>) -> Result<Decoded, DecodeError> {
             sequence: None,
             ack: Some(AckHeader {
                 identifier,
-                none: a.n == 0,
+                none: ranges.is_empty(),
                 ranges,
                 final_ack: a.final_ack,
                 nacks: Vec::new(),
@@ -595,5 +715,9 @@ mod tests {
         );
         let br = format!("<netrm:BufferRemaining xmlns:netrm=\"{NETRM}\">");
         assert_eq!(BUFFER_REMAINING, br.as_bytes());
+        assert_eq!(
+            BUFFER_REMAINING,
+            [&BUFFER_REMAINING_1[..], &BUFFER_REMAINING_2[..]].concat()
+        );
     }
 }
