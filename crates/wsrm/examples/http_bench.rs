@@ -282,7 +282,11 @@ async fn ceiling_same_settings(n: usize, conc: usize) -> Ceiling {
                         }
                     });
                 let mut builder = hyper::server::conn::http1::Builder::new();
-                builder.header_read_timeout(None).keep_alive(true);
+                // as wsrm's server (src/http.rs): flattened writes
+                builder
+                    .header_read_timeout(None)
+                    .keep_alive(true)
+                    .writev(false);
                 let conn = builder.serve_connection(TokioIo::new(tcp), svc);
                 tokio::pin!(conn);
                 let mut tick = tokio::time::interval(header_timeout / 4);
