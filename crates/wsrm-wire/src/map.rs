@@ -773,7 +773,7 @@ fn plain_len(msg: &Message, framing: &Framing, action: &ActionText<'_>) -> Optio
     }
     if let Some(seq) = &msg.sequence {
         n += seq_start(v).len()
-            + seq.identifier.as_str().len()
+            + plain(seq.identifier.as_str())?
             + "</r:Identifier><r:MessageNumber>".len()
             + w::digits(seq.number)
             + if seq.last_message && v == RmVersion::Wsrm10 {
@@ -781,6 +781,9 @@ fn plain_len(msg: &Message, framing: &Framing, action: &ActionText<'_>) -> Optio
             } else {
                 SEQ_END.len()
             };
+    }
+    if let ActionText::Other(a) = action {
+        plain(a)?;
     }
     n += action.element_len();
     if let Some(id) = &msg.message_id {
@@ -792,119 +795,10 @@ fn plain_len(msg: &Message, framing: &Framing, action: &ActionText<'_>) -> Optio
     if let Some(r) = &msg.relates_to {
         n += "<a:RelatesTo>".len() + plain(r)? + "</a:RelatesTo>".len();
     }
-    let to = to_arc_of(msg, framing);
-    if let Some(to) = to {
-        n += "<a:To s:mustUnderstand=\"1\">".len() + to.len() + "</a:To>".len();
+    if let Some(to) = to_of(msg, framing) {
+        n += "<a:To s:mustUnderstand=\"1\">".len() + plain(to)? + "</a:To>".len();
     }
-    // the values of every sequence message (its identifier, action and `To`) at once
-    let action = match &msg.action {
-        Action::Other(a) => Some(a),
-        _ => None,
-    };
-    all_plain(
-        msg.sequence.as_ref().map(|s| &s.identifier),
-        action,
-        to,
-        None,
-    )
-    .then_some(n)
-}
-
-/// The `To` of [`to_of`] as the `Arc` it is in.
-#[inline]
-fn to_arc_of<'a>(msg: &'a Message, framing: &'a Framing) -> Option<&'a Arc<str>> {
-    let to = msg.to.as_ref().or(framing.to.as_ref())?;
-    let omit =
-        framing.addressing == AddressingVersion::Wsa10 && **to == *framing.addressing.anonymous();
-    (!omit).then_some(to)
-}
-
-/// The last sequence identifier, application action, `To` and standalone acknowledgement's
-/// identifier found to need no escaping on this thread (see [`all_plain`]).
-struct PlainValues {
-    id: Option<SequenceId>,
-    /// Apart from `id`: a thread may encode both a client's messages and a service's
-    /// acknowledgements, whose identifiers are equal texts in different allocations.
-    ack_id: Option<SequenceId>,
-    action: Option<Arc<str>>,
-    to: Option<Arc<str>>,
-}
-
-thread_local! {
-    static PLAIN_VALUES: std::cell::RefCell<PlainValues> = const {
-        std::cell::RefCell::new(PlainValues { id: None, ack_id: None, action: None, to: None })
-    };
-}
-
-/// Whether the given values all need no escaping ([`plain`]).
-///
-/// A client's sequence messages share their identifier, action and `To` (the same `Arc`s,
-/// cloned per message), and a service's acknowledgements their identifier, so the values found plain last on this thread are kept (a clone each,
-/// which keeps their allocation alive): a value in the same allocation is the same immutable
-/// text, known plain without looking at it again (a pointer comparison instead of a scan of
-/// the text). Any other value is scanned, and kept when plain.
-fn all_plain(
-    id: Option<&SequenceId>,
-    action: Option<&Arc<str>>,
-    to: Option<&Arc<str>>,
-    ack_id: Option<&SequenceId>,
-) -> bool {
-    let same_id = |kept: &Option<SequenceId>, id: &SequenceId| {
-        kept.as_ref().is_some_and(|k| {
-            let (k, id) = (k.as_str(), id.as_str());
-            std::ptr::eq(k.as_ptr(), id.as_ptr()) && k.len() == id.len()
-        })
-    };
-    let same =
-        |kept: &Option<Arc<str>>, a: &Arc<str>| kept.as_ref().is_some_and(|k| Arc::ptr_eq(k, a));
-    let known = PLAIN_VALUES.try_with(|p| {
-        let Ok(mut p) = p.try_borrow_mut() else {
-            return None;
-        };
-        if let Some(id) = id {
-            if !same_id(&p.id, id) {
-                if !w::needs_no_escaping(id.as_str()) {
-                    return Some(false);
-                }
-                p.id = Some(id.clone());
-            }
-        }
-        if let Some(id) = ack_id {
-            if !same_id(&p.ack_id, id) {
-                if !w::needs_no_escaping(id.as_str()) {
-                    return Some(false);
-                }
-                p.ack_id = Some(id.clone());
-            }
-        }
-        if let Some(a) = action {
-            if !same(&p.action, a) {
-                if !w::needs_no_escaping(a) {
-                    return Some(false);
-                }
-                p.action = Some(a.clone());
-            }
-        }
-        if let Some(to) = to {
-            if !same(&p.to, to) {
-                if !w::needs_no_escaping(to) {
-                    return Some(false);
-                }
-                p.to = Some(to.clone());
-            }
-        }
-        Some(true)
-    });
-    match known {
-        Ok(Some(plain)) => plain,
-        // no thread-local storage (thread teardown) or in use: scanned
-        _ => {
-            id.is_none_or(|id| w::needs_no_escaping(id.as_str()))
-                && ack_id.is_none_or(|id| w::needs_no_escaping(id.as_str()))
-                && action.is_none_or(|a| w::needs_no_escaping(a))
-                && to.is_none_or(|t| w::needs_no_escaping(t))
-        }
-    }
+    Some(n)
 }
 
 /// The length of `s` if it needs no escaping as character data.
@@ -981,11 +875,8 @@ fn standalone_ack<'a>(msg: &'a Message, framing: &Framing) -> Option<(&'a AckHea
     }
     let v = msg.version;
     let final_ack = ack.final_ack && v == RmVersion::Wsrm11;
-    if !all_plain(None, None, None, Some(&ack.identifier)) {
-        return None;
-    }
     let mut n = start(framing.soap, framing.addressing, v, First::Ack).len()
-        + ack.identifier.as_str().len()
+        + plain(ack.identifier.as_str())?
         + ack_tail(v, final_ack, ack.buffer_remaining.is_some()).len();
     // the first range opens with ID_CLOSE_RANGE_OPEN, the others with RANGE_NEXT
     n += ID_CLOSE_RANGE_OPEN.len() - RANGE_NEXT.len();
@@ -1822,10 +1713,11 @@ fn write_sequence_fault_header(
 mod tests {
     use super::*;
 
-    /// Values kept as plain on this thread stand only for themselves: another value (also
-    /// one with the same text in another allocation, or one to escape) is looked at.
+    /// The fast writers (sequence message, standalone acknowledgement) escape any value that
+    /// needs it, also right after writing plain ones (nothing from an earlier message is taken
+    /// for granted).
     #[test]
-    fn plain_values_are_kept_per_allocation() {
+    fn fast_writers_escape_each_value() {
         let seq = |id: &SequenceId, action: &Arc<str>, to: &Arc<str>| {
             let mut m = Message::new(
                 RmVersion::Wsrm10,

@@ -611,8 +611,8 @@ proptest! {
     }
 
     /// The same after the unmutated envelope was decoded on this thread: the per-thread
-    /// records of the last envelope (the acknowledgement's start, the identifiers) then match
-    /// the mutated one up to the mutation, and must not change what it decodes to.
+    /// record of recent identifiers then holds the original's, which matches the mutated
+    /// envelope up to the mutation and must not change what it decodes to.
     #[test]
     fn mutated_output_after_the_original_decodes_the_same(
         (m, framing) in message(),

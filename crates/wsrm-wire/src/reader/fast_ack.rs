@@ -241,110 +241,14 @@ fn ranges(c: &mut B<'_>, max: usize, mut push: impl FnMut(usize, u64, u64)) -> O
     Some(n)
 }
 
-/// The start of the last standalone acknowledgement this path read on this thread, up to and
-/// including `</r:Identifier>`, with what [`scan`] found in it.
-///
-/// A client receives one acknowledgement per message, and those of one sequence start with
-/// the same bytes: the next one is matched against this start with one comparison instead of
-/// telling the versions apart, matching the start's literal, searching the identifier's end
-/// and looking the identifier up. That is exactly equivalent: `scan` reads these facts from
-/// these bytes alone (the versions from the literal; the identifier is the text up to the
-/// first `<`, and the kept start has no `<` before `</r:Identifier>`), and the only limit
-/// they meet, the identifier's length against `max_text_len`, is checked again on each use.
-struct LastStart {
-    /// The bytes, `<s:Envelope …` to `</r:Identifier>` included.
-    bytes: Vec<u8>,
-    soap: SoapVersion,
-    wsa: AddressingVersion,
-    vi: usize,
-    /// The length of the identifier's raw (untrimmed) text.
-    raw_len: usize,
-    /// The identifier read from it (trimmed), shared by every acknowledgement that starts so.
-    id: SequenceId,
-}
-
-thread_local! {
-    /// See [`LastStart`]; one per thread (one per client task's thread in the usual case of
-    /// one session per client).
-    static LAST_START: std::cell::RefCell<Option<LastStart>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// The facts of [`LAST_START`] if `src` starts with its bytes and its identifier is within
-/// `max_text`: (SOAP, WS-Addressing, RM index, identifier, length of the start).
-#[inline]
-fn last_start(
-    src: &[u8],
-    max_text: usize,
-) -> Option<(SoapVersion, AddressingVersion, usize, SequenceId, usize)> {
-    LAST_START
-        .try_with(|l| {
-            let l = l.try_borrow().ok()?;
-            let s = l.as_ref()?;
-            let n = s.bytes.len();
-            (src.get(..n)? == s.bytes.as_slice() && s.raw_len <= max_text)
-                .then(|| (s.soap, s.wsa, s.vi, s.id.clone(), n))
-        })
-        .ok()
-        .flatten()
-}
-
-/// Keeps the start of an acknowledgement [`scan`] matched in full as [`LAST_START`] (its
-/// buffer reused).
-fn keep_start(a: &Ack<'_>, start_len: usize, raw_len: usize, id: &SequenceId) {
-    let Some(bytes) = a.src.get(..start_len) else {
-        return;
-    };
-    let _ = LAST_START.try_with(|l| {
-        let Ok(mut l) = l.try_borrow_mut() else {
-            return;
-        };
-        match l.as_mut() {
-            Some(s) => {
-                s.bytes.clear();
-                s.bytes.extend_from_slice(bytes);
-                s.soap = a.soap;
-                s.wsa = a.wsa;
-                s.vi = a.vi;
-                s.raw_len = raw_len;
-                s.id = id.clone();
-            }
-            None => {
-                *l = Some(LastStart {
-                    bytes: bytes.to_vec(),
-                    soap: a.soap,
-                    wsa: a.wsa,
-                    vi: a.vi,
-                    raw_len,
-                    id: id.clone(),
-                })
-            }
-        }
-    });
-}
-
-/// How [`scan`] came by the envelope's start.
-enum Start<'a> {
-    /// It is [`LAST_START`]'s: the identifier comes from there.
-    Kept(SequenceId),
-    /// Read here (`len` bytes, the identifier's raw text `raw_len` of them); kept when the
-    /// result is built.
-    Read {
-        id: Id<'a>,
-        len: usize,
-        raw_len: usize,
-    },
-}
-
 /// What [`scan`] found: everything the result needs (the ranges' list is the only allocation,
 /// made while reading them: read once, not again when the result is built).
 pub(super) struct Ack<'a> {
-    src: &'a [u8],
     soap: SoapVersion,
     wsa: AddressingVersion,
     /// Index of the RM version (0: 1.0, 1: 1.1).
     vi: usize,
-    start: Start<'a>,
+    id: Id<'a>,
     ranges: Vec<(u64, u64)>,
     final_ack: bool,
     buffer_remaining: Option<u32>,
@@ -353,13 +257,13 @@ pub(super) struct Ack<'a> {
     headers: usize,
 }
 
-/// The envelope's start read from the bytes (no [`LAST_START`] for it): the versions, the
-/// identifier, the cursor after `</r:Identifier>`.
+/// The envelope's start read from the bytes: the versions, the identifier, the cursor after
+/// `</r:Identifier>`.
 #[inline(always)]
 fn read_start<'a>(
     c: &mut B<'a>,
     max_text: usize,
-) -> Option<(SoapVersion, AddressingVersion, usize, Start<'a>)> {
+) -> Option<(SoapVersion, AddressingVersion, usize, Id<'a>)> {
     let s11 = usize::from(c.at(SOAP_AT)? == b's');
     let wsa_at =
         SOAP_AT + [crate::ns::SOAP12.len(), crate::ns::SOAP11.len()].get(s11)? + WSA_AFTER_SOAP - 7;
@@ -385,12 +289,7 @@ fn read_start<'a>(
             Id::New(id, slot)
         }
     };
-    let start = Start::Read {
-        id,
-        len: c.k,
-        raw_len: raw.len(),
-    };
-    Some((soap, wsa, vi, start))
+    Some((soap, wsa, vi, id))
 }
 
 /// Matches `src` against the standalone acknowledgement of the writer's shape (see the module
@@ -415,13 +314,7 @@ pub(super) fn scan<'a>(src: &'a [u8], limits: &Limits) -> Option<Ack<'a>> {
     let max_text = limits.max_text_len;
     let mut c = B { b: src, k: 0 };
 
-    let (soap, wsa, vi, start) = match last_start(src, max_text) {
-        Some((soap, wsa, vi, id, len)) => {
-            c.k = len;
-            (soap, wsa, vi, Start::Kept(id))
-        }
-        None => read_start(&mut c, max_text)?,
-    };
+    let (soap, wsa, vi, id) = read_start(&mut c, max_text)?;
     let v = match vi {
         0 => RmVersion::Wsrm10,
         _ => RmVersion::Wsrm11,
@@ -479,11 +372,10 @@ pub(super) fn scan<'a>(src: &'a [u8], limits: &Limits) -> Option<Ack<'a>> {
         return None;
     }
     Some(Ack {
-        src,
         soap,
         wsa,
         vi,
-        start,
+        id,
         ranges: list,
         final_ack,
         buffer_remaining,
@@ -506,18 +398,11 @@ pub(super) fn build(mut a: Ack<'_>) -> Result<Decoded, DecodeError> {
         Some(action) => action,
         None => std::sync::Arc::from(""),
     };
-    let identifier = match &a.start {
-        Start::Kept(id) => id.clone(),
-        Start::Read { id, len, raw_len } => {
-            let id = match id {
-                Id::Shared(id) => id.clone(),
-                Id::New(t, slot) => {
-                    let id = SequenceId::new(*t);
-                    remember_id(&id, *slot);
-                    id
-                }
-            };
-            keep_start(&a, *len, *raw_len, &id);
+    let identifier = match &a.id {
+        Id::Shared(id) => id.clone(),
+        Id::New(t, slot) => {
+            let id = SequenceId::new(*t);
+            remember_id(&id, *slot);
             id
         }
     };
