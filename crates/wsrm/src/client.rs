@@ -855,7 +855,24 @@ impl Driver {
             if deadline < sleep.deadline() || sleep.is_elapsed() {
                 sleep.as_mut().reset(deadline);
             }
+            // Biased, finished exchanges first: most turns are woken by one, and then the
+            // command channel is not polled before it (each poll of an empty channel
+            // registers the driver's waker again). Commands and the timer wait at most while
+            // finished exchanges keep coming, which the window bounds; the engine's timers
+            // are run at the start of every turn anyway, with the clock read by the branch.
             tokio::select! {
+                biased;
+                Some(done) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    now = Instant::now();
+                    self.exchange_done(done, now);
+                    // Every other finished exchange in the same turn (see above).
+                    for _ in 0..BATCH {
+                        match self.inflight.next().now_or_never() {
+                            Some(Some(done)) => self.exchange_done(done, now),
+                            _ => break,
+                        }
+                    }
+                }
                 cmd = rx.recv(), if cmds_open => {
                     now = Instant::now();
                     match cmd {
@@ -879,17 +896,6 @@ impl Driver {
                         }
                     }
                 },
-                Some(done) = self.inflight.next(), if !self.inflight.is_empty() => {
-                    now = Instant::now();
-                    self.exchange_done(done, now);
-                    // Every other finished exchange in the same turn (see above).
-                    for _ in 0..BATCH {
-                        match self.inflight.next().now_or_never() {
-                            Some(Some(done)) => self.exchange_done(done, now),
-                            _ => break,
-                        }
-                    }
-                }
                 _ = &mut sleep => now = Instant::now(),
             }
         }
