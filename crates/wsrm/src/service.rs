@@ -716,12 +716,12 @@ async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// The engine's answer to an exchange: a message (200/500) or nothing (202).
-// Returned once per exchange and consumed at once: boxing the message would cost the
-// allocation this type exists to avoid.
-#[allow(clippy::large_enum_variant)]
 enum Answer {
-    /// Given while the exchange's message went through the engine.
-    Now(Option<Message>),
+    /// Given while the exchange's message went through the engine. Boxed where the driver
+    /// takes it from the engine: from there it passes through five values (the driver's
+    /// slot, this, the lock's result, the exchange's match, the response) before it is
+    /// encoded, and one allocation costs less than copying a ~360-byte message five times.
+    Now(Option<Box<Message>>),
     /// Later: the exchange is parked (a request waiting for its reply) or, with a durable
     /// store, the answer waits for the store writes before it.
     Later(oneshot::Receiver<Option<Message>>),
@@ -758,7 +758,7 @@ impl Front {
         Handled::Respond(h::empty(status))
     }
 
-    fn respond(&self, m: Option<Message>, version: MessageVersion) -> Handled {
+    fn respond(&self, m: Option<&Message>, version: MessageVersion) -> Handled {
         let Some(m) = m else {
             return Handled::Respond(h::empty(StatusCode::ACCEPTED));
         };
@@ -768,7 +768,7 @@ impl Front {
 
     fn respond_framed(
         &self,
-        m: Message,
+        m: &Message,
         version: MessageVersion,
         framing: &wsrm_wire::Framing,
     ) -> Handled {
@@ -777,7 +777,7 @@ impl Front {
         } else {
             StatusCode::OK
         };
-        match codec::encode_framed(&m, version, framing) {
+        match codec::encode_framed(m, version, framing) {
             Ok(enc) => {
                 let mut r = Response::new(Full::new(enc.body));
                 *r.status_mut() = status;
@@ -829,7 +829,7 @@ impl Front {
                 let version = codec::error_version(&e, self.version);
                 return match codec::error_fault(&e) {
                     Some(m) => {
-                        self.respond_framed(m, version, &codec::error_framing(&e, self.version))
+                        self.respond_framed(&m, version, &codec::error_framing(&e, self.version))
                     }
                     None => Handled::Respond(h::empty(
                         StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
@@ -840,7 +840,7 @@ impl Front {
         if version != self.version {
             self.shared.counters.refused.fetch_add(1, Ordering::Relaxed);
             let fault = codec::version_mismatch(self.version, message.version);
-            return self.respond(Some(fault), self.version);
+            return self.respond(Some(&fault), self.version);
         }
         // The buffer cap: refuse new application sequence messages while handlers are behind.
         if message.sequence.is_some()
@@ -859,7 +859,7 @@ impl Front {
             // of it is stored (the driver checks again, for the non-durable path).
             if self.shared.mutual {
                 if let Some(refusal) = self.core.lock().check_owner(&message, identity.as_ref()) {
-                    return self.respond(Some(refusal), version);
+                    return self.respond(Some(&refusal), version);
                 }
             }
             // Durable: the message is stored before the engine (and so any ack) sees it.
@@ -876,19 +876,19 @@ impl Front {
         }
         let mut rx = match answer {
             // the usual case: answered while the message went through the engine
-            Answer::Now(m) => return self.respond(m, version),
+            Answer::Now(m) => return self.respond(m.as_deref(), version),
             Answer::Later(rx) => rx,
         };
         // Durable: usually sent already (no writes pending); then no timer.
         match rx.try_recv() {
-            Ok(m) => return self.respond(m, version),
+            Ok(m) => return self.respond(m.as_ref(), version),
             Err(oneshot::error::TryRecvError::Closed) => {
                 return Handled::Respond(h::empty(StatusCode::ACCEPTED))
             }
             Err(oneshot::error::TryRecvError::Empty) => {}
         }
         match tokio::time::timeout(self.exchange_timeout, rx).await {
-            Ok(Ok(m)) => self.respond(m, version),
+            Ok(Ok(m)) => self.respond(m.as_ref(), version),
             _ => Handled::Respond(h::empty(StatusCode::ACCEPTED)),
         }
     }
@@ -920,7 +920,7 @@ struct Driver {
     exchanges: HashMap<ExchangeId, oneshot::Sender<Option<Message>>, FastHash>,
     /// The exchange whose message is going through the engine right now, and its answer once
     /// the engine gave it (see [`Driver::exchange`]).
-    inline: Option<(ExchangeId, Option<Option<Message>>)>,
+    inline: Option<(ExchangeId, Option<Option<Box<Message>>>)>,
     sessions: HashMap<SessionId, SessionSlot, FastHash>,
     /// Sessions by inbound sequence identifier (for [`Service::session_stats`]).
     by_sequence: HashMap<SequenceId, SessionId, FastHash>,
@@ -987,7 +987,7 @@ impl Driver {
     fn exchange(&mut self, message: Message, identity: Option<ClientIdentity>) -> Answer {
         let now = Instant::now().into_std();
         if let Some(refusal) = self.check_owner(&message, identity.as_ref()) {
-            return Answer::Now(Some(refusal));
+            return Answer::Now(Some(Box::new(refusal)));
         }
         self.next_exchange += 1;
         let ex = ExchangeId(self.next_exchange);
@@ -1098,7 +1098,7 @@ impl Driver {
                         // the exchange being run inline: its answer goes back directly
                         if matches!(&self.inline, Some((cur, None)) if *cur == ex) {
                             if let Some((_, slot)) = &mut self.inline {
-                                *slot = Some(t.message);
+                                *slot = Some(t.message.map(Box::new));
                             }
                             continue;
                         }
