@@ -111,8 +111,8 @@ const fn bytes(b: u8) -> u64 {
 }
 
 /// [`plain_number_at`] on the first 8 bytes `w` of the input (little-endian), for a `stop`
-/// that is not a digit: `None` when
-/// all 8 are digits (the loop reads a longer number), else the answer. The digits are the
+/// that is not a digit: `None` when all 8 are digits (the loop reads a longer number), else
+/// the answer. The digits are the
 /// bytes before the first non-digit: a byte is a digit when its high nibble is 3 and adding
 /// 6 leaves it 3 (a carry out of a byte comes only from a non-digit, so the bytes up to the
 /// first non-digit are tested exactly); the value is formed pairwise from the digits
