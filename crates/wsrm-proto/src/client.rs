@@ -1130,7 +1130,7 @@ impl ClientSession {
     ///
     /// Called every turn and rarely with anything due: the check that nothing is (open or
     /// closing, no close deadline, neither the inactivity nor the keep-alive nor the retry
-    /// timer due) is inline; everything else is [`Self::timers`].
+    /// timer due) is inline; everything else is done out of line.
     #[inline]
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.fast()
@@ -1233,7 +1233,7 @@ impl ClientSession {
     ///
     /// Called every turn. Open, not closing, without an inbound sequence (one-way), no stage or
     /// close deadline counts and the keep-alive does: the retry timer and `idle_deadline` give
-    /// the answer, inline; everything else is [`Self::next_deadline`].
+    /// the answer, inline; everything else is computed out of line.
     #[inline]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.state == ClientState::Open
