@@ -84,6 +84,17 @@ impl Entry {
         self.acked && (!self.two_way() || self.replied)
     }
 
+    /// Marks the entry acknowledged (if it was not yet); true when that made it done.
+    #[inline]
+    fn acknowledge(&mut self, now: Instant) -> bool {
+        if self.acked {
+            return false;
+        }
+        self.acked = true;
+        self.note_done(now);
+        self.done()
+    }
+
     /// Records the round-trip sample the first time the message becomes done.
     fn note_done(&mut self, now: Instant) {
         if self.rtt_sample_us == NO_SAMPLE && self.done() {
@@ -630,13 +641,9 @@ impl Source {
                 let mut newly_done = 0u64;
                 let mut all_done = true;
                 for e in self.entries.iter_mut().take(n) {
-                    if !e.acked {
-                        e.acked = true;
-                        e.note_done(now);
-                        if e.done() {
-                            newly_done += 1;
-                            on_done(e.number);
-                        }
+                    if e.acknowledge(now) {
+                        newly_done += 1;
+                        on_done(e.number);
                     }
                     all_done &= e.done();
                 }
@@ -738,13 +745,9 @@ impl Source {
                     break;
                 }
                 for e in self.entries.range_mut(from..=to) {
-                    if !e.acked {
-                        e.acked = true;
-                        e.note_done(now);
-                        if e.done() {
-                            newly_done += 1;
-                            on_done(e.number);
-                        }
+                    if e.acknowledge(now) {
+                        newly_done += 1;
+                        on_done(e.number);
                     }
                 }
                 newly_acked = true;
