@@ -243,7 +243,38 @@ async fn ceiling_same_settings(n: usize, conc: usize) -> Ceiling {
     let addr = listener.local_addr().unwrap();
     let (header_timeout, body_timeout) = (t.request_header_timeout, t.request_body_timeout);
     let permits = Arc::new(tokio::sync::Semaphore::new(t.max_connections));
+    // The head-read timeout as wsrm's server keeps it (src/http.rs, `sweep`): a counter per
+    // request, one task looking at every connection four times per timeout, and a stop
+    // signal per connection.
+    type Watched = (
+        Arc<std::sync::atomic::AtomicU64>,
+        u64,
+        u32,
+        tokio::sync::oneshot::Sender<()>,
+    );
+    let open: Arc<std::sync::Mutex<std::collections::HashMap<u64, Watched>>> = Arc::default();
+    let swept = open.clone();
     tokio::spawn(async move {
+        let mut tick = tokio::time::interval(header_timeout / 4);
+        loop {
+            tick.tick().await;
+            let mut o = swept.lock().unwrap();
+            let idle: Vec<_> = o
+                .extract_if(|_, (heads, last, idle, _)| {
+                    let h = heads.load(std::sync::atomic::Ordering::Relaxed);
+                    *idle = if h == *last { *idle + 1 } else { 0 };
+                    *last = h;
+                    *idle >= 5
+                })
+                .collect();
+            drop(o);
+            for (_, (_, _, _, stop)) in idle {
+                let _ = stop.send(());
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut next = 0u64;
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
@@ -252,11 +283,16 @@ async fn ceiling_same_settings(n: usize, conc: usize) -> Ceiling {
                 return;
             };
             let _ = tcp.set_nodelay(true);
+            let heads = Arc::new(std::sync::atomic::AtomicU64::new(1));
+            let (stop_tx, stop) = tokio::sync::oneshot::channel();
+            next += 1;
+            let id = next;
+            open.lock()
+                .unwrap()
+                .insert(id, (heads.clone(), 0, 0, stop_tx));
+            let open = open.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                // The head-read timeout as wsrm's server keeps it: a counter per request and
-                // one watchdog tick per quarter timeout per connection (src/http.rs).
-                let heads = Arc::new(std::sync::atomic::AtomicU64::new(0));
                 let seen = heads.clone();
                 let svc =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
@@ -288,22 +324,11 @@ async fn ceiling_same_settings(n: usize, conc: usize) -> Ceiling {
                     .keep_alive(true)
                     .writev(false);
                 let conn = builder.serve_connection(TokioIo::new(tcp), svc);
-                tokio::pin!(conn);
-                let mut tick = tokio::time::interval(header_timeout / 4);
-                let (mut last, mut idle) = (0, 0);
-                loop {
-                    tokio::select! {
-                        _ = conn.as_mut() => return,
-                        _ = tick.tick() => {
-                            let h = heads.load(std::sync::atomic::Ordering::Relaxed);
-                            idle = if h == last { idle + 1 } else { 0 };
-                            last = h;
-                            if idle >= 5 {
-                                return;
-                            }
-                        }
-                    }
+                tokio::select! {
+                    _ = conn => {}
+                    _ = stop => {}
                 }
+                open.lock().unwrap().remove(&id);
             });
         }
     });

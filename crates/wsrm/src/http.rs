@@ -161,6 +161,11 @@ pub(crate) async fn serve<H, F>(
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let open = Arc::new(std::sync::Mutex::new(OpenConns::default()));
+    let sweeper = tokio::spawn(sweep(
+        open.clone(),
+        limits.header_read_timeout,
+        shutdown.clone(),
+    ));
     loop {
         let permit = tokio::select! {
             _ = shutdown.changed() => break,
@@ -181,7 +186,7 @@ pub(crate) async fn serve<H, F>(
         let handler = handler.clone();
         let tls = tls.clone();
         let limits = limits.clone();
-        let (entry, mut conn_shutdown) = OpenConns::register(&open);
+        let (entry, mut conn_shutdown, activity) = OpenConns::register(&open);
         tokio::spawn(async move {
             let _permit = permit;
             let _entry = entry;
@@ -191,7 +196,7 @@ pub(crate) async fn serve<H, F>(
                         peer,
                         identity: None,
                     });
-                    serve_conn(tcp, info, &limits, handler, &mut conn_shutdown).await;
+                    serve_conn(tcp, info, activity, handler, &mut conn_shutdown).await;
                 }
                 Some(acceptor) => {
                     let accepted =
@@ -215,41 +220,73 @@ pub(crate) async fn serve<H, F>(
                         .and_then(|c| c.first())
                         .map(|c| ClientIdentity::from_der(c.as_ref()));
                     let info = Arc::new(ConnInfo { peer, identity });
-                    serve_conn(stream, info, &limits, handler, &mut conn_shutdown).await;
+                    serve_conn(stream, info, activity, handler, &mut conn_shutdown).await;
                 }
             }
         });
     }
+    sweeper.abort();
     // Every open connection's signal: they finish their requests in flight and close.
     open.lock().unwrap_or_else(|e| e.into_inner()).stop.clear();
 }
 
-/// The shutdown signals of the open connections: a oneshot per connection, all dropped when the
-/// accept loop ends. A connection task polls its receiver each time it runs, which is a load of
-/// the receiver's state; polling a `watch` receiver's `changed()` instead locked the waiter list
-/// that every connection of the service shares, on every request.
+/// The open connections: each one's stop signal and what the slow-drip sweep (see [`sweep`])
+/// observes of it. A connection task polls its signal's receiver each time it runs, which is a
+/// load of the receiver's state; polling a `watch` receiver's `changed()` instead locked the
+/// waiter list that every connection of the service shares, on every request.
 #[derive(Default)]
 struct OpenConns {
     next: u64,
-    stop: std::collections::HashMap<u64, tokio::sync::oneshot::Sender<()>>,
+    stop: std::collections::HashMap<u64, Watched>,
+}
+
+/// An open connection as the sweep sees it.
+struct Watched {
+    /// Dropped when the service shuts down (the connection finishes its requests in flight and
+    /// closes); [`Stop::Idle`] when the sweep found it idle for the header read timeout.
+    tx: tokio::sync::oneshot::Sender<Stop>,
+    activity: Arc<Activity>,
+    last_heads: u64,
+    idle_looks: u32,
+}
+
+/// Why a connection is told to stop (a dropped sender: the service shuts down).
+enum Stop {
+    /// No request head completed for the header read timeout while none was being handled.
+    Idle,
 }
 
 impl OpenConns {
-    /// Registers a new connection: its entry (which unregisters it when dropped) and its signal.
+    /// Registers a new connection: its entry (which unregisters it when dropped), its signal
+    /// and its activity counters.
     fn register(
         open: &Arc<std::sync::Mutex<OpenConns>>,
-    ) -> (OpenConn, tokio::sync::oneshot::Receiver<()>) {
+    ) -> (
+        OpenConn,
+        tokio::sync::oneshot::Receiver<Stop>,
+        Arc<Activity>,
+    ) {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let activity = Arc::new(Activity::default());
         let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
         let id = o.next;
         o.next += 1;
-        o.stop.insert(id, tx);
+        o.stop.insert(
+            id,
+            Watched {
+                tx,
+                activity: activity.clone(),
+                last_heads: 0,
+                idle_looks: 0,
+            },
+        );
         (
             OpenConn {
                 open: open.clone(),
                 id,
             },
             rx,
+            activity,
         )
     }
 }
@@ -270,19 +307,68 @@ impl Drop for OpenConn {
     }
 }
 
+/// How many looks per header read timeout the sweep takes, plus one.
+const LOOKS: u32 = 5;
+
+/// Slow-drip defence: a connection on which no request head completes for the header read
+/// timeout while no request is being handled (a head dripping in, or an idle keep-alive
+/// connection) is closed. One task per service looks at every open connection four times per
+/// timeout and stops one after five idle looks in a row, so between 1 and 1.25 times the
+/// timeout after its last activity. A request costs two counter updates; a connection has no
+/// timer of its own (a timer per connection, polled each time the connection's task ran, cost
+/// ~0.25 k instructions per request).
+async fn sweep(
+    open: Arc<std::sync::Mutex<OpenConns>>,
+    timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let period = (timeout / (LOOKS - 1)).max(Duration::from_millis(1));
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = interval.tick() => {}
+        }
+        let idle: Vec<Watched> = {
+            let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
+            o.stop
+                .extract_if(|_, w| {
+                    let heads = w.activity.heads.load(Relaxed);
+                    if heads != w.last_heads || w.activity.in_flight.load(Relaxed) > 0 {
+                        w.last_heads = heads;
+                        w.idle_looks = 0;
+                        return false;
+                    }
+                    w.idle_looks += 1;
+                    w.idle_looks >= LOOKS
+                })
+                .map(|(_, w)| w)
+                .collect()
+        };
+        for w in idle {
+            let _ = w.tx.send(Stop::Idle);
+        }
+    }
+}
+
 async fn serve_conn<S, H, F>(
     io: S,
     info: Arc<ConnInfo>,
-    limits: &ServerLimits,
+    activity: Arc<Activity>,
     handler: H,
-    shutdown: &mut tokio::sync::oneshot::Receiver<()>,
+    stop: &mut tokio::sync::oneshot::Receiver<Stop>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Handled> + Send + 'static,
 {
-    let activity = Arc::new(Activity::default());
-    let seen = activity.clone();
+    // The sweep counts idleness from here: the TLS handshake before it has its own timeout.
+    activity
+        .heads
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seen = activity;
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let busy = Busy::start(&seen);
         let fut = handler(req, info.clone());
@@ -295,7 +381,7 @@ async fn serve_conn<S, H, F>(
             }
         }
     });
-    // The head-read timeout is this connection's watchdog below, not hyper's own: hyper's
+    // The head-read timeout is the service's sweep (see [`sweep`]), not hyper's own: hyper's
     // arms a timer for every request head (clock readings, a timer registered and removed
     // each time), which cost more than the reliable messaging layer's work on an ack.
     // Responses are written flattened (head and body in one buffer, one plain write): most
@@ -309,35 +395,28 @@ async fn serve_conn<S, H, F>(
         .writev(false);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    let mut watchdog = HeadWatchdog::new(limits.header_read_timeout);
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::trace!(error = %e, "HTTP connection ended with an error");
-                }
-                return;
-            }
-            // sent or dropped: the service is shutting down
-            _ = &mut *shutdown => {
-                conn.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
-                return;
-            }
-            _ = watchdog.tick() => {
-                if watchdog.expired(&activity) {
-                    tracing::debug!(
-                        timeout = ?limits.header_read_timeout,
-                        "no complete request head within the header read timeout; connection closed"
-                    );
-                    return;
-                }
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::trace!(error = %e, "HTTP connection ended with an error");
             }
         }
+        s = &mut *stop => match s {
+            Ok(Stop::Idle) => {
+                tracing::debug!(
+                    "no complete request head within the header read timeout; connection closed"
+                );
+            }
+            // dropped: the service is shutting down
+            Err(_) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+            }
+        },
     }
 }
 
-/// What the head-read watchdog of a connection observes: request heads completed (hyper calls
+/// What the slow-drip sweep observes of a connection: request heads completed (hyper calls
 /// the service once a head is in) and requests being handled.
 #[derive(Default)]
 struct Activity {
@@ -362,49 +441,6 @@ impl Drop for Busy {
         self.0
             .in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Slow-drip defence: a connection on which no request head completes for the header read
-/// timeout while no request is being handled (a head dripping in, or an idle keep-alive
-/// connection) is closed. It looks at the connection four times per timeout and closes it
-/// after five idle looks in a row, so between 1 and 1.25 times the timeout after the last
-/// activity; a request costs two counter updates instead of a timer of its own.
-struct HeadWatchdog {
-    interval: tokio::time::Interval,
-    last_heads: u64,
-    idle_looks: u32,
-}
-
-impl HeadWatchdog {
-    const LOOKS: u32 = 5;
-
-    fn new(timeout: Duration) -> Self {
-        let period = (timeout / (Self::LOOKS - 1)).max(Duration::from_millis(1));
-        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        HeadWatchdog {
-            interval,
-            last_heads: 0,
-            idle_looks: 1,
-        }
-    }
-
-    async fn tick(&mut self) {
-        self.interval.tick().await;
-    }
-
-    /// One look; true once the connection was idle for the whole timeout.
-    fn expired(&mut self, a: &Activity) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        let heads = a.heads.load(Relaxed);
-        if heads != self.last_heads || a.in_flight.load(Relaxed) > 0 {
-            self.last_heads = heads;
-            self.idle_looks = 0;
-            return false;
-        }
-        self.idle_looks += 1;
-        self.idle_looks >= Self::LOOKS
     }
 }
 
