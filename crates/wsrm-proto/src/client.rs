@@ -13,8 +13,8 @@ use rand::SeedableRng;
 use crate::dest::{Delivered, Destination, Incoming};
 use crate::inbound::Inbound;
 use crate::msg::{
-    Action, Body, CreateSequence, Fault, FaultCode, FaultKind, Message, Offer, RmVersion,
-    SequenceId,
+    AckHeader, Action, Body, CreateSequence, Fault, FaultCode, FaultKind, Message, Offer,
+    RmVersion, SequenceId,
 };
 use crate::outbound::{new_urn, Outbound, Stage};
 use crate::settings::{Settings, SettingsError};
@@ -79,6 +79,15 @@ fn min_deadline(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
         (x, None) => x,
         (None, y) => y,
     }
+}
+
+/// The fast-polling interval: 2·RTT (at least 20 ms), doubled per unanswered poll (up to
+/// 2^16), capped at `cap`.
+#[inline]
+fn fast_poll_interval(rtt_us: u64, fast_polls: u32, cap: Duration) -> Duration {
+    let base_us = rtt_us.saturating_mul(2).max(20_000);
+    let factor = 1u64 << fast_polls.min(16);
+    Duration::from_micros(base_us.saturating_mul(factor)).min(cap)
 }
 
 /// The session's event queue. `Acknowledged` events (one per message) are kept as bare
@@ -173,7 +182,10 @@ pub struct ClientSession {
     open_deadline: Instant,
     tx: VecDeque<Message>,
     events: Events,
-    inactivity_deadline: Option<Instant>,
+    /// The last remote activity: the inactivity deadline is InactivityTimeout after it
+    /// ([`ClientSession::inactivity_deadline`], computed where a timer is handled rather than
+    /// on every inbound message).
+    last_activity: Option<Instant>,
     keepalive_deadline: Option<Instant>,
     /// The earlier of `inactivity_deadline` and `keepalive_deadline` (set with them): one
     /// comparison tells `handle_timeout` neither is due, and gives `poll_timeout` both.
@@ -186,6 +198,8 @@ pub struct ClientSession {
     idle_interval: Duration,
     /// InactivityTimeout/(2·MaxRetryCount): keep-alive polling interval.
     poll_interval: Duration,
+    /// min(SendTimeout/2, `poll_interval`): the cap of the fast-polling interval.
+    fast_poll_cap: Duration,
     requests: HashMap<Arc<str>, u64>,
     inbound_seen: bool,
     undelivered_replies: std::collections::BTreeSet<u64>,
@@ -229,11 +243,11 @@ impl ClientSession {
         let mut cs = Message::new(
             version,
             Action::CreateSequence,
-            Body::CreateSequence(CreateSequence {
+            Body::CreateSequence(Box::new(CreateSequence {
                 acks_to: cfg.local_address.to_string(),
                 expires: None,
                 offer,
-            }),
+            })),
         );
         cs.message_id = Some(cs_mid.clone());
         cs.reply_to = reply_to.clone();
@@ -268,13 +282,15 @@ impl ClientSession {
             open_deadline: now + cfg.open_timeout,
             tx,
             events: Events::new(),
-            inactivity_deadline: None,
+            last_activity: None,
             keepalive_deadline: None,
             idle_deadline: None,
             keepalive_mode: KeepAlive::Idle,
             fast_polls: 0,
             idle_interval: s.inactivity_timeout / 2,
             poll_interval: s.inactivity_timeout / 2 / s.max_retry_count.max(1),
+            fast_poll_cap: (cfg.send_timeout / 2)
+                .min(s.inactivity_timeout / 2 / s.max_retry_count.max(1)),
             requests: HashMap::new(),
             inbound_seen: false,
             undelivered_replies: std::collections::BTreeSet::new(),
@@ -444,7 +460,7 @@ impl ClientSession {
     fn queue_fault(&mut self, f: Fault) {
         let action = Action::Fault;
         self.tx
-            .push_back(Message::new(self.version, action, Body::Fault(f)));
+            .push_back(Message::new(self.version, action, Body::Fault(Box::new(f))));
     }
 
     fn fail(&mut self, error: SessionError) {
@@ -480,27 +496,42 @@ impl ClientSession {
             // empties it within milliseconds, so a 30 s poll stalls the session for nothing.
             // We poll after 2·RTT (at least 20 ms), doubling per unanswered poll, capped at
             // WCF's interval (docs/engine.md, deviations).
+            //
+            // In whole microseconds (the RTT is kept in them; computed on every inbound
+            // message while the quota is exhausted): the same value as
+            // `(rtt·2).max(20 ms).saturating_mul(factor).min(cap)` with `Duration`s, the
+            // microsecond product saturating far above the cap.
             KeepAlive::Fast => {
-                let wcf = (self.cfg.send_timeout / 2).min(ka);
-                let base = (self.out.src.rtt() * 2).max(Duration::from_millis(20));
-                let factor = 1u32 << self.fast_polls.min(16);
-                base.saturating_mul(factor).min(wcf)
+                fast_poll_interval(self.out.src.rtt_us(), self.fast_polls, self.fast_poll_cap)
             }
         }
     }
 
     fn on_remote_activity(&mut self, now: Instant) {
-        let inactivity = now + self.cfg.settings.inactivity_timeout;
-        self.inactivity_deadline = Some(inactivity);
+        self.last_activity = Some(now);
         self.keepalive_mode = if self.out.src.quota_exhausted() {
             KeepAlive::Fast
         } else {
             self.fast_polls = 0;
             KeepAlive::Idle
         };
-        let keepalive = now + self.interval(self.keepalive_mode);
+        let interval = self.interval(self.keepalive_mode);
+        let keepalive = now + interval;
         self.keepalive_deadline = Some(keepalive);
-        self.idle_deadline = Some(inactivity.min(keepalive));
+        // The earlier of the two deadlines, with one `Instant` addition (the keep-alive
+        // interval is the shorter in every mode).
+        let inactivity = self.cfg.settings.inactivity_timeout;
+        self.idle_deadline = Some(if interval <= inactivity {
+            keepalive
+        } else {
+            now + inactivity
+        });
+    }
+
+    /// InactivityTimeout after the last remote activity (none before any).
+    fn inactivity_deadline(&self) -> Option<Instant> {
+        self.last_activity
+            .map(|t| t + self.cfg.settings.inactivity_timeout)
     }
 
     /// The HTTP exchange that carried the RM 1.0 LastMessage was answered with an empty
@@ -626,37 +657,13 @@ impl ClientSession {
             self.on_remote_activity(now);
         }
         if let Body::Fault(f) = &m.body {
-            self.handle_fault(f.clone());
+            self.handle_fault(Fault::clone(f));
             return;
         }
         if let Some(ack) = &m.ack {
             // `own_ack` is this comparison (a fault body returned above): the identifier is not
             // compared twice.
-            if own_ack {
-                if ack.final_ack && self.version == RmVersion::Wsrm11 {
-                    if let Err(f) = self.out.validate_final(ack) {
-                        self.violation(f);
-                        return;
-                    }
-                }
-                let events = &mut self.events;
-                let r = self
-                    .out
-                    .src
-                    .handle_ack(now, ack, |number| events.push_ack(number));
-                match r {
-                    Err(f) => {
-                        self.violation(f);
-                        return;
-                    }
-                    Ok(()) => {
-                        // The polling mode follows the quota this ack left (WCF:
-                        // OnRemoteActivity(fastPolling) after processing the ack).
-                        self.on_remote_activity(now);
-                    }
-                }
-            } else if Some(&ack.identifier) != self.offered.as_ref() {
-                self.violation(Fault::unknown_sequence(&ack.identifier));
+            if !self.on_ack(now, ack, own_ack) {
                 return;
             }
         }
@@ -678,6 +685,66 @@ impl ClientSession {
         }
         self.handle_body(now, &m);
         self.check_closed();
+    }
+
+    /// Processes a standalone acknowledgement: exactly what [`ClientSession::handle_message`]
+    /// does with a `SequenceAcknowledgement` message carrying `ack` and nothing else (no
+    /// other header, an empty body), without the message around it — the answer to every
+    /// one-way message over HTTP, decoded by the runtime straight to its header.
+    pub fn handle_ack(&mut self, now: Instant, ack: AckHeader) {
+        match self.state {
+            ClientState::Closed | ClientState::Failed => return,
+            ClientState::Connecting => {
+                let mut m =
+                    Message::new(self.version, Action::SequenceAcknowledgement, Body::Empty);
+                m.ack = Some(ack);
+                self.handle_handshake(now, m);
+                return;
+            }
+            _ => {}
+        }
+        let own_ack = Some(&ack.identifier) == self.out.id();
+        if !own_ack {
+            self.on_remote_activity(now);
+        }
+        if self.on_ack(now, &ack, own_ack) {
+            self.check_closed();
+        }
+    }
+
+    /// An acknowledgement header of an inbound message (`own`: of our sequence); false when it
+    /// broke the protocol (the session has failed).
+    fn on_ack(&mut self, now: Instant, ack: &AckHeader, own: bool) -> bool {
+        if own {
+            if ack.final_ack && self.version == RmVersion::Wsrm11 {
+                if let Err(f) = self.out.validate_final(ack) {
+                    self.violation(f);
+                    return false;
+                }
+            }
+            let events = &mut self.events;
+            let r = self
+                .out
+                .src
+                .handle_ack(now, ack, |number| events.push_ack(number));
+            match r {
+                Err(f) => {
+                    self.violation(f);
+                    false
+                }
+                Ok(()) => {
+                    // The polling mode follows the quota this ack left (WCF:
+                    // OnRemoteActivity(fastPolling) after processing the ack).
+                    self.on_remote_activity(now);
+                    true
+                }
+            }
+        } else if Some(&ack.identifier) != self.offered.as_ref() {
+            self.violation(Fault::unknown_sequence(&ack.identifier));
+            false
+        } else {
+            true
+        }
     }
 
     fn handle_body(&mut self, now: Instant, m: &Message) {
@@ -884,9 +951,9 @@ impl ClientSession {
                     FaultKind::CreateSequenceRefused | FaultKind::ConnectionLimitReached
                 );
                 self.fail(if refused {
-                    SessionError::Refused(f)
+                    SessionError::Refused(*f)
                 } else {
-                    SessionError::RemoteFault(f)
+                    SessionError::RemoteFault(*f)
                 });
             }
             Body::CreateSequenceResponse(r) => {
@@ -1054,7 +1121,26 @@ impl ClientSession {
     }
 
     /// The next message to send (for the RequestReply shape: the next HTTP request).
+    ///
+    /// Called until `None` every turn, so mostly with nothing to send: that case (open or
+    /// closing, nothing queued, no control message or (re)transmission pending, no inbound
+    /// sequence) is decided inline; everything else is done out of line.
+    #[inline]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Message> {
+        if self.fast()
+            && self.tx.is_empty()
+            && matches!(self.state, ClientState::Open | ClientState::Closing)
+            && !self.out.control_may_be_due()
+            && !self.out.src.has_pending_transmit()
+            && self.inbound.is_none()
+        {
+            return None;
+        }
+        self.poll_transmit_general(now)
+    }
+
+    #[inline(never)]
+    fn poll_transmit_general(&mut self, now: Instant) -> Option<Message> {
         if let Some(mut m) = self.tx.pop_front() {
             if !matches!(m.body, Body::Fault(_) | Body::CreateSequence(_)) {
                 self.attach_ack(&mut m);
@@ -1152,7 +1238,7 @@ impl ClientSession {
             ClientState::Open | ClientState::Closing => {
                 // Neither the inactivity nor the keep-alive timer is due before `idle_deadline`.
                 let idle_due = self.idle_deadline.is_some_and(|d| now >= d);
-                if idle_due && self.inactivity_deadline.is_some_and(|d| now >= d) {
+                if idle_due && self.inactivity_deadline().is_some_and(|d| now >= d) {
                     self.inactivity_expired();
                     return;
                 }
@@ -1226,7 +1312,7 @@ impl ClientSession {
             self.fast_polls = self.fast_polls.saturating_add(1);
         }
         self.keepalive_deadline = Some(now + self.interval(self.keepalive_mode));
-        self.idle_deadline = min_deadline(self.inactivity_deadline, self.keepalive_deadline);
+        self.idle_deadline = min_deadline(self.inactivity_deadline(), self.keepalive_deadline);
     }
 
     /// The earliest instant at which `handle_timeout` must be called.
@@ -1263,7 +1349,7 @@ impl ClientSession {
                 } else {
                     self.keepalive_deadline
                 };
-                let t = earliest(self.out.poll_timeout(), self.inactivity_deadline);
+                let t = earliest(self.out.poll_timeout(), self.inactivity_deadline());
                 let t = earliest(t, keepalive);
                 let t = earliest(t, self.inbound.as_ref().and_then(|i| i.poll_timeout()));
                 earliest(t, closing_deadline)
@@ -1519,12 +1605,12 @@ mod tests {
         let mut csr = Message::new(
             version,
             Action::CreateSequenceResponse,
-            Body::CreateSequenceResponse(CreateSequenceResponse {
+            Body::CreateSequenceResponse(Box::new(CreateSequenceResponse {
                 identifier: out.clone(),
                 expires: None,
                 incomplete_sequence_behavior: None,
                 accept: offered.as_ref().map(|_| remote.to_string()),
-            }),
+            })),
         );
         csr.relates_to = cs.message_id.clone();
         now += Duration::from_millis(3);
@@ -1665,7 +1751,7 @@ mod tests {
                 Box::new(move |c: &mut ClientSession| c.abort(now))
             } else if r < 948 && hostile {
                 let f = Fault::sequence_terminated(FaultCode::Sender, &out, "test");
-                let m = Message::new(version, Action::Fault, Body::Fault(f));
+                let m = Message::new(version, Action::Fault, Body::Fault(Box::new(f)));
                 Box::new(move |c: &mut ClientSession| c.handle_message(now, m.clone()))
             } else {
                 Box::new(|_: &mut ClientSession| {})
@@ -1711,6 +1797,26 @@ mod tests {
                 );
                 fast_path_matches_general(Pattern::OneWay, Shape::Duplex, version, 16, seed);
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// The fast-polling interval in microseconds equals the `Duration` formula it
+        /// replaced.
+        #[test]
+        fn prop_fast_poll_interval_is_the_duration_formula(
+            rtt_us in proptest::prop_oneof![0u64..100_000, 0u64..=(i64::MAX as u64)],
+            fast_polls in 0u32..40,
+            send_ms in 1u64..10_000_000,
+            ka_ms in 1u64..3_000_000_000,
+        ) {
+            let send_timeout = Duration::from_millis(send_ms);
+            let ka = Duration::from_millis(ka_ms);
+            let cap = (send_timeout / 2).min(ka);
+            let base = (Duration::from_micros(rtt_us) * 2).max(Duration::from_millis(20));
+            let factor = 1u32 << fast_polls.min(16);
+            let expect = base.saturating_mul(factor).min(cap);
+            proptest::prop_assert_eq!(fast_poll_interval(rtt_us, fast_polls, cap), expect);
         }
     }
 

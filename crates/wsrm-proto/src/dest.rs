@@ -19,6 +19,21 @@ pub(crate) struct Delivered {
     pub message_id: Option<std::sync::Arc<str>>,
 }
 
+/// Where a [`Destination`] puts the messages it releases to the application, in order: a
+/// vector, or (the server's per-message path) the endpoint's event queue directly, without a
+/// trip through a vector.
+pub(crate) trait DeliverySink {
+    /// Takes the next released message.
+    fn deliver(&mut self, d: Delivered);
+}
+
+impl DeliverySink for Vec<Delivered> {
+    #[inline]
+    fn deliver(&mut self, d: Delivered) {
+        self.push(d);
+    }
+}
+
 /// What [`Destination::admit`] decided for an admitted message.
 enum Admitted {
     /// Deliver (or hold) it.
@@ -152,13 +167,20 @@ impl Held {
 
     /// Takes message `next` if it is held; the caller then advances `next` by one.
     fn pop_next(&mut self, next: u64) -> Option<Delivered> {
-        let d = match self.ring.front_mut().and_then(Option::take) {
-            Some(d) => Some(d),
-            None if !self.far.is_empty() => self.far.remove(&next),
-            None => None,
+        // A held front slot is popped whole (taking the message out first and then popping
+        // the emptied slot moved it twice).
+        let d = match self.ring.front() {
+            Some(Some(_)) => self.ring.pop_front().flatten(),
+            _ if !self.far.is_empty() => {
+                let d = self.far.remove(&next);
+                if d.is_some() {
+                    self.ring.pop_front();
+                }
+                d
+            }
+            _ => None,
         };
         if d.is_some() {
-            self.ring.pop_front();
             self.count -= 1;
             if self.count == 0 {
                 self.release_ring();
@@ -338,7 +360,7 @@ impl Destination {
         n: u64,
         message: &mut crate::msg::Message,
         admit_extra: bool,
-        out: &mut Vec<Delivered>,
+        out: &mut impl DeliverySink,
     ) -> Incoming {
         let last_marker = message.sequence.as_ref().is_some_and(|s| s.last_message);
         match self.admit(n, last_marker, &message.action, &message.body, admit_extra) {
@@ -393,6 +415,9 @@ impl Destination {
             )));
         }
         let is_last_action = matches!(action, Action::LastMessage);
+        // One search for the duplicate checks and the insert (the ranges do not change until
+        // the insert).
+        let pos = self.ranges.position(n);
         match self.version {
             RmVersion::Wsrm10 => {
                 if let Some(l) = self.last {
@@ -409,13 +434,13 @@ impl Destination {
             }
             RmVersion::Wsrm11 => {
                 if let Some(l) = self.last {
-                    if n > l && !self.ranges.contains(n) {
+                    if n > l && !self.ranges.contains_at(pos, n) {
                         return Err(Incoming::Closed(Fault::sequence_closed(&self.id)));
                     }
                 }
             }
         }
-        if self.ranges.contains(n) {
+        if self.ranges.contains_at(pos, n) {
             self.duplicates += 1;
             return Err(Incoming::Duplicate);
         }
@@ -442,7 +467,10 @@ impl Destination {
             (self.unreleased.len() as u64) < w.saturating_mul(2)
         };
         // Inserted only when admitted and the ranges stay within WCF's cap (one search).
-        if !fits || !admit_extra && !empty || !self.ranges.insert_capped(n, MAX_SEQUENCE_RANGES) {
+        if !fits
+            || !admit_extra && !empty
+            || !self.ranges.insert_capped_at(pos, n, MAX_SEQUENCE_RANGES)
+        {
             self.dropped += 1;
             return Err(Incoming::Dropped);
         }
@@ -459,7 +487,7 @@ impl Destination {
     /// Delivers (or holds) admitted message `n`: `d` is `None` for the 1.0 empty
     /// LastMessage, which is never delivered.
     #[inline]
-    fn accept(&mut self, n: u64, d: Option<Delivered>, out: &mut Vec<Delivered>) -> Incoming {
+    fn accept(&mut self, n: u64, d: Option<Delivered>, out: &mut impl DeliverySink) -> Incoming {
         match d {
             None => self.empty_last = Some(n),
             Some(d) => {
@@ -484,7 +512,7 @@ impl Destination {
 
     /// Ordered: delivers the held messages that are next in order (skipping a 1.0 empty
     /// LastMessage, which is never delivered).
-    fn release_in_order(&mut self, out: &mut Vec<Delivered>) {
+    fn release_in_order(&mut self, out: &mut impl DeliverySink) {
         loop {
             if self.empty_last == Some(self.next_expected) {
                 self.next_expected += 1;
@@ -505,12 +533,12 @@ impl Destination {
     }
 
     #[inline(always)]
-    fn push_out(&mut self, d: Delivered, out: &mut Vec<Delivered>) {
+    fn push_out(&mut self, d: Delivered, out: &mut impl DeliverySink) {
         if !self.auto_release {
             self.unreleased.insert(d.number);
         }
         self.delivered += 1;
-        out.push(d);
+        out.deliver(d);
     }
 
     /// 1.1 CloseSequence: fixes the last number. `Err` = SequenceTerminated to send.

@@ -22,23 +22,6 @@ pub(crate) fn slice_contains_range(ranges: &[(u64, u64)], lower: u64, upper: u64
     matches!(ranges.get(i), Some(&(l, u)) if l <= lower && u >= upper)
 }
 
-/// Whether every number of the ranges `a` (ascending, each `lower ≤ upper`, disjoint) is in
-/// the canonical slice `b` (see [`is_canonical`]): one merge walk, O(|a| + |b|). Since the
-/// ranges of `b` are separated by gaps, each range of `a` must lie within a single one.
-pub(crate) fn is_subset(a: impl IntoIterator<Item = (u64, u64)>, b: &[(u64, u64)]) -> bool {
-    let mut j = 0;
-    for (l, u) in a {
-        while b.get(j).is_some_and(|&(_, bu)| bu < l) {
-            j += 1;
-        }
-        match b.get(j) {
-            Some(&(bl, bu)) if bl <= l && u <= bu => {}
-            _ => return false,
-        }
-    }
-    true
-}
-
 /// Sorted, disjoint, non-adjacent inclusive ranges of message numbers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RangeSet {
@@ -142,8 +125,38 @@ impl RangeSet {
         self.insert_within(n, cap)
     }
 
+    /// Where `n` lies: the index of the first range whose upper end is ≥ `n`. While the set
+    /// is unchanged, [`RangeSet::contains_at`] and [`RangeSet::insert_capped_at`] take it
+    /// instead of searching again (the destination checks for a duplicate, then inserts).
+    pub(crate) fn position(&self, n: u64) -> usize {
+        self.lower_bound(n)
+    }
+
+    /// [`RangeSet::contains`] with `i` from [`RangeSet::position`]`(n)`.
+    #[inline]
+    pub(crate) fn contains_at(&self, i: usize, n: u64) -> bool {
+        matches!(self.ranges.get(i), Some(&(l, u)) if l <= n && n <= u)
+    }
+
+    /// [`RangeSet::insert_capped`] with `i` from [`RangeSet::position`]`(n)` (searched again
+    /// if it is not where `n` lies).
+    pub(crate) fn insert_capped_at(&mut self, i: usize, n: u64, cap: usize) -> bool {
+        let right = i <= self.ranges.len()
+            && (i == 0 || self.ranges.get(i - 1).is_some_and(|&(_, u)| u < n))
+            && self.ranges.get(i).is_none_or(|&(_, u)| u >= n);
+        let i = if right { i } else { self.lower_bound(n) };
+        self.insert_within_at(i, n, cap)
+    }
+
     fn insert_within(&mut self, n: u64, cap: usize) -> bool {
         let i = self.lower_bound(n);
+        self.insert_within_at(i, n, cap)
+    }
+
+    /// [`RangeSet::insert_within`] with `i` the index of the first range whose upper end is
+    /// ≥ `n`.
+    #[inline]
+    fn insert_within_at(&mut self, i: usize, n: u64, cap: usize) -> bool {
         let next = self.ranges.get(i).copied();
         if next.is_some_and(|(l, _)| l <= n) {
             return false;
@@ -229,44 +242,6 @@ impl RangeSet {
         }
     }
 
-    /// Inserts `lower..=upper` where it is known to lie in the gap before range `i` (above
-    /// range `i − 1`, below range `i`): no search, the neighbours extended or joined, or a
-    /// range added at `i`. Falls back to [`RangeSet::insert_range`] when it does not lie there.
-    pub(crate) fn insert_in_gap(&mut self, i: usize, lower: u64, upper: u64) {
-        let prev = i.checked_sub(1).and_then(|j| self.ranges.get(j)).copied();
-        let next = self.ranges.get(i).copied();
-        let in_gap = lower <= upper
-            && i <= self.ranges.len()
-            && prev.is_none_or(|(_, u)| u < lower)
-            && next.is_none_or(|(l, _)| upper < l);
-        if !in_gap {
-            self.insert_range(lower, upper);
-            return;
-        }
-        // No overflow: `u < lower` and `upper < l`.
-        let joins_prev = prev.is_some_and(|(_, u)| u + 1 == lower);
-        let joins_next = next.is_some_and(|(l, _)| upper + 1 == l);
-        match (joins_prev, joins_next, next) {
-            (true, true, Some((_, u))) => {
-                if let Some(p) = self.ranges.get_mut(i - 1) {
-                    p.1 = u;
-                }
-                self.ranges.remove(i);
-            }
-            (true, _, _) => {
-                if let Some(p) = self.ranges.get_mut(i - 1) {
-                    p.1 = upper;
-                }
-            }
-            (false, true, _) => {
-                if let Some(r) = self.ranges.get_mut(i) {
-                    r.0 = lower;
-                }
-            }
-            (false, false, _) => self.ranges.insert(i, (lower, upper)),
-        }
-    }
-
     /// Whether every number in `other` is also in `self`.
     pub fn is_superset(&self, other: &RangeSet) -> bool {
         other.ranges.iter().all(|&(l, u)| self.contains_range(l, u))
@@ -338,18 +313,6 @@ mod tests {
 
     proptest! {
         #[test]
-        fn prop_is_subset_matches_btreeset(
-            a in proptest::collection::vec((1u64..60, 0u64..6), 0..8),
-            b in proptest::collection::vec((1u64..60, 0u64..12), 0..8),
-        ) {
-            let a = RangeSet::from_ranges(&a.iter().map(|&(l, n)| (l, l + n)).collect::<Vec<_>>());
-            let b = RangeSet::from_ranges(&b.iter().map(|&(l, n)| (l, l + n)).collect::<Vec<_>>());
-            let model = (0..80u64).all(|k| !a.contains(k) || b.contains(k));
-            prop_assert_eq!(is_subset(a.ranges().iter().copied(), b.ranges()), model);
-            prop_assert_eq!(is_subset(a.ranges().iter().copied(), b.ranges()), b.is_superset(&a));
-        }
-
-        #[test]
         fn prop_matches_btreeset(ops in proptest::collection::vec((1u64..200, 0u64..5), 0..200)) {
             let mut s = RangeSet::new();
             let mut model = BTreeSet::new();
@@ -398,22 +361,23 @@ mod tests {
         }
 
         #[test]
-        fn prop_insert_in_gap_is_insert_range(
-            rs in proptest::collection::vec((1u64..60, 0u64..3), 0..12),
-            i in 0usize..14,
-            lower in 0u64..64,
-            len in 0u64..4,
+        fn prop_position_then_insert_is_insert_capped(
+            rs in proptest::collection::vec((1u64..60, 0u64..3), 0..20),
+            x in 0u64..64,
+            wrong in 0usize..4,
+            cap in 0usize..12,
         ) {
             let s = RangeSet::from_ranges(&rs.iter().map(|&(l, n)| (l, l + n)).collect::<Vec<_>>());
+            let i = s.position(x);
+            prop_assert_eq!(s.contains_at(i, x), s.contains(x));
             let mut t = s.clone();
-            t.insert_in_gap(i, lower, lower + len);
             let mut u = s.clone();
-            u.insert_range(lower, lower + len);
+            prop_assert_eq!(t.insert_capped_at(i, x, cap), u.insert_capped(x, cap));
             prop_assert_eq!(&t, &u);
-            // And where the gap is right (found by a search).
-            let j = s.ranges().partition_point(|&(_, u)| u < lower);
+            // A wrong position is searched again.
             let mut t = s.clone();
-            t.insert_in_gap(j, lower, lower + len);
+            let mut u = s.clone();
+            prop_assert_eq!(t.insert_capped_at(i.wrapping_add(wrong) % (s.range_count() + 2), x, cap), u.insert_capped(x, cap));
             prop_assert_eq!(t, u);
         }
 

@@ -11,7 +11,7 @@ use crate::msg::{
     AckHeader, Action, Body, Fault, Message, RmVersion, SequenceHeader, SequenceId,
     MAX_MESSAGE_NUMBER,
 };
-use crate::ranges::{is_canonical, is_subset, slice_contains_range, RangeSet};
+use crate::ranges::{is_canonical, slice_contains_range, RangeSet};
 use bytes::Bytes;
 
 /// How many attempts of one message may be retransmitted at once after a transport failure
@@ -115,6 +115,295 @@ impl Entry {
     }
 }
 
+/// The numbers of the window entries marked acknowledged (selectively acknowledged, or two-way
+/// requests acknowledged but not replied), one bit per number. An acknowledgement's ranges are
+/// applied to it a word (64 numbers) at a time: the new numbers of a range are its bits not set
+/// yet, found with a mask, where a list of ranges needed a merge walk of the ack's ranges with
+/// it and inserts in the middle of a vector (an out-of-order ack carries a few ranges, most of
+/// them known).
+#[derive(Debug, Clone, Default)]
+struct AckedSet {
+    /// The number bit 0 of `words[0]` stands for; at most the window start while a bit is set.
+    base: u64,
+    /// Bit `i` of word `w` stands for number `base + 64·w + i`.
+    words: Vec<u64>,
+    /// Bits set.
+    count: u64,
+}
+
+impl AckedSet {
+    /// Whether no number is set.
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The word index and bit offset of `n`, when `n ≥ base`.
+    fn position(&self, n: u64) -> Option<(usize, u32)> {
+        let off = n.checked_sub(self.base)?;
+        Some((usize::try_from(off / 64).ok()?, (off % 64) as u32))
+    }
+
+    /// Sets `lower..=upper` (all at or above `ws`, the window start) and calls `on_new(n)`
+    /// for each number that was not set, ascending; returns whether any was new.
+    fn insert_range(
+        &mut self,
+        ws: u64,
+        lower: u64,
+        upper: u64,
+        mut on_new: impl FnMut(u64),
+    ) -> bool {
+        if lower > upper {
+            return false;
+        }
+        if self.count == 0 {
+            // Every word is 0: the set restarts at the window.
+            self.base = ws;
+        }
+        let (Some((wl, bl)), Some((wh, bh))) = (self.position(lower), self.position(upper)) else {
+            return false;
+        };
+        if self.words.len() <= wh {
+            self.words.resize(wh + 1, 0);
+        }
+        let mut any = false;
+        let mut w = wl;
+        let mut mask = u64::MAX << bl;
+        loop {
+            if w >= wh {
+                mask &= u64::MAX >> (63 - bh);
+            }
+            let Some(word) = self.words.get_mut(w) else {
+                break;
+            };
+            let mut new = mask & !*word;
+            *word |= mask;
+            if new != 0 {
+                any = true;
+                let at = self.base + 64 * w as u64;
+                while new != 0 {
+                    self.count += 1;
+                    on_new(at + u64::from(new.trailing_zeros()));
+                    new &= new - 1;
+                }
+            }
+            if w >= wh {
+                break;
+            }
+            w += 1;
+            mask = u64::MAX;
+        }
+        any
+    }
+
+    /// Applies the ranges of an acknowledgement that reach into the window `ws..end` (`ranges`
+    /// ascending and disjoint, none ending below `ws`; the part of each outside the window is
+    /// ignored, and the ranges from the first starting at `end` on): sets their numbers and
+    /// calls `on_new(n)` for each that was not set, ascending. Returns whether any was new.
+    ///
+    /// [`AckedSet::insert_range`] for a whole ack: the words the window needs are made ready
+    /// once, and a range within one word (the usual case) is one mask.
+    fn insert_ranges(
+        &mut self,
+        ws: u64,
+        end: u64,
+        ranges: &[(u64, u64)],
+        mut on_new: impl FnMut(u64),
+    ) -> bool {
+        if ws >= end {
+            return false;
+        }
+        if self.count == 0 {
+            // Every word is 0: the set restarts at the window.
+            self.base = ws;
+        }
+        // The words up to the window's last number (`base ≤ ws` while a bit is set).
+        let Some(last) = (end - 1).checked_sub(self.base) else {
+            return false;
+        };
+        let Ok(need) = usize::try_from(last / 64 + 1) else {
+            return false;
+        };
+        if self.words.len() < need {
+            self.words.resize(need, 0);
+        }
+        let base = self.base;
+        let mut any = false;
+        for &(l, u) in ranges {
+            if l >= end {
+                break;
+            }
+            // Offsets from `base`, cut to the window (no underflow: `ws ≥ base`).
+            let lo = l.max(ws) - base;
+            let hi = u.min(end - 1) - base;
+            if lo > hi {
+                continue;
+            }
+            let (mut w, wh) = ((lo / 64) as usize, (hi / 64) as usize);
+            let mut mask = u64::MAX << (lo % 64);
+            if w == wh {
+                // Within one word (the usual case): one mask, and usually nothing new (most of
+                // an ack's ranges are known).
+                mask &= u64::MAX >> (63 - hi % 64);
+                if let Some(word) = self.words.get_mut(w) {
+                    let mut new = mask & !*word;
+                    if new != 0 {
+                        *word |= mask;
+                        any = true;
+                        let at = base + 64 * w as u64;
+                        while new != 0 {
+                            self.count += 1;
+                            on_new(at + u64::from(new.trailing_zeros()));
+                            new &= new - 1;
+                        }
+                    }
+                }
+                continue;
+            }
+            loop {
+                if w >= wh {
+                    mask &= u64::MAX >> (63 - hi % 64);
+                }
+                let Some(word) = self.words.get_mut(w) else {
+                    break;
+                };
+                let mut new = mask & !*word;
+                *word |= mask;
+                if new != 0 {
+                    any = true;
+                    let at = base + 64 * w as u64;
+                    while new != 0 {
+                        self.count += 1;
+                        on_new(at + u64::from(new.trailing_zeros()));
+                        new &= new - 1;
+                    }
+                }
+                if w >= wh {
+                    break;
+                }
+                w += 1;
+                mask = u64::MAX;
+            }
+        }
+        any
+    }
+
+    /// How many consecutive numbers from `ws` (the window start) are set.
+    fn leading_run(&self, ws: u64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let Some(off) = ws.checked_sub(self.base) else {
+            return 0;
+        };
+        let Ok(mut w) = usize::try_from(off / 64) else {
+            return 0;
+        };
+        let b = (off % 64) as u32;
+        let Some(&first) = self.words.get(w) else {
+            return 0;
+        };
+        let mut run = u64::from((first >> b).trailing_ones().min(64 - b));
+        if run < u64::from(64 - b) {
+            return run;
+        }
+        loop {
+            w += 1;
+            match self.words.get(w) {
+                Some(&word) => {
+                    let t = word.trailing_ones();
+                    run += u64::from(t);
+                    if t < 64 {
+                        return run;
+                    }
+                }
+                None => return run,
+            }
+        }
+    }
+
+    /// How many numbers of `lower..=upper` are set.
+    fn count_in(&self, lower: u64, upper: u64) -> u64 {
+        if self.count == 0 || lower > upper {
+            return 0;
+        }
+        let lower = lower.max(self.base);
+        if lower > upper {
+            return 0;
+        }
+        let (Some((wl, bl)), Some((wh, bh))) = (self.position(lower), self.position(upper)) else {
+            return 0;
+        };
+        let mut n = 0;
+        for w in wl..=wh.min(self.words.len().saturating_sub(1)) {
+            let from = if w == wl { bl } else { 0 };
+            let to = if w == wh { bh } else { 63 };
+            let mask = (u64::MAX >> (63 - (to - from))) << from;
+            if let Some(word) = self.words.get(w) {
+                n += u64::from((word & mask).count_ones());
+            }
+        }
+        n
+    }
+
+    /// Clears every number ≤ `n`.
+    fn remove_through(&mut self, n: u64) {
+        if self.count == 0 {
+            return;
+        }
+        let Some(k) = n.checked_add(1).and_then(|k| k.checked_sub(self.base)) else {
+            return;
+        };
+        // Whole words first, then the low bits of the next one.
+        let whole = k / 64;
+        if whole >= self.words.len() as u64 {
+            self.words.fill(0);
+            self.count = 0;
+            return;
+        }
+        if whole > 0 {
+            // `whole < words.len()`.
+            for w in self.words.drain(..whole as usize) {
+                self.count -= u64::from(w.count_ones());
+            }
+            self.base += whole * 64;
+        }
+        let bits = (k % 64) as u32;
+        if bits > 0 {
+            if let Some(w) = self.words.first_mut() {
+                let low = *w & (u64::MAX >> (64 - bits));
+                self.count -= u64::from(low.count_ones());
+                *w &= !low;
+            }
+        }
+    }
+
+    /// The set as ascending inclusive ranges (diagnostics and tests).
+    fn to_ranges(&self) -> Vec<(u64, u64)> {
+        let mut r: Vec<(u64, u64)> = Vec::new();
+        for (w, &word) in self.words.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let n = self.base + 64 * w as u64 + u64::from(bits.trailing_zeros());
+                match r.last_mut() {
+                    Some(last) if last.1 + 1 == n => last.1 = n,
+                    _ => r.push((n, n)),
+                }
+                bits &= bits - 1;
+            }
+        }
+        r
+    }
+}
+
+/// Equal when the same numbers are set (the words may differ in layout).
+#[cfg(test)]
+impl PartialEq for AckedSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.count == other.count && self.to_ranges() == other.to_ranges()
+    }
+}
+
 /// Why a transmission could not happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SourceFailure {
@@ -149,10 +438,9 @@ pub(crate) struct Source {
     entries: VecDeque<Entry>,
     in_window: usize,
     /// The numbers of the window entries with `acked` set (selectively acknowledged, or
-    /// two-way requests acknowledged but not replied), as ranges: `handle_ack` compares an
-    /// ack's ranges with these (a merge of two short range lists) instead of walking the
-    /// window. Empty in the in-order one-way case.
-    acked: RangeSet,
+    /// two-way requests acknowledged but not replied): `handle_ack` compares an ack's ranges
+    /// with these instead of walking the window. Empty in the in-order one-way case.
+    acked: AckedSet,
     window_start: u64,
     next_number: u64,
     pub window_size: u32,
@@ -174,6 +462,9 @@ pub(crate) struct Source {
     request_acks: bool,
     check_consistency: bool,
     resend_queue: VecDeque<u64>,
+    /// A two-way request was queued (or restored) at some point: an entry may be
+    /// acknowledged without being done.
+    two_way_queued: bool,
     highest_sent: u64,
     pub counters: SourceCounters,
     /// Tests only: every acknowledgement takes the general path (to compare the in-order fast
@@ -201,7 +492,7 @@ impl Source {
             version,
             entries: VecDeque::new(),
             in_window: 0,
-            acked: RangeSet::new(),
+            acked: AckedSet::default(),
             window_start: 1,
             next_number: 1,
             window_size: 1,
@@ -222,6 +513,7 @@ impl Source {
             request_acks,
             check_consistency,
             resend_queue: VecDeque::new(),
+            two_way_queued: false,
             highest_sent: 0,
             counters: SourceCounters::default(),
             #[cfg(test)]
@@ -256,6 +548,12 @@ impl Source {
     /// Current retransmission timeout.
     pub fn rto(&self) -> Duration {
         Duration::from_micros(self.timeout_us.max(0) as u64)
+    }
+
+    /// Smoothed RTT in microseconds ([`Source::rtt`] without the `Duration`).
+    #[inline]
+    pub fn rtt_us(&self) -> u64 {
+        self.mean_rtt_us.max(0) as u64
     }
 
     /// Smoothed RTT (inline: part of the session's inline `stats`).
@@ -326,6 +624,7 @@ impl Source {
         }
         let number = self.next_number;
         self.next_number += 1;
+        self.two_way_queued |= two_way;
         self.entries.push_back(Entry {
             number,
             action,
@@ -372,7 +671,7 @@ impl Source {
         }
         self.entries.clear();
         self.in_window = 0;
-        self.acked = RangeSet::new();
+        self.acked = AckedSet::default();
         self.window_start += 1;
         self.resend_queue.clear();
         self.retry_deadline = None;
@@ -653,13 +952,21 @@ impl Source {
                     self.slide_by(now, br, n);
                 } else {
                     // Two-way requests acknowledged but not replied stay in the window.
-                    self.acked.insert_range(ws, u);
+                    self.acked.insert_range(ws, ws, u, |_| {});
                     self.slide(now, br);
                 }
                 return Ok(());
             }
         }
-        // Range sanity and bound: nothing above the highest number sent.
+        // One pass over the ranges as received: each is sane and within what was sent
+        // (nothing above the highest number sent), whether they are already in the form a
+        // set keeps them (WCF and this engine write them so), and how many of them lie below
+        // the window.
+        let ws = self.window_start;
+        let mut canonical = true;
+        let mut below = 0usize;
+        // A range must start above this (the previous range's upper end + 1; 0 at first).
+        let mut start_above = 0u64;
         for &(l, u) in &ack.ranges {
             if l == 0 || l > u || u > self.highest_sent {
                 tracing::warn!(
@@ -669,23 +976,26 @@ impl Source {
                 );
                 return Err(Fault::invalid_acknowledgement(ack.clone()));
             }
+            canonical &= l > start_above;
+            start_above = u.saturating_add(1);
+            below += usize::from(u < ws);
         }
-        // The ranges as a set: as received when they already are one (WCF and this engine
-        // write them so), else normalized (a peer may send them unsorted or overlapping).
+        debug_assert_eq!(canonical, is_canonical(&ack.ranges));
+        // The ranges as a set: as received when they already are one, else normalized (a
+        // peer may send them unsorted or overlapping).
         let normalized;
-        let ranges: &[(u64, u64)] = if is_canonical(&ack.ranges) {
-            &ack.ranges
+        let (ranges, first): (&[(u64, u64)], usize) = if canonical {
+            (&ack.ranges, below)
         } else {
             normalized = RangeSet::from_ranges(&ack.ranges);
-            normalized.ranges()
+            let r = normalized.ranges();
+            (r, r.partition_point(|&(_, u)| u < ws))
         };
-        let cum = self.window_start - 1;
-        let ws = self.window_start;
+        let cum = ws - 1;
         // One past the window's last number (numbers never exceed 2^63 − 1: no overflow).
         let end = ws + self.in_window as u64;
         // The ranges reaching into the window (ranges below it acknowledge nothing new), cut
         // to the window.
-        let first = ranges.partition_point(|&(_, u)| u < ws);
         let in_window = ranges.get(first..).unwrap_or(&[]);
         let clipped = in_window
             .iter()
@@ -694,17 +1004,24 @@ impl Source {
             .filter(|&(l, u)| l <= u);
         // The consistency check: an ack that acknowledges something new (a number of the window
         // not acknowledged yet) while leaving out something acknowledged before (below the
-        // window, or in `acked`) is invalid.
+        // window, or in `acked`) is invalid. `acked` lies within the window, so it is within
+        // the ack's ranges when they cover as many of its numbers as it has, and the ack
+        // acknowledges something new when its ranges in the window hold more numbers than that.
         if self.check_consistency {
-            let missing = cum > 0 && !slice_contains_range(ranges, 1, cum)
-                || !is_subset(self.acked.ranges().iter().copied(), in_window);
-            let new = !is_subset(clipped.clone(), self.acked.ranges());
+            let (mut covered, mut total) = (0u64, 0u64);
+            for (l, u) in clipped.clone() {
+                covered += self.acked.count_in(l, u);
+                total += u - l + 1;
+            }
+            let missing =
+                cum > 0 && !slice_contains_range(ranges, 1, cum) || covered != self.acked.count;
+            let new = total != covered;
             if new && missing {
                 tracing::warn!(
                     ranges = ?ack.ranges,
                     window_start = ws,
                     in_window = self.in_window,
-                    acknowledged_in_window = ?self.acked.ranges(),
+                    acknowledged_in_window = ?self.acked.to_ranges(),
                     "acknowledgement leaves out numbers acknowledged before: InvalidAcknowledgement"
                 );
                 return Err(Fault::invalid_acknowledgement(ack.clone()));
@@ -715,57 +1032,19 @@ impl Source {
         } else {
             None
         };
-        // Mark the window entries the ranges cover that were not acknowledged yet: the gaps of
-        // `acked` within the ranges (entry i holds number window_start + i), ascending; `k`
-        // walks `acked`.
-        let mut newly_acked = false;
+        // Mark the window entries the ranges cover that were not acknowledged yet (entry i
+        // holds number window_start + i), ascending, as they are added to `acked`.
         let mut newly_done = 0u64;
-        let mut k = 0usize;
-        for (l, u) in clipped {
-            let mut cur = l;
-            loop {
-                while self.acked.ranges().get(k).is_some_and(|&(_, au)| au < cur) {
-                    k += 1;
+        let entries = &mut self.entries;
+        let newly_acked = self.acked.insert_ranges(ws, end, in_window, |n| {
+            // Within the window: every index is an entry.
+            if let Some(e) = entries.get_mut((n - ws) as usize) {
+                if e.acknowledge(now) {
+                    newly_done += 1;
+                    on_done(e.number);
                 }
-                let gap_end = match self.acked.ranges().get(k) {
-                    Some(&(al, au)) if al <= cur => {
-                        if au >= u {
-                            break;
-                        }
-                        cur = au + 1;
-                        k += 1;
-                        continue;
-                    }
-                    Some(&(al, _)) => u.min(al - 1),
-                    None => u,
-                };
-                let from = (cur - ws) as usize;
-                let to = (gap_end - ws) as usize;
-                if to >= self.entries.len() {
-                    break;
-                }
-                for e in self.entries.range_mut(from..=to) {
-                    if e.acknowledge(now) {
-                        newly_done += 1;
-                        on_done(e.number);
-                    }
-                }
-                newly_acked = true;
-                if k < self.acked.range_count() {
-                    self.acked.insert_in_gap(k, cur, gap_end);
-                } else {
-                    // After the last range (always so in order): appended without a search.
-                    self.acked.insert_range(cur, gap_end);
-                }
-                // The gap joined the range before `k`, the one at `k`, both, or sits at `k`:
-                // step back one; the walk skips what ends before the next number.
-                k = k.saturating_sub(1);
-                if gap_end >= u {
-                    break;
-                }
-                cur = gap_end + 1;
             }
-        }
+        });
         if !newly_acked {
             // Old news; refresh quota when the ack ends at windowStart − 1.
             if let Some(br) = br {
@@ -795,7 +1074,8 @@ impl Source {
         e.acked = true;
         e.note_done(now);
         if newly_acked {
-            self.acked.insert(number);
+            self.acked
+                .insert_range(self.window_start, number, number, |_| {});
         }
         self.counters.acknowledged += 1;
         self.slide(now, None);
@@ -803,12 +1083,20 @@ impl Source {
     }
 
     fn slide(&mut self, now: Instant, br: Option<i64>) {
-        let slide = self
-            .entries
-            .iter()
-            .take(self.in_window)
-            .take_while(|e| e.done())
-            .count();
+        // The leading done entries of the window. Without two-way requests an entry is done
+        // when it is acknowledged, and the acknowledged entries are `acked`'s numbers: the run
+        // of them from the window start is the count, without a walk over the entries.
+        let slide = if self.two_way_queued {
+            self.entries
+                .iter()
+                .take(self.in_window)
+                .take_while(|e| e.done())
+                .count()
+        } else {
+            usize::try_from(self.acked.leading_run(self.window_start))
+                .unwrap_or(usize::MAX)
+                .min(self.in_window)
+        };
         if slide == 0 {
             return;
         }
@@ -918,6 +1206,7 @@ impl Source {
             };
             // Two-way requests are the ones with a MessageID (replies relate to it).
             let two_way = message_id.is_some();
+            self.two_way_queued |= two_way;
             self.entries.push_back(Entry {
                 number: n,
                 action,
@@ -937,9 +1226,9 @@ impl Source {
             }
         }
         self.in_window = self.entries.len();
-        self.acked = RangeSet::new();
+        self.acked = AckedSet::default();
         for e in self.entries.iter().filter(|e| e.acked) {
-            self.acked.insert(e.number);
+            self.acked.insert_range(start, e.number, e.number, |_| {});
         }
         self.window_size = (self.in_window as u32).clamp(1, self.max_window);
         self.startup = false;
@@ -1266,7 +1555,8 @@ mod tests {
         for e in s.entries.iter_mut().take(s.in_window) {
             if !e.acked && cursor.contains(e.number) {
                 e.acked = true;
-                s.acked.insert(e.number);
+                s.acked
+                    .insert_range(s.window_start, e.number, e.number, |_| {});
                 e.note_done(now);
                 if e.done() {
                     newly_done.push(e.number);
@@ -1284,7 +1574,12 @@ mod tests {
         for e in s.entries.iter().take(s.in_window).filter(|e| e.acked) {
             expect.insert(e.number);
         }
-        assert_eq!(s.acked, expect, "acked out of step with the window");
+        assert_eq!(
+            s.acked.to_ranges(),
+            expect.ranges(),
+            "acked out of step with the window"
+        );
+        assert_eq!(s.acked.count, expect.count(), "acked count out of step");
         assert!(s.entries.iter().skip(s.in_window).all(|e| !e.acked));
     }
 
@@ -1476,7 +1771,7 @@ mod tests {
                         a.window_start - 1,
                         &pairs,
                         mode,
-                        a.acked.ranges(),
+                        &a.acked.to_ranges(),
                         &mut rx,
                     );
                     let h = AckHeader {
@@ -1517,6 +1812,49 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    proptest::proptest! {
+        /// The bit set of acknowledged numbers against a `BTreeSet`: inserts at or above the
+        /// window start (reporting exactly the new numbers, ascending), counts, and removals as
+        /// the window slides, across word boundaries and restarts when it empties.
+        #[test]
+        fn prop_acked_set_matches_btreeset(
+            ops in proptest::collection::vec((0u8..3, 0u64..150, 0u64..90), 1..120),
+        ) {
+            let mut set = AckedSet::default();
+            let mut model = std::collections::BTreeSet::new();
+            let mut ws = 1u64;
+            for (op, a, b) in ops {
+                match op {
+                    0 => {
+                        let (l, u) = (ws + a, ws + a + b);
+                        let mut news = Vec::new();
+                        let any = set.insert_range(ws, l, u, |n| news.push(n));
+                        let expect: Vec<u64> = (l..=u).filter(|n| !model.contains(n)).collect();
+                        model.extend(l..=u);
+                        proptest::prop_assert_eq!(&news, &expect);
+                        proptest::prop_assert_eq!(any, !expect.is_empty());
+                    }
+                    1 => {
+                        ws += a % 70;
+                        set.remove_through(ws - 1);
+                        model.retain(|&n| n >= ws);
+                    }
+                    _ => {
+                        let (l, u) = (ws.saturating_sub(3) + a, ws + a + b);
+                        let expect = model.range(l..=u).count() as u64;
+                        proptest::prop_assert_eq!(set.count_in(l, u), expect);
+                    }
+                }
+                proptest::prop_assert_eq!(set.count, model.len() as u64);
+                let mut expect = RangeSet::new();
+                for &n in &model {
+                    expect.insert(n);
+                }
+                proptest::prop_assert_eq!(set.to_ranges(), expect.ranges().to_vec());
+            }
+        }
     }
 
     proptest::proptest! {

@@ -105,11 +105,11 @@ proptest! {
                     let v = if v11 { RmVersion::Wsrm11 } else { RmVersion::Wsrm10 };
                     let o = SequenceId::from(format!("urn:uuid:offer-{ex}"));
                     offers.push(o.clone());
-                    let mut m = Message::new(v, Action::CreateSequence, Body::CreateSequence(CreateSequence {
+                    let mut m = Message::new(v, Action::CreateSequence, Body::CreateSequence(Box::new(CreateSequence {
                         acks_to: wsrm_proto::WSA10_ANONYMOUS.into(),
                         expires: None,
                         offer: offer.then(|| Offer { identifier: o, endpoint: v11.then(|| wsrm_proto::WSA10_ANONYMOUS.into()), expires: None, incomplete_sequence_behavior: None }),
-                    }));
+                    })));
                     m.message_id = Some(Arc::from(format!("urn:uuid:cs-{ex}")));
                     Some(m)
                 }
@@ -133,7 +133,7 @@ proptest! {
                     Some(m)
                 }
                 Op::Terminate { sid, last } => Some(Message::new(v, Action::TerminateSequence, Body::TerminateSequence { identifier: ids[sid % ids.len()].clone(), last_msg_number: last })),
-                Op::Fault { sid } => Some(Message::new(v, Action::Fault, Body::Fault(Fault::unknown_sequence(&ids[sid % ids.len()])))),
+                Op::Fault { sid } => Some(Message::new(v, Action::Fault, Body::Fault(Box::new(Fault::unknown_sequence(&ids[sid % ids.len()]))))),
                 Op::Reply => {
                     if let Some(t) = tokens.pop() {
                         let _ = e.reply(now, t, "urn:r".into(), Bytes::from_static(b"r"));
@@ -189,8 +189,8 @@ proptest! {
         let mut now = Instant::now();
         let mut c = ClientSession::new(now, ClientConfig::new(Pattern::RequestReply, Shape::RequestReply), 3).unwrap();
         let cs = c.poll_transmit(now).unwrap();
-        let mut csr = Message::new(RmVersion::Wsrm10, Action::CreateSequenceResponse, Body::CreateSequenceResponse(wsrm_proto::msg::CreateSequenceResponse {
-            identifier: SequenceId::from("urn:uuid:out"), expires: None, incomplete_sequence_behavior: None, accept: Some("http://x/".into()) }));
+        let mut csr = Message::new(RmVersion::Wsrm10, Action::CreateSequenceResponse, Body::CreateSequenceResponse(Box::new(wsrm_proto::msg::CreateSequenceResponse {
+            identifier: SequenceId::from("urn:uuid:out"), expires: None, incomplete_sequence_behavior: None, accept: Some("http://x/".into()) })));
         csr.relates_to = cs.message_id.clone();
         c.handle_message(now, csr);
         for i in 0..5 { let _ = c.request(now, "urn:op".into(), Bytes::from(format!("{i}"))); }
@@ -212,7 +212,7 @@ proptest! {
                 }
                 Op::Close { sid, last } => Message::new(RmVersion::Wsrm10, Action::CloseSequence, Body::CloseSequence { identifier: ids[sid % 3].clone(), last_msg_number: last }),
                 Op::Terminate { sid, last } => Message::new(RmVersion::Wsrm10, Action::TerminateSequence, Body::TerminateSequence { identifier: ids[sid % 3].clone(), last_msg_number: last }),
-                Op::Fault { sid } => Message::new(RmVersion::Wsrm10, Action::Fault, Body::Fault(Fault::unknown_sequence(&ids[sid % 3]))),
+                Op::Fault { sid } => Message::new(RmVersion::Wsrm10, Action::Fault, Body::Fault(Box::new(Fault::unknown_sequence(&ids[sid % 3])))),
                 Op::Wait(s) => { now += Duration::from_secs(s); c.handle_timeout(now); continue; }
                 _ => continue,
             };

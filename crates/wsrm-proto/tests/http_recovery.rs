@@ -23,12 +23,12 @@ fn open(now: Instant) -> (ClientSession, SequenceId) {
     let mut csr = Message::new(
         RmVersion::Wsrm11,
         Action::CreateSequenceResponse,
-        Body::CreateSequenceResponse(CreateSequenceResponse {
+        Body::CreateSequenceResponse(Box::new(CreateSequenceResponse {
             identifier: id.clone(),
             expires: None,
             incomplete_sequence_behavior: None,
             accept: None,
-        }),
+        })),
     );
     csr.relates_to = cs.message_id.clone();
     c.handle_message(now, csr);

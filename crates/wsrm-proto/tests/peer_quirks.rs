@@ -43,12 +43,12 @@ fn gsoap_rm10_client(now: Instant) -> (ClientSession, SequenceId) {
     let mut csr = Message::new(
         RmVersion::Wsrm10,
         Action::CreateSequenceResponse,
-        Body::CreateSequenceResponse(CreateSequenceResponse {
+        Body::CreateSequenceResponse(Box::new(CreateSequenceResponse {
             identifier: id.clone(),
             expires: Some("PT00H10M00S".into()),
             incomplete_sequence_behavior: None,
             accept: None,
-        }),
+        })),
     );
     csr.relates_to = cs.message_id.clone();
     c.handle_message(now, csr);
@@ -170,7 +170,7 @@ impl Svc {
         let mut cs = Message::new(
             version,
             Action::CreateSequence,
-            Body::CreateSequence(CreateSequence {
+            Body::CreateSequence(Box::new(CreateSequence {
                 acks_to: WSA10_ANONYMOUS.to_string(),
                 expires: Some("PT00H10M00S".into()),
                 offer: Some(Offer {
@@ -179,7 +179,7 @@ impl Svc {
                     expires: Some("PT00H10M00S".into()),
                     incomplete_sequence_behavior: None,
                 }),
-            }),
+            })),
         );
         cs.message_id = Some(Arc::from("urn:uuid:cs"));
         cs.reply_to = Some(Arc::from(WSA10_ANONYMOUS));
@@ -394,12 +394,12 @@ fn cxf_close_sequence_response_without_ack() {
         let mut csr = Message::new(
             RmVersion::Wsrm11,
             Action::CreateSequenceResponse,
-            Body::CreateSequenceResponse(CreateSequenceResponse {
+            Body::CreateSequenceResponse(Box::new(CreateSequenceResponse {
                 identifier: id.clone(),
                 expires: None,
                 incomplete_sequence_behavior: None,
                 accept: None,
-            }),
+            })),
         );
         csr.relates_to = cs.message_id.clone();
         c.handle_message(now, csr);
@@ -445,12 +445,12 @@ fn cxf_request_reply_reply_trailing_by_more_than_a_window() {
     let mut csr = Message::new(
         RmVersion::Wsrm10,
         Action::CreateSequenceResponse,
-        Body::CreateSequenceResponse(CreateSequenceResponse {
+        Body::CreateSequenceResponse(Box::new(CreateSequenceResponse {
             identifier: id.clone(),
             expires: None,
             incomplete_sequence_behavior: None,
             accept: Some(WSA10_ANONYMOUS.to_string()),
-        }),
+        })),
     );
     csr.relates_to = cs.message_id.clone();
     c.handle_message(now, csr);
@@ -542,12 +542,12 @@ fn gsoap_rm11_client(now: Instant) -> (ClientSession, SequenceId) {
     let mut csr = Message::new(
         RmVersion::Wsrm11,
         Action::CreateSequenceResponse,
-        Body::CreateSequenceResponse(CreateSequenceResponse {
+        Body::CreateSequenceResponse(Box::new(CreateSequenceResponse {
             identifier: id.clone(),
             expires: None,
             incomplete_sequence_behavior: None,
             accept: None,
-        }),
+        })),
     );
     csr.relates_to = cs.message_id.clone();
     c.handle_message(now, csr);

@@ -130,7 +130,7 @@ fn cs_message(
     let mut m = Message::new(
         version,
         Action::CreateSequence,
-        Body::CreateSequence(CreateSequence {
+        Body::CreateSequence(Box::new(CreateSequence {
             acks_to: acks_to.to_string(),
             expires: None,
             offer: offer.map(|o| Offer {
@@ -139,7 +139,7 @@ fn cs_message(
                 expires: None,
                 incomplete_sequence_behavior: None,
             }),
-        }),
+        })),
     );
     m.message_id = Some(Arc::from("urn:uuid:00000000-0000-4000-8000-000000000001"));
     m.reply_to = reply_to.map(Arc::from);

@@ -31,6 +31,11 @@
 //!   their reference parameters, the raw body bytes) and the engine-level
 //!   [`wsrm_proto::msg::Message`]. An application body is `Body::Application(Bytes)`: a
 //!   zero-copy slice of the input, never interpreted.
+//! * [`AckTemplate`]`::new(SoapVersion, AddressingVersion, RmVersion, &SequenceId)` and
+//!   [`AckTemplate::decode`]`(&[u8], &Limits) -> Option<Result<Decoded, DecodeError>>` — the
+//!   standalone acknowledgements of one sequence as this crate writes them (the client's HTTP
+//!   response to each one-way message), their fixed start compared at once: `Some` of exactly
+//!   what [`decode`] gives, or `None` (then call [`decode`]).
 //! * [`DecodeError`] says what is wrong ([`DecodeError::kind`]), which fault to answer with
 //!   ([`DecodeError::fault`], a `wsrm_proto::msg::Fault`, or `None` for a bare HTTP 400/413)
 //!   and the HTTP status ([`DecodeError::http_status`]); [`DecodeError::soap`]/[`rm`](DecodeError::rm)/
@@ -45,6 +50,13 @@
 //!   anonymous URI of the framing's WS-Addressing version; a WS-Addressing 2004/08 request
 //!   (CreateSequence, or MessageID without RelatesTo) without `reply_to` gets an anonymous `ReplyTo`; an anonymous
 //!   `To` is omitted under WS-Addressing 1.0.
+//! * [`SequenceTemplate`]`::new(&Message, &Framing)` and
+//!   [`SequenceTemplate::encode`]`(&Message) -> Option<Bytes>` — a client's one-way messages
+//!   of one sequence (same action and `To`), written as the bytes before and after the
+//!   message number plus the body: exactly what [`encode`] writes, or `None` for a message of
+//!   another shape (then call [`encode`]); [`SequenceTemplate::pieces`] gives the same
+//!   envelope as [`SequencePieces`] (shared head and tail, the number, the body) for a
+//!   vectored write that does not copy it together.
 //! * [`action_uri`] gives the `wsa:Action` (= SOAP 1.1 `SOAPAction`) of a message;
 //!   [`SoapVersion::content_type`] the HTTP content type.
 //!
@@ -73,9 +85,9 @@ mod xml;
 
 pub use body::self_contained_body;
 pub use error::{DecodeError, DecodeErrorKind, EncodeError, LimitKind};
-pub use map::{action_uri, Decoded, Framing};
+pub use map::{action_uri, Decoded, Digits, Framing, SequencePieces, SequenceTemplate};
 pub use ns::{AddressingVersion, SoapVersion};
-pub use reader::EndpointReference;
+pub use reader::{AckTemplate, EndpointReference};
 
 /// Bounds on what [`decode`] accepts. Exceeding one gives a typed error after bounded work.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,6 +21,9 @@ use crate::writer::{self as w, Out};
 
 #[cfg(test)]
 mod reference;
+mod seq_template;
+
+pub use seq_template::{Digits, SequencePieces, SequenceTemplate};
 
 /// A decoded envelope: the facts of the envelope and the engine-level [`Message`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,37 +256,47 @@ pub(crate) fn to_decoded(env: &mut Envelope) -> Result<Decoded, DecodeError> {
 
     let mut acks_to = None;
     let mut fault_subcode = None;
-    let body = match std::mem::replace(&mut env.body, WBody::Empty) {
-        WBody::Empty => Body::Empty,
-        WBody::Application => Body::Application(env.body_bytes.clone()),
-        WBody::CreateSequence { cs, acks_to: epr } => {
-            acks_to = Some(epr);
-            Body::CreateSequence(cs)
-        }
-        WBody::CreateSequenceResponse(csr) => Body::CreateSequenceResponse(csr),
-        WBody::CloseSequence {
-            identifier,
-            last_msg_number,
-        } => Body::CloseSequence {
-            identifier,
-            last_msg_number,
+    // the per-message bodies (empty, application) without moving the (large) body out
+    let body = match &env.body {
+        WBody::Empty => Some(Body::Empty),
+        WBody::Application => Some(Body::Application(env.body_bytes.clone())),
+        _ => None,
+    };
+    let body = match body {
+        Some(b) => b,
+        None => match std::mem::replace(&mut env.body, WBody::Empty) {
+            WBody::Empty => Body::Empty,
+            WBody::Application => Body::Application(env.body_bytes.clone()),
+            WBody::CreateSequence { cs, acks_to: epr } => {
+                acks_to = Some(epr);
+                Body::CreateSequence(Box::new(cs))
+            }
+            WBody::CreateSequenceResponse(csr) => Body::CreateSequenceResponse(Box::new(csr)),
+            WBody::CloseSequence {
+                identifier,
+                last_msg_number,
+            } => Body::CloseSequence {
+                identifier,
+                last_msg_number,
+            },
+            WBody::CloseSequenceResponse(identifier) => Body::CloseSequenceResponse { identifier },
+            WBody::TerminateSequence {
+                identifier,
+                last_msg_number,
+            } => Body::TerminateSequence {
+                identifier,
+                last_msg_number,
+            },
+            WBody::TerminateSequenceResponse(identifier) => {
+                Body::TerminateSequenceResponse { identifier }
+            }
+            WBody::Fault(ref f) => {
+                let (fault, sub) =
+                    classify_fault(env.soap, version, f, env.sequence_fault.as_ref());
+                fault_subcode = sub;
+                Body::Fault(Box::new(fault))
+            }
         },
-        WBody::CloseSequenceResponse(identifier) => Body::CloseSequenceResponse { identifier },
-        WBody::TerminateSequence {
-            identifier,
-            last_msg_number,
-        } => Body::TerminateSequence {
-            identifier,
-            last_msg_number,
-        },
-        WBody::TerminateSequenceResponse(identifier) => {
-            Body::TerminateSequenceResponse { identifier }
-        }
-        WBody::Fault(ref f) => {
-            let (fault, sub) = classify_fault(env.soap, version, f, env.sequence_fault.as_ref());
-            fault_subcode = sub;
-            Body::Fault(fault)
-        }
     };
     let message = Message {
         version,

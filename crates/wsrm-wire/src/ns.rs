@@ -128,6 +128,51 @@ pub fn rm_namespace(v: RmVersion) -> &'static str {
     }
 }
 
+/// The writer's (and WCF's) start of an envelope up to `<s:Header>` (`map::prolog`), per SOAP
+/// and WS-Addressing version, at `2 · SOAP 1.1 + WSA 2004/08`: the readers' fast paths tell them
+/// apart by the first byte after `http://` of each URI (`<s:Envelope xmlns:s="http://`), then
+/// compare the whole start.
+pub(crate) const ENVELOPE_STARTS: [(&[u8], SoapVersion, AddressingVersion); 4] = [
+    (
+        b"<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header>",
+        SoapVersion::Soap12,
+        AddressingVersion::Wsa10,
+    ),
+    (
+        b"<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\"><s:Header>",
+        SoapVersion::Soap12,
+        AddressingVersion::Wsa200408,
+    ),
+    (
+        b"<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:a=\"http://www.w3.org/2005/08/addressing\"><s:Header>",
+        SoapVersion::Soap11,
+        AddressingVersion::Wsa10,
+    ),
+    (
+        b"<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:a=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\"><s:Header>",
+        SoapVersion::Soap11,
+        AddressingVersion::Wsa200408,
+    ),
+];
+
+/// Where the SOAP URI's distinguishing byte is in an envelope start: `<s:Envelope xmlns:s="http://`.
+const ENVELOPE_SOAP_AT: usize = 28;
+/// From there, past the SOAP URI, to the WS-Addressing URI's (`" xmlns:a="http://`).
+const ENVELOPE_WSA_AFTER_SOAP: usize = 11;
+
+/// The one entry of [`ENVELOPE_STARTS`] that `b` may start with, told apart by the byte after
+/// `http://` of each URI (the caller compares the whole start); `None` when `b` is too short to
+/// tell.
+#[inline(always)]
+pub(crate) fn envelope_start_candidate(
+    b: &[u8],
+) -> Option<(&'static [u8], SoapVersion, AddressingVersion)> {
+    let s11 = usize::from(*b.get(ENVELOPE_SOAP_AT)? == b's');
+    let soap_len = if s11 == 1 { SOAP11.len() } else { SOAP12.len() };
+    let w04 = usize::from(*b.get(ENVELOPE_SOAP_AT + soap_len + ENVELOPE_WSA_AFTER_SOAP)? == b's');
+    ENVELOPE_STARTS.get(2 * s11 + w04).copied()
+}
+
 /// Classified namespace of an element or attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum Ns {
@@ -164,6 +209,24 @@ impl Ns {
             ns
         } else {
             Ns::Other
+        }
+    }
+
+    /// The namespace of a SOAP version's envelope.
+    #[inline]
+    pub(crate) fn of_soap(v: SoapVersion) -> Ns {
+        match v {
+            SoapVersion::Soap11 => Ns::Soap11,
+            SoapVersion::Soap12 => Ns::Soap12,
+        }
+    }
+
+    /// The namespace of a WS-Addressing version.
+    #[inline]
+    pub(crate) fn of_wsa(v: AddressingVersion) -> Ns {
+        match v {
+            AddressingVersion::Wsa200408 => Ns::Wsa04,
+            AddressingVersion::Wsa10 => Ns::Wsa10,
         }
     }
 

@@ -19,6 +19,7 @@ use crate::Limits;
 
 mod fast;
 mod fast_ack;
+pub use fast_ack::AckTemplate;
 
 /// A WS-Addressing endpoint reference as received: the address and the reference parameters
 /// (each kept as the raw bytes of one element, to be echoed as a header on messages sent to
@@ -513,7 +514,11 @@ impl<'a> P<'a> {
                     self.env.body = WBody::Empty;
                     return Ok(());
                 }
-                child = or_kind(self.rd.next_child(), not_env)?;
+                // the writer's (and WCF's) `<s:Body>` read at once
+                child = match self.fast.then(|| self.rd.fast_body_start()).flatten() {
+                    Some(b) => Some(b),
+                    None => or_kind(self.rd.next_child(), not_env)?,
+                };
             }
         }
         let body = match child {
@@ -528,6 +533,10 @@ impl<'a> P<'a> {
         };
         self.post_headers()?;
         self.body(&body)?;
+        // the usual end: `</s:Envelope>` and nothing else
+        if self.fast && self.rd.fast_document_end() {
+            return Ok(());
+        }
         if let Some(extra) = or_kind(self.rd.next_child(), not_env)? {
             return Err(not_env(format!(
                 "unexpected {} after Body",
@@ -1330,6 +1339,23 @@ impl<'a> P<'a> {
     /// Declarations on Envelope/Body the opaque body content may rely on (gSOAP declares
     /// every namespace on the Envelope); `s`/`a` bound as the writer binds them are implied.
     fn body_namespaces(&mut self) {
+        // the usual case (the writer's and WCF's envelopes): only `s` and `a`, bound as the
+        // writer binds them; told by the namespace classes, which are exact for known URIs
+        let soap_class = match self.env.soap {
+            SoapVersion::Soap11 => Ns::Soap11,
+            SoapVersion::Soap12 => Ns::Soap12,
+        };
+        let wsa_class = match self.env.wsa {
+            Some(AddressingVersion::Wsa10) => Ns::Wsa10,
+            Some(AddressingVersion::Wsa200408) => Ns::Wsa04,
+            None => Ns::None,
+        };
+        if self.rd.all_in_scope(|prefix, ns| {
+            (prefix == b"s" && ns == soap_class)
+                || (prefix == b"a" && ns == wsa_class && wsa_class != Ns::None)
+        }) {
+            return;
+        }
         let soap_ns = self.env.soap.namespace().as_bytes();
         let wsa_ns = self.env.wsa.map(|w| w.namespace().as_bytes());
         for (i, (prefix, uri)) in self.rd.in_scope().enumerate() {
@@ -1373,14 +1399,24 @@ impl<'a> P<'a> {
             self.env.body = WBody::Empty;
             return Ok(());
         }
-        // first child element
-        let first = loop {
-            match self.rd.next_raw()? {
-                Raw::Start(el) => break Some(el),
-                Raw::End { .. } => break None,
-                Raw::Text(t) if t.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n')) => {}
-                Raw::Eof => return Err(self.rd.eof()),
-                _ => return Err(not_env("text content in Body")),
+        // first child element; the usual start of application content read at once
+        let fast_first = if self.fast {
+            self.rd.fast_default_ns_start()
+        } else {
+            None
+        };
+        let first = if let Some(el) = fast_first {
+            Some(el)
+        } else {
+            loop {
+                match self.rd.next_raw()? {
+                    Raw::Start(el) => break Some(el),
+                    Raw::End { .. } => break None,
+                    Raw::Text(t) if t.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n')) => {
+                    }
+                    Raw::Eof => return Err(self.rd.eof()),
+                    _ => return Err(not_env("text content in Body")),
+                }
             }
         };
         let end_of_body = |this: &Self, end_pos: usize| -> Bytes {

@@ -62,11 +62,13 @@ pub(crate) fn attr(b: &mut impl Out, s: &str) {
 /// comparisons), so that a loop over it is vectorised.
 #[inline(always)]
 fn special<const QUOTE: bool>(c: u8) -> bool {
-    let text = (c == b'&') | (c == b'<') | (c == b'>') | (c == b'\r');
+    // zero exactly for a special byte: `<` and `>` differ in one bit (0x3C, 0x3E); a minimum
+    // of differences vectorises to one compare per block (no pairing of lanes)
+    let text = ((c & !2) ^ b'<').min(c ^ b'&').min(c ^ b'\r');
     if QUOTE {
-        text | (c == b'"') | (c == b'\t') | (c == b'\n')
+        text.min(c ^ b'"').min(c ^ b'\t').min(c ^ b'\n') == 0
     } else {
-        text
+        text == 0
     }
 }
 
@@ -171,13 +173,30 @@ const POW10: [u64; 20] = {
     t
 };
 
-/// The number of decimal digits of `n` (from its bit length: no division, no loop).
+/// Per index of the highest set bit `h` (bit length `h + 1`): an estimate `t` of the number of
+/// digits, floor(log10(2^(h+1))) (1233 / 4096 ≈ log10(2)), which is the answer or one less,
+/// and `10^t`, from which on it is one more.
+const DIGITS_BY_BIT: [(u64, u64); 64] = {
+    let mut t = [(0u64, 0u64); 64];
+    let mut h = 0;
+    while h < 64 {
+        let est = ((h + 1) * 1233) >> 12;
+        t[h] = (est as u64, POW10[est]);
+        h += 1;
+    }
+    t
+};
+
+/// The number of decimal digits of `n` (from its bit length by a table: no division, no
+/// loop, no multiplication).
 #[inline(always)]
 pub(crate) fn digits(n: u64) -> usize {
-    // floor(log10(2^bits)) is within one of the answer: 1233 / 4096 ≈ log10(2)
-    let bits = 64 - (n | 1).leading_zeros() as usize;
-    let t = (bits * 1233) >> 12;
-    t + usize::from(POW10.get(t).is_some_and(|&p| (n | 1) >= p))
+    let m = n | 1;
+    let h = 63 - m.leading_zeros() as usize;
+    match DIGITS_BY_BIT.get(h) {
+        Some(&(t, p)) => (t + u64::from(m >= p)) as usize,
+        None => 1,
+    }
 }
 
 /// `"00"`, `"01"`, …, `"99"`: two digits per table lookup.
@@ -198,8 +217,9 @@ const PAIRS: [u8; 200] = {
 /// reserved at the message's size the 20 bytes fit.
 ///
 /// A number below 10^8 (every message number and range bound in practice) is formatted
-/// without a loop: [`eight_digits`] gives its 8 digits with leading zeros in one word, which is
-/// shifted to drop them and appended whole (8 bytes) and cut to the digits.
+/// without a loop: [`eight_digit_values`] gives its 8 digits with leading zeros in one word,
+/// which is shifted to drop them (their count is that of the word's low zero bytes) and
+/// appended whole (8 bytes) and cut to the digits.
 #[inline(always)]
 pub(crate) fn num(b: &mut impl Out, n: u64) {
     // one digit (`Lower="1"`, `BufferRemaining` 8): one byte
@@ -208,10 +228,13 @@ pub(crate) fn num(b: &mut impl Out, n: u64) {
         return;
     }
     if n < 100_000_000 {
-        let d = digits(n);
-        let len = b.written() + d;
-        // the first digit is the lowest byte: shift the leading zeros out
-        let word = eight_digits(n) >> (8 * (8 - d));
+        // the digit values (0 to 9 per byte), the first digit in the lowest byte: the leading
+        // zero digits are the zero bytes at the low end (n >= 10: some byte is not zero), so
+        // their count comes from the trailing zero bits, without counting digits
+        let raw = eight_digit_values(n);
+        let shift = raw.trailing_zeros() & !7;
+        let len = b.written() + 8 - (shift / 8) as usize;
+        let word = (raw | 0x3030_3030_3030_3030) >> shift;
         b.put(&word.to_le_bytes());
         b.cut(len);
         return;
@@ -219,12 +242,13 @@ pub(crate) fn num(b: &mut impl Out, n: u64) {
     num_long(b, n);
 }
 
-/// The 8 decimal digits of `n < 10^8` (with leading zeros) as ASCII in one little-endian word,
-/// the first digit in the lowest byte: split into halves of 4 digits, each into pairs, each
-/// into digits, all lanes of one word at once (a multiplication and shift by a reciprocal per
-/// step, exact for the lane values involved).
+/// The 8 decimal digits of `n < 10^8` (with leading zeros) as values 0 to 9 in one
+/// little-endian word, the first digit in the lowest byte (`| 0x30` per byte makes them
+/// ASCII): split into halves of 4 digits, each into pairs, each into digits, all lanes of one
+/// word at once (a multiplication and shift by a reciprocal per step, exact for the lane
+/// values involved).
 #[inline(always)]
-fn eight_digits(n: u64) -> u64 {
+fn eight_digit_values(n: u64) -> u64 {
     // 32-bit lanes: the first 4 digits, the last 4
     let x = (n / 10_000) | ((n % 10_000) << 32);
     // 16-bit lanes: x / 100 and x % 100 per 32-bit lane ((x · 5243) >> 19 = x / 100 for x < 43,699)
@@ -232,8 +256,7 @@ fn eight_digits(n: u64) -> u64 {
     let pairs = hi | ((x - hi * 100) << 16);
     // 8-bit lanes: p / 10 and p % 10 per 16-bit lane ((p · 103) >> 10 = p / 10 for p < 179)
     let tens = ((pairs * 103) >> 10) & 0x000F_000F_000F_000F;
-    let digits = tens | ((pairs - tens * 10) << 8);
-    digits | 0x3030_3030_3030_3030
+    tens | ((pairs - tens * 10) << 8)
 }
 
 /// [`num`] for any number: formatted two digits at a time.

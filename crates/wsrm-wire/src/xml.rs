@@ -444,6 +444,28 @@ pub(crate) fn eq_short(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
+/// Equality of element names (end tags against the open element): up to 16 bytes as two
+/// overlapping word compares (4 or 8 bytes each) instead of a call of `memcmp`.
+#[inline(always)]
+fn eq_name(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&n) {
+        return a.first_chunk::<8>() == b.first_chunk::<8>()
+            && a.last_chunk::<8>() == b.last_chunk::<8>();
+    }
+    if (4..8).contains(&n) {
+        return a.first_chunk::<4>() == b.first_chunk::<4>()
+            && a.last_chunk::<4>() == b.last_chunk::<4>();
+    }
+    if n < 4 {
+        return eq_short(a, b);
+    }
+    a == b
+}
+
 /// Byte classes while scanning an element name.
 const C_NAME: u8 = 0;
 const C_WS: u8 = 1;
@@ -487,6 +509,42 @@ fn scan_name(b: &[u8], from: usize) -> (usize, u8, Option<usize>, bool) {
 /// carriage return (not XML characters; WCF's reader refuses them too). Returns the offset of
 /// the first one. Branch-free chunks keep this cheap (a few hundred instructions for 1 KiB).
 pub(crate) fn check_chars(src: &[u8]) -> Option<usize> {
+    // the common case: no byte below 0x20 anywhere (not even whitespace), told by one pass
+    // with a single reduction at the end
+    if min_byte(src) >= 0x20 {
+        return None;
+    }
+    check_chars_chunked(src)
+}
+
+/// The smallest byte of `src` (`u8::MAX` when empty): 128-byte blocks folded into a 128-byte
+/// accumulator (vectorised to a load and a byte minimum per vector, no reduction and no
+/// branch per block), the tail as the last 128 bytes (overlapping; the minimum is the same),
+/// one reduction at the end.
+fn min_byte(src: &[u8]) -> u8 {
+    const W: usize = 128;
+    fn fold(acc: &mut [u8; W], block: &[u8; W]) {
+        for (a, &c) in acc.iter_mut().zip(block) {
+            *a = (*a).min(c);
+        }
+    }
+    let mut acc = [u8::MAX; W];
+    let (blocks, rest) = src.as_chunks::<W>();
+    for block in blocks {
+        fold(&mut acc, block);
+    }
+    if !rest.is_empty() {
+        match src.last_chunk::<W>() {
+            Some(block) => fold(&mut acc, block),
+            None => return rest.iter().fold(u8::MAX, |m, &c| m.min(c)),
+        }
+    }
+    acc.iter().fold(u8::MAX, |m, &c| m.min(c))
+}
+
+/// [`check_chars`] by 256-byte chunks: the position of the first control character when
+/// bytes below 0x20 occur (whitespace or not).
+fn check_chars_chunked(src: &[u8]) -> Option<usize> {
     fn bad(c: u8) -> bool {
         c < 0x20 && c != b'\t' && c != b'\n' && c != b'\r'
     }
@@ -560,6 +618,10 @@ fn is_xml_ws(b: &[u8]) -> bool {
 
 pub(crate) fn trim_xml(s: &str) -> &str {
     let b = s.as_bytes();
+    // the usual value: nothing to trim (both ends tested, no search)
+    if b.first().is_some_and(|&c| !is_ws(c)) && b.last().is_some_and(|&c| !is_ws(c)) {
+        return s;
+    }
     let start = b.iter().position(|&c| !is_ws(c)).unwrap_or(b.len());
     let end = b.iter().rposition(|&c| !is_ws(c)).map_or(start, |k| k + 1);
     // whitespace is ASCII: both ends are character boundaries
@@ -679,7 +741,7 @@ impl<'a> Rd<'a> {
                     let expected = self.open.last().unwrap_or_default();
                     let n = expected.len();
                     let fast = !expected.is_empty()
-                        && rest.get(2..2 + n) == Some(expected)
+                        && rest.get(2..2 + n).is_some_and(|g| eq_name(g, expected))
                         && rest.get(2 + n) == Some(&b'>');
                     let (gt, name) = if fast {
                         (2 + n, expected)
@@ -877,7 +939,7 @@ impl<'a> Rd<'a> {
         let len = expected.len();
         let closes = rest.get(..2) == Some(b"</")
             && len > 0
-            && rest.get(2..2 + len) == Some(expected)
+            && rest.get(2..2 + len).is_some_and(|g| eq_name(g, expected))
             && rest.get(2 + len) == Some(&b'>');
         if !closes {
             return false;
@@ -921,6 +983,129 @@ impl<'a> Rd<'a> {
         true
     }
 
+    /// The start tag `<s:Body>` (no attributes) right at the current position, read as
+    /// [`Self::next_child`] reads it: pending bindings released, `s` resolved, the element
+    /// opened (depth, open names, position), the same `El`. `None`, with nothing consumed, for
+    /// anything else (whitespace or a comment before it, attributes, another name, a pending
+    /// end) or when a limit would be hit; `None` after releasing pending bindings (which
+    /// `next_child` does first too) when `s` is not bound.
+    pub(crate) fn fast_body_start(&mut self) -> Option<El<'a>> {
+        const TAG: &[u8] = b"<s:Body>";
+        if self.pending_end {
+            return None;
+        }
+        let pos = self.i;
+        let tag = self.src.get(pos..pos + TAG.len())?;
+        let l = self.limits;
+        if tag != TAG || self.depth >= l.max_depth || l.max_name_len < TAG.len() - 2 {
+            return None;
+        }
+        if self.pending_pop {
+            self.pending_pop = false;
+            self.pop_bindings();
+        }
+        let ns = self.lookup(b"s")?.ns;
+        let q = tag.get(1..TAG.len() - 1)?;
+        self.depth += 1;
+        self.i = pos + TAG.len();
+        self.open.push(q);
+        Some(El {
+            ns,
+            qname: q,
+            local: q.get(2..)?,
+            attrs: b"",
+            pos,
+            content_start: self.i,
+            empty: false,
+            soap_attrs: false,
+        })
+    }
+
+    /// The usual first element of an application body, `<p xmlns="urn:…">` (a name without
+    /// a colon and one default namespace declaration, see `default_decl_only`), right at the
+    /// current position, read as [`Self::next_raw`] reads it: the binding declared, the
+    /// attributes recorded (none), the element opened, the same `El`. `None`, with nothing
+    /// consumed, for anything else, with a synthetic event pending, or when a limit would be
+    /// hit.
+    pub(crate) fn fast_default_ns_start(&mut self) -> Option<El<'a>> {
+        if self.pending_end || self.pending_pop {
+            return None;
+        }
+        let pos = self.i;
+        let rest = self.src.get(pos..)?;
+        if rest.first() != Some(&b'<') {
+            return None;
+        }
+        let (j, class, colon, ok) = scan_name(rest, 1);
+        if !ok || class != C_WS || colon.is_some() {
+            return None;
+        }
+        let q = rest.get(1..j)?;
+        let tail = rest.get(j..)?;
+        let (value, end) = default_decl_only(tail)?;
+        let attrs = tail.get(..end)?;
+        let l = self.limits;
+        if self.depth >= l.max_depth
+            || q.len() > l.max_name_len
+            || l.max_attributes < 1
+            || end > l.max_attributes_len
+        {
+            return None;
+        }
+        let depth = self.depth + 1;
+        let ns = Ns::classify(value);
+        self.depth = depth;
+        self.bindings.push(Binding {
+            prefix: b"",
+            uri: value,
+            owned: None,
+            ns,
+            depth,
+        });
+        self.last_attrs_n = 0;
+        self.last_attrs_pos = pos;
+        self.i = pos + 1 + q.len() + end + 1;
+        self.open.push(q);
+        Some(El {
+            ns,
+            qname: q,
+            local: q,
+            attrs,
+            pos,
+            content_start: self.i,
+            empty: false,
+            soap_attrs: false,
+        })
+    }
+
+    /// After the Body: the rest of the input is exactly the end tag of the innermost open
+    /// element (the envelope's), then at most whitespace. If so it is consumed as
+    /// [`Self::next_child`] (which finds no further child) and reading on to the end of input
+    /// consume it (the document is complete); else `false` with nothing consumed.
+    pub(crate) fn fast_document_end(&mut self) -> bool {
+        if self.pending_end {
+            return false;
+        }
+        let Some(expected) = self.open.last() else {
+            return false;
+        };
+        let n = expected.len();
+        let rest = self.src.get(self.i..).unwrap_or_default();
+        let closes = n > 0
+            && rest.get(..2) == Some(b"</")
+            && rest.get(2..2 + n).is_some_and(|g| eq_name(g, expected))
+            && rest.get(2 + n) == Some(&b'>');
+        if !closes || !is_xml_ws(rest.get(n + 3..).unwrap_or_default()) {
+            return false;
+        }
+        self.open.pop();
+        self.depth = self.depth.saturating_sub(1);
+        self.pending_pop = false;
+        self.pop_bindings();
+        self.i = self.src.len();
+        true
+    }
+
     /// The start of a document exactly as the writer (and WCF) writes it,
     /// `<s:Envelope xmlns:s="SOAP" xmlns:a="WS-Addressing"><s:Header>` with known URIs, read at
     /// once into the state reading the two start tags one by one leaves (bindings, open
@@ -939,48 +1124,22 @@ impl<'a> Rd<'a> {
         const ENV: &[u8] = b"<s:Envelope";
         const HEADER: &[u8] = b"<s:Header>";
         let src = self.src;
-        let mut k = ENV.len();
-        if !src.starts_with(ENV) {
+        // the four prologs told apart by the byte after `http://` of each URI, then compared
+        // whole (one comparison instead of one per declaration and candidate URI)
+        let (prolog, soap, wsa) = crate::ns::envelope_start_candidate(src)?;
+        let soap_len = soap.namespace().len();
+        let (env_ns, a_ns) = (Ns::of_soap(soap), Ns::of_wsa(wsa));
+        if !src.starts_with(prolog) {
             return None;
         }
-        // ` xmlns:s="URI"` then ` xmlns:a="URI"`: (prefix, URI, class) each
-        let mut decl = |prefix: &'static [u8], known: &[(&'static str, Ns)]| {
-            let rest = src.get(k..)?;
-            let head = rest.get(..10)?;
-            if head.get(..7) != Some(b" xmlns:") || head.get(7..8) != Some(prefix) {
-                return None;
-            }
-            if head.get(8..10) != Some(b"=\"") {
-                return None;
-            }
-            let v = rest.get(10..)?;
-            let (uri, ns) = known.iter().find_map(|(u, ns)| {
-                let u = u.as_bytes();
-                (v.starts_with(u) && v.get(u.len()) == Some(&b'"')).then_some((u, *ns))
-            })?;
-            let uri = v.get(..uri.len())?;
-            k += 10 + uri.len() + 1;
-            Some((uri, ns))
-        };
-        let (s_uri, env_ns) = decl(
-            b"s",
-            &[
-                (crate::ns::SOAP12, Ns::Soap12),
-                (crate::ns::SOAP11, Ns::Soap11),
-            ],
-        )?;
-        let (a_uri, a_ns) = decl(
-            b"a",
-            &[
-                (crate::ns::WSA10, Ns::Wsa10),
-                (crate::ns::WSA200408, Ns::Wsa04),
-            ],
-        )?;
+        // ` xmlns:s="` is 10 bytes, `" xmlns:a="` 11
+        let s_start = ENV.len() + 10;
+        let s_uri = src.get(s_start..s_start + soap_len)?;
+        let a_start = s_start + soap_len + 11;
+        let a_uri = src.get(a_start..prolog.len() - HEADER.len() - 2)?;
+        let k = prolog.len() - HEADER.len() - 1;
         // the attribute area ends at the `>` of the envelope's start tag
         let area = k - ENV.len();
-        if src.get(k) != Some(&b'>') || !src.get(k + 1..)?.starts_with(HEADER) {
-            return None;
-        }
         let l = self.limits;
         if l.max_depth < 2
             || l.max_name_len < ENV.len() - 1
@@ -1036,6 +1195,13 @@ impl<'a> Rd<'a> {
     /// default namespace.
     pub(crate) fn in_scope(&self) -> impl DoubleEndedIterator<Item = (&'a [u8], &[u8])> + '_ {
         self.bindings.iter().map(|b| (b.prefix, self.uri_of(b)))
+    }
+
+    /// Whether every namespace declaration in scope satisfies `implied(prefix, class)` (the
+    /// class of a URI is that of its resolved form, so for a known namespace it stands for
+    /// the URI itself).
+    pub(crate) fn all_in_scope(&self, implied: impl Fn(&[u8], Ns) -> bool) -> bool {
+        self.bindings.iter().all(|b| implied(b.prefix, b.ns))
     }
 
     /// The URI of a binding in scope (references resolved).
@@ -1283,7 +1449,7 @@ impl<'a> Rd<'a> {
             let n = expected.len();
             if rest.get(..2) == Some(b"</")
                 && n > 0
-                && rest.get(2..2 + n) == Some(expected)
+                && rest.get(2..2 + n).is_some_and(|g| eq_name(g, expected))
                 && rest.get(2 + n) == Some(&b'>')
             {
                 if self.pending_pop {
@@ -1508,7 +1674,7 @@ impl<'a> Rd<'a> {
                 let n = expected.len();
                 if t.get(1) == Some(&b'/')
                     && n > 0
-                    && t.get(2..2 + n) == Some(expected)
+                    && t.get(2..2 + n).is_some_and(|g| eq_name(g, expected))
                     && t.get(2 + n) == Some(&b'>')
                 {
                     self.i = p + n + 3;
@@ -1615,6 +1781,120 @@ pub(crate) fn utf8(b: &[u8]) -> PResult<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prologs_spell_the_namespaces() {
+        use crate::ns::{AddressingVersion, SoapVersion};
+        for (i, (soap, wsa)) in [
+            (SoapVersion::Soap12, AddressingVersion::Wsa10),
+            (SoapVersion::Soap12, AddressingVersion::Wsa200408),
+            (SoapVersion::Soap11, AddressingVersion::Wsa10),
+            (SoapVersion::Soap11, AddressingVersion::Wsa200408),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (prolog, s, a) = crate::ns::ENVELOPE_STARTS[i];
+            let want = format!(
+                "<s:Envelope xmlns:s=\"{}\" xmlns:a=\"{}\"><s:Header>",
+                soap.namespace(),
+                wsa.namespace()
+            );
+            assert_eq!(prolog, want.as_bytes());
+            assert_eq!((s, a), (soap, wsa));
+            assert_eq!(Ns::of_soap(s), Ns::classify(soap.namespace().as_bytes()));
+            assert_eq!(Ns::of_wsa(a), Ns::classify(wsa.namespace().as_bytes()));
+            assert_eq!(
+                crate::ns::envelope_start_candidate(prolog),
+                Some((prolog, soap, wsa))
+            );
+        }
+    }
+
+    #[test]
+    fn eq_name_agrees_with_slice_equality() {
+        for n in 0..40usize {
+            let a: Vec<u8> = (0..n as u8).map(|k| b'a' + k % 26).collect();
+            assert!(eq_name(&a, &a.clone()));
+            for m in [n.wrapping_sub(1), n + 1] {
+                let b: Vec<u8> = (0..m as u8).map(|k| b'a' + k % 26).collect();
+                assert_eq!(eq_name(&a, &b), a == b);
+            }
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!eq_name(&a, &b), "{n} {at}");
+            }
+        }
+    }
+
+    /// The first control character, byte by byte (what `check_chars` must return).
+    fn first_control(src: &[u8]) -> Option<usize> {
+        src.iter()
+            .position(|&c| c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r'))
+    }
+
+    #[test]
+    fn check_chars_agrees_with_a_byte_by_byte_search() {
+        // xorshift: reproducible without a dependency
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        // every length around the block sizes, each single byte below 0x20 (and 0x20, 0x7f,
+        // 0x80, 0xff) at the start, the end, block boundaries and in the overlapped tail
+        for len in [
+            0usize, 1, 2, 63, 64, 65, 127, 128, 129, 200, 255, 256, 257, 383, 384, 385, 1586,
+        ] {
+            for c in (0u8..=0x20).chain([0x7f, 0x80, 0xff]) {
+                for at in [
+                    0,
+                    1,
+                    63,
+                    64,
+                    127,
+                    128,
+                    129,
+                    255,
+                    256,
+                    257,
+                    len / 2,
+                    len.wrapping_sub(1),
+                    len.wrapping_sub(50),
+                ] {
+                    if at < len {
+                        let mut v = vec![b'x'; len];
+                        v[at] = c;
+                        cases.push(v);
+                    }
+                }
+            }
+        }
+        // random lengths and bytes: mostly printable, some whitespace, a few control bytes
+        for _ in 0..4000 {
+            let len = (next() % 900) as usize;
+            let rate = next() % 4;
+            let v: Vec<u8> = (0..len)
+                .map(|_| {
+                    let r = next();
+                    match r % 1000 {
+                        0..=2 if rate > 0 => (r >> 16) as u8 % 0x20,
+                        3..=30 if rate > 1 => [b'\t', b'\n', b'\r'][(r >> 16) as usize % 3],
+                        _ => 0x20 + (r >> 16) as u8 % 0xe0,
+                    }
+                })
+                .collect();
+            cases.push(v);
+        }
+        for v in &cases {
+            assert_eq!(check_chars(v), first_control(v), "{v:?}");
+            assert_eq!(min_byte(v), v.iter().copied().min().unwrap_or(u8::MAX));
+        }
+    }
 
     #[test]
     fn known_uri_only_for_a_whole_known_value() {

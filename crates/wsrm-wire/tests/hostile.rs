@@ -217,7 +217,7 @@ fn decode_error_faults_round_trip_through_the_writer() {
         let e = decode(bytes, &Limits::default()).unwrap_err();
         let fault = e.fault().unwrap_or_else(|| panic!("{name}: no fault"));
         let v = e.rm().unwrap_or_default();
-        let mut m = Message::new(v, Action::Fault, Body::Fault(fault.clone()));
+        let mut m = Message::new(v, Action::Fault, Body::Fault(Box::new(fault.clone())));
         m.relates_to = e.message_id().cloned();
         let framing = Framing::new(
             e.soap().unwrap_or(wsrm_wire::SoapVersion::Soap12),

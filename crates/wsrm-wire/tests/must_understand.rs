@@ -21,7 +21,11 @@ fn fault_message(e: &wsrm_wire::DecodeError) -> Message {
     let f = e
         .fault()
         .expect("a MustUnderstand refusal is answered with a fault");
-    let mut m = Message::new(e.rm().unwrap_or_default(), Action::Fault, Body::Fault(f));
+    let mut m = Message::new(
+        e.rm().unwrap_or_default(),
+        Action::Fault,
+        Body::Fault(Box::new(f)),
+    );
     m.relates_to = e.message_id().cloned();
     m
 }
@@ -131,12 +135,12 @@ fn not_understood_header_with_unprefixed_qname_and_invalid_names() {
     let mut m = Message::new(
         Default::default(),
         Action::Fault,
-        Body::Fault(wsrm_proto::msg::Fault::new(
+        Body::Fault(Box::new(wsrm_proto::msg::Fault::new(
             FaultCode::Sender,
             FaultKind::MustUnderstand,
             "x",
             Default::default(),
-        )),
+        ))),
     );
     m.relates_to = Some(Arc::from("urn:uuid:m1"));
     let mut f = Framing::soap12_wsa10();

@@ -145,11 +145,11 @@ fn body_and_action(v: RmVersion) -> impl Strategy<Value = (Action, Body)> {
         .prop_map(|(acks_to, expires, offer)| {
             (
                 Action::CreateSequence,
-                Body::CreateSequence(CreateSequence {
+                Body::CreateSequence(Box::new(CreateSequence {
                     acks_to,
                     expires,
                     offer,
-                }),
+                })),
             )
         });
     let csr = (
@@ -161,12 +161,12 @@ fn body_and_action(v: RmVersion) -> impl Strategy<Value = (Action, Body)> {
         .prop_map(move |(identifier, expires, b, accept)| {
             (
                 Action::CreateSequenceResponse,
-                Body::CreateSequenceResponse(CreateSequenceResponse {
+                Body::CreateSequenceResponse(Box::new(CreateSequenceResponse {
                     identifier,
                     expires,
                     incomplete_sequence_behavior: if v11 { b } else { None },
                     accept,
-                }),
+                })),
             )
         });
     let term = (id(), proptest::option::of(num())).prop_map(move |(identifier, n)| {
@@ -190,7 +190,7 @@ fn body_and_action(v: RmVersion) -> impl Strategy<Value = (Action, Body)> {
         Just((Action::SequenceAcknowledgement, Body::Empty)),
         Just((Action::AckRequested, Body::Empty)),
     ];
-    let fault = fault(v).prop_map(|f| (Action::Fault, Body::Fault(f)));
+    let fault = fault(v).prop_map(|f| (Action::Fault, Body::Fault(Box::new(f))));
     let common = prop_oneof![cs, csr, term, app, empty, fault];
     if v11 {
         let close =

@@ -118,3 +118,74 @@ fn opaque_body_end_tags() {
         }
     }
 }
+
+/// The declarations the body may rely on: `s`/`a` are left out only when bound exactly as the
+/// writer binds them (the envelope's SOAP namespace, the message's WS-Addressing namespace,
+/// also when written with references); anything else is listed.
+#[test]
+fn body_namespaces_leave_out_only_the_writer_s_bindings() {
+    const S12: &str = "http://www.w3.org/2003/05/soap-envelope";
+    const W10: &str = "http://www.w3.org/2005/08/addressing";
+    const W04: &str = "http://schemas.xmlsoap.org/ws/2004/08/addressing";
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static [(&'static str, &'static str)],
+    );
+    let cases: [Case; 7] = [
+        // the writer's: nothing
+        (
+            r#"xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing""#,
+            "a",
+            &[],
+        ),
+        // `a` written with a character reference: the same URI
+        (
+            r#"xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://&#x77;ww.w3.org/2005/08/addressing""#,
+            "a",
+            &[],
+        ),
+        // `a` bound to the other WS-Addressing version than the headers use
+        (
+            r#"xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:w="http://www.w3.org/2005/08/addressing""#,
+            "w",
+            &[("a", W04), ("w", W10)],
+        ),
+        // `a` unused by the headers, bound to something else
+        (
+            r#"xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="urn:a" xmlns:w="http://www.w3.org/2005/08/addressing""#,
+            "w",
+            &[("a", "urn:a"), ("w", W10)],
+        ),
+        // another prefix for the envelope, and `s` for something else
+        (
+            r#"xmlns:e="http://www.w3.org/2003/05/soap-envelope" xmlns:s="urn:s" xmlns:a="http://www.w3.org/2005/08/addressing""#,
+            "a",
+            &[("e", S12), ("s", "urn:s")],
+        ),
+        // a default namespace
+        (
+            r#"xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing" xmlns="urn:d""#,
+            "a",
+            &[("", "urn:d")],
+        ),
+        // `s` bound to the addressing namespace (the envelope under another prefix)
+        (
+            r#"xmlns:e="http://www.w3.org/2003/05/soap-envelope" xmlns:s="http://www.w3.org/2005/08/addressing" xmlns:a="http://www.w3.org/2005/08/addressing""#,
+            "a",
+            &[("e", S12), ("s", W10)],
+        ),
+    ];
+    for (decls, wsa, want) in cases {
+        let env = if decls.contains("xmlns:e=") { "e" } else { "s" };
+        let xml = format!(
+            r#"<{env}:Envelope {decls}><{env}:Header><{wsa}:Action>urn:op</{wsa}:Action></{env}:Header><{env}:Body><p xmlns="urn:p"/></{env}:Body></{env}:Envelope>"#
+        );
+        let d = dec(&xml).unwrap_or_else(|e| panic!("{xml}: {e}"));
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(p, u)| (p.to_string(), u.to_string()))
+            .collect();
+        assert_eq!(d.body_namespaces, want, "{xml}");
+    }
+}

@@ -31,11 +31,11 @@ fn w1_create_sequence() {
     let mut m = Message::new(
         RmVersion::Wsrm10,
         Action::CreateSequence,
-        Body::CreateSequence(CreateSequence {
+        Body::CreateSequence(Box::new(CreateSequence {
             acks_to: String::new(),
             expires: None,
             offer: None,
-        }),
+        })),
     );
     m.message_id = Some(Arc::from(M1));
     m.to = Some(Arc::from("http://svc.example/orders.svc"));
@@ -162,7 +162,7 @@ fn w4_offer_and_csr_11() {
     let mut m = Message::new(
         RmVersion::Wsrm11,
         Action::CreateSequence,
-        Body::CreateSequence(CreateSequence {
+        Body::CreateSequence(Box::new(CreateSequence {
             acks_to: "http://www.w3.org/2005/08/addressing/anonymous".into(),
             expires: None,
             offer: Some(Offer {
@@ -173,7 +173,7 @@ fn w4_offer_and_csr_11() {
                     IncompleteSequenceBehavior::DiscardFollowingFirstGap,
                 ),
             }),
-        }),
+        })),
     );
     m.message_id = Some(Arc::from(M1));
     let out = encode(&m, &Framing::soap12_wsa10()).unwrap();
@@ -182,14 +182,14 @@ fn w4_offer_and_csr_11() {
     let mut r = Message::new(
         RmVersion::Wsrm11,
         Action::CreateSequenceResponse,
-        Body::CreateSequenceResponse(CreateSequenceResponse {
+        Body::CreateSequenceResponse(Box::new(CreateSequenceResponse {
             identifier: id(),
             expires: None,
             incomplete_sequence_behavior: Some(
                 IncompleteSequenceBehavior::DiscardFollowingFirstGap,
             ),
             accept: Some("http://svc.example/orders.svc".into()),
-        }),
+        })),
     );
     r.relates_to = Some(Arc::from(M1));
     // anonymous To is omitted under WS-Addressing 1.0
@@ -203,7 +203,7 @@ fn fault_12_unknown_sequence_10() {
     let mut m = Message::new(
         RmVersion::Wsrm10,
         Action::Fault,
-        Body::Fault(Fault::unknown_sequence(&id())),
+        Body::Fault(Box::new(Fault::unknown_sequence(&id()))),
     );
     m.relates_to = Some(Arc::from(M1));
     let out = encode(&m, &Framing::soap12_wsa10()).unwrap();
@@ -215,12 +215,12 @@ fn fault_12_connection_limit_reached_11() {
     let m = Message::new(
         RmVersion::Wsrm11,
         Action::Fault,
-        Body::Fault(Fault::new(
+        Body::Fault(Box::new(Fault::new(
             FaultCode::Receiver,
             FaultKind::ConnectionLimitReached,
             "busy",
             FaultDetail::None,
-        )),
+        ))),
     );
     let out = encode(&m, &Framing::soap12_wsa10()).unwrap();
     assert!(s(&out).contains("<a:Action s:mustUnderstand=\"1\">http://docs.oasis-open.org/ws-rx/wsrm/200702/fault</a:Action>"));
@@ -235,7 +235,7 @@ fn w15_soap11_header_fault_and_body_fault() {
     let m = Message::new(
         RmVersion::Wsrm10,
         Action::Fault,
-        Body::Fault(Fault::unknown_sequence(&id())),
+        Body::Fault(Box::new(Fault::unknown_sequence(&id()))),
     );
     let out = encode(&m, &f).unwrap();
     assert_eq!(s(&out), format!("{ENV11}<s:Header><a:Action s:mustUnderstand=\"1\">http://schemas.xmlsoap.org/ws/2004/08/addressing/fault</a:Action><a:To s:mustUnderstand=\"1\">http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:To><r:SequenceFault{R10}><r:FaultCode>r:UnknownSequence</r:FaultCode><r:Identifier>{SREQ}</r:Identifier></r:SequenceFault></s:Header><s:Body><s:Fault><faultcode>s:Client</faultcode><faultstring xml:lang=\"en-US\">The value of wsrm:Identifier is not a known Sequence identifier.</faultstring></s:Fault></s:Body></s:Envelope>"));
@@ -243,11 +243,11 @@ fn w15_soap11_header_fault_and_body_fault() {
     let m = Message::new(
         RmVersion::Wsrm11,
         Action::Fault,
-        Body::Fault(Fault::sequence_terminated(
+        Body::Fault(Box::new(Fault::sequence_terminated(
             FaultCode::Receiver,
             &id(),
             "timeout",
-        )),
+        ))),
     );
     let out = encode(&m, &f).unwrap();
     assert!(s(&out).contains(&format!("<r:SequenceFault{R11}><r:FaultCode>r:SequenceTerminated</r:FaultCode><r:Detail><r:Identifier>{SREQ}</r:Identifier></r:Detail></r:SequenceFault>")));
@@ -257,7 +257,10 @@ fn w15_soap11_header_fault_and_body_fault() {
     let m = Message::new(
         RmVersion::Wsrm10,
         Action::Fault,
-        Body::Fault(Fault::create_sequence_refused(FaultCode::Sender, "no")),
+        Body::Fault(Box::new(Fault::create_sequence_refused(
+            FaultCode::Sender,
+            "no",
+        ))),
     );
     let out = encode(&m, &f).unwrap();
     assert!(
@@ -342,7 +345,7 @@ fn version_specific_actions_refused_in_the_other_version() {
     let m = Message::new(
         RmVersion::Wsrm11,
         Action::Fault,
-        Body::Fault(Fault::sequence_closed(&id())),
+        Body::Fault(Box::new(Fault::sequence_closed(&id()))),
     );
     assert_eq!(
         action_uri(&m, AddressingVersion::Wsa10).unwrap(),
@@ -351,12 +354,12 @@ fn version_specific_actions_refused_in_the_other_version() {
     let m = Message::new(
         RmVersion::Wsrm11,
         Action::Fault,
-        Body::Fault(Fault::new(
+        Body::Fault(Box::new(Fault::new(
             FaultCode::Sender,
             FaultKind::EndpointUnavailable,
             "x",
             FaultDetail::None,
-        )),
+        ))),
     );
     assert_eq!(
         action_uri(&m, AddressingVersion::Wsa10).unwrap(),
@@ -386,12 +389,12 @@ fn framing_for_reply_follows_the_request() {
     let m = Message::new(
         RmVersion::Wsrm10,
         Action::CreateSequenceResponse,
-        Body::CreateSequenceResponse(CreateSequenceResponse {
+        Body::CreateSequenceResponse(Box::new(CreateSequenceResponse {
             identifier: id(),
             expires: None,
             incomplete_sequence_behavior: None,
             accept: None,
-        }),
+        })),
     );
     assert!(s(&encode(&m, &f).unwrap()).contains("<a:To s:mustUnderstand=\"1\">http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:To>"));
     // WSA 1.0 request without ReplyTo: no To on the reply

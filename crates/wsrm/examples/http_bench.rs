@@ -84,11 +84,11 @@ fn create_sequence(url: &str, message_id: &str) -> Bytes {
     let mut m = Message::new(
         RmVersion::Wsrm10,
         Action::CreateSequence,
-        Body::CreateSequence(CreateSequence {
+        Body::CreateSequence(Box::new(CreateSequence {
             acks_to: String::new(),
             expires: None,
             offer: None,
-        }),
+        })),
     );
     m.message_id = Some(Arc::from(message_id));
     m.to = Some(Arc::from(url));

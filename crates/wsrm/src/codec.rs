@@ -107,7 +107,11 @@ pub(crate) fn error_framing(e: &DecodeError, fallback: MessageVersion) -> Framin
 /// The fault message answering a decode error, if WCF answers with one.
 pub(crate) fn error_fault(e: &DecodeError) -> Option<Message> {
     let f = e.fault()?;
-    let mut m = Message::new(e.rm().unwrap_or_default(), Action::Fault, Body::Fault(f));
+    let mut m = Message::new(
+        e.rm().unwrap_or_default(),
+        Action::Fault,
+        Body::Fault(Box::new(f)),
+    );
     m.relates_to = e.message_id().cloned();
     Some(m)
 }
@@ -127,7 +131,7 @@ pub(crate) fn version_mismatch(binding: MessageVersion, rm: RmVersion) -> Messag
         ),
         FaultDetail::None,
     );
-    Message::new(rm, Action::Fault, Body::Fault(f))
+    Message::new(rm, Action::Fault, Body::Fault(Box::new(f)))
 }
 
 #[cfg(test)]
@@ -152,11 +156,11 @@ mod tests {
         let mut m = Message::new(
             RmVersion::Wsrm10,
             Action::CreateSequence,
-            Body::CreateSequence(CreateSequence {
+            Body::CreateSequence(Box::new(CreateSequence {
                 acks_to: String::new(),
                 expires: None,
                 offer: None,
-            }),
+            })),
         );
         m.message_id = Some("urn:uuid:1".into());
         m.to = Some("http://127.0.0.1:1/svc".into());

@@ -1073,7 +1073,7 @@ impl Driver {
                     let mut f = Message::new(
                         m.version,
                         wsrm_proto::msg::Action::Fault,
-                        Body::Fault(Fault::unknown_sequence(id)),
+                        Body::Fault(Box::new(Fault::unknown_sequence(id))),
                     );
                     f.relates_to = m.message_id.clone();
                     return Some(f);

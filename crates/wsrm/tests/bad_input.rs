@@ -255,11 +255,11 @@ async fn create_sequence_flood_is_bounded() {
             let mut m = Message::new(
                 RmVersion::Wsrm10,
                 Action::CreateSequence,
-                Body::CreateSequence(CreateSequence {
+                Body::CreateSequence(Box::new(CreateSequence {
                     acks_to: String::new(),
                     expires: None,
                     offer: None,
-                }),
+                })),
             );
             m.message_id = Some(Arc::from(format!("urn:uuid:flood-{i}").as_str()));
             m.to = Some(Arc::from(url.as_str()));

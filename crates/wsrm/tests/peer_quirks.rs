@@ -73,12 +73,12 @@ async fn gsoap_like(last: u64) -> (String, Arc<Seen>) {
                 (Body::CreateSequence(_), _) => Ok(respond(&reply(
                     &m,
                     Action::CreateSequenceResponse,
-                    Body::CreateSequenceResponse(CreateSequenceResponse {
+                    Body::CreateSequenceResponse(Box::new(CreateSequenceResponse {
                         identifier: SequenceId::from(ID),
                         expires: None,
                         incomplete_sequence_behavior: None,
                         accept: None,
-                    }),
+                    })),
                 ))),
                 (Body::CloseSequence { .. }, _) => {
                     s.closes.fetch_add(1, Ordering::SeqCst);

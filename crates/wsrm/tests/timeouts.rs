@@ -50,12 +50,12 @@ async fn black_hole() -> (String, Arc<Seen>) {
                 let mut r = Message::new(
                     m.version,
                     Action::CreateSequenceResponse,
-                    Body::CreateSequenceResponse(CreateSequenceResponse {
+                    Body::CreateSequenceResponse(Box::new(CreateSequenceResponse {
                         identifier: SequenceId::from("urn:uuid:black-hole"),
                         expires: None,
                         incomplete_sequence_behavior: None,
                         accept,
-                    }),
+                    })),
                 );
                 r.relates_to = m.message_id.clone();
                 let env = wsrm_wire::encode(&r, &wsrm_wire::Framing::soap12_wsa10()).unwrap();

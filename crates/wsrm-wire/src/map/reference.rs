@@ -1030,20 +1030,20 @@ mod tests {
             ]
             .prop_map(Body::Application),
             1 => (value(), proptest::option::of(value()), proptest::option::of(offer)).prop_map(
-                |(acks_to, expires, offer)| Body::CreateSequence(CreateSequence {
+                |(acks_to, expires, offer)| Body::CreateSequence(Box::new(CreateSequence {
                     acks_to,
                     expires,
                     offer,
-                })
+                }))
             ),
             1 => (id(), proptest::option::of(value()), isb(), proptest::option::of(value()))
                 .prop_map(|(identifier, expires, incomplete_sequence_behavior, accept)| {
-                    Body::CreateSequenceResponse(CreateSequenceResponse {
+                    Body::CreateSequenceResponse(Box::new(CreateSequenceResponse {
                         identifier,
                         expires,
                         incomplete_sequence_behavior,
                         accept,
-                    })
+                    }))
                 }),
             1 => (id(), proptest::option::of(num())).prop_map(|(identifier, last_msg_number)| {
                 Body::CloseSequence {
@@ -1059,7 +1059,7 @@ mod tests {
                 }
             }),
             1 => id().prop_map(|identifier| Body::TerminateSequenceResponse { identifier }),
-            2 => fault().prop_map(Body::Fault),
+            2 => fault().prop_map(|f| Body::Fault(Box::new(f))),
         ]
     }
 

@@ -16,12 +16,12 @@
 
 use std::sync::Arc;
 
-use memchr::memchr2;
 use wsrm_proto::msg::{AckHeader, RmVersion, SequenceHeader, SequenceId};
 
+use super::Envelope;
 use super::{interned_address, interned_rm_action, EndpointReference, P};
 use super::{RM10_ACTIONS, RM11_ACTIONS};
-use crate::ns::{AddressingVersion, Ns, NETRM, RM10, RM11};
+use crate::ns::{AddressingVersion, Ns};
 
 #[cfg(test)]
 thread_local! {
@@ -41,32 +41,35 @@ impl<'a> Cur<'a> {
         self.s.as_bytes().get(self.k..).unwrap_or_default()
     }
 
-    /// Consumes `l` if the input continues with it.
+    /// Consumes `l` if the input continues with it: a literal of constant length, compared
+    /// inline (a few wide loads), not by a call of `memcmp` (which costs more than the
+    /// comparison for these short runs).
     #[inline(always)]
-    fn lit(&mut self, l: &[u8]) -> bool {
-        if self.rest().starts_with(l) {
-            self.k += l.len();
-            true
-        } else {
-            false
+    fn lit<const N: usize>(&mut self, l: &[u8; N]) -> bool {
+        let ok = self.rest().first_chunk::<N>() == Some(l);
+        if ok {
+            self.k += N;
         }
+        ok
     }
 
     /// Character data (no markup, no reference, at most `max` bytes) directly followed by the
     /// end tag `end`; both consumed. The text is untrimmed.
-    fn text(&mut self, end: &[u8], max: usize) -> Option<&'a str> {
+    #[inline(always)]
+    fn text<const N: usize>(&mut self, end: &[u8; N], max: usize) -> Option<&'a str> {
         let rest = self.rest();
-        let n = memchr2(b'<', b'&', rest)?;
-        if n > max || !rest.get(n..)?.starts_with(end) {
+        let n = lt_or_amp(rest, max)?;
+        if rest.get(n..)?.first_chunk::<N>() != Some(end) {
             return None;
         }
         // `n` lies before a `<` and `k` after a `>`: both are character boundaries
         let t = self.s.get(self.k..self.k + n)?;
-        self.k += n + end.len();
+        self.k += n + N;
         Some(t)
     }
 
     /// A plain number ending at the byte `stop` (consumed too), see [`plain_number_at`].
+    #[inline(always)]
     fn plain(&mut self, stop: u8) -> Option<u64> {
         let (v, len) = plain_number_at(self.rest(), stop)?;
         self.k += len;
@@ -74,16 +77,54 @@ impl<'a> Cur<'a> {
     }
 
     /// `xmlns:r="` already matched: the RM namespace URI and the closing `"`.
+    #[inline(always)]
     fn rm_decl(&mut self) -> Option<RmVersion> {
-        let v = if self.lit(RM10.as_bytes()) {
-            RmVersion::Wsrm10
-        } else if self.lit(RM11.as_bytes()) {
-            RmVersion::Wsrm11
+        if self.lit(RM10_Q) {
+            Some(RmVersion::Wsrm10)
+        } else if self.lit(RM11_Q) {
+            Some(RmVersion::Wsrm11)
         } else {
-            return None;
-        };
-        self.lit(b"\"").then_some(v)
+            None
+        }
     }
+}
+
+/// The RM namespaces with the attribute value's closing quote.
+const RM10_Q: &[u8; 41] = b"http://schemas.xmlsoap.org/ws/2005/02/rm\"";
+const RM11_Q: &[u8; 45] = b"http://docs.oasis-open.org/ws-rx/wsrm/200702\"";
+
+/// The bytes of `w` equal to `<` or `&`, as the high bit of each: zero bytes of `w ^ <<<…`
+/// and `w ^ &&&…` found by subtracting 1 from every byte (a borrow can only set the high bit
+/// of a byte above a zero byte, so the lowest bit set is exact).
+#[inline(always)]
+fn lt_or_amp_bits(w: u64) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let lt = w ^ u64::from_ne_bytes([b'<'; 8]);
+    let amp = w ^ u64::from_ne_bytes([b'&'; 8]);
+    ((lt.wrapping_sub(ONES) & !lt) | (amp.wrapping_sub(ONES) & !amp)) & HIGH
+}
+
+/// The offset of the first `<` or `&` in `b` if it is at most `max` (else `None`, as when
+/// there is none): 8 bytes at a time ([`lt_or_amp_bits`]), inline; the values the fast path
+/// reads are short (identifiers, URIs), where a call of `memchr2` costs more in its set-up
+/// than in the search.
+#[inline(always)]
+fn lt_or_amp(b: &[u8], max: usize) -> Option<usize> {
+    let mut i = 0;
+    while let Some(w) = b.get(i..).and_then(|r| r.first_chunk::<8>()) {
+        let m = lt_or_amp_bits(u64::from_le_bytes(*w));
+        if m != 0 {
+            let n = i + (m.trailing_zeros() / 8) as usize;
+            return (n <= max).then_some(n);
+        }
+        i += 8;
+        if i > max {
+            return None;
+        }
+    }
+    let n = i + b.get(i..)?.iter().position(|&c| c == b'<' || c == b'&')?;
+    (n <= max).then_some(n)
 }
 
 /// A plain number at the start of `rest` ending at the byte `stop`: 1 to 18 ASCII digits
@@ -166,34 +207,15 @@ fn plain_number_loop(rest: &[u8], stop: u8) -> Option<(u64, usize)> {
     None
 }
 
-/// The header facts the fast path collects, committed to the envelope only when the whole
-/// `Header` matched.
-#[derive(Default)]
-struct Found {
-    wsa: Option<AddressingVersion>,
-    rm: Option<RmVersion>,
-    action: Option<Arc<str>>,
-    rm_action: Option<&'static str>,
-    message_id: Option<Arc<str>>,
-    relates_to: Option<Arc<str>>,
-    to: Option<Arc<str>>,
-    reply_to: Option<EndpointReference>,
-    sequence: Option<SequenceHeader>,
-    ack: Option<AckHeader>,
-    ack_requested: Option<SequenceId>,
-    headers: usize,
-}
-
-impl Found {
-    /// The general path's `set_rm`: `None` on a second, different version (the general path
-    /// refuses that with its own error).
-    fn set_rm(&mut self, v: RmVersion) -> Option<()> {
-        match self.rm {
-            Some(w) if w != v => None,
-            _ => {
-                self.rm = Some(v);
-                Some(())
-            }
+/// The general path's `set_rm` on the envelope the fast path fills: `None` on a second,
+/// different version (the general path refuses that with its own error).
+#[inline(always)]
+fn set_rm(env: &mut Envelope, v: RmVersion) -> Option<()> {
+    match env.rm {
+        Some(w) if w != v => None,
+        _ => {
+            env.rm = Some(v);
+            Some(())
         }
     }
 }
@@ -241,11 +263,17 @@ thread_local! {
 /// The slot of an identifier's bytes: a multiplicative hash of its last 8 bytes (where
 /// generated identifiers differ) and its length.
 pub(super) fn id_slot(raw: &[u8]) -> usize {
-    let mut tail = [0u8; 8];
-    let k = raw.len().saturating_sub(8);
-    for (t, &b) in tail.iter_mut().zip(raw.get(k..).unwrap_or_default()) {
-        *t = b;
-    }
+    // the last 8 bytes in one load; a shorter identifier zero-padded
+    let tail = match raw.last_chunk::<8>() {
+        Some(t) => *t,
+        None => {
+            let mut tail = [0u8; 8];
+            for (t, &b) in tail.iter_mut().zip(raw) {
+                *t = b;
+            }
+            tail
+        }
+    };
     let h = (u64::from_le_bytes(tail) ^ raw.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (h >> (64 - ID_SLOTS.trailing_zeros())) as usize
 }
@@ -323,173 +351,190 @@ impl<'a> P<'a> {
     /// writer's shape, closing the `Header` element. `false`: nothing was consumed or
     /// changed; the general path reads them.
     pub(super) fn fast_headers(&mut self) -> bool {
-        let Some((found, n)) = self.fast_match() else {
+        let env = &self.env;
+        // a fresh envelope: nothing read into it yet (so that giving up can restore it)
+        if env.wsa.is_some()
+            || env.rm.is_some()
+            || env.headers != 0
+            || env.action.is_some()
+            || env.rm_action.is_some()
+            || env.message_id.is_some()
+            || env.relates_to.is_some()
+            || env.to.is_some()
+            || env.reply_to.is_some()
+            || env.sequence.is_some()
+            || env.ack.is_some()
+            || env.ack_requested.is_some()
+        {
             return false;
-        };
-        if !self.rd.close_after(n) {
-            return false;
+        }
+        // the facts are written into the envelope as they are read (not collected and moved
+        // there): giving up restores the fresh envelope
+        if fast_match(&self.rd, &mut self.env).is_some_and(|n| self.rd.close_after(n)) {
+            #[cfg(test)]
+            TAKEN.with(|t| t.set(t.get() + 1));
+            return true;
         }
         let env = &mut self.env;
-        env.wsa = found.wsa;
-        env.rm = found.rm;
-        env.action = found.action;
-        env.rm_action = found.rm_action;
-        env.message_id = found.message_id;
-        env.relates_to = found.relates_to;
-        env.to = found.to;
-        env.reply_to = found.reply_to;
-        env.sequence = found.sequence;
-        env.ack = found.ack;
-        env.ack_requested = found.ack_requested;
-        env.headers = found.headers;
-        #[cfg(test)]
-        TAKEN.with(|t| t.set(t.get() + 1));
-        true
+        env.wsa = None;
+        env.rm = None;
+        env.action = None;
+        env.rm_action = None;
+        env.message_id = None;
+        env.relates_to = None;
+        env.to = None;
+        env.reply_to = None;
+        env.sequence = None;
+        env.ack = None;
+        env.ack_requested = None;
+        env.headers = 0;
+        false
     }
+}
 
-    /// Matches the header blocks; on success the facts and the number of bytes up to the
-    /// `Header` end tag.
-    fn fast_match(&self) -> Option<(Found, usize)> {
-        let env = &self.env;
-        // a fresh envelope: nothing read into it yet
-        if env.wsa.is_some() || env.rm.is_some() || env.headers != 0 || env.action.is_some() {
+/// The longest number text the header template reads as element text (`MessageNumber`,
+/// `BufferRemaining`; `u64::MAX` has 20 digits): the template is taken only under text limits
+/// at least this large, since the general path checks every element's text against the limit.
+const MAX_NUMBER_TEXT: usize = 20;
+
+/// Matches the header blocks, writing their facts into the fresh envelope `f`; on success the
+/// number of bytes up to the `Header` end tag.
+fn fast_match(rd: &crate::xml::Rd<'_>, f: &mut Envelope) -> Option<usize> {
+    let limits = rd.limits();
+    // the templates' depth (header block + child), names (≤ 25 bytes), attributes (≤ 2 per
+    // tag, ≤ 76 bytes), numbers as element text (≤ 20 digits, not checked against the text
+    // limit one by one): within any limits at least this large
+    if rd.depth + 2 > limits.max_depth
+        || limits.max_name_len < 32
+        || limits.max_attributes < 2
+        || limits.max_attributes_len < 128
+        || limits.max_text_len < MAX_NUMBER_TEXT
+    {
+        return None;
+    }
+    let max_text = limits.max_text_len;
+    // `s:mustUnderstand` must be the envelope's namespace
+    let env_ns = match f.soap {
+        crate::ns::SoapVersion::Soap11 => Ns::Soap11,
+        crate::ns::SoapVersion::Soap12 => Ns::Soap12,
+    };
+    if rd.prefix_ns(b"s") != Some(env_ns) {
+        return None;
+    }
+    let mut c = Cur {
+        s: rd.unread()?,
+        k: 0,
+    };
+    // the binding of `a`, looked up at the first WS-Addressing header
+    let mut a_ns: Option<AddressingVersion> = None;
+    loop {
+        if c.rest().starts_with(b"</") {
+            return Some(c.k);
+        }
+        f.headers += 1;
+        if f.headers > limits.max_headers {
             return None;
         }
-        let limits = self.rd.limits();
-        // the templates' depth (header block + child), names (≤ 25 bytes), attributes (≤ 2 per
-        // tag, ≤ 76 bytes): within any limits at least this large
-        if self.rd.depth + 2 > limits.max_depth
-            || limits.max_name_len < 32
-            || limits.max_attributes < 2
-            || limits.max_attributes_len < 128
-        {
-            return None;
-        }
-        let max_text = limits.max_text_len;
-        // `s:mustUnderstand` must be the envelope's namespace
-        let env_ns = match env.soap {
-            crate::ns::SoapVersion::Soap11 => Ns::Soap11,
-            crate::ns::SoapVersion::Soap12 => Ns::Soap12,
-        };
-        if self.rd.prefix_ns(b"s") != Some(env_ns) {
-            return None;
-        }
-        let mut c = Cur {
-            s: self.rd.unread()?,
-            k: 0,
-        };
-        let mut f = Found::default();
-        // the binding of `a`, looked up at the first WS-Addressing header
-        let mut a_ns: Option<AddressingVersion> = None;
-        loop {
-            if c.rest().starts_with(b"</") {
-                return Some((f, c.k));
-            }
-            f.headers += 1;
-            if f.headers > limits.max_headers {
-                return None;
-            }
-            if c.lit(b"<r:") {
-                if c.lit(b"SequenceAcknowledgement xmlns:r=\"") {
-                    if f.ack.is_some() {
-                        return None;
-                    }
-                    let v = c.rm_decl()?;
-                    f.set_rm(v)?;
-                    f.ack = Some(ack(&mut c, max_text, limits.max_ack_ranges)?);
-                } else if c.lit(b"Sequence s:mustUnderstand=\"1\" xmlns:r=\"") {
-                    if f.sequence.is_some() {
-                        return None;
-                    }
-                    let v = c.rm_decl()?;
-                    f.set_rm(v)?;
-                    let id = identifier_element(&mut c, max_text)?;
-                    if !c.lit(b"<r:MessageNumber>") {
-                        return None;
-                    }
-                    // the general path's plain numbers: 1 to 18 digits, no leading zero
-                    let number = c.plain(b'<')?;
-                    if !c.lit(b"/r:MessageNumber>") {
-                        return None;
-                    }
-                    let last_message = v == RmVersion::Wsrm10 && c.lit(b"<r:LastMessage/>");
-                    if !c.lit(b"</r:Sequence>") {
-                        return None;
-                    }
-                    f.sequence = Some(SequenceHeader {
-                        identifier: id,
-                        number,
-                        last_message,
-                    });
-                } else if c.lit(b"AckRequested xmlns:r=\"") {
-                    if f.ack_requested.is_some() {
-                        return None;
-                    }
-                    let v = c.rm_decl()?;
-                    f.set_rm(v)?;
-                    let id = identifier_element(&mut c, max_text)?;
-                    if !c.lit(b"</r:AckRequested>") {
-                        return None;
-                    }
-                    f.ack_requested = Some(id);
-                } else {
+        if c.lit(b"<r:") {
+            if c.lit(b"SequenceAcknowledgement xmlns:r=\"") {
+                if f.ack.is_some() {
                     return None;
                 }
-            } else if c.lit(b"<a:") {
-                let wsa = match a_ns {
-                    Some(w) => w,
-                    None => {
-                        let w = self.rd.prefix_ns(b"a")?.wsa()?;
-                        a_ns = Some(w);
-                        w
-                    }
-                };
-                f.wsa = Some(wsa);
-                if c.lit(b"Action s:mustUnderstand=\"1\">") {
-                    if f.action.is_some() {
-                        return None;
-                    }
-                    let t = crate::xml::trim_xml(c.text(b"</a:Action>", max_text)?);
-                    match rm_action(t)? {
-                        Some((v, i, suffix)) => {
-                            f.set_rm(v)?;
-                            f.rm_action = Some(suffix);
-                            f.action = Some(interned_rm_action(v, i)?);
-                        }
-                        None => f.action = Some(recent(RECENT_ACTION, t)),
-                    }
-                } else if c.lit(b"MessageID>") {
-                    if f.message_id.is_some() {
-                        return None;
-                    }
-                    let t = crate::xml::trim_xml(c.text(b"</a:MessageID>", max_text)?);
-                    f.message_id = Some(Arc::from(t));
-                } else if c.lit(b"To s:mustUnderstand=\"1\">") {
-                    if f.to.is_some() {
-                        return None;
-                    }
-                    f.to = Some(address(c.text(b"</a:To>", max_text)?, true));
-                } else if c.lit(b"ReplyTo><a:Address>") {
-                    if f.reply_to.is_some() {
-                        return None;
-                    }
-                    let a = address(c.text(b"</a:Address>", max_text)?, false);
-                    if !c.lit(b"</a:ReplyTo>") {
-                        return None;
-                    }
-                    f.reply_to = Some(EndpointReference::new(a));
-                } else if c.lit(b"RelatesTo>") {
-                    if f.relates_to.is_some() {
-                        return None;
-                    }
-                    let t = crate::xml::trim_xml(c.text(b"</a:RelatesTo>", max_text)?);
-                    f.relates_to = Some(Arc::from(t));
-                } else {
+                let v = c.rm_decl()?;
+                set_rm(f, v)?;
+                f.ack = Some(ack(&mut c, max_text, limits.max_ack_ranges)?);
+            } else if c.lit(b"Sequence s:mustUnderstand=\"1\" xmlns:r=\"") {
+                if f.sequence.is_some() {
                     return None;
                 }
+                let v = c.rm_decl()?;
+                set_rm(f, v)?;
+                let id = identifier_element(&mut c, max_text)?;
+                if !c.lit(b"<r:MessageNumber>") {
+                    return None;
+                }
+                // the general path's plain numbers: 1 to 18 digits, no leading zero
+                let number = c.plain(b'<')?;
+                if !c.lit(b"/r:MessageNumber>") {
+                    return None;
+                }
+                let last_message = v == RmVersion::Wsrm10 && c.lit(b"<r:LastMessage/>");
+                if !c.lit(b"</r:Sequence>") {
+                    return None;
+                }
+                f.sequence = Some(SequenceHeader {
+                    identifier: id,
+                    number,
+                    last_message,
+                });
+            } else if c.lit(b"AckRequested xmlns:r=\"") {
+                if f.ack_requested.is_some() {
+                    return None;
+                }
+                let v = c.rm_decl()?;
+                set_rm(f, v)?;
+                let id = identifier_element(&mut c, max_text)?;
+                if !c.lit(b"</r:AckRequested>") {
+                    return None;
+                }
+                f.ack_requested = Some(id);
             } else {
                 return None;
             }
+        } else if c.lit(b"<a:") {
+            let wsa = match a_ns {
+                Some(w) => w,
+                None => {
+                    let w = rd.prefix_ns(b"a")?.wsa()?;
+                    a_ns = Some(w);
+                    w
+                }
+            };
+            f.wsa = Some(wsa);
+            if c.lit(b"Action s:mustUnderstand=\"1\">") {
+                if f.action.is_some() {
+                    return None;
+                }
+                let t = crate::xml::trim_xml(c.text(b"</a:Action>", max_text)?);
+                match rm_action(t)? {
+                    Some((v, i, suffix)) => {
+                        set_rm(f, v)?;
+                        f.rm_action = Some(suffix);
+                        f.action = Some(interned_rm_action(v, i)?);
+                    }
+                    None => f.action = Some(recent(RECENT_ACTION, t)),
+                }
+            } else if c.lit(b"MessageID>") {
+                if f.message_id.is_some() {
+                    return None;
+                }
+                let t = crate::xml::trim_xml(c.text(b"</a:MessageID>", max_text)?);
+                f.message_id = Some(Arc::from(t));
+            } else if c.lit(b"To s:mustUnderstand=\"1\">") {
+                if f.to.is_some() {
+                    return None;
+                }
+                f.to = Some(address(c.text(b"</a:To>", max_text)?, true));
+            } else if c.lit(b"ReplyTo><a:Address>") {
+                if f.reply_to.is_some() {
+                    return None;
+                }
+                let a = address(c.text(b"</a:Address>", max_text)?, false);
+                if !c.lit(b"</a:ReplyTo>") {
+                    return None;
+                }
+                f.reply_to = Some(EndpointReference::new(a));
+            } else if c.lit(b"RelatesTo>") {
+                if f.relates_to.is_some() {
+                    return None;
+                }
+                let t = crate::xml::trim_xml(c.text(b"</a:RelatesTo>", max_text)?);
+                f.relates_to = Some(Arc::from(t));
+            } else {
+                return None;
+            }
+        } else {
+            return None;
         }
     }
 }
@@ -539,7 +584,7 @@ fn ack(c: &mut Cur<'_>, max_text: usize, max_ranges: usize) -> Option<AckHeader>
     }
     let mut buffer_remaining = None;
     if c.lit(b"<netrm:BufferRemaining xmlns:netrm=\"") {
-        if !c.lit(NETRM.as_bytes()) || !c.lit(b"\">") {
+        if !c.lit(b"http://schemas.microsoft.com/ws/2006/05/rm\">") {
             return None;
         }
         // `0`, or a plain number (the general path reads both so; leading zeros give up)
@@ -621,6 +666,71 @@ mod tests {
                     "{:?} {stop}",
                     String::from_utf8_lossy(b)
                 );
+            }
+        }
+    }
+
+    /// The word-at-once search for `<`/`&` finds what a byte-by-byte search finds, for the
+    /// markup at every offset around the 8-byte words, every other byte before it, and every
+    /// bound.
+    #[test]
+    fn lt_or_amp_finds_the_first_markup_byte() {
+        use super::lt_or_amp;
+        let naive = |b: &[u8], max: usize| {
+            b.iter()
+                .position(|&c| c == b'<' || c == b'&')
+                .filter(|&n| n <= max)
+        };
+        for len in 0..40 {
+            for at in 0..=len {
+                for fill in [
+                    b'a',
+                    b'%',
+                    b'\'',
+                    b'=',
+                    0x80,
+                    0xFF,
+                    0x01,
+                    b'<' + 1,
+                    b'&' - 1,
+                ] {
+                    for mark in [b'<', b'&'] {
+                        let mut b = vec![fill; len];
+                        if at < len {
+                            b[at] = mark;
+                            // a second one later must not matter
+                            if at + 3 < len {
+                                b[at + 3] = b'<';
+                            }
+                        }
+                        for max in [
+                            0,
+                            1,
+                            7,
+                            8,
+                            9,
+                            15,
+                            16,
+                            17,
+                            at,
+                            at + 1,
+                            at.saturating_sub(1),
+                            100,
+                        ] {
+                            assert_eq!(lt_or_amp(&b, max), naive(&b, max), "{b:?} {max}");
+                        }
+                    }
+                }
+            }
+        }
+        // every byte value next to the markup
+        for c in 0..=255u8 {
+            for at in 0..16 {
+                let mut b = vec![c; 20];
+                b[at] = b'<';
+                assert_eq!(lt_or_amp(&b, 64), naive(&b, 64), "{c} {at}");
+                let b = vec![c; 20];
+                assert_eq!(lt_or_amp(&b, 64), naive(&b, 64), "{c}");
             }
         }
     }

@@ -60,3 +60,24 @@ pub fn ack_header(
             },
         )
 }
+
+/// The default limits, or the defaults with one limit small (near what the hot envelopes need);
+/// a small message-size limit starts at `min_size` bytes.
+pub fn one_small_limit(min_size: usize) -> impl proptest::strategy::Strategy<Value = Limits> {
+    use proptest::strategy::Strategy;
+    (0..9u8, 0..130usize).prop_map(move |(which, n)| {
+        let mut l = Limits::default();
+        match which {
+            0 => l.max_depth = n % 7,
+            1 => l.max_headers = n % 8,
+            2 => l.max_attributes = n % 4,
+            3 => l.max_attributes_len = n,
+            4 => l.max_name_len = n % 40,
+            5 => l.max_text_len = n % 70,
+            6 => l.max_ack_ranges = n % 6,
+            7 => l.max_message_size = min_size + n * 8,
+            _ => {}
+        }
+        l
+    })
+}
