@@ -216,6 +216,14 @@ async fn ceiling(n: usize, conc: usize, answer: Option<Bytes>) -> Ceiling {
     finish(set, start, cpu, n).await
 }
 
+/// What the same-settings ceiling's sweep watches of a connection (as src/http.rs `Activity`).
+#[derive(Default)]
+struct ConnWatch {
+    heads: std::sync::atomic::AtomicU64,
+    stop: std::sync::atomic::AtomicBool,
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
 /// Collects the ceiling tasks' latencies; throughput and CPU are taken before sorting them.
 async fn finish(
     mut set: tokio::task::JoinSet<Vec<Duration>>,
@@ -245,13 +253,8 @@ async fn ceiling_same_settings(n: usize, conc: usize) -> Ceiling {
     let permits = Arc::new(tokio::sync::Semaphore::new(t.max_connections));
     // The head-read timeout as wsrm's server keeps it (src/http.rs, `sweep`): a counter per
     // request, one task looking at every connection four times per timeout, and a stop
-    // signal per connection.
-    type Watched = (
-        Arc<std::sync::atomic::AtomicU64>,
-        u64,
-        u32,
-        tokio::sync::oneshot::Sender<()>,
-    );
+    // signal per connection (a flag and the connection task's waker).
+    type Watched = (Arc<ConnWatch>, u64, u32);
     let open: Arc<std::sync::Mutex<std::collections::HashMap<u64, Watched>>> = Arc::default();
     let swept = open.clone();
     tokio::spawn(async move {
@@ -260,16 +263,19 @@ async fn ceiling_same_settings(n: usize, conc: usize) -> Ceiling {
             tick.tick().await;
             let mut o = swept.lock().unwrap();
             let idle: Vec<_> = o
-                .extract_if(|_, (heads, last, idle, _)| {
-                    let h = heads.load(std::sync::atomic::Ordering::Relaxed);
+                .extract_if(|_, (w, last, idle)| {
+                    let h = w.heads.load(std::sync::atomic::Ordering::Relaxed);
                     *idle = if h == *last { *idle + 1 } else { 0 };
                     *last = h;
                     *idle >= 5
                 })
                 .collect();
             drop(o);
-            for (_, (_, _, _, stop)) in idle {
-                let _ = stop.send(());
+            for (_, (w, _, _)) in idle {
+                w.stop.store(true, std::sync::atomic::Ordering::Release);
+                if let Some(waker) = w.waker.lock().unwrap().clone() {
+                    waker.wake();
+                }
             }
         }
     });
@@ -283,20 +289,22 @@ async fn ceiling_same_settings(n: usize, conc: usize) -> Ceiling {
                 return;
             };
             let _ = tcp.set_nodelay(true);
-            let heads = Arc::new(std::sync::atomic::AtomicU64::new(1));
-            let (stop_tx, stop) = tokio::sync::oneshot::channel();
+            let watch = Arc::new(ConnWatch::default());
+            watch.heads.store(1, std::sync::atomic::Ordering::Relaxed);
             next += 1;
             let id = next;
-            open.lock()
-                .unwrap()
-                .insert(id, (heads.clone(), 0, 0, stop_tx));
+            open.lock().unwrap().insert(id, (watch.clone(), 0, 0));
             let open = open.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                let seen = heads.clone();
+                let waker =
+                    std::future::poll_fn(|cx| std::task::Poll::Ready(cx.waker().clone())).await;
+                *watch.waker.lock().unwrap() = Some(waker);
+                let seen = watch.clone();
                 let svc =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        seen.heads
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         async move {
                             // The body read timeout as wsrm's server keeps it: a timer only
                             // when the body is not in whole at the first look (src/http.rs).
@@ -324,10 +332,17 @@ async fn ceiling_same_settings(n: usize, conc: usize) -> Ceiling {
                     .keep_alive(true)
                     .writev(false);
                 let conn = builder.serve_connection(TokioIo::new(tcp), svc);
-                tokio::select! {
-                    _ = conn => {}
-                    _ = stop => {}
-                }
+                let mut conn = std::pin::pin!(conn);
+                std::future::poll_fn(|cx| {
+                    if std::future::Future::poll(conn.as_mut(), cx).is_ready()
+                        || watch.stop.load(std::sync::atomic::Ordering::Acquire)
+                    {
+                        std::task::Poll::Ready(())
+                    } else {
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
                 open.lock().unwrap().remove(&id);
             });
         }

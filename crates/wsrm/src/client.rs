@@ -72,6 +72,7 @@ use crate::error::ClientError;
 use crate::http::HttpClient;
 use crate::tls::ClientTls;
 
+mod commands;
 mod durable_client;
 
 /// Options of [`Client::open`] beyond the binding.
@@ -148,16 +149,21 @@ pub struct Reply {
     pub number: u64,
 }
 
+/// What a waiting send or request gets back from the driver. The error is boxed: the value
+/// is moved into and out of the call's channel, and an unboxed `ClientError` (144 bytes) made
+/// every acknowledged send move that much.
+pub(crate) type Outcome<T> = Result<T, Box<ClientError>>;
+
 pub(crate) enum Cmd {
     Send {
         action: Arc<str>,
         body: Bytes,
-        done: oneshot::Sender<Result<u64, ClientError>>,
+        done: oneshot::Sender<Outcome<u64>>,
     },
     Request {
         action: Arc<str>,
         body: Bytes,
-        done: oneshot::Sender<Result<Reply, ClientError>>,
+        done: oneshot::Sender<Outcome<Reply>>,
     },
     Close {
         done: oneshot::Sender<Result<(), ClientError>>,
@@ -188,7 +194,7 @@ impl Shared {
 /// A reliable session to one service. Clone it to use it from several tasks.
 #[derive(Clone)]
 pub struct Client {
-    tx: mpsc::UnboundedSender<Cmd>,
+    tx: commands::CmdTx,
     shared: Arc<Shared>,
     binding: Arc<Binding>,
 }
@@ -234,7 +240,7 @@ impl Client {
         let now = Instant::now();
         let session = ClientSession::new(now.into_std(), cfg, seed)
             .map_err(|e| ClientError::Binding(e.into()))?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = commands::channel();
         let shared = Arc::new(Shared::new(None));
         let (opened_tx, opened_rx) = oneshot::channel();
         let driver = Driver {
@@ -243,6 +249,10 @@ impl Client {
             host: host_header(&uri),
             uri,
             version: binding.message_version,
+            framing: wsrm_wire::Framing::new(
+                binding.message_version.soap,
+                binding.message_version.addressing,
+            ),
             max_body: binding.max_message_bytes(),
             shared: shared.clone(),
             sends: HashMap::default(),
@@ -252,6 +262,9 @@ impl Client {
             inflight: FuturesUnordered::new(),
             calls: CallDeadlines::new(binding.transport.send_timeout),
             exchange_deadlines: ExchangeDeadlines::new(binding.transport.send_timeout),
+            ack_template: None,
+            seq_template: None,
+            limits: codec::limits(binding.max_message_bytes()),
         };
         let span = tracing::info_span!("client", url = %url, pattern = pattern.as_str());
         tokio::spawn(driver.run(rx).instrument(span));
@@ -421,7 +434,7 @@ pub struct Pending<T> {
 
 enum PendingInner<T> {
     /// Waiting for the driver's answer.
-    Rx(oneshot::Receiver<Result<T, ClientError>>),
+    Rx(oneshot::Receiver<Outcome<T>>),
     /// The session was over before the call was queued.
     Closed,
     /// Mapped by [`Pending::map`].
@@ -429,7 +442,7 @@ enum PendingInner<T> {
 }
 
 impl<T: Send + 'static> Pending<T> {
-    fn new(rx: oneshot::Receiver<Result<T, ClientError>>, queued: bool) -> Self {
+    fn new(rx: oneshot::Receiver<Outcome<T>>, queued: bool) -> Self {
         Pending {
             inner: if queued {
                 PendingInner::Rx(rx)
@@ -453,7 +466,7 @@ impl<T> Future for Pending<T> {
         match &mut self.inner {
             // The driver dropped the sender: the session is over.
             PendingInner::Rx(rx) => match Pin::new(rx).poll(cx) {
-                Poll::Ready(Ok(r)) => Poll::Ready(r),
+                Poll::Ready(Ok(r)) => Poll::Ready(r.map_err(|e| *e)),
                 Poll::Ready(Err(_)) => Poll::Ready(Err(ClientError::Closed)),
                 Poll::Pending => Poll::Pending,
             },
@@ -503,11 +516,19 @@ impl CallDeadlines {
         self.queue.push_back((now + self.after, kind, n));
     }
 
+    /// Call `n` was answered: its entry leaves at once when it is the oldest (calls are mostly
+    /// answered in call order), without the map lookup [`CallDeadlines::next`] would make.
+    pub(crate) fn answered(&mut self, kind: CallKind, n: u64) {
+        if matches!(self.queue.front(), Some(&(_, k, m)) if k == kind && m == n) {
+            self.queue.pop_front();
+        }
+    }
+
     /// The earliest deadline of a call still waiting; drops the entries of calls answered.
     pub(crate) fn next<S1, S2>(
         &mut self,
-        sends: &HashMap<u64, oneshot::Sender<Result<u64, ClientError>>, S1>,
-        requests: &HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>, S2>,
+        sends: &HashMap<u64, oneshot::Sender<Outcome<u64>>, S1>,
+        requests: &HashMap<u64, oneshot::Sender<Outcome<Reply>>, S2>,
     ) -> Option<Instant>
     where
         S1: std::hash::BuildHasher,
@@ -531,8 +552,8 @@ impl CallDeadlines {
     pub(crate) fn expire<S1, S2>(
         &mut self,
         now: Instant,
-        sends: &mut HashMap<u64, oneshot::Sender<Result<u64, ClientError>>, S1>,
-        requests: &mut HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>, S2>,
+        sends: &mut HashMap<u64, oneshot::Sender<Outcome<u64>>, S1>,
+        requests: &mut HashMap<u64, oneshot::Sender<Outcome<Reply>>, S2>,
     ) where
         S1: std::hash::BuildHasher,
         S2: std::hash::BuildHasher,
@@ -549,12 +570,12 @@ impl CallDeadlines {
             match kind {
                 CallKind::Send => {
                     if let Some(tx) = sends.remove(&n) {
-                        let _ = tx.send(Err(e));
+                        let _ = tx.send(Err(Box::new(e)));
                     }
                 }
                 CallKind::Request => {
                     if let Some(tx) = requests.remove(&n) {
-                        let _ = tx.send(Err(e));
+                        let _ = tx.send(Err(Box::new(e)));
                     }
                 }
             }
@@ -563,40 +584,21 @@ impl CallDeadlines {
 }
 
 /// SendTimeout of the HTTP exchanges in flight, enforced by the driver instead of a timer
-/// per exchange. Each exchange gets a [`ExchangeDeadline`] it races against; the driver keeps
-/// the deadlines in start order (one timeout for all, so sorted) and trips the ones that
-/// passed. Entries of finished exchanges leave from the front, and the queue is compacted when
-/// a hung exchange keeps many finished ones behind it.
+/// per exchange, and without anything per exchange but an entry here: each exchange gets an
+/// id in start order, and with one timeout for all, the deadlines ascend with the ids. When
+/// the earliest running one passes, [`ExchangeDeadlines::expire`] says which ids are over and
+/// the driver drops those exchanges (see `Driver::cut_off`), which is rare and may cost a pass
+/// over the exchanges in flight. Finished exchanges leave from the front; entries of finished
+/// exchanges behind a hung one are compacted away once they pile up, so the queue holds at
+/// most about twice the exchanges in flight.
 pub(crate) struct ExchangeDeadlines {
-    queue: VecDeque<(Instant, std::sync::Weak<DeadlineFlag>)>,
+    /// (id, deadline) in id order; the deadline is `None` once the exchange finished.
+    queue: VecDeque<(u64, Option<Instant>)>,
+    /// The id of the next exchange.
+    next_id: u64,
+    /// Entries in `queue` whose exchange is still running.
+    running: usize,
     after: Duration,
-}
-
-/// Set by the driver when an exchange's SendTimeout passed.
-#[derive(Default)]
-pub(crate) struct DeadlineFlag {
-    expired: std::sync::atomic::AtomicBool,
-    waker: futures_util::task::AtomicWaker,
-}
-
-/// Completes when the driver tripped the exchange's deadline.
-pub(crate) struct ExchangeDeadline(Arc<DeadlineFlag>);
-
-impl Future for ExchangeDeadline {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        use std::sync::atomic::Ordering::Acquire;
-        if self.0.expired.load(Acquire) {
-            return Poll::Ready(());
-        }
-        self.0.waker.register(cx.waker());
-        // set between the check and the registration: seen now
-        if self.0.expired.load(Acquire) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
 }
 
 impl ExchangeDeadlines {
@@ -604,46 +606,72 @@ impl ExchangeDeadlines {
     pub(crate) fn new(after: Duration) -> Self {
         ExchangeDeadlines {
             queue: VecDeque::new(),
+            next_id: 0,
+            running: 0,
             after,
         }
     }
 
-    /// An exchange starting now: the future it races against.
-    pub(crate) fn push(&mut self, now: Instant) -> ExchangeDeadline {
-        let flag = Arc::new(DeadlineFlag::default());
-        self.queue
-            .push_back((now + self.after, Arc::downgrade(&flag)));
-        ExchangeDeadline(flag)
+    /// An exchange starting now: its id.
+    pub(crate) fn push(&mut self, now: Instant) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.queue.push_back((id, Some(now + self.after)));
+        self.running += 1;
+        id
     }
 
-    /// Trips the deadlines that passed; drops finished exchanges' entries (`in_flight`: how
-    /// many exchanges are running, for the compaction).
-    pub(crate) fn expire(&mut self, now: Instant, in_flight: usize) {
-        while let Some((at, flag)) = self.queue.front() {
-            if *at <= now {
-                if let Some(f) = flag.upgrade() {
-                    f.expired.store(true, std::sync::atomic::Ordering::Release);
-                    f.waker.wake();
+    /// Exchange `id` finished (answered or failed) before its deadline.
+    pub(crate) fn finish(&mut self, id: u64) {
+        // Usually the front (exchanges mostly finish in start order): no search then.
+        let at = match self.queue.front() {
+            Some(&(front, _)) if front == id => 0,
+            _ => match self.queue.binary_search_by_key(&id, |e| e.0) {
+                Ok(i) => i,
+                Err(_) => return,
+            },
+        };
+        if let Some(e) = self.queue.get_mut(at) {
+            if e.1.take().is_some() {
+                self.running -= 1;
+            }
+        }
+        while matches!(self.queue.front(), Some((_, None))) {
+            self.queue.pop_front();
+        }
+        if self.queue.len() > 2 * self.running + 64 {
+            self.queue.retain(|e| e.1.is_some());
+        }
+    }
+
+    /// Removes the exchanges whose deadline passed by `now`; returns the id below which every
+    /// exchange still running is over (`None`: none is).
+    pub(crate) fn expire(&mut self, now: Instant) -> Option<u64> {
+        let mut cut = None;
+        while let Some(&(id, at)) = self.queue.front() {
+            match at {
+                Some(at) if at > now => break,
+                Some(_) => {
+                    self.running -= 1;
+                    cut = Some(id + 1);
                 }
-            } else if flag.strong_count() > 0 {
-                break;
+                None => {}
             }
             self.queue.pop_front();
         }
-        if self.queue.len() > 2 * in_flight + 64 {
-            self.queue.retain(|(_, f)| f.strong_count() > 0);
-        }
+        cut
     }
 
     /// The earliest deadline of an exchange still running.
-    pub(crate) fn next(&mut self) -> Option<Instant> {
-        while let Some((at, flag)) = self.queue.front() {
-            if flag.strong_count() > 0 {
-                return Some(*at);
-            }
-            self.queue.pop_front();
-        }
-        None
+    pub(crate) fn next(&self) -> Option<Instant> {
+        // `finish` and `expire` leave a running exchange at the front (or nothing).
+        self.queue.front().and_then(|e| e.1)
+    }
+
+    /// How many entries the queue holds (for tests of its bound).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.queue.len()
     }
 }
 
@@ -674,11 +702,11 @@ pub(crate) fn host_header(uri: &http::Uri) -> Option<header::HeaderValue> {
 pub(crate) fn soap_request(
     uri: &http::Uri,
     host: Option<&header::HeaderValue>,
-    body: Bytes,
+    body: impl Into<crate::http::Envelope>,
     content_type: &'static str,
     soap_action: Option<String>,
-) -> Request<Full<Bytes>> {
-    let mut req = Request::new(Full::new(body));
+) -> Request<crate::http::RequestBody> {
+    let mut req = Request::new(Full::new(body.into()));
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri.clone();
     if let Some(h) = host {
@@ -700,7 +728,7 @@ pub(crate) fn soap_request(
 /// number of the message it carries, `last_message` whether that is the RM 1.0 LastMessage.
 pub(crate) async fn exchange(
     http: &HttpClient,
-    req: Request<Full<Bytes>>,
+    req: Request<crate::http::RequestBody>,
     max: usize,
     timeout: Duration,
     last_message: bool,
@@ -763,20 +791,32 @@ struct Driver {
     /// The `Host` header of every request, formatted once.
     host: Option<header::HeaderValue>,
     version: MessageVersion,
+    /// The framing of every request (`version`'s), made once.
+    framing: wsrm_wire::Framing,
     max_body: usize,
     shared: Arc<Shared>,
     /// Keyed by message number (ours); a cheap hasher: one insert and one removal per message.
-    sends: HashMap<u64, oneshot::Sender<Result<u64, ClientError>>, FastHash>,
-    requests: HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>, FastHash>,
+    sends: HashMap<u64, oneshot::Sender<Outcome<u64>>, FastHash>,
+    requests: HashMap<u64, oneshot::Sender<Outcome<Reply>>, FastHash>,
     close: Option<oneshot::Sender<Result<(), ClientError>>>,
     opened: Option<oneshot::Sender<Result<(), ClientError>>>,
     /// The HTTP exchanges in flight, polled by the driver itself (no task per exchange: the
     /// response wakes the driver directly).
-    inflight: FuturesUnordered<ExchangeFuture>,
+    inflight: FuturesUnordered<InFlight>,
     /// SendTimeout of the waiting sends and requests.
     calls: CallDeadlines,
     /// SendTimeout of the HTTP exchanges in flight.
     exchange_deadlines: ExchangeDeadlines,
+    /// The service's standalone acknowledgements of our sequence as this crate writes them
+    /// (known once the session is open): matched by their fixed start, then only the ranges
+    /// and the end are read (anything else is decoded in full).
+    ack_template: Option<wsrm_wire::AckTemplate>,
+    /// Our one-way messages as the last one was written (sequence, action, `To`): the next
+    /// ones are written from it, only their number and body differing (anything else is
+    /// encoded the general way, and a one-way message of a new action makes a new template).
+    seq_template: Option<wsrm_wire::SequenceTemplate>,
+    /// The decoder's limits (from the binding's maximum message size).
+    limits: wsrm_wire::Limits,
 }
 
 /// The hasher of the per-message maps: foldhash (randomly seeded per process), far cheaper than
@@ -785,24 +825,41 @@ pub(crate) type FastHash = foldhash::fast::RandomState;
 
 /// Fails every call waiting on a session that is over.
 pub(crate) fn fail_waiting<S1, S2>(
-    sends: &mut HashMap<u64, oneshot::Sender<Result<u64, ClientError>>, S1>,
-    requests: &mut HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>, S2>,
+    sends: &mut HashMap<u64, oneshot::Sender<Outcome<u64>>, S1>,
+    requests: &mut HashMap<u64, oneshot::Sender<Outcome<Reply>>, S2>,
     close: &mut Option<oneshot::Sender<Result<(), ClientError>>>,
     e: &ClientError,
 ) {
     for (_, tx) in sends.drain() {
-        let _ = tx.send(Err(e.clone()));
+        let _ = tx.send(Err(Box::new(e.clone())));
     }
     for (_, tx) in requests.drain() {
-        let _ = tx.send(Err(e.clone()));
+        let _ = tx.send(Err(Box::new(e.clone())));
     }
     if let Some(tx) = close.take() {
         let _ = tx.send(Err(e.clone()));
     }
 }
 
-/// One HTTP exchange in flight.
-type ExchangeFuture = Pin<Box<dyn Future<Output = ExchangeResult> + Send>>;
+/// One HTTP exchange in flight: its id (start order, see [`ExchangeDeadlines`]), the sequence
+/// number of the message it carries, and the exchange itself.
+struct InFlight {
+    id: u64,
+    number: Option<u64>,
+    last_message: bool,
+    /// Unboxed: the set of exchanges allocates a node per future anyway.
+    exchange: crate::http::Exchange,
+}
+
+impl Future for InFlight {
+    type Output = (u64, ExchangeResult);
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        Pin::new(&mut this.exchange)
+            .poll(cx)
+            .map(|r| (this.id, classify(r, this.last_message, this.number)))
+    }
+}
 
 /// How long the driver waits, once the session is over, for exchanges still in flight.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
@@ -811,7 +868,7 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 const BATCH: usize = 64;
 
 impl Driver {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    async fn run(mut self, mut rx: commands::CmdRx) {
         let mut cmds_open = true;
         // When the session ended: the last exchanges (an RM 1.0 TerminateSequence, which gets
         // no answer from some peers) get up to CLOSE_FLUSH to reach the wire before `close`
@@ -829,7 +886,9 @@ impl Driver {
         let mut now = Instant::now();
         loop {
             self.calls.expire(now, &mut self.sends, &mut self.requests);
-            self.exchange_deadlines.expire(now, self.inflight.len());
+            if let Some(cut) = self.exchange_deadlines.expire(now) {
+                self.cut_off(cut, now);
+            }
             let std_now = now.into_std();
             self.session.handle_timeout(std_now);
             self.pump_transmits(now);
@@ -864,11 +923,11 @@ impl Driver {
                 biased;
                 Some(done) = self.inflight.next(), if !self.inflight.is_empty() => {
                     now = Instant::now();
-                    self.exchange_done(done, now);
+                    self.finished(done, now);
                     // Every other finished exchange in the same turn (see above).
                     for _ in 0..BATCH {
                         match self.inflight.next().now_or_never() {
-                            Some(Some(done)) => self.exchange_done(done, now),
+                            Some(Some(done)) => self.finished(done, now),
                             _ => break,
                         }
                     }
@@ -882,8 +941,8 @@ impl Driver {
                             // engine (timers, transmits, events) serves the whole batch.
                             for _ in 0..BATCH {
                                 match rx.try_recv() {
-                                    Ok(c) => self.command(c, now),
-                                    Err(_) => break,
+                                    Some(c) => self.command(c, now),
+                                    None => break,
                                 }
                             }
                         }
@@ -903,6 +962,27 @@ impl Driver {
             let _ = tx.send(Ok(()));
         }
         tracing::debug!("client driver finished");
+    }
+
+    /// Drops the exchanges with an id below `cut`, whose SendTimeout passed, and reports each
+    /// to the engine as a transport failure. Rare (a peer or network that does not answer), so
+    /// it may rebuild the set of exchanges in flight.
+    fn cut_off(&mut self, cut: u64, now: Instant) {
+        let all = std::mem::take(&mut self.inflight);
+        for x in all {
+            if x.id < cut {
+                tracing::debug!(number = x.number, "exchange timed out");
+                self.exchange_done(ExchangeResult::Failed(x.number), now);
+            } else {
+                self.inflight.push(x);
+            }
+        }
+    }
+
+    /// A finished exchange: its deadline is dropped and its outcome goes to the engine.
+    fn finished(&mut self, (id, done): (u64, ExchangeResult), now: Instant) {
+        self.exchange_deadlines.finish(id);
+        self.exchange_done(done, now);
     }
 
     fn exchange_done(&mut self, done: ExchangeResult, now: Instant) {
@@ -928,7 +1008,7 @@ impl Driver {
                     self.calls.push(Instant::from_std(now), CallKind::Send, n);
                 }
                 Err(e) => {
-                    let _ = done.send(Err(e.into()));
+                    let _ = done.send(Err(Box::new(e.into())));
                 }
             },
             Cmd::Request { action, body, done } => match self.session.request(now, action, body) {
@@ -938,7 +1018,7 @@ impl Driver {
                         .push(Instant::from_std(now), CallKind::Request, n);
                 }
                 Err(e) => {
-                    let _ = done.send(Err(e.into()));
+                    let _ = done.send(Err(Box::new(e.into())));
                 }
             },
             Cmd::Close { done } => match self.session.close(now) {
@@ -963,8 +1043,25 @@ impl Driver {
             self.session.handle_empty_answer_to_last_message(now);
             return;
         }
-        match codec::decode(&body, self.max_body) {
-            Ok((m, _)) => {
+        // The usual answer, a standalone acknowledgement of our sequence as this crate writes
+        // it: read from the template straight to its header, for the engine.
+        if let Some(r) = self
+            .ack_template
+            .as_ref()
+            .and_then(|t| t.decode_ack(&body, &self.limits))
+        {
+            match r {
+                Ok(ack) => {
+                    tracing::trace!(ack = ?(&ack.ranges, ack.buffer_remaining), "response");
+                    self.session.handle_ack(now, ack);
+                }
+                Err(e) => tracing::debug!(error = %e, "undecodable response dropped"),
+            }
+            return;
+        }
+        let decoded = codec::decode(&body, self.max_body).map(|(m, _)| m);
+        match decoded {
+            Ok(m) => {
                 tracing::trace!(action = ?m.action, ack = ?m.ack.as_ref().map(|a| (&a.ranges, a.buffer_remaining)), "response");
                 self.session.handle_message(now, m);
             }
@@ -987,7 +1084,23 @@ impl Driver {
         );
         let last_message = matches!(m.action, wsrm_proto::msg::Action::LastMessage);
         let number = m.sequence.as_ref().map(|s| s.number);
-        let enc = match codec::encode(&m, self.version) {
+        // A message of the template's shape goes out as its pieces (one vectored write, the
+        // envelope never copied together); any other is written whole.
+        let enc = match self.seq_template.as_ref().and_then(|t| t.pieces(&m)) {
+            Some(p) => codec::encoded(&m, self.version, crate::http::Envelope::sequence(p)),
+            None => {
+                if m.sequence.is_some() {
+                    self.seq_template = wsrm_wire::SequenceTemplate::new(&m, &self.framing)
+                        .or(self.seq_template.take());
+                }
+                codec::encode_framed(&m, self.version, &self.framing).map(|e| codec::Encoded {
+                    body: crate::http::Envelope::from(e.body),
+                    content_type: e.content_type,
+                    soap_action: e.soap_action,
+                })
+            }
+        };
+        let enc = match enc {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode an outgoing message");
@@ -1001,21 +1114,15 @@ impl Driver {
             enc.content_type,
             enc.soap_action,
         );
-        let http = self.http.clone();
-        let max = self.max_body;
-        let deadline = self.exchange_deadlines.push(now);
-        self.inflight.push(Box::pin(async move {
-            // Bounded by the driver's deadline, not a timer of its own: without one the
-            // future is smaller (it is allocated and moved once per exchange).
-            let answer = std::pin::pin!(http.exchange_untimed(req, max));
-            match futures_util::future::select(answer, deadline).await {
-                futures_util::future::Either::Left((r, _)) => classify(r, last_message, number),
-                futures_util::future::Either::Right(_) => {
-                    tracing::debug!(number, "exchange timed out");
-                    ExchangeResult::Failed(number)
-                }
-            }
-        }));
+        let exchange = self.http.start_exchange(req, self.max_body);
+        let id = self.exchange_deadlines.push(now);
+        self.inflight.push(InFlight {
+            id,
+            number,
+            last_message,
+            // Bounded by the driver's deadline (`cut_off`), not a timer of its own.
+            exchange,
+        });
     }
 
     /// Dispatches engine events; returns true when the session is over.
@@ -1028,6 +1135,12 @@ impl Driver {
             match ev {
                 ClientEvent::Opened { output, .. } => {
                     tracing::info!(sequence = %output, "session opened");
+                    self.ack_template = Some(wsrm_wire::AckTemplate::new(
+                        self.version.soap,
+                        self.version.addressing,
+                        self.session.version(),
+                        &output,
+                    ));
                     if let Ok(mut o) = self.shared.output.lock() {
                         *o = Some(output);
                     }
@@ -1038,6 +1151,7 @@ impl Driver {
                 ClientEvent::Acknowledged { number } => {
                     if let Some(tx) = self.sends.remove(&number) {
                         let _ = tx.send(Ok(number));
+                        self.calls.answered(CallKind::Send, number);
                     }
                 }
                 ClientEvent::Reply {
@@ -1052,6 +1166,7 @@ impl Driver {
                             body: payload,
                             number,
                         }));
+                        self.calls.answered(CallKind::Request, request);
                     }
                 }
                 ClientEvent::Delivered { number, .. } => {
@@ -1085,8 +1200,92 @@ impl Driver {
 
 #[cfg(test)]
 mod tests {
-    use super::action_arc;
+    use super::{action_arc, ExchangeDeadlines};
     use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// Exchanges finishing in and out of order leave the earliest running deadline at the
+    /// front; expiry cuts exactly the running exchanges whose deadline passed.
+    #[test]
+    fn exchange_deadlines_track_the_earliest_running_exchange() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut d = ExchangeDeadlines::new(10 * s);
+        let ids: Vec<u64> = (0..5).map(|i| d.push(t0 + i * s)).collect();
+        assert_eq!(ids, [0, 1, 2, 3, 4]);
+        assert_eq!(d.next(), Some(t0 + 10 * s));
+        d.finish(2); // out of order: the front stays
+        assert_eq!(d.next(), Some(t0 + 10 * s));
+        d.finish(0);
+        assert_eq!(d.next(), Some(t0 + 11 * s));
+        d.finish(1); // and 2, finished already, leaves with it
+        assert_eq!(d.next(), Some(t0 + 13 * s));
+        d.finish(1); // twice, or unknown: nothing
+        d.finish(99);
+        assert_eq!(d.next(), Some(t0 + 13 * s));
+        assert_eq!(d.expire(t0 + 12 * s), None, "nothing running is due yet");
+        assert_eq!(d.expire(t0 + 13 * s), Some(4), "exchange 3 is over");
+        assert_eq!(d.next(), Some(t0 + 14 * s));
+        assert_eq!(d.expire(t0 + 100 * s), Some(5));
+        assert_eq!(d.next(), None);
+        assert_eq!(d.expire(t0 + 200 * s), None);
+        // ids go on
+        assert_eq!(d.push(t0), 5);
+    }
+
+    /// An answered call's deadline leaves at once when it is the oldest; one answered out of
+    /// order leaves when it reaches the front. The earliest deadline is always a waiting call's.
+    #[test]
+    fn call_deadlines_drop_answered_calls() {
+        use super::{CallDeadlines, CallKind, FastHash, Outcome, Reply};
+        use std::collections::HashMap;
+        use tokio::sync::oneshot;
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut d = CallDeadlines::new(10 * s);
+        let mut sends: HashMap<u64, oneshot::Sender<Outcome<u64>>, FastHash> = HashMap::default();
+        let requests: HashMap<u64, oneshot::Sender<Outcome<Reply>>, FastHash> = HashMap::default();
+        let mut rxs = Vec::new();
+        for n in 1..=3u64 {
+            let (tx, rx) = oneshot::channel();
+            sends.insert(n, tx);
+            rxs.push(rx);
+            d.push(t0 + s * n as u32, CallKind::Send, n);
+        }
+        // 2 answered out of order: stays until it is the oldest
+        sends.remove(&2);
+        d.answered(CallKind::Send, 2);
+        assert_eq!(d.next(&sends, &requests), Some(t0 + 11 * s));
+        // 1 answered in order: leaves at once; then 2's entry is found answered
+        sends.remove(&1);
+        d.answered(CallKind::Send, 1);
+        assert_eq!(d.next(&sends, &requests), Some(t0 + 13 * s));
+        // a request with the same number is another call
+        d.answered(CallKind::Request, 3);
+        assert_eq!(d.next(&sends, &requests), Some(t0 + 13 * s));
+        sends.remove(&3);
+        d.answered(CallKind::Send, 3);
+        assert_eq!(d.next(&sends, &requests), None);
+    }
+
+    /// Behind a hung exchange the entries of finished ones are compacted: the queue stays
+    /// within about twice the exchanges running, however many finish behind it.
+    #[test]
+    fn exchange_deadlines_stay_bounded_behind_a_hung_exchange() {
+        let t0 = Instant::now();
+        let mut d = ExchangeDeadlines::new(Duration::from_secs(60));
+        let hung = d.push(t0);
+        for _ in 0..100_000 {
+            let id = d.push(t0);
+            d.finish(id);
+            assert!(d.len() <= 2 * 2 + 64 + 1, "{} entries", d.len());
+        }
+        assert_eq!(d.next(), Some(t0 + Duration::from_secs(60)));
+        d.finish(hung);
+        assert_eq!(d.next(), None);
+        assert_eq!(d.len(), 0);
+    }
 
     /// Calls repeating an action share its `Arc`; another action gets its own, and then takes
     /// the place of the shared one.

@@ -8,10 +8,11 @@ use wsrm_wire::{DecodeError, EncodeError, Framing, Limits, SoapVersion};
 
 use crate::binding::MessageVersion;
 
-/// One encoded message and its HTTP headers.
-pub(crate) struct Encoded {
+/// One encoded message and its HTTP headers (the envelope as one buffer, or as the client's
+/// request body in pieces).
+pub(crate) struct Encoded<B = Bytes> {
     /// The envelope.
-    pub body: Bytes,
+    pub body: B,
     /// `Content-Type`.
     pub content_type: &'static str,
     /// SOAP 1.1 `SOAPAction` (quoted), if any.
@@ -53,6 +54,16 @@ pub(crate) fn encode_framed(
     framing: &Framing,
 ) -> Result<Encoded, EncodeError> {
     let body = wsrm_wire::encode(m, framing)?;
+    encoded(m, v, body)
+}
+
+/// `m` already encoded as `body` (e.g. by a [`wsrm_wire::SequenceTemplate`]), with its HTTP
+/// headers.
+pub(crate) fn encoded<B>(
+    m: &Message,
+    v: MessageVersion,
+    body: B,
+) -> Result<Encoded<B>, EncodeError> {
     let soap_action = match v.soap {
         SoapVersion::Soap11 => Some(format!("\"{}\"", wsrm_wire::action_uri(m, v.addressing)?)),
         SoapVersion::Soap12 => None,

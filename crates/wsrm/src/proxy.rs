@@ -535,7 +535,7 @@ async fn exchange(shared: Arc<Shared>, req: Request<Incoming>, _info: Arc<ConnIn
             return Handled::Respond(h::empty(StatusCode::BAD_GATEWAY));
         };
         let build = |uri: Uri| {
-            let mut r = Request::new(Full::new(body.clone()));
+            let mut r = Request::new(Full::new(h::Envelope::from(body.clone())));
             *r.method_mut() = parts.method.clone();
             *r.uri_mut() = uri;
             copy_headers(&parts.headers, r.headers_mut());

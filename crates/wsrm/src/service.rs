@@ -361,6 +361,10 @@ impl ServiceBuilder {
             core,
             shared: shared.clone(),
             version: self.binding.message_version,
+            framing: wsrm_wire::Framing::new(
+                self.binding.message_version.soap,
+                self.binding.message_version.addressing,
+            ),
             max_body: self.binding.max_message_bytes(),
             body_timeout: self.binding.transport.request_body_timeout,
             exchange_timeout: self.binding.transport.send_timeout,
@@ -745,6 +749,9 @@ struct Front {
     core: Arc<Core>,
     shared: Arc<Shared>,
     version: MessageVersion,
+    /// The framing of `version`'s answers, made once (every answer in the binding's version
+    /// uses it).
+    framing: wsrm_wire::Framing,
     max_body: usize,
     body_timeout: Duration,
     exchange_timeout: Duration,
@@ -762,6 +769,9 @@ impl Front {
         let Some(m) = m else {
             return Handled::Respond(h::empty(StatusCode::ACCEPTED));
         };
+        if version == self.version {
+            return self.respond_framed(m, version, &self.framing);
+        }
         let framing = wsrm_wire::Framing::new(version.soap, version.addressing);
         self.respond_framed(m, version, &framing)
     }
@@ -794,13 +804,31 @@ impl Front {
         }
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, info: Arc<ConnInfo>) -> Handled {
+    /// The request's head is checked at once and only its body goes into the future: the
+    /// head is not part of the future's state, which hyper moves twice per request.
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        info: Arc<ConnInfo>,
+    ) -> futures_util::future::Either<
+        std::future::Ready<Handled>,
+        impl Future<Output = Handled> + Send + 'static,
+    > {
+        use futures_util::future::Either;
+        match self.check_head(&req) {
+            Some(refused) => Either::Left(std::future::ready(refused)),
+            None => Either::Right(self.handle_body(req.into_body(), info)),
+        }
+    }
+
+    /// The refusal of a request whose method, path or content type this service does not take.
+    fn check_head(&self, req: &Request<Incoming>) -> Option<Handled> {
         if req.method() != http::Method::POST {
-            return self.refuse(StatusCode::METHOD_NOT_ALLOWED);
+            return Some(self.refuse(StatusCode::METHOD_NOT_ALLOWED));
         }
         if let Some(p) = &self.path {
             if req.uri().path() != p {
-                return self.refuse(StatusCode::NOT_FOUND);
+                return Some(self.refuse(StatusCode::NOT_FOUND));
             }
         }
         // the media type without parameters, compared without allocating
@@ -813,9 +841,13 @@ impl Front {
         let want = codec::media_type(self.version.soap);
         if !media.eq_ignore_ascii_case(want) {
             // WCF's HTTP transport refuses a content type its encoder does not accept.
-            return self.refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            return Some(self.refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE));
         }
-        let body = match h::read_body(req.into_body(), self.max_body, self.body_timeout).await {
+        None
+    }
+
+    async fn handle_body(self: Arc<Self>, body: Incoming, info: Arc<ConnInfo>) -> Handled {
+        let body = match h::read_body(body, self.max_body, self.body_timeout).await {
             Ok(b) => b,
             Err(h::ReadError::TooLarge) => return self.refuse(StatusCode::PAYLOAD_TOO_LARGE),
             Err(h::ReadError::TimedOut) => return self.refuse(StatusCode::REQUEST_TIMEOUT),

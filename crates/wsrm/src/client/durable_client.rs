@@ -33,7 +33,8 @@ use wsrm_proto::snapshot::{ReplySnapshot, SnapshotMessage, SourceSnapshot};
 use wsrm_proto::{ClientConfig, ClientEvent, ClientSession, ClientState};
 
 use super::{
-    exchange, soap_request, Cmd, ExchangeResult, RecoveredReply, Reply, ReplyCommit, Shared,
+    exchange, soap_request, Cmd, ExchangeResult, Outcome, RecoveredReply, Reply, ReplyCommit,
+    Shared,
 };
 use crate::binding::MessageVersion;
 use crate::codec;
@@ -283,8 +284,8 @@ pub(super) struct DurableDriver {
     /// message waits for the same record (it must not leave before its first copy could).
     pub recording: HashMap<u64, Recording>,
     pub resumed: Option<SequenceId>,
-    pub sends: HashMap<u64, oneshot::Sender<Result<u64, ClientError>>>,
-    pub requests: HashMap<u64, oneshot::Sender<Result<Reply, ClientError>>>,
+    pub sends: HashMap<u64, oneshot::Sender<Outcome<u64>>>,
+    pub requests: HashMap<u64, oneshot::Sender<Outcome<Reply>>>,
     /// SendTimeout of the waiting sends and requests.
     pub calls: super::CallDeadlines,
     /// Request-reply: two-way requests stored until their reply is delivered.
@@ -304,7 +305,7 @@ pub(super) struct DurableDriver {
 }
 
 impl DurableDriver {
-    pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    pub(super) async fn run(mut self, mut rx: super::commands::CmdRx) {
         let mut cmds_open = true;
         loop {
             let now = Instant::now();
@@ -368,7 +369,7 @@ impl DurableDriver {
         match c {
             Cmd::Send { action, body, done } => {
                 if let Some(e) = &self.failed {
-                    let _ = done.send(Err(e.clone()));
+                    let _ = done.send(Err(Box::new(e.clone())));
                     return;
                 }
                 match self.session.send(now, action, body) {
@@ -378,13 +379,13 @@ impl DurableDriver {
                             .push(Instant::from_std(now), super::CallKind::Send, n);
                     }
                     Err(e) => {
-                        let _ = done.send(Err(e.into()));
+                        let _ = done.send(Err(Box::new(e.into())));
                     }
                 }
             }
             Cmd::Request { action, body, done } => {
                 if let Some(e) = &self.failed {
-                    let _ = done.send(Err(e.clone()));
+                    let _ = done.send(Err(Box::new(e.clone())));
                     return;
                 }
                 match self.session.request(now, action, body) {
@@ -395,7 +396,7 @@ impl DurableDriver {
                             .push(Instant::from_std(now), super::CallKind::Request, n);
                     }
                     Err(e) => {
-                        let _ = done.send(Err(e.into()));
+                        let _ = done.send(Err(Box::new(e.into())));
                     }
                 }
             }
@@ -542,7 +543,7 @@ impl DurableDriver {
             });
         let durable = self.store.commit(txn);
         enum To {
-            Caller(oneshot::Sender<Result<Reply, ClientError>>),
+            Caller(oneshot::Sender<Outcome<Reply>>),
             Recovered(mpsc::UnboundedSender<RecoveredReply>),
             Nobody,
         }
@@ -567,7 +568,7 @@ impl DurableDriver {
         };
         let hand_out = move |r: Result<Reply, ClientError>| match to {
             To::Caller(tx) => {
-                let _ = tx.send(r);
+                let _ = tx.send(r.map_err(Box::new));
             }
             To::Recovered(tx) => match r {
                 Ok(reply) => {
@@ -748,7 +749,7 @@ pub(super) async fn open(
     cfg.terminate_on_retry_exhausted = false;
     let max_body = binding.max_message_bytes();
     let opened = open_session(&store, options.label.as_deref(), url, cfg, seed, max_body).await?;
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = super::commands::channel();
     let (recovered_tx, recovered_rx) = if opened.recovered.is_empty() {
         (None, None)
     } else {
