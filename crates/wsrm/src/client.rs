@@ -855,9 +855,12 @@ impl Future for InFlight {
     type Output = (u64, ExchangeResult);
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        Pin::new(&mut this.exchange)
-            .poll(cx)
-            .map(|r| (this.id, classify(r, this.last_message, this.number)))
+        Pin::new(&mut this.exchange).poll(cx).map(|r| {
+            (
+                this.id,
+                classify(r.map(|(r, _)| r), this.last_message, this.number),
+            )
+        })
     }
 }
 

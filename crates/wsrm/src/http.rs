@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -20,8 +20,10 @@ use tokio_rustls::TlsAcceptor;
 use crate::tls::ClientIdentity;
 
 mod envelope;
+mod pool;
 
 pub(crate) use envelope::Envelope;
+pub(crate) use pool::Exchange;
 
 /// The response body type used everywhere in this crate.
 pub(crate) type Body = Full<Bytes>;
@@ -526,18 +528,12 @@ impl Drop for Busy {
     }
 }
 
-/// A pooled HTTP/1.1 client for `http` and `https` URLs.
+/// A pooled HTTP/1.1 client for `http` and `https` URLs (the pool: `pool.rs`).
 ///
-/// Cloning shares the pool; a clone is one reference count (the exchange futures each hold
-/// one), where cloning hyper's client copies its connector, TLS configuration and pool handles.
+/// Cloning shares the pool; a clone is one reference count.
 #[derive(Clone)]
 pub(crate) struct HttpClient {
-    inner: Arc<
-        hyper_util::client::legacy::Client<
-            hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-            RequestBody,
-        >,
-    >,
+    pool: Arc<pool::Pool>,
 }
 
 /// One HTTP response, fully read.
@@ -564,7 +560,8 @@ pub(crate) enum ExchangeError {
 }
 
 impl HttpClient {
-    /// Builds a client; `tls` is used for `https` URLs.
+    /// Builds a client; `tls` is used for `https` URLs. At most `max_idle_per_host` idle
+    /// connections are kept per destination, each for at most 90 s (hyper-util's default).
     pub fn new(tls: rustls::ClientConfig, max_idle_per_host: usize) -> Self {
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.enforce_http(false);
@@ -574,14 +571,12 @@ impl HttpClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let inner = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(max_idle_per_host)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         HttpClient {
-            inner: Arc::new(inner),
+            pool: Arc::new(pool::Pool::new(
+                connector,
+                max_idle_per_host,
+                Duration::from_secs(90),
+            )),
         }
     }
 
@@ -593,28 +588,16 @@ impl HttpClient {
         max_body: usize,
         timeout: Duration,
     ) -> Result<HttpResponse, ExchangeError> {
-        match tokio::time::timeout(timeout, self.exchange_untimed(req, max_body)).await {
-            Ok(r) => r,
+        match tokio::time::timeout(timeout, self.start_exchange(req, max_body)).await {
+            Ok(r) => r.map(|(r, _)| r),
             Err(_) => Err(ExchangeError::TimedOut(timeout)),
         }
     }
 
-    /// [`HttpClient::exchange`] without a timeout: the caller bounds it.
-    pub async fn exchange_untimed(
-        &self,
-        req: Request<RequestBody>,
-        max_body: usize,
-    ) -> Result<HttpResponse, ExchangeError> {
-        self.start_exchange(req, max_body).await
-    }
-
-    /// [`HttpClient::exchange_untimed`] with the request handed to the pool now, as a named,
-    /// `Unpin` future ([`Exchange`]) that a caller can keep in a collection without boxing it.
+    /// [`HttpClient::exchange`] without a timeout (the caller bounds it), as a named, `Unpin` future ([`Exchange`]) that a
+    /// caller can keep in a collection without boxing it. Its output's second part is `None`.
     pub fn start_exchange(&self, req: Request<RequestBody>, max_body: usize) -> Exchange {
-        Exchange {
-            state: ExchangeState::Head(self.inner.request(req)),
-            max_body,
-        }
+        Exchange::new(self.pool.clone(), req, max_body, false)
     }
 
     /// Sends one request and returns the response head and body as received (for the proxy).
@@ -624,82 +607,28 @@ impl HttpClient {
         max_body: usize,
         timeout: Duration,
     ) -> Result<Response<Body>, ExchangeError> {
-        let fut = async {
-            let resp = self
-                .inner
-                .request(req)
-                .await
-                .map_err(|e| ExchangeError::Http(error_chain(&e)))?;
-            let (parts, body) = resp.into_parts();
-            let body = response_body(body, max_body).await?;
-            Ok(Response::from_parts(parts, Full::new(body)))
-        };
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(r) => r,
+        let exchange = Exchange::new(self.pool.clone(), req, max_body, true);
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok((r, head))) => {
+                let mut resp = Response::new(Full::new(r.body));
+                if let Some(parts) = head {
+                    *resp.headers_mut() = parts.headers;
+                    *resp.version_mut() = parts.version;
+                }
+                *resp.status_mut() = r.status;
+                Ok(resp)
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(ExchangeError::TimedOut(timeout)),
         }
     }
 }
 
-/// One HTTP exchange of [`HttpClient::start_exchange`]: the response head, then its body
-/// (at most `max_body` bytes).
-///
-/// A future of its own, not an `async` block: it holds only hyper's (boxed) response future
-/// or the body being read, is `Unpin`, and has a name, so the client keeps its exchanges in
-/// flight unboxed (an `async` block would be boxed once more per message to be named).
-pub(crate) struct Exchange {
-    state: ExchangeState,
-    max_body: usize,
-}
-
-enum ExchangeState {
-    Head(hyper_util::client::legacy::ResponseFuture),
-    Body(StatusCode, BodyBytes<Limited<Incoming>>),
-    Done,
-}
-
-impl Future for Exchange {
-    type Output = Result<HttpResponse, ExchangeError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        use std::task::Poll;
-        let this = &mut *self;
-        if let ExchangeState::Head(response) = &mut this.state {
-            let resp = match std::pin::Pin::new(response).poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => {
-                    this.state = ExchangeState::Done;
-                    return Poll::Ready(Err(ExchangeError::Http(error_chain(&e))));
-                }
-                Poll::Ready(Ok(resp)) => resp,
-            };
-            let status = resp.status();
-            let body = BodyBytes::new(Limited::new(resp.into_body(), this.max_body));
-            this.state = ExchangeState::Body(status, body);
-        }
-        let ExchangeState::Body(status, body) = &mut this.state else {
-            return Poll::Ready(Err(ExchangeError::Http(
-                "exchange polled after it finished".to_owned(),
-            )));
-        };
-        let status = *status;
-        let r = match std::pin::Pin::new(body).poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(r) => r,
-        };
-        this.state = ExchangeState::Done;
-        Poll::Ready(
-            r.map(|body| HttpResponse { status, body })
-                .map_err(|e| body_error(e, this.max_body)),
-        )
-    }
-}
-
 /// The [`ExchangeError`] for a response body that could not be read under `max_body`.
-fn body_error(e: Box<dyn std::error::Error + Send + Sync>, max_body: usize) -> ExchangeError {
+pub(crate) fn body_error(
+    e: Box<dyn std::error::Error + Send + Sync>,
+    max_body: usize,
+) -> ExchangeError {
     if e.downcast_ref::<http_body_util::LengthLimitError>()
         .is_some()
     {
@@ -707,13 +636,6 @@ fn body_error(e: Box<dyn std::error::Error + Send + Sync>, max_body: usize) -> E
     } else {
         ExchangeError::Http(e.to_string())
     }
-}
-
-/// Reads a response body of at most `max_body` bytes.
-async fn response_body(body: Incoming, max_body: usize) -> Result<Bytes, ExchangeError> {
-    BodyBytes::new(Limited::new(body, max_body))
-        .await
-        .map_err(|e| body_error(e, max_body))
 }
 
 /// Renders an error and its sources on one line.
