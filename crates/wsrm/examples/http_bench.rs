@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use wsrm::{Binding, Client, ClientOptions, Service};
 use wsrm_proto::msg::{Action, Body, CreateSequence, Message, RmVersion, SequenceHeader};
 
@@ -242,8 +242,9 @@ async fn finish(
 
 /// The ceiling with wsrm's own transport settings (the binding's defaults): the server
 /// has a head-read watchdog, a body size limit and a body read timeout and accepts under a
-/// connection limit; the client pools as `Client` does and bounds each exchange by SendTimeout
-/// and the response size. Everything a reliable message pays on the HTTP side, without RM.
+/// connection limit; the client sends on hyper's low-level connections as `Client` does and
+/// bounds each exchange by SendTimeout and the response size. Everything a reliable message
+/// pays on the HTTP side, without RM.
 async fn ceiling_same_settings(n: usize, conc: usize) -> Ceiling {
     let t = Binding::ws_http().transport;
     let max = usize::try_from(t.max_received_message_size).unwrap_or(usize::MAX);
@@ -347,31 +348,34 @@ async fn ceiling_same_settings(n: usize, conc: usize) -> Ceiling {
             });
         }
     });
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(t.max_idle_connections_per_host)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+    // The client as wsrm's `Client` sends (src/http/pool.rs): on hyper's low-level HTTP/1.1
+    // connections, each driven by a task of its own, requests in origin form with a Host
+    // header. Each of these tasks keeps one connection, where `Client` takes one from its pool
+    // per exchange (two uncontended lock/unlock pairs and a clock reading more per message).
     let env = plain_envelope(addr);
-    let url: http::Uri = format!("http://{addr}/svc").parse().unwrap();
+    let host = http::HeaderValue::from_str(&addr.to_string()).unwrap();
     let cpu = cpu_time();
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for w in 0..conc {
-        let (client, env, url) = (client.clone(), env.clone(), url.clone());
+        let (env, host) = (env.clone(), host.clone());
         let send_timeout = t.send_timeout;
         set.spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
             let mut lat = Vec::with_capacity(n / conc + 1);
             let mut i = w;
             while i < n {
                 let t = Instant::now();
-                let req = soap_post(url.clone(), env.clone());
+                let mut req = soap_post("/svc", env.clone());
+                req.headers_mut().insert(http::header::HOST, host.clone());
                 let exchange = async {
-                    let r = client.request(req).await.unwrap();
+                    sender.ready().await.unwrap();
+                    let r = sender.send_request(req).await.unwrap();
                     read_all(http_body_util::Limited::new(r.into_body(), max)).await
                 };
                 let _ = tokio::time::timeout(send_timeout, exchange).await;
