@@ -651,6 +651,48 @@ mod tests {
         assert_eq!(conns.load(Ordering::SeqCst), 10);
     }
 
+    /// A pooled connection the server closed while its task had not run yet (so the pool
+    /// still takes it for open and ready): the exchange still succeeds, on a new connection.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_closed_under_a_request_is_replaced() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/svc", l.local_addr().unwrap());
+        let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+        let server = std::thread::spawn(move || {
+            let answer = |s: &mut std::net::TcpStream| {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // head and the one-byte body
+                while !buf.windows(5).any(|w| w == b"\r\n\r\nx") {
+                    let n = s.read(&mut chunk).unwrap();
+                    assert!(n > 0, "client closed early");
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .unwrap();
+            };
+            let (mut first, _) = l.accept().unwrap();
+            answer(&mut first);
+            drop(first);
+            closed_tx.send(()).unwrap();
+            let (mut second, _) = l.accept().unwrap();
+            answer(&mut second);
+        });
+        let c = client(8);
+        assert_eq!(
+            &c.start_exchange(req(&url), 1024).await.unwrap().0.body[..],
+            b"ok"
+        );
+        // Blocks this (only) runtime thread: the connection's task cannot see the close before
+        // the next exchange takes the connection.
+        closed_rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let (r, _) = c.start_exchange(req(&url), 1024).await.unwrap();
+        assert_eq!(&r.body[..], b"ok");
+        server.join().unwrap();
+    }
+
     /// No idle slots: every exchange opens a connection of its own, and works.
     #[tokio::test]
     async fn zero_idle_slots_open_a_connection_per_exchange() {
