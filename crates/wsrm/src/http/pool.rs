@@ -9,9 +9,10 @@
 //!
 //! What it keeps of hyper-util's client: keep-alive reuse, newest idle connection first, a
 //! limit on idle connections per host, an idle timeout, a `Host` header when the request has
-//! none, origin-form request targets, TLS through hyper-rustls for `https`, and one retry on
-//! another connection when a reused one was closed before the request was written (a server
-//! closing an idle keep-alive connection as the request goes out is normal, not an error).
+//! none, origin-form request targets, TLS through hyper-rustls for `https`, and sending the
+//! request on another connection when a reused one turns out closed before the request was
+//! written (a server closing an idle keep-alive connection as the request goes out is normal,
+//! not an error); at most once per idle connection, and never for a new connection.
 //! What it does not do (nothing in this crate needs it): HTTP/2, proxies, upgrades.
 
 use std::collections::VecDeque;
@@ -58,7 +59,8 @@ impl Eq for Key {}
 pub(crate) struct Pool {
     connector: Connector,
     /// Destinations with their idle connections, newest last. A client talks to one
-    /// destination (the proxy too), so a list searched in order beats hashing the key.
+    /// destination (the proxy to its one upstream), so a list searched in order beats hashing
+    /// the key; an entry, once made, stays for the pool's life.
     hosts: Mutex<Vec<Host>>,
     max_idle_per_host: usize,
     idle_timeout: Duration,
