@@ -594,8 +594,9 @@ impl HttpClient {
         }
     }
 
-    /// [`HttpClient::exchange`] without a timeout (the caller bounds it), as a named, `Unpin` future ([`Exchange`]) that a
-    /// caller can keep in a collection without boxing it. Its output's second part is `None`.
+    /// [`HttpClient::exchange`] without a timeout (the caller bounds it), as a named, `Unpin`
+    /// future ([`Exchange`]) that a caller can keep in a collection without boxing it. Its
+    /// output's second part (the response head) is `None`.
     pub fn start_exchange(&self, req: Request<RequestBody>, max_body: usize) -> Exchange {
         Exchange::new(self.pool.clone(), req, max_body, false)
     }
