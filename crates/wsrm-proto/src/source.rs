@@ -714,37 +714,52 @@ impl Source {
     /// back-channel. If the *retransmitted* window head (one-way) drew such an answer, its
     /// acknowledgement was lost for good; the next message's cumulative acknowledgement will
     /// cover it. So the next message is sent now: retransmitted if it is already in the window,
-    /// else admitted although the window collapsed to one. Returns whether a probe was queued.
+    /// else admitted although the window collapsed. Returns whether a probe was queued.
+    ///
+    /// The probe goes on past a probe that drew such an answer too (its acknowledgement was
+    /// lost as well; a CI run of 2026-12-07, `wsrm->gsoap rm1.0 one-way proxy`: the answers to
+    /// 98 and 99 both went to the proxy's duplicates, and 100 had been discarded out of order,
+    /// so probing only with 99 left the session retransmitting 98 and 99 until MaxRetryCount):
+    /// `number` may be any retransmitted message of the window while its head is unacknowledged.
+    /// Each empty answer queues at most one probe, and every probe counts as a retry, so
+    /// MaxRetryCount still bounds a destination that never acknowledges.
     pub fn probe_past_head(&mut self, number: u64) -> bool {
-        if number != self.window_start || self.in_window == 0 {
+        let Some(idx) = number
+            .checked_sub(self.window_start)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return false;
+        };
+        if idx >= self.in_window {
             return false;
         }
-        let head_eligible = self
+        let stalled = |e: &Entry| !e.acked && !e.two_way() && !e.last() && e.retries > 0;
+        if !self.entries.front().is_some_and(stalled) || !self.entries.get(idx).is_some_and(stalled)
+        {
+            return false;
+        }
+        let next = self
             .entries
-            .front()
-            .is_some_and(|e| !e.acked && !e.two_way() && !e.last() && e.retries > 0);
-        if !head_eligible {
-            return false;
+            .iter_mut()
+            .take(self.in_window)
+            .skip(idx + 1)
+            .find(|e| !e.done());
+        if let Some(e) = next {
+            if e.resend {
+                return false;
+            }
+            e.resend = true;
+            e.retries = e.retries.saturating_add(1);
+            self.resend_queue.push_back(e.number);
+            return true;
         }
-        if self.in_window > 1 {
-            let next = self
-                .entries
-                .iter_mut()
-                .take(self.in_window)
-                .skip(1)
-                .find(|e| !e.done());
-            return match next {
-                Some(e) if !e.resend => {
-                    e.resend = true;
-                    e.retries = e.retries.saturating_add(1);
-                    self.resend_queue.push_back(e.number);
-                    true
-                }
-                _ => false,
-            };
-        }
-        if self.entries.len() > 1 && self.window_size < 2 && self.max_window >= 2 {
-            self.window_size = 2;
+        // Nothing further in the window: admit the next message although the window collapsed.
+        let wider = u32::try_from(self.in_window + 1).unwrap_or(u32::MAX);
+        if self.entries.len() > self.in_window
+            && self.window_size < wider
+            && wider <= self.max_window
+        {
+            self.window_size = wider;
             return true;
         }
         false

@@ -599,6 +599,96 @@ fn gsoap_duplicate_answered_without_ack_probes_with_next_message() {
     assert_eq!(acked, vec![1, 2, 3]);
 }
 
+// gSOAP quirk 19 twice in a row (a CI run of 2026-12-07, `wsrm->gsoap rm1.0 one-way proxy`): the
+// answers carrying the acks of 2 and 3 both went to the proxy's duplicates, and 4 overtook them
+// and was discarded. The retransmitted head (2) draws a bare 202, so does the probe (3): the
+// probe goes on with 4, whose cumulative ack covers all three, instead of alternating 2 and 3
+// until MaxRetryCount.
+#[test]
+fn gsoap_probe_goes_on_past_a_probe_answered_without_ack() {
+    let now = Instant::now();
+    let (mut c, id) = gsoap_rm11_client(now);
+    for _ in 0..8 {
+        c.send(now, Arc::from("urn:wsrm:payload/Ping"), Bytes::from("<p/>"))
+            .unwrap();
+    }
+    let mut sent = Vec::new();
+    // Acknowledged as sent until the window holds four (4..7), whose acks are lost below.
+    for upto in [1u64, 3] {
+        sent.extend(
+            std::iter::from_fn(|| c.poll_transmit(now)).map(|m| m.sequence.unwrap().number),
+        );
+        c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, upto));
+    }
+    let window: Vec<u64> = std::iter::from_fn(|| c.poll_transmit(now))
+        .map(|m| m.sequence.unwrap().number)
+        .collect();
+    assert_eq!((sent, window), (vec![1, 2, 3], vec![4, 5, 6, 7]));
+    // 7 overtook 4..6 and was discarded: an empty answer to a first transmission, nothing.
+    c.handle_empty_answer(now, 7);
+    assert!(c.poll_transmit(now).is_none());
+    let t = c.poll_timeout().unwrap();
+    c.handle_timeout(t);
+    let resent: Vec<u64> = std::iter::from_fn(|| c.poll_transmit(t))
+        .map(|m| m.sequence.unwrap().number)
+        .collect();
+    assert_eq!(resent, vec![4]);
+    // 4, 5 and 6 were all taken and their acks lost: each bare 202 probes with the next one in
+    // the window; 7's (a probe now) admits 8 although the retry timer collapsed the window.
+    for (answered, probe) in [(4u64, 5u64), (5, 6), (6, 7), (7, 8)] {
+        c.handle_empty_answer(t, answered);
+        assert_eq!(
+            c.poll_transmit(t).map(|m| m.sequence.unwrap().number),
+            Some(probe)
+        );
+        assert!(c.poll_transmit(t).is_none(), "one probe per empty answer");
+    }
+    c.handle_message(t, header_only_ack(RmVersion::Wsrm11, &id, 8));
+    let acked: Vec<u64> = std::iter::from_fn(|| c.poll_event())
+        .filter_map(|e| match e {
+            ClientEvent::Acknowledged { number } => Some(number),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, (1..=8).collect::<Vec<u64>>());
+}
+
+// A destination that never acknowledges still meets MaxRetryCount: each probe counts as a retry
+// of the message it sends, and an empty answer queues at most one probe.
+#[test]
+fn probing_past_probes_still_ends_at_max_retry_count() {
+    let now = Instant::now();
+    let (mut c, id) = gsoap_rm11_client(now);
+    for _ in 0..3 {
+        c.send(now, Arc::from("urn:wsrm:payload/Ping"), Bytes::from("<p/>"))
+            .unwrap();
+    }
+    c.poll_transmit(now).unwrap();
+    c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, 1));
+    while c.poll_transmit(now).is_some() {}
+    let mut t = now;
+    for _ in 0..200 {
+        if c.state() == ClientState::Failed {
+            break;
+        }
+        let Some(d) = c.poll_timeout() else { break };
+        t = t.max(d);
+        c.handle_timeout(t);
+        let sent: Vec<u64> = std::iter::from_fn(|| c.poll_transmit(t))
+            .filter_map(|m| m.sequence.map(|s| s.number))
+            .collect();
+        for n in sent {
+            c.handle_empty_answer(t, n);
+            while let Some(m) = c.poll_transmit(t) {
+                if let Some(s) = m.sequence {
+                    c.handle_empty_answer(t, s.number);
+                }
+            }
+        }
+    }
+    assert_eq!(c.state(), ClientState::Failed);
+}
+
 // The probe needs a retransmitted head: an empty answer to the head's first transmission (a
 // destination that discarded it, e.g. gSOAP's out-of-order discard, quirk 4) does not probe.
 #[test]
