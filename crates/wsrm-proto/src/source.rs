@@ -465,6 +465,10 @@ pub(crate) struct Source {
     request_acks: bool,
     check_consistency: bool,
     resend_queue: VecDeque<u64>,
+    /// The gSOAP quirk-19 probe chain (see [`Source::probe_past_head`]): the window's messages
+    /// from its head through this number drew, in order, an empty answer to a retransmission,
+    /// so the destination holds them. Meaningful only while at or past `window_start`.
+    probed_through: u64,
     /// A two-way request was queued (or restored) at some point: an entry may be
     /// acknowledged without being done.
     two_way_queued: bool,
@@ -497,6 +501,7 @@ impl Source {
             in_window: 0,
             acked: AckedSet::default(),
             window_start: 1,
+            probed_through: 0,
             next_number: 1,
             window_size: 1,
             max_window,
@@ -719,11 +724,18 @@ impl Source {
     /// The probe goes on past a probe that drew such an answer too (its acknowledgement was
     /// lost as well; a CI run of 2026-12-07, `wsrm->gsoap rm1.0 one-way proxy`: the answers to
     /// 98 and 99 both went to the proxy's duplicates, and 100 had been discarded out of order,
-    /// so probing only with 99 left the session retransmitting 98 and 99 until MaxRetryCount):
-    /// `number` may be any retransmitted message of the window while its head is unacknowledged.
-    /// Each empty answer queues at most one probe, and every probe counts as a retry, so
-    /// MaxRetryCount still bounds a destination that never acknowledges.
+    /// so probing only with 99 left the session retransmitting 98 and 99 until MaxRetryCount).
+    /// Only along the chain: an empty answer means "held" only for a message whose every
+    /// predecessor the destination holds (else gSOAP's out-of-order discard answers the same,
+    /// quirk 4), so it counts for the head, then for the message after the last one that
+    /// counted. Each such answer queues at most one probe, and every probe counts as a retry,
+    /// so MaxRetryCount still bounds a destination that never acknowledges.
     pub fn probe_past_head(&mut self, number: u64) -> bool {
+        let chained = self.probed_through >= self.window_start
+            && number == self.probed_through.saturating_add(1);
+        if number != self.window_start && !chained {
+            return false;
+        }
         let Some(idx) = number
             .checked_sub(self.window_start)
             .and_then(|i| usize::try_from(i).ok())
@@ -738,6 +750,7 @@ impl Source {
         {
             return false;
         }
+        self.probed_through = number;
         let next = self
             .entries
             .iter_mut()
@@ -1212,6 +1225,7 @@ impl Source {
         self.entries.clear();
         self.resend_queue.clear();
         self.window_start = start;
+        self.probed_through = 0;
         self.next_number = next_number;
         self.highest_sent = next_number - 1;
         let mut it = unacked.into_iter().peekable();

@@ -653,6 +653,59 @@ fn gsoap_probe_goes_on_past_a_probe_answered_without_ack() {
     assert_eq!(acked, (1..=8).collect::<Vec<u64>>());
 }
 
+// An empty answer counts as "held" only along the chain from the head: while the head is not
+// known to be held, gSOAP answers a retransmission past it with the same bare 202 when it
+// discards it out of order (quirk 4). Probing on those (a CI-like run with the first version of
+// the chained probe) cascaded through the window and spent the later messages' retries.
+#[test]
+fn empty_answers_off_the_probe_chain_do_not_probe() {
+    let now = Instant::now();
+    let (mut c, id) = gsoap_rm11_client(now);
+    for _ in 0..8 {
+        c.send(now, Arc::from("urn:wsrm:payload/Ping"), Bytes::from("<p/>"))
+            .unwrap();
+    }
+    for upto in [1u64, 3] {
+        while c.poll_transmit(now).is_some() {}
+        c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, upto));
+    }
+    while c.poll_transmit(now).is_some() {}
+    // 6 and 7 were resent after transport failures (retransmissions, as probes are) while the
+    // head 4 was lost: gSOAP discards them out of order with a bare 202. No probe.
+    for n in [6u64, 7] {
+        c.handle_transport_failure(now, Some(n));
+        assert_eq!(
+            c.poll_transmit(now).map(|m| m.sequence.unwrap().number),
+            Some(n)
+        );
+        c.handle_empty_answer(now, n);
+        assert!(
+            c.poll_transmit(now).is_none(),
+            "no probe off the chain ({n})"
+        );
+    }
+    // The head's retransmission draws a bare 202: the chain starts, 5 is probed; 7 is still
+    // off the chain (6 is next).
+    let t = c.poll_timeout().unwrap();
+    c.handle_timeout(t);
+    assert_eq!(
+        c.poll_transmit(t).map(|m| m.sequence.unwrap().number),
+        Some(4)
+    );
+    c.handle_empty_answer(t, 4);
+    assert_eq!(
+        c.poll_transmit(t).map(|m| m.sequence.unwrap().number),
+        Some(5)
+    );
+    c.handle_empty_answer(t, 7);
+    assert!(c.poll_transmit(t).is_none(), "7 is off the chain");
+    c.handle_empty_answer(t, 5);
+    assert_eq!(
+        c.poll_transmit(t).map(|m| m.sequence.unwrap().number),
+        Some(6)
+    );
+}
+
 // A destination that never acknowledges still meets MaxRetryCount: each probe counts as a retry
 // of the message it sends, and an empty answer queues at most one probe.
 #[test]
