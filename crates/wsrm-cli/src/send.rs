@@ -303,6 +303,18 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 }
             }
         }
+        // Close as soon as the last message is queued, as a WCF client closes after its last
+        // call: the close waits for every acknowledgement (and reply) before it ends the
+        // sequence. Waiting for each send first would leave the session open while the last
+        // message is unacknowledged, and a destination that will not acknowledge a duplicate
+        // again (gSOAP quirk 19: its ack went to a copy the network lost) is then only asked
+        // again by an RM 1.1 close (CloseSequence, docs/engine.md deviation 12): the last send
+        // timed out after SendTimeout (a CI run of 2026-12-07, `wsrm->gsoap rm1.1 one-way
+        // proxy`).
+        let closing = {
+            let c = client.clone();
+            tokio::spawn(async move { c.close().await })
+        };
         while let Some(f) = inflight.pop_front() {
             results.push(f.await);
             bar.inc(1);
@@ -328,9 +340,14 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             }
         }
         let close = if first_err.is_none() {
-            client.close().await.map(|_| ())
+            match closing.await {
+                Ok(r) => r.map(|_| ()),
+                // The task is aborted only below; a panic in it ended the close.
+                Err(_) => Err(wsrm::ClientError::Closed),
+            }
         } else {
             client.abort();
+            closing.abort();
             Ok(())
         };
         let stats = client.stats();
