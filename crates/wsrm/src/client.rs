@@ -343,6 +343,13 @@ impl Client {
     /// Closes the session gracefully (1.0: LastMessage + TerminateSequence; 1.1:
     /// CloseSequence + TerminateSequence) after every message was acknowledged; returns the
     /// final counters.
+    ///
+    /// Close may be called while sends are outstanding: it waits for them (CloseTimeout counts
+    /// from this call), and they complete as they are acknowledged. Prefer that to awaiting
+    /// every send first, as a WCF client closes after its last call: a destination that
+    /// answers a retransmitted duplicate without an acknowledgement (gSOAP) leaves the last
+    /// message unacknowledged until CloseSequence (RM 1.1) asks for the final
+    /// acknowledgement, which happens only once the session is closing.
     pub async fn close(&self) -> Result<SessionStats, ClientError> {
         let (done, rx) = oneshot::channel();
         self.tx
