@@ -532,6 +532,31 @@ fn cxf_request_reply_reply_trailing_by_more_than_a_window() {
     assert_eq!(c.stats().dropped, 0);
 }
 
+/// Queues `n` one-way Pings.
+fn send_pings(c: &mut ClientSession, now: Instant, n: u64) {
+    for _ in 0..n {
+        c.send(now, Arc::from("urn:wsrm:payload/Ping"), Bytes::from("<p/>"))
+            .unwrap();
+    }
+}
+
+/// The sequence numbers of what the session transmits at `now` (sequence messages only).
+fn transmitted(c: &mut ClientSession, now: Instant) -> Vec<u64> {
+    std::iter::from_fn(|| c.poll_transmit(now))
+        .map(|m| m.sequence.expect("a sequence message").number)
+        .collect()
+}
+
+/// The numbers of the queued `Acknowledged` events.
+fn acknowledged(c: &mut ClientSession) -> Vec<u64> {
+    std::iter::from_fn(|| c.poll_event())
+        .filter_map(|e| match e {
+            ClientEvent::Acknowledged { number } => Some(number),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Opens a 1.1 one-way client session against a scripted gSOAP service.
 fn gsoap_rm11_client(now: Instant) -> (ClientSession, SequenceId) {
     let mut cfg = ClientConfig::new(Pattern::OneWay, Shape::RequestReply);
@@ -564,15 +589,10 @@ fn gsoap_rm11_client(now: Instant) -> (ClientSession, SequenceId) {
 fn gsoap_duplicate_answered_without_ack_probes_with_next_message() {
     let now = Instant::now();
     let (mut c, id) = gsoap_rm11_client(now);
-    for _ in 0..3 {
-        c.send(now, Arc::from("urn:wsrm:payload/Ping"), Bytes::from("<p/>"))
-            .unwrap();
-    }
+    send_pings(&mut c, now, 3);
     assert_eq!(c.poll_transmit(now).unwrap().sequence.unwrap().number, 1);
     c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, 1));
-    let sent: Vec<u64> = std::iter::from_fn(|| c.poll_transmit(now))
-        .map(|m| m.sequence.unwrap().number)
-        .collect();
+    let sent = transmitted(&mut c, now);
     assert_eq!(sent, vec![2, 3]);
     // 3 arrived first and was discarded (202); an empty answer to a non-head message: nothing.
     c.handle_empty_answer(now, 3);
@@ -580,9 +600,7 @@ fn gsoap_duplicate_answered_without_ack_probes_with_next_message() {
     // 2 was taken; its answer (ack 1..2) was lost. The retry timer resends the head only.
     let t = c.poll_timeout().unwrap();
     c.handle_timeout(t);
-    let resent: Vec<u64> = std::iter::from_fn(|| c.poll_transmit(t))
-        .map(|m| m.sequence.unwrap().number)
-        .collect();
+    let resent = transmitted(&mut c, t);
     assert_eq!(resent, vec![2]);
     // gSOAP: duplicate, HTTP 202 without an ack. wsrm probes with 3.
     c.handle_empty_answer(t, 2);
@@ -590,12 +608,7 @@ fn gsoap_duplicate_answered_without_ack_probes_with_next_message() {
     assert_eq!(probe.sequence.unwrap().number, 3);
     assert!(c.poll_transmit(t).is_none(), "one probe");
     c.handle_message(t, header_only_ack(RmVersion::Wsrm11, &id, 3));
-    let acked: Vec<u64> = std::iter::from_fn(|| c.poll_event())
-        .filter_map(|e| match e {
-            ClientEvent::Acknowledged { number } => Some(number),
-            _ => None,
-        })
-        .collect();
+    let acked = acknowledged(&mut c);
     assert_eq!(acked, vec![1, 2, 3]);
 }
 
@@ -608,30 +621,21 @@ fn gsoap_duplicate_answered_without_ack_probes_with_next_message() {
 fn gsoap_probe_goes_on_past_a_probe_answered_without_ack() {
     let now = Instant::now();
     let (mut c, id) = gsoap_rm11_client(now);
-    for _ in 0..8 {
-        c.send(now, Arc::from("urn:wsrm:payload/Ping"), Bytes::from("<p/>"))
-            .unwrap();
-    }
+    send_pings(&mut c, now, 8);
     let mut sent = Vec::new();
     // Acknowledged as sent until the window holds four (4..7), whose acks are lost below.
     for upto in [1u64, 3] {
-        sent.extend(
-            std::iter::from_fn(|| c.poll_transmit(now)).map(|m| m.sequence.unwrap().number),
-        );
+        sent.extend(transmitted(&mut c, now));
         c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, upto));
     }
-    let window: Vec<u64> = std::iter::from_fn(|| c.poll_transmit(now))
-        .map(|m| m.sequence.unwrap().number)
-        .collect();
+    let window = transmitted(&mut c, now);
     assert_eq!((sent, window), (vec![1, 2, 3], vec![4, 5, 6, 7]));
     // 7 overtook 4..6 and was discarded: an empty answer to a first transmission, nothing.
     c.handle_empty_answer(now, 7);
     assert!(c.poll_transmit(now).is_none());
     let t = c.poll_timeout().unwrap();
     c.handle_timeout(t);
-    let resent: Vec<u64> = std::iter::from_fn(|| c.poll_transmit(t))
-        .map(|m| m.sequence.unwrap().number)
-        .collect();
+    let resent = transmitted(&mut c, t);
     assert_eq!(resent, vec![4]);
     // 4, 5 and 6 were all taken and their acks lost: each bare 202 probes with the next one in
     // the window; 7's (a probe now) admits 8 although the retry timer collapsed the window.
@@ -644,12 +648,7 @@ fn gsoap_probe_goes_on_past_a_probe_answered_without_ack() {
         assert!(c.poll_transmit(t).is_none(), "one probe per empty answer");
     }
     c.handle_message(t, header_only_ack(RmVersion::Wsrm11, &id, 8));
-    let acked: Vec<u64> = std::iter::from_fn(|| c.poll_event())
-        .filter_map(|e| match e {
-            ClientEvent::Acknowledged { number } => Some(number),
-            _ => None,
-        })
-        .collect();
+    let acked = acknowledged(&mut c);
     assert_eq!(acked, (1..=8).collect::<Vec<u64>>());
 }
 
@@ -661,10 +660,7 @@ fn gsoap_probe_goes_on_past_a_probe_answered_without_ack() {
 fn empty_answers_off_the_probe_chain_do_not_probe() {
     let now = Instant::now();
     let (mut c, id) = gsoap_rm11_client(now);
-    for _ in 0..8 {
-        c.send(now, Arc::from("urn:wsrm:payload/Ping"), Bytes::from("<p/>"))
-            .unwrap();
-    }
+    send_pings(&mut c, now, 8);
     for upto in [1u64, 3] {
         while c.poll_transmit(now).is_some() {}
         c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, upto));
@@ -712,10 +708,7 @@ fn empty_answers_off_the_probe_chain_do_not_probe() {
 fn probing_past_probes_still_ends_at_max_retry_count() {
     let now = Instant::now();
     let (mut c, id) = gsoap_rm11_client(now);
-    for _ in 0..3 {
-        c.send(now, Arc::from("urn:wsrm:payload/Ping"), Bytes::from("<p/>"))
-            .unwrap();
-    }
+    send_pings(&mut c, now, 3);
     c.poll_transmit(now).unwrap();
     c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, 1));
     while c.poll_transmit(now).is_some() {}
@@ -748,10 +741,7 @@ fn probing_past_probes_still_ends_at_max_retry_count() {
 fn empty_answer_to_a_first_transmission_does_not_probe() {
     let now = Instant::now();
     let (mut c, id) = gsoap_rm11_client(now);
-    for _ in 0..3 {
-        c.send(now, Arc::from("urn:wsrm:payload/Ping"), Bytes::from("<p/>"))
-            .unwrap();
-    }
+    send_pings(&mut c, now, 3);
     c.poll_transmit(now).unwrap();
     c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, 1));
     while c.poll_transmit(now).is_some() {}
@@ -780,9 +770,7 @@ fn gsoap_rm11_last_unacked_while_closing(n: u64) -> (ClientSession, SequenceId, 
     );
     let t = c.poll_timeout().unwrap();
     c.handle_timeout(t);
-    let resent: Vec<u64> = std::iter::from_fn(|| c.poll_transmit(t))
-        .map(|m| m.sequence.unwrap().number)
-        .collect();
+    let resent = transmitted(&mut c, t);
     assert_eq!(resent, vec![n]);
     (c, id, t)
 }
@@ -821,12 +809,7 @@ fn gsoap_last_message_accepted_without_ack_closes_early() {
         }
     ));
     c.handle_message(t, close_response(&id, &close, Some(vec![(1, 3)])));
-    let acked: Vec<u64> = std::iter::from_fn(|| c.poll_event())
-        .filter_map(|e| match e {
-            ClientEvent::Acknowledged { number } => Some(number),
-            _ => None,
-        })
-        .collect();
+    let acked = acknowledged(&mut c);
     assert_eq!(acked, vec![1, 2, 3]);
     assert_eq!(
         c.poll_transmit(t).map(|m| m.action),
