@@ -399,7 +399,7 @@ impl Future for Exchange {
                     };
                     return Poll::Ready(match r {
                         Ok(body) => {
-                            if let Some(key) = this.key.clone() {
+                            if let Some(key) = this.key.take() {
                                 this.pool.release(key, sender);
                             }
                             Ok((HttpResponse { status, body }, head))
