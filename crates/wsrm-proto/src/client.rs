@@ -607,21 +607,23 @@ impl ClientSession {
     /// is to a retransmission of the window head, the next message is sent as well, so its
     /// cumulative acknowledgement covers the head. When there is no next message (closing, the
     /// last message is the only one unacknowledged), RM 1.1 sends CloseSequence at once, whose
-    /// response carries the acknowledgement (docs/engine.md, deviation 12). Do not report
-    /// failed exchanges here.
-    pub fn handle_empty_answer(&mut self, _now: Instant, number: u64) {
+    /// response carries the acknowledgement (docs/engine.md, deviation 12). `sent` is when the
+    /// copy this answers was transmitted (the exchange's start): an answer to a copy sent before
+    /// its predecessors were acknowledged may be an out-of-order discard and counts for
+    /// nothing. Do not report failed exchanges here.
+    pub fn handle_empty_answer(&mut self, now: Instant, number: u64, sent: Instant) {
         if !matches!(self.state, ClientState::Open | ClientState::Closing)
             || self.cfg.shape != Shape::RequestReply
         {
             return;
         }
-        if self.out.src.probe_past_head(number) {
+        if self.out.src.probe_past_head(now, number, sent) {
             tracing::debug!(
                 number,
                 "retransmission accepted without an ack: probing with the next message"
             );
         } else if self.state == ClientState::Closing
-            && self.out.src.unprobeable_last(number)
+            && self.out.src.unprobeable_last(number, sent)
             && self.out.close_early()
         {
             // The last message has no next one to probe with, and such a destination answers
@@ -1740,7 +1742,7 @@ mod tests {
                 let which = rng.random_range(0..3);
                 Box::new(move |c: &mut ClientSession| match which {
                     0 => c.handle_transport_failure(now, Some(n)),
-                    1 => c.handle_empty_answer(now, n),
+                    1 => c.handle_empty_answer(now, n, now),
                     _ => c.handle_transport_failure(now, None),
                 })
             } else if r < 945 && step > 2000 {

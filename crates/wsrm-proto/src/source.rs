@@ -469,6 +469,14 @@ pub(crate) struct Source {
     /// from its head through this number drew, in order, an empty answer to a retransmission,
     /// so the destination holds them. Meaningful only while at or past `window_start`.
     probed_through: u64,
+    /// When the chain reached `probed_through`: only a copy of the next message sent since
+    /// then can extend it.
+    probed_at: Option<Instant>,
+    /// When an acknowledgement last moved `window_start`, i.e. since when every message before
+    /// the head is known to be held by the destination (`None`: nothing has moved it since
+    /// the sequence began or was restored; the head has no predecessor in flight). An empty
+    /// answer tells the quirk-19 logic something only for a copy sent since then.
+    head_since: Option<Instant>,
     /// A two-way request was queued (or restored) at some point: an entry may be
     /// acknowledged without being done.
     two_way_queued: bool,
@@ -502,6 +510,8 @@ impl Source {
             acked: AckedSet::default(),
             window_start: 1,
             probed_through: 0,
+            probed_at: None,
+            head_since: None,
             next_number: 1,
             window_size: 1,
             max_window,
@@ -726,14 +736,20 @@ impl Source {
     /// 98 and 99 both went to the proxy's duplicates, and 100 had been discarded out of order,
     /// so probing only with 99 left the session retransmitting 98 and 99 until MaxRetryCount).
     /// Only along the chain: an empty answer means "held" only for a message whose every
-    /// predecessor the destination holds (else gSOAP's out-of-order discard answers the same,
-    /// quirk 4), so it counts for the head, then for the message after the last one that
-    /// counted. Each such answer queues at most one probe, and every probe counts as a retry,
-    /// so MaxRetryCount still bounds a destination that never acknowledges.
-    pub fn probe_past_head(&mut self, number: u64) -> bool {
+    /// predecessor the destination held when it answered (else gSOAP's out-of-order discard
+    /// answers the same, quirk 4), so it counts for the head, then for the message after the
+    /// last one that counted; and only for a copy `sent` after that was known (the head: since
+    /// the acknowledgement that made it the head; the next: since the chain reached its
+    /// predecessor). Answers on concurrent connections arrive in any order: a 202 to a copy of
+    /// the head that overtook its predecessor can be read after the predecessor's ack. Each
+    /// such answer queues at most one probe, and every probe counts as a retry, so
+    /// MaxRetryCount still bounds a destination that never acknowledges.
+    pub fn probe_past_head(&mut self, now: Instant, number: u64, sent: Instant) -> bool {
         let chained = self.probed_through >= self.window_start
-            && number == self.probed_through.saturating_add(1);
-        if number != self.window_start && !chained {
+            && number == self.probed_through.saturating_add(1)
+            && self.probed_at.is_some_and(|at| sent >= at);
+        let head = number == self.window_start && self.sent_since_head(sent);
+        if !head && !chained {
             return false;
         }
         let Some(idx) = number
@@ -751,6 +767,7 @@ impl Source {
             return false;
         }
         self.probed_through = number;
+        self.probed_at = Some(now);
         let next = self
             .entries
             .iter_mut()
@@ -781,13 +798,23 @@ impl Source {
     /// Whether `number`, whose retransmission as the window head drew an empty success answer
     /// (gSOAP quirk 19, see [`Self::probe_past_head`]), is the last message assigned, one-way,
     /// and the only one still unacknowledged: no later message can carry its acknowledgement.
-    pub fn unprobeable_last(&self, number: u64) -> bool {
+    /// Only for a copy `sent` after its predecessors were known held: a copy that overtook its
+    /// predecessor draws the same empty answer when the destination discards it, and ending
+    /// the sequence on that (CloseSequence) would lose the message.
+    pub fn unprobeable_last(&self, number: u64, sent: Instant) -> bool {
         number == self.window_start
+            && self.sent_since_head(sent)
             && number == self.last_assigned()
             && self.entries.len() == 1
             && self.entries.front().is_some_and(|e| {
                 e.number == number && !e.acked && !e.two_way() && !e.last() && e.retries > 0
             })
+    }
+
+    /// Whether a copy of the window head `sent` then left after every message before the head
+    /// was known to be held (see `head_since`).
+    fn sent_since_head(&self, sent: Instant) -> bool {
+        self.head_since.is_none_or(|h| sent >= h)
     }
 
     /// Next retry deadline.
@@ -1159,6 +1186,9 @@ impl Source {
         self.recompute_timeout();
         self.in_window -= slide;
         self.window_start += slide as u64;
+        if slide > 0 {
+            self.head_since = Some(now);
+        }
         // Every entry slid over was done, hence acknowledged: out of `acked` (nothing to do
         // when it is empty, as in order).
         if !self.acked.is_empty() {
@@ -1226,6 +1256,8 @@ impl Source {
         self.resend_queue.clear();
         self.window_start = start;
         self.probed_through = 0;
+        self.probed_at = None;
+        self.head_since = None;
         self.next_number = next_number;
         self.highest_sent = next_number - 1;
         let mut it = unacked.into_iter().peekable();
@@ -1835,7 +1867,10 @@ mod tests {
                 }
                 Op::Probe(n) => {
                     let n = pick(&a, n);
-                    proptest::prop_assert_eq!(a.probe_past_head(n), b.probe_past_head(n));
+                    proptest::prop_assert_eq!(
+                        a.probe_past_head(t, n, t),
+                        b.probe_past_head(t, n, t)
+                    );
                 }
             }
             check_acked_set(&a);

@@ -595,7 +595,7 @@ fn gsoap_duplicate_answered_without_ack_probes_with_next_message() {
     let sent = transmitted(&mut c, now);
     assert_eq!(sent, vec![2, 3]);
     // 3 arrived first and was discarded (202); an empty answer to a non-head message: nothing.
-    c.handle_empty_answer(now, 3);
+    c.handle_empty_answer(now, 3, now);
     assert!(c.poll_transmit(now).is_none());
     // 2 was taken; its answer (ack 1..2) was lost. The retry timer resends the head only.
     let t = c.poll_timeout().unwrap();
@@ -603,7 +603,7 @@ fn gsoap_duplicate_answered_without_ack_probes_with_next_message() {
     let resent = transmitted(&mut c, t);
     assert_eq!(resent, vec![2]);
     // gSOAP: duplicate, HTTP 202 without an ack. wsrm probes with 3.
-    c.handle_empty_answer(t, 2);
+    c.handle_empty_answer(t, 2, t);
     let probe = c.poll_transmit(t).unwrap();
     assert_eq!(probe.sequence.unwrap().number, 3);
     assert!(c.poll_transmit(t).is_none(), "one probe");
@@ -631,7 +631,7 @@ fn gsoap_probe_goes_on_past_a_probe_answered_without_ack() {
     let window = transmitted(&mut c, now);
     assert_eq!((sent, window), (vec![1, 2, 3], vec![4, 5, 6, 7]));
     // 7 overtook 4..6 and was discarded: an empty answer to a first transmission, nothing.
-    c.handle_empty_answer(now, 7);
+    c.handle_empty_answer(now, 7, now);
     assert!(c.poll_transmit(now).is_none());
     let t = c.poll_timeout().unwrap();
     c.handle_timeout(t);
@@ -640,7 +640,7 @@ fn gsoap_probe_goes_on_past_a_probe_answered_without_ack() {
     // 4, 5 and 6 were all taken and their acks lost: each bare 202 probes with the next one in
     // the window; 7's (a probe now) admits 8 although the retry timer collapsed the window.
     for (answered, probe) in [(4u64, 5u64), (5, 6), (6, 7), (7, 8)] {
-        c.handle_empty_answer(t, answered);
+        c.handle_empty_answer(t, answered, t);
         assert_eq!(
             c.poll_transmit(t).map(|m| m.sequence.unwrap().number),
             Some(probe)
@@ -674,7 +674,7 @@ fn empty_answers_off_the_probe_chain_do_not_probe() {
             c.poll_transmit(now).map(|m| m.sequence.unwrap().number),
             Some(n)
         );
-        c.handle_empty_answer(now, n);
+        c.handle_empty_answer(now, n, now);
         assert!(
             c.poll_transmit(now).is_none(),
             "no probe off the chain ({n})"
@@ -688,14 +688,14 @@ fn empty_answers_off_the_probe_chain_do_not_probe() {
         c.poll_transmit(t).map(|m| m.sequence.unwrap().number),
         Some(4)
     );
-    c.handle_empty_answer(t, 4);
+    c.handle_empty_answer(t, 4, t);
     assert_eq!(
         c.poll_transmit(t).map(|m| m.sequence.unwrap().number),
         Some(5)
     );
-    c.handle_empty_answer(t, 7);
+    c.handle_empty_answer(t, 7, t);
     assert!(c.poll_transmit(t).is_none(), "7 is off the chain");
-    c.handle_empty_answer(t, 5);
+    c.handle_empty_answer(t, 5, t);
     assert_eq!(
         c.poll_transmit(t).map(|m| m.sequence.unwrap().number),
         Some(6)
@@ -724,10 +724,10 @@ fn probing_past_probes_still_ends_at_max_retry_count() {
             .filter_map(|m| m.sequence.map(|s| s.number))
             .collect();
         for n in sent {
-            c.handle_empty_answer(t, n);
+            c.handle_empty_answer(t, n, t);
             while let Some(m) = c.poll_transmit(t) {
                 if let Some(s) = m.sequence {
-                    c.handle_empty_answer(t, s.number);
+                    c.handle_empty_answer(t, s.number, t);
                 }
             }
         }
@@ -745,7 +745,7 @@ fn empty_answer_to_a_first_transmission_does_not_probe() {
     c.poll_transmit(now).unwrap();
     c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, 1));
     while c.poll_transmit(now).is_some() {}
-    c.handle_empty_answer(now, 2);
+    c.handle_empty_answer(now, 2, now);
     assert!(c.poll_transmit(now).is_none());
 }
 
@@ -798,7 +798,7 @@ fn close_response(id: &SequenceId, close: &Message, ranges: Option<Vec<(u64, u64
 #[test]
 fn gsoap_last_message_accepted_without_ack_closes_early() {
     let (mut c, id, t) = gsoap_rm11_last_unacked_while_closing(3);
-    c.handle_empty_answer(t, 3);
+    c.handle_empty_answer(t, 3, t);
     let close = c.poll_transmit(t).unwrap();
     assert_eq!(close.action, Action::CloseSequence);
     assert!(matches!(
@@ -823,7 +823,7 @@ fn gsoap_last_message_accepted_without_ack_closes_early() {
 #[test]
 fn early_close_response_without_the_last_message_fails_the_session() {
     let (mut c, id, t) = gsoap_rm11_last_unacked_while_closing(3);
-    c.handle_empty_answer(t, 3);
+    c.handle_empty_answer(t, 3, t);
     let close = c.poll_transmit(t).unwrap();
     assert_eq!(close.action, Action::CloseSequence);
     c.handle_message(t, close_response(&id, &close, Some(vec![(1, 2)])));
@@ -854,7 +854,7 @@ fn early_close_needs_a_closing_session_and_a_retransmitted_last_message() {
     let t = c.poll_timeout().unwrap();
     c.handle_timeout(t);
     while c.poll_transmit(t).is_some() {}
-    c.handle_empty_answer(t, 2);
+    c.handle_empty_answer(t, 2, t);
     assert!(c.poll_transmit(t).is_none());
     // closing, but the answer is to the last message's first transmission
     let (mut c, id) = gsoap_rm11_client(now);
@@ -866,15 +866,84 @@ fn early_close_needs_a_closing_session_and_a_retransmitted_last_message() {
         .unwrap();
     c.poll_transmit(now).unwrap();
     c.close(now).unwrap();
-    c.handle_empty_answer(now, 2);
+    c.handle_empty_answer(now, 2, now);
     assert!(c.poll_transmit(now).is_none());
     // closing with the retransmitted head that is not the last message: the probe path
     let (mut c, _id, t) = gsoap_rm11_last_unacked_while_closing(1);
-    c.handle_empty_answer(t, 2);
+    c.handle_empty_answer(t, 2, t);
     assert!(c.poll_transmit(t).is_none(), "no such message");
-    c.handle_empty_answer(t, 1);
+    c.handle_empty_answer(t, 1, t);
     assert_eq!(
         c.poll_transmit(t).map(|m| m.action),
         Some(Action::CloseSequence)
     );
+}
+
+// Answers on concurrent connections arrive in any order (a local run of 2026-12-07 with
+// `--seed 12`, `wsrm->gsoap rm1.1 one-way proxy`): copies of the last message (200) that
+// overtook 199 were discarded with a bare 202 (quirk 4), and one of those 202s was read after
+// 199's acknowledgement had made 200 the head. Taken for quirk 19, it closed the sequence early;
+// gSOAP's CloseSequenceResponse acknowledged 1..199 and the message was lost. An empty answer
+// counts only for a copy sent after the head's predecessors were acknowledged.
+#[test]
+fn empty_answer_to_a_copy_sent_before_the_head_moved_does_not_close() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let (mut c, id) = gsoap_rm11_client(t0);
+    send_pings(&mut c, t0, 3);
+    assert_eq!(transmitted(&mut c, t0), vec![1]);
+    c.handle_message(t0, header_only_ack(RmVersion::Wsrm11, &id, 1));
+    assert_eq!(transmitted(&mut c, t0), vec![2, 3]);
+    c.close(t0).unwrap();
+    // 3's exchange failed: resent at once, before 2 is acknowledged.
+    c.handle_transport_failure(at(10), Some(3));
+    assert_eq!(transmitted(&mut c, at(10)), vec![3]);
+    c.handle_message(at(20), header_only_ack(RmVersion::Wsrm11, &id, 2));
+    // The 202 to that copy (an out-of-order discard) is read after 2's ack: nothing.
+    c.handle_empty_answer(at(30), 3, at(10));
+    assert!(c.poll_transmit(at(30)).is_none(), "no early CloseSequence");
+    // A copy sent now that 3 is the head, answered the same way: the destination holds it.
+    let t = c.poll_timeout().unwrap();
+    c.handle_timeout(t);
+    assert_eq!(transmitted(&mut c, t), vec![3]);
+    c.handle_empty_answer(t, 3, t);
+    assert_eq!(
+        c.poll_transmit(t).map(|m| m.action),
+        Some(Action::CloseSequence)
+    );
+}
+
+// The same race for the probe (quirk 19 for a message that has a next one): no probe on the
+// answer to a copy of the head sent before the head moved; the chain's next link likewise needs
+// a copy sent after the chain reached its predecessor.
+#[test]
+fn empty_answer_to_a_copy_sent_before_the_head_moved_does_not_probe() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let (mut c, id) = gsoap_rm11_client(t0);
+    send_pings(&mut c, t0, 6);
+    assert_eq!(transmitted(&mut c, t0), vec![1]);
+    c.handle_message(t0, header_only_ack(RmVersion::Wsrm11, &id, 1));
+    assert_eq!(transmitted(&mut c, t0), vec![2, 3]);
+    for n in [3u64, 4] {
+        c.handle_transport_failure(at(10), Some(n));
+    }
+    assert_eq!(transmitted(&mut c, at(10)), vec![3]);
+    c.handle_message(at(20), header_only_ack(RmVersion::Wsrm11, &id, 2));
+    assert_eq!(transmitted(&mut c, at(20)), vec![4, 5]);
+    c.handle_empty_answer(at(30), 3, at(10));
+    assert!(c.poll_transmit(at(30)).is_none(), "no probe");
+    // The head resent by the timer and answered empty: probe with 4 ...
+    let t = c.poll_timeout().unwrap();
+    c.handle_timeout(t);
+    assert_eq!(transmitted(&mut c, t), vec![3]);
+    c.handle_empty_answer(t, 3, t);
+    assert_eq!(transmitted(&mut c, t), vec![4]);
+    // ... whose first copy (sent before the chain reached 3) answered empty is no link ...
+    let later = t + Duration::from_millis(5);
+    c.handle_empty_answer(later, 4, at(20));
+    assert!(c.poll_transmit(later).is_none(), "4's old copy is no link");
+    // ... and the probe's copy is: 5 next.
+    c.handle_empty_answer(later, 4, t);
+    assert_eq!(transmitted(&mut c, later), vec![5]);
 }

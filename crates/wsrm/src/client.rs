@@ -741,14 +741,23 @@ pub(crate) async fn exchange(
     last_message: bool,
     number: Option<u64>,
 ) -> ExchangeResult {
-    classify(http.exchange(req, max, timeout).await, last_message, number)
+    // The drivers' clock: tokio's (paused in tests), as every instant given to the engine.
+    let sent = tokio::time::Instant::now().into_std();
+    classify(
+        http.exchange(req, max, timeout).await,
+        last_message,
+        number,
+        sent,
+    )
 }
 
-/// Classifies an exchange's outcome for the engine (see [`exchange`]).
+/// Classifies an exchange's outcome for the engine (see [`exchange`]); `sent` is when the
+/// request went out.
 pub(crate) fn classify(
     r: Result<crate::http::HttpResponse, crate::http::ExchangeError>,
     last_message: bool,
     number: Option<u64>,
+    sent: std::time::Instant,
 ) -> ExchangeResult {
     match r {
         Ok(r) if r.body.is_empty() && r.status.is_success() => {
@@ -758,7 +767,7 @@ pub(crate) fn classify(
             if last_message {
                 ExchangeResult::Answer(Bytes::new())
             } else {
-                ExchangeResult::Nothing(number)
+                ExchangeResult::Nothing(number.map(|n| (n, sent)))
             }
         }
         // SOAP answers: 2xx, 500 (SOAP 1.1/1.2 faults) and 400 (SOAP 1.2 Sender faults, e.g.
@@ -787,8 +796,9 @@ pub(crate) enum ExchangeResult {
     /// No SOAP answer: connection error, timeout or a non-SOAP error status. Carries the
     /// sequence number of the message it carried, if any.
     Failed(Option<u64>),
-    /// An empty success answer to anything but the LastMessage (202 Accepted).
-    Nothing(Option<u64>),
+    /// An empty success answer to anything but the LastMessage (202 Accepted). Carries the
+    /// sequence number of the message it carried, if any, and when that copy was sent.
+    Nothing(Option<(u64, std::time::Instant)>),
 }
 
 struct Driver {
@@ -854,6 +864,8 @@ struct InFlight {
     id: u64,
     number: Option<u64>,
     last_message: bool,
+    /// When the request went out (the engine's clock).
+    sent: std::time::Instant,
     /// Unboxed: the set of exchanges allocates a node per future anyway.
     exchange: crate::http::Exchange,
 }
@@ -865,7 +877,7 @@ impl Future for InFlight {
         Pin::new(&mut this.exchange).poll(cx).map(|r| {
             (
                 this.id,
-                classify(r.map(|(r, _)| r), this.last_message, this.number),
+                classify(r.map(|(r, _)| r), this.last_message, this.number, this.sent),
             )
         })
     }
@@ -1001,9 +1013,9 @@ impl Driver {
             ExchangeResult::Failed(n) => {
                 self.session.handle_transport_failure(now.into_std(), n);
             }
-            ExchangeResult::Nothing(Some(n)) => {
+            ExchangeResult::Nothing(Some((n, sent))) => {
                 // gSOAP quirk 19 (docs/interop.md): accepted without an ack.
-                self.session.handle_empty_answer(now.into_std(), n);
+                self.session.handle_empty_answer(now.into_std(), n, sent);
             }
             ExchangeResult::Nothing(None) => {}
         }
@@ -1130,6 +1142,7 @@ impl Driver {
             id,
             number,
             last_message,
+            sent: now.into_std(),
             // Bounded by the driver's deadline (`cut_off`), not a timer of its own.
             exchange,
         });

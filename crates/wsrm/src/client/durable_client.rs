@@ -354,7 +354,9 @@ impl DurableDriver {
                         // the retransmission sends the stored bytes.
                         Ok(Answer::Raw(ExchangeResult::Failed(n))) => self.session.handle_transport_failure(now, n),
                         // gSOAP quirk 19 (docs/interop.md): accepted without an ack.
-                        Ok(Answer::Raw(ExchangeResult::Nothing(Some(n)))) => self.session.handle_empty_answer(now, n),
+                        Ok(Answer::Raw(ExchangeResult::Nothing(Some((n, sent))))) => {
+                            self.session.handle_empty_answer(now, n, sent)
+                        }
                         _ => {}
                     }
                 }
