@@ -321,7 +321,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         }
         bar.finish_and_clear();
         let ok = results.iter().filter(|r| r.is_ok()).count();
-        let mut first_err = results.iter().find_map(|r| r.as_ref().err()).cloned();
+        // The first failure, named by its input (the Nth line, or message-N with --count): in
+        // a run that did not resume, input N is message number N.
+        let mut first_err = results
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| r.as_ref().err().map(|e| format!("input {}: {e}", i + 1)));
         let earlier_answered = if first_err.is_none() {
             recovered.await.unwrap_or(0)
         } else {
@@ -329,10 +334,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             0
         };
         if first_err.is_none() && earlier_answered < earlier {
-            first_err = Some(wsrm::ClientError::Store(format!(
+            first_err = Some(format!(
                 "{} of {earlier} replies to requests sent before the restart did not arrive",
                 earlier - earlier_answered
-            )));
+            ));
         }
         if let Ok(mut w) = reply_writer.lock() {
             if let Some(w) = w.as_mut() {
@@ -366,10 +371,14 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             );
         }
         if let Some(e) = first_err {
-            eprintln!(
-                "wsrm: error: {} of {total} messages failed; first: {e}",
-                total - ok
-            );
+            if ok < total {
+                eprintln!(
+                    "wsrm: error: {} of {total} messages failed; first: {e}",
+                    total - ok
+                );
+            } else {
+                eprintln!("wsrm: error: {e}");
+            }
             return Ok(common::EXIT_FAILED);
         }
         if let Err(e) = close {
