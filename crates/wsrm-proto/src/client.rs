@@ -204,6 +204,9 @@ pub struct ClientSession {
     inbound_seen: bool,
     undelivered_replies: std::collections::BTreeSet<u64>,
     scratch: Vec<Delivered>,
+    /// The RM 1.0 TerminateSequence as sent, and how many more times it may be sent again
+    /// after its exchange failed (see [`ClientSession::handle_transport_failure`]).
+    terminate_copy: Option<(Message, u32)>,
     /// Tests only: every call takes the general path (to compare the fast paths with it).
     #[cfg(test)]
     general_only: bool,
@@ -278,6 +281,7 @@ impl ClientSession {
             cs_sent_at: now,
             cs_last_sent: now,
             cs_next: now + REQUESTOR_RETRY_INTERVAL,
+            terminate_copy: None,
             cs_failures: 0,
             open_deadline: now + cfg.open_timeout,
             tx,
@@ -595,6 +599,21 @@ impl ClientSession {
             }
             (ClientState::Closing, None) if self.out.control_failed(now) => {
                 tracing::debug!("Close/Terminate exchange failed: retrying early");
+            }
+            // RM 1.0 TerminateSequence is one-way: the session closed when it was sent, and
+            // WCF sends it once. An exchange that failed outright (no HTTP answer, or an
+            // intermediary's 502: the destination did not get it) is the only thing without a
+            // number in flight then, so it is sent again, at most FAST_RETRIES times: a
+            // destination that missed it keeps the sequence until its inactivity timeout, and
+            // one that got it answers the copy with an UnknownSequence fault at most, which
+            // the closed session ignores (as WCF does after its own TerminateSequence).
+            (ClientState::Closed, None) => {
+                if let Some((m, left)) = self.terminate_copy.as_mut().filter(|(_, l)| *l > 0) {
+                    *left -= 1;
+                    tracing::debug!("TerminateSequence exchange failed: sending it again");
+                    let m = m.clone();
+                    self.tx.push_back(m);
+                }
             }
             _ => {}
         }
@@ -1168,6 +1187,9 @@ impl ClientSession {
             if let Some(mut m) = self.out.poll_control(now, &mut self.rng) {
                 self.attach_ack(&mut m);
                 let m = self.stamp(now, m);
+                if self.version == RmVersion::Wsrm10 && m.action == Action::TerminateSequence {
+                    self.terminate_copy = Some((m.clone(), crate::source::FAST_RETRIES));
+                }
                 self.check_closed();
                 return Some(m);
             }

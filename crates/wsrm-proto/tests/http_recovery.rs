@@ -15,13 +15,17 @@ use wsrm_proto::msg::{
 use wsrm_proto::{ClientConfig, ClientSession, ClientState, Pattern, Shape, FAST_RETRIES};
 
 fn open(now: Instant) -> (ClientSession, SequenceId) {
+    open_version(now, RmVersion::Wsrm11)
+}
+
+fn open_version(now: Instant, version: RmVersion) -> (ClientSession, SequenceId) {
     let mut cfg = ClientConfig::new(Pattern::OneWay, Shape::RequestReply);
-    cfg.settings.reliable_messaging_version = RmVersion::Wsrm11;
+    cfg.settings.reliable_messaging_version = version;
     let mut c = ClientSession::new(now, cfg, 1).unwrap();
     let cs = c.poll_transmit(now).unwrap();
     let id = SequenceId::from("urn:uuid:00000000-0000-4000-8000-000000000001");
     let mut csr = Message::new(
-        RmVersion::Wsrm11,
+        version,
         Action::CreateSequenceResponse,
         Body::CreateSequenceResponse(Box::new(CreateSequenceResponse {
             identifier: id.clone(),
@@ -37,11 +41,16 @@ fn open(now: Instant) -> (ClientSession, SequenceId) {
 }
 
 fn ack(id: &SequenceId, ranges: Vec<(u64, u64)>, br: Option<u32>) -> Message {
-    let mut m = Message::new(
-        RmVersion::Wsrm11,
-        Action::SequenceAcknowledgement,
-        Body::Empty,
-    );
+    ack_version(RmVersion::Wsrm11, id, ranges, br)
+}
+
+fn ack_version(
+    version: RmVersion,
+    id: &SequenceId,
+    ranges: Vec<(u64, u64)>,
+    br: Option<u32>,
+) -> Message {
+    let mut m = Message::new(version, Action::SequenceAcknowledgement, Body::Empty);
     m.ack = Some(AckHeader {
         identifier: id.clone(),
         ranges,
@@ -201,4 +210,43 @@ fn failed_close_sequence_exchange_is_retried_early_with_backoff() {
     assert_eq!(again.message_id, close.message_id);
     c.handle_transport_failure(t1, None);
     assert_eq!(c.poll_timeout().unwrap(), t1 + Duration::from_millis(100));
+}
+
+// RM 1.0 TerminateSequence is one-way: the session is closed once it is sent. Through a lossy
+// intermediary its exchange may fail outright (the proxy's 502: the destination never saw it),
+// and the destination then keeps the sequence until its inactivity timeout (interop, proxy
+// seeds 3, 6, 8, 11 and 14 against CXF: "CXF saw TerminateSequence x0"). Such a failure sends
+// it again, at most FAST_RETRIES times; a failure with a message number changes nothing.
+#[test]
+fn failed_rm10_terminate_sequence_exchange_is_sent_again_a_few_times() {
+    let now = Instant::now();
+    let v = RmVersion::Wsrm10;
+    let (mut c, id) = open_version(now, v);
+    c.send(now, Arc::from("urn:x/OneWay"), Bytes::from_static(b"<p/>"))
+        .unwrap();
+    assert_eq!(c.poll_transmit(now).as_ref().and_then(number), Some(1));
+    c.handle_message(now, ack_version(v, &id, vec![(1, 1)], None));
+    c.close(now).unwrap();
+    let last = c.poll_transmit(now).unwrap();
+    assert_eq!((number(&last), last.action), (Some(2), Action::LastMessage));
+    c.handle_message(now, ack_version(v, &id, vec![(1, 2)], None));
+    let terminate = c.poll_transmit(now).unwrap();
+    assert_eq!(terminate.action, Action::TerminateSequence);
+    assert_eq!(c.state(), ClientState::Closed);
+    assert!(c.poll_transmit(now).is_none());
+    c.handle_transport_failure(now, Some(2));
+    assert!(
+        c.poll_transmit(now).is_none(),
+        "a numbered exchange: nothing"
+    );
+    for _ in 0..FAST_RETRIES {
+        c.handle_transport_failure(now, None);
+        let again = c.poll_transmit(now).unwrap();
+        assert_eq!(again.action, Action::TerminateSequence);
+        assert_eq!(again.body, terminate.body);
+        assert!(c.poll_transmit(now).is_none());
+    }
+    c.handle_transport_failure(now, None);
+    assert!(c.poll_transmit(now).is_none(), "at most FAST_RETRIES more");
+    assert_eq!(c.state(), ClientState::Closed);
 }
