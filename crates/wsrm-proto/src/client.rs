@@ -601,12 +601,13 @@ impl ClientSession {
                 tracing::debug!("Close/Terminate exchange failed: retrying early");
             }
             // RM 1.0 TerminateSequence is one-way: the session closed when it was sent, and
-            // WCF sends it once. An exchange that failed outright (no HTTP answer, or an
-            // intermediary's 502: the destination did not get it) is the only thing without a
-            // number in flight then, so it is sent again, at most FAST_RETRIES times: a
-            // destination that missed it keeps the sequence until its inactivity timeout, and
-            // one that got it answers the copy with an UnknownSequence fault at most, which
-            // the closed session ignores (as WCF does after its own TerminateSequence).
+            // WCF sends it once. An un-numbered exchange that failed outright (no HTTP answer,
+            // or an intermediary's 502: the destination did not get it) is that terminate, or
+            // at most a last acknowledgement of the inbound sequence; either way the terminate
+            // is sent again, at most FAST_RETRIES times: a destination that missed it keeps
+            // the sequence until its inactivity timeout, and one that got it answers the copy
+            // with an UnknownSequence fault at most, which the closed session ignores (as WCF
+            // does after its own TerminateSequence).
             (ClientState::Closed, None) => {
                 if let Some((m, left)) = self.terminate_copy.as_mut().filter(|(_, l)| *l > 0) {
                     *left -= 1;
