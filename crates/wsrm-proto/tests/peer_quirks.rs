@@ -702,16 +702,23 @@ fn empty_answers_off_the_probe_chain_do_not_probe() {
     );
 }
 
+/// A gSOAP 1.1 session with `n` Pings: 1 sent and acknowledged, then 2 and 3 (the window)
+/// sent once.
+fn first_acked_rest_sent(now: Instant, n: u64) -> ClientSession {
+    let (mut c, id) = gsoap_rm11_client(now);
+    send_pings(&mut c, now, n);
+    c.poll_transmit(now).unwrap();
+    c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, 1));
+    while c.poll_transmit(now).is_some() {}
+    c
+}
+
 // A destination that never acknowledges still meets MaxRetryCount: each probe counts as a retry
 // of the message it sends, and an empty answer queues at most one probe.
 #[test]
 fn probing_past_probes_still_ends_at_max_retry_count() {
     let now = Instant::now();
-    let (mut c, id) = gsoap_rm11_client(now);
-    send_pings(&mut c, now, 3);
-    c.poll_transmit(now).unwrap();
-    c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, 1));
-    while c.poll_transmit(now).is_some() {}
+    let mut c = first_acked_rest_sent(now, 3);
     let mut t = now;
     for _ in 0..200 {
         if c.state() == ClientState::Failed {
@@ -740,11 +747,7 @@ fn probing_past_probes_still_ends_at_max_retry_count() {
 #[test]
 fn empty_answer_to_a_first_transmission_does_not_probe() {
     let now = Instant::now();
-    let (mut c, id) = gsoap_rm11_client(now);
-    send_pings(&mut c, now, 3);
-    c.poll_transmit(now).unwrap();
-    c.handle_message(now, header_only_ack(RmVersion::Wsrm11, &id, 1));
-    while c.poll_transmit(now).is_some() {}
+    let mut c = first_acked_rest_sent(now, 3);
     c.handle_empty_answer(now, 2, now);
     assert!(c.poll_transmit(now).is_none());
 }
@@ -879,6 +882,27 @@ fn early_close_needs_a_closing_session_and_a_retransmitted_last_message() {
     );
 }
 
+/// A gSOAP 1.1 session with `n` Pings (closing from the start when `closing`): 1 acknowledged;
+/// 2 and 3 sent; 3's exchange failed at 10 ms and 3 was resent at once; 2 acknowledged at
+/// 20 ms, so 3 became the head after its copy of 10 ms was sent. Returns the session, the
+/// sequence and the start time.
+fn head_moved_after_a_resend(n: u64, closing: bool) -> (ClientSession, SequenceId, Instant) {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let (mut c, id) = gsoap_rm11_client(t0);
+    send_pings(&mut c, t0, n);
+    assert_eq!(transmitted(&mut c, t0), vec![1]);
+    c.handle_message(t0, header_only_ack(RmVersion::Wsrm11, &id, 1));
+    assert_eq!(transmitted(&mut c, t0), vec![2, 3]);
+    if closing {
+        c.close(t0).unwrap();
+    }
+    c.handle_transport_failure(at(10), Some(3));
+    assert_eq!(transmitted(&mut c, at(10)), vec![3]);
+    c.handle_message(at(20), header_only_ack(RmVersion::Wsrm11, &id, 2));
+    (c, id, t0)
+}
+
 // Answers on concurrent connections arrive in any order (a local run of 2026-12-07 with
 // `--seed 12`, `wsrm->gsoap rm1.1 one-way proxy`): copies of the last message (200) that
 // overtook 199 were discarded with a bare 202 (quirk 4), and one of those 202s was read after
@@ -887,18 +911,8 @@ fn early_close_needs_a_closing_session_and_a_retransmitted_last_message() {
 // counts only for a copy sent after the head's predecessors were acknowledged.
 #[test]
 fn empty_answer_to_a_copy_sent_before_the_head_moved_does_not_close() {
-    let t0 = Instant::now();
+    let (mut c, _id, t0) = head_moved_after_a_resend(3, true);
     let at = |ms: u64| t0 + Duration::from_millis(ms);
-    let (mut c, id) = gsoap_rm11_client(t0);
-    send_pings(&mut c, t0, 3);
-    assert_eq!(transmitted(&mut c, t0), vec![1]);
-    c.handle_message(t0, header_only_ack(RmVersion::Wsrm11, &id, 1));
-    assert_eq!(transmitted(&mut c, t0), vec![2, 3]);
-    c.close(t0).unwrap();
-    // 3's exchange failed: resent at once, before 2 is acknowledged.
-    c.handle_transport_failure(at(10), Some(3));
-    assert_eq!(transmitted(&mut c, at(10)), vec![3]);
-    c.handle_message(at(20), header_only_ack(RmVersion::Wsrm11, &id, 2));
     // The 202 to that copy (an out-of-order discard) is read after 2's ack: nothing.
     c.handle_empty_answer(at(30), 3, at(10));
     assert!(c.poll_transmit(at(30)).is_none(), "no early CloseSequence");
@@ -918,18 +932,8 @@ fn empty_answer_to_a_copy_sent_before_the_head_moved_does_not_close() {
 // a copy sent after the chain reached its predecessor.
 #[test]
 fn empty_answer_to_a_copy_sent_before_the_head_moved_does_not_probe() {
-    let t0 = Instant::now();
+    let (mut c, _id, t0) = head_moved_after_a_resend(6, false);
     let at = |ms: u64| t0 + Duration::from_millis(ms);
-    let (mut c, id) = gsoap_rm11_client(t0);
-    send_pings(&mut c, t0, 6);
-    assert_eq!(transmitted(&mut c, t0), vec![1]);
-    c.handle_message(t0, header_only_ack(RmVersion::Wsrm11, &id, 1));
-    assert_eq!(transmitted(&mut c, t0), vec![2, 3]);
-    for n in [3u64, 4] {
-        c.handle_transport_failure(at(10), Some(n));
-    }
-    assert_eq!(transmitted(&mut c, at(10)), vec![3]);
-    c.handle_message(at(20), header_only_ack(RmVersion::Wsrm11, &id, 2));
     assert_eq!(transmitted(&mut c, at(20)), vec![4, 5]);
     c.handle_empty_answer(at(30), 3, at(10));
     assert!(c.poll_transmit(at(30)).is_none(), "no probe");
