@@ -356,10 +356,28 @@ static int client(const char *url, struct lines *msgs, int request_reply, int ac
   s->connect_timeout = timeout;
   s->send_timeout = timeout;
   s->recv_timeout = timeout;
-  if (request_reply)
-    rc = soap_wsrm_create_offer(s, url, NULL, NULL, 600000, NoDiscard, soap_wsa_rand_uuid(s), &seq);
-  else
-    rc = soap_wsrm_create(s, url, NULL, 600000, soap_wsa_rand_uuid(s), &seq);
+  /* gSOAP leaves retries to the application, as for the messages below: a CreateSequence
+   * lost in transport (connection error, or an intermediary's 502/503/504) is sent again, as
+   * WCF's client resends it. A response lost after the service created the sequence leaves an
+   * empty sequence there, which expires by inactivity (docs/interop.md). */
+  for (i = 0;; i++)
+  {
+    if (request_reply)
+      rc = soap_wsrm_create_offer(s, url, NULL, NULL, 600000, NoDiscard, soap_wsa_rand_uuid(s), &seq);
+    else
+      rc = soap_wsrm_create(s, url, NULL, 600000, soap_wsa_rand_uuid(s), &seq);
+    if (!rc || !is_transient(s->error) || i >= 10)
+      break;
+    fprintf(stderr, "gsoap-peer: CreateSequence attempt %zu failed, sending it again: ", i + 1);
+    soap_print_fault(s, stderr);
+    if (seq)
+      soap_wsrm_seq_free(s, seq);
+    seq = NULL;
+    retries++;
+    soap_destroy(s);
+    soap_end(s);
+    usleep(100000);
+  }
   if (rc)
   {
     fprintf(stderr, "gsoap-peer: CreateSequence failed: ");
@@ -454,6 +472,37 @@ static int client(const char *url, struct lines *msgs, int request_reply, int ac
   if (seq->id)
     seqid = soap_strdup(NULL, seq->id);
   /* RM 1.0: LastMessage; RM 1.1: CloseSequence (its response carries the final acks) */
+#ifdef SOAP_WSRM_2005
+  /* The RM 1.0 LastMessage is a sequence message of its own number, cached for resend like
+   * the others; every soap_wsrm_close() call numbers a new one. So a LastMessage lost in
+   * transport is resent by soap_wsrm_resend() below, with its number, and never by calling
+   * close again: a second LastMessage is refused (LastMessageNumberExceeded), rightly. */
+  if (soap_wsrm_close(s, seq, soap_wsa_rand_uuid(s)) == SOAP_OK || s->error == 202)
+    closed = 1;
+  else if (is_transient(s->error))
+  {
+    fprintf(stderr, "gsoap-peer: LastMessage %llu lost in transport, resending it: ",
+            (unsigned long long)seq->num);
+    soap_print_fault(s, stderr);
+    /* soap_wsrm_resend() sends the cached, unacknowledged message again as it was; it reads
+     * the HTTP answer but not the acknowledgement in it, so an answer other than an error
+     * (an intermediary's 502, a connection error) is taken as delivery. */
+    for (i = 0; i < 30; i++)
+    {
+      usleep(100000);
+      retries++;
+      if (soap_wsrm_resend(s, seq, seq->num, seq->num) == SOAP_OK)
+      {
+        closed = 1;
+        break;
+      }
+      fprintf(stderr, "gsoap-peer: LastMessage resend %zu failed: ", i + 1);
+      soap_print_fault(s, stderr);
+      if (!is_transient(s->error))
+        break;
+    }
+  }
+#else
   for (i = 0; i < 10; i++)
   {
     if (soap_wsrm_close(s, seq, soap_wsa_rand_uuid(s)) == SOAP_OK || s->error == 202)
@@ -465,9 +514,8 @@ static int client(const char *url, struct lines *msgs, int request_reply, int ac
       break;
     usleep(100000);
   }
-  if (closed)
-    ;
-  else
+#endif
+  if (!closed)
   {
     fprintf(stderr, "gsoap-peer: close failed: ");
     soap_print_fault(s, stderr);
@@ -502,11 +550,14 @@ static int client(const char *url, struct lines *msgs, int request_reply, int ac
     terminate_reply = "none";
     fprintf(stderr, "gsoap-peer: no answer to TerminateSequence (RM 1.0, treated as one-way)\n");
   }
-  else if (s->error == SOAP_FAULT)
+  else if (s->error == SOAP_FAULT && soap_fault_subcode(s) && strstr(soap_fault_subcode(s), "UnknownSequence"))
   {
     /* The gSOAP RM 1.0 service sometimes answers TerminateSequence with a TerminateSequence
-     * whose Identifier is empty, which the plugin turns into an UnknownSequence fault here.
-     * The request was delivered (RM 1.0 TerminateSequence is one-way): count it as sent. */
+     * whose Identifier is empty, and a WCF-like service (wsrm) answers a request-reply
+     * session's with the TerminateSequence of the offered reply sequence: the plugin turns
+     * either into a local UnknownSequence fault here. The request was delivered (RM 1.0
+     * TerminateSequence is one-way): count it as sent. Any other fault (such as the
+     * service's SequenceTerminated for a sequence it does not hold complete) is a failure. */
     terminated = 1;
     terminate_reply = "malformed";
     fprintf(stderr, "gsoap-peer: malformed answer to TerminateSequence (RM 1.0, treated as one-way): ");
