@@ -380,6 +380,7 @@ public final class Peer {
         int got = 0;
         int bad = 0;
         int failed = 0;
+        int retries = 0;
         Map<String, Object> ctx = ((BindingProvider) port).getRequestContext();
         for (int i = 0; i < msgs.size(); i++) {
             String text = msgs.get(i);
@@ -388,21 +389,35 @@ public final class Peer {
                 // CloseSequence follows once it is sent.
                 ctx.put(RMManager.WSRM_LAST_MESSAGE_PROPERTY, Boolean.TRUE);
             }
-            try {
-                if (rr) {
-                    String reply = port.echo(text);
-                    got++;
-                    if (!text.equals(reply)) {
-                        bad++;
+            for (int attempt = 1;; attempt++) {
+                try {
+                    if (rr) {
+                        String reply = port.echo(text);
+                        got++;
+                        if (!text.equals(reply)) {
+                            bad++;
+                        }
+                        String[] seq = lastInboundSequence(client);
+                        replies.record(seq[0], Long.parseLong(seq[1]), ACTION_ECHO_RESPONSE, reply);
+                    } else {
+                        port.ping(text);
                     }
-                    String[] seq = lastInboundSequence(client);
-                    replies.record(seq[0], Long.parseLong(seq[1]), ACTION_ECHO_RESPONSE, reply);
-                } else {
-                    port.ping(text);
+                    break;
+                } catch (RuntimeException e) {
+                    // CXF sends CreateSequence once; when it is lost the call fails before the
+                    // message got a sequence number, so calling again cannot duplicate it, and
+                    // an application would (WCF's client resends CreateSequence itself).
+                    if (attempt < 10 && rmProtocolFailure(e, "CreateSequence")) {
+                        retries++;
+                        System.err.println("cxf-peer: message " + (i + 1) + " attempt " + attempt
+                                + ": CreateSequence lost, calling again: " + e);
+                        Thread.sleep(100);
+                        continue;
+                    }
+                    failed++;
+                    System.err.println("cxf-peer: message " + (i + 1) + " failed: " + e);
+                    break;
                 }
-            } catch (RuntimeException e) {
-                failed++;
-                System.err.println("cxf-peer: message " + (i + 1) + " failed: " + e);
             }
         }
         ctx.remove(RMManager.WSRM_LAST_MESSAGE_PROPERTY);
@@ -420,9 +435,27 @@ public final class Peer {
         boolean ok = unacked == 0 && failed == 0 && (!rr || (got == msgs.size() && bad == 0));
         System.out.println("SUMMARY {\"ok\":" + ok + ",\"rm\":" + json(rm) + ",\"mode\":"
                 + json(rr ? "request-reply" : "one-way") + ",\"sent\":" + msgs.size() + ",\"unacknowledged\":"
-                + unacked + ",\"failed\":" + failed + ",\"replies\":" + got + ",\"bad_replies\":" + bad
+                + unacked + ",\"failed\":" + failed + ",\"retries\":" + retries + ",\"replies\":" + got + ",\"bad_replies\":" + bad
                 + ",\"elapsed\":" + String.format("%.3f", elapsed) + "}");
         return ok ? 0 : 1;
+    }
+
+    /**
+     * True when `e` (or a cause) is CXF's failure to send the RM protocol message `what`
+     * ("Failed to send RM protocol message {ns}CreateSequence."), as when an intermediary
+     * dropped it.
+     */
+    static boolean rmProtocolFailure(Throwable e, String what) {
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            String m = t.getMessage();
+            if (m != null && m.contains("Failed to send RM protocol message") && m.contains("}" + what)) {
+                return true;
+            }
+            if (t.getCause() == t) {
+                break;
+            }
+        }
+        return false;
     }
 
     /** Sequence id / number of the last reply, read from the client's response context. */
