@@ -475,8 +475,8 @@ static int client(const char *url, struct lines *msgs, int request_reply, int ac
 #ifdef SOAP_WSRM_2005
   /* The RM 1.0 LastMessage is a sequence message of its own number, cached for resend like
    * the others; every soap_wsrm_close() call numbers a new one. So a LastMessage lost in
-   * transport is resent by soap_wsrm_resend() below, with its number, and never by calling
-   * close again: a second LastMessage is refused (LastMessageNumberExceeded), rightly. */
+   * transport is resent as it was, with soap_wsrm_resend(), and never by calling close
+   * again: a second LastMessage is refused (LastMessageNumberExceeded), rightly. */
   if (soap_wsrm_close(s, seq, soap_wsa_rand_uuid(s)) == SOAP_OK || s->error == 202)
     closed = 1;
   else if (is_transient(s->error))
