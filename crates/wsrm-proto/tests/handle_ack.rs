@@ -6,6 +6,8 @@
 //! the header alone, and after every step both have the same state, statistics, deadline,
 //! events and messages to send.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -206,7 +208,7 @@ fn run(pattern: Pattern, v: RmVersion, open: bool, script: &[Step]) -> Result<()
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(common::cases(256)))]
 
     #[test]
     fn handle_ack_is_handle_message_of_a_standalone_ack(

@@ -1,6 +1,8 @@
 //! Bad input: random, malformed and hostile messages never panic the engine, every HTTP
 //! exchange gets exactly one answer, and state stays bounded.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,7 +84,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig::with_cases(common::cases(300)))]
 
     #[test]
     fn endpoint_answers_every_exchange_exactly_once(ops in proptest::collection::vec(op(), 1..60)) {

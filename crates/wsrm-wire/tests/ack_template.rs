@@ -472,7 +472,7 @@ fn apply(b: &mut Vec<u8>, m: &Mutation) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 4096, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: common::cases(4096), .. ProptestConfig::default() })]
 
     /// Generated acknowledgements (any identifier the strategy makes) through their own
     /// template: `Some` under the default limits if the identifier is one the template reads

@@ -311,7 +311,7 @@ fn expected(m: &Message, f: &Framing) -> Message {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: common::cases(512), .. ProptestConfig::default() })]
 
     #[test]
     fn writer_output_round_trips((m, framing) in message()) {
@@ -372,7 +372,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2048, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: common::cases(2048), .. ProptestConfig::default() })]
 
     /// Whatever the reader accepts is well-formed, namespace-well-formed XML: a message mutated
     /// with markup characters is either refused or also parsed by roxmltree (a conforming

@@ -81,3 +81,16 @@ pub fn one_small_limit(min_size: usize) -> impl proptest::strategy::Strategy<Val
         l
     })
 }
+
+/// The number of cases a property test runs: `default`, or `PROPTEST_CASES` when that is set
+/// (a test's own `ProptestConfig` would otherwise override the variable), so that a deeper
+/// search can be run by hand, e.g. `PROPTEST_CASES=100000 cargo test --release --test NAME`.
+/// An unreadable value is an error, not a silent default.
+pub fn cases(default: u32) -> u32 {
+    match std::env::var("PROPTEST_CASES") {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("PROPTEST_CASES={v:?} is not a number of cases")),
+        Err(_) => default,
+    }
+}
