@@ -4,9 +4,11 @@ import sys, statistics as st, collections
 n = float(sys.argv[2]); d = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     t = line.split()
-    if len(t) < 11 or t[2] != 'RESULT': continue
-    r, p = int(t[0]), t[1]
-    rate, cpu = float(t[3]), float(t[4]); u, s = float(t[9]), float(t[10])
+    # "ROUND PHASE RESULT rate cpu ... TIME user sys wall" (usersys.sh); a round whose bench
+    # printed no RESULT or /usr/bin/time no TIME is skipped.
+    if len(t) < 5 or t[2] != 'RESULT' or 'TIME' not in t or len(t) < t.index('TIME') + 3: continue
+    r, p, i = int(t[0]), t[1], t.index('TIME')
+    rate, cpu = float(t[3]), float(t[4]); u, s = float(t[i + 1]), float(t[i + 2])
     d[p].append((r, rate, cpu, u / n * 1e6, s / n * 1e6))
 for p, v in d.items():
     print('%-11s runs %2d  rate %8.0f  cpu %5.2f  user %5.2f  sys %5.2f' % (p, len(v), st.median(x[1] for x in v), st.median(x[2] for x in v), st.median(x[3] for x in v), st.median(x[4] for x in v)))
