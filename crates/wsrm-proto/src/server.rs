@@ -93,6 +93,15 @@ pub struct EndpointConfig {
     pub parked_exchange_timeout: Duration,
     /// Cap on parked exchanges across the endpoint; beyond it requests are answered 202 at once.
     pub max_parked_exchanges: usize,
+    /// Whether a message counts as taken by the application (a free buffer slot again, in
+    /// `netrm:BufferRemaining`) as soon as its [`ServerEvent::Delivery`] is emitted, for a
+    /// runtime whose own receive queue is the application's (bounded elsewhere, e.g. in
+    /// bytes). The acknowledgement answering the message then already counts it as taken,
+    /// so a destination of window 1 does not advertise a full buffer after every message.
+    /// `false` (default): the application releases each message with [`Endpoint::delivered`],
+    /// and BufferRemaining counts the messages it has not taken yet (WCF's `EnqueuedCount`).
+    /// Either way, messages held out of order count until they are delivered.
+    pub release_on_delivery: bool,
 }
 
 impl Default for EndpointConfig {
@@ -107,6 +116,7 @@ impl Default for EndpointConfig {
             address: None,
             parked_exchange_timeout: Duration::from_secs(60),
             max_parked_exchanges: 65_536,
+            release_on_delivery: false,
         }
     }
 }
@@ -345,6 +355,8 @@ impl Endpoint {
 
     /// The application has taken (committed) message `number`: frees a buffer slot
     /// (BufferRemaining). A duplex destination whose buffer was full sends a fresh ack at once.
+    /// Returns whether the message was waiting to be taken: always `false` with
+    /// [`EndpointConfig::release_on_delivery`], where every delivery counts as taken at once.
     pub fn delivered(&mut self, session: SessionId, number: u64) -> bool {
         let Some(s) = self.sessions.get_mut(&session) else {
             return false;
@@ -747,7 +759,7 @@ impl Endpoint {
             s.ordered,
             s.max_transfer_window_size,
             s.flow_control_enabled || rr,
-            false,
+            self.cfg.release_on_delivery,
         );
         // Over HTTP a request admitted ahead of a gap keeps its exchange until its reply
         // (deviation 10), so it need not be dropped as WCF does (`strict_in_order`).
@@ -1961,7 +1973,7 @@ impl Endpoint {
             s.ordered,
             s.max_transfer_window_size,
             s.flow_control_enabled || rr,
-            false,
+            self.cfg.release_on_delivery,
         );
         dest.strict_in_order = rr && s.ordered && !snap.http;
         let undelivered: Vec<Delivered> = snap
@@ -2157,9 +2169,21 @@ mod tests {
     /// LastMessage, CloseSequence, TerminateSequence, releases, timeouts) and requires the
     /// same observable outcome after every input.
     fn fast_path_matches_general(version: RmVersion, ordered: bool, window: u32, seed: u64) {
+        fast_path_matches_general_with(version, ordered, window, seed, false);
+    }
+
+    /// [`fast_path_matches_general`], choosing [`EndpointConfig::release_on_delivery`].
+    fn fast_path_matches_general_with(
+        version: RmVersion,
+        ordered: bool,
+        window: u32,
+        seed: u64,
+        release_on_delivery: bool,
+    ) {
         let mut cfg = EndpointConfig::default();
         cfg.settings.max_transfer_window_size = window;
         cfg.settings.ordered = ordered;
+        cfg.release_on_delivery = release_on_delivery;
         let mut fast = Endpoint::new(cfg.clone(), seed).expect("config");
         let mut general = Endpoint::new(cfg, seed).expect("config");
         general.general_only = true;
@@ -2278,6 +2302,129 @@ mod tests {
             fast_path_matches_general(RmVersion::Wsrm11, true, 8, seed);
             fast_path_matches_general(RmVersion::Wsrm11, false, 8, seed);
             fast_path_matches_general(RmVersion::Wsrm10, false, 16, seed);
+        }
+    }
+
+    #[test]
+    fn fast_path_matches_general_path_releasing_on_delivery() {
+        for seed in 0..4 {
+            fast_path_matches_general_with(RmVersion::Wsrm10, true, 1, seed, true);
+            fast_path_matches_general_with(RmVersion::Wsrm11, true, 8, seed, true);
+            fast_path_matches_general_with(RmVersion::Wsrm11, false, 8, seed, true);
+        }
+    }
+
+    /// Opens a one-way HTTP session (accepted) on `e`; returns it and its sequence.
+    fn open_one_way(e: &mut Endpoint, version: RmVersion, now: Instant) -> (SessionId, SequenceId) {
+        let mut cs = Message::new(
+            version,
+            Action::CreateSequence,
+            Body::CreateSequence(Box::new(CreateSequence {
+                acks_to: WSA10_ANONYMOUS.to_string(),
+                expires: None,
+                offer: None,
+            })),
+        );
+        cs.message_id = Some(Arc::from("urn:uuid:cs"));
+        e.handle_message(now, cs, Some(ExchangeId(1)));
+        let (_, ev, _, _) = observe(e, now, None);
+        let Some(ServerEvent::SessionCreated { session, input, .. }) = ev.first().cloned() else {
+            panic!("no session: {ev:?}");
+        };
+        assert!(e.accept(session));
+        (session, input)
+    }
+
+    /// The BufferRemaining of the acknowledgement answering sequence message `n`, and the
+    /// numbers delivered by it.
+    fn answer_buffer_remaining(
+        e: &mut Endpoint,
+        input: &SequenceId,
+        n: u64,
+        ex: u64,
+        now: Instant,
+    ) -> (Option<u32>, Vec<u64>) {
+        let mut m = Message::new(
+            RmVersion::Wsrm10,
+            Action::Other(Arc::from("urn:test/op")),
+            Body::Application(Bytes::from_static(b"<p/>")),
+        );
+        m.sequence = Some(SequenceHeader {
+            identifier: input.clone(),
+            number: n,
+            last_message: false,
+        });
+        e.handle_message(now, m, Some(ExchangeId(ex)));
+        let (tx, ev, _, _) = observe(e, now, None);
+        let answer = tx
+            .iter()
+            .find(|t| t.exchange == Some(ExchangeId(ex)))
+            .and_then(|t| t.message.as_ref())
+            .and_then(|m| m.ack.as_ref())
+            .and_then(|a| a.buffer_remaining);
+        let delivered = ev
+            .iter()
+            .filter_map(|e| match e {
+                ServerEvent::Delivery { number, .. } => Some(*number),
+                _ => None,
+            })
+            .collect();
+        (answer, delivered)
+    }
+
+    #[test]
+    fn buffer_remaining_counts_a_delivery_until_released_unless_release_on_delivery() {
+        let now = Instant::now();
+        for general_only in [false, true] {
+            // Window 1: the ack answering message 1 says the buffer is full until the
+            // application releases it, so the client must poll before sending message 2.
+            let mut cfg = EndpointConfig::default();
+            cfg.settings.max_transfer_window_size = 1;
+            let mut e = Endpoint::new(cfg.clone(), 7).expect("config");
+            e.general_only = general_only;
+            let (session, input) = open_one_way(&mut e, RmVersion::Wsrm10, now);
+            assert_eq!(
+                answer_buffer_remaining(&mut e, &input, 1, 2, now),
+                (Some(0), vec![1])
+            );
+            assert!(e.delivered(session, 1));
+            assert_eq!(
+                answer_buffer_remaining(&mut e, &input, 2, 3, now),
+                (Some(0), vec![2])
+            );
+
+            // Released when delivered: the same ack already has the slot free again.
+            cfg.release_on_delivery = true;
+            let mut e = Endpoint::new(cfg.clone(), 7).expect("config");
+            e.general_only = general_only;
+            let (session, input) = open_one_way(&mut e, RmVersion::Wsrm10, now);
+            assert_eq!(
+                answer_buffer_remaining(&mut e, &input, 1, 2, now),
+                (Some(1), vec![1])
+            );
+            assert!(!e.delivered(session, 1), "nothing left to release");
+            assert_eq!(
+                answer_buffer_remaining(&mut e, &input, 2, 3, now),
+                (Some(1), vec![2])
+            );
+
+            // A message held ahead of a gap still counts until it is delivered.
+            cfg.settings.max_transfer_window_size = 4;
+            let mut e = Endpoint::new(cfg, 7).expect("config");
+            e.general_only = general_only;
+            let (_, input) = open_one_way(&mut e, RmVersion::Wsrm10, now);
+            assert_eq!(
+                answer_buffer_remaining(&mut e, &input, 2, 2, now),
+                (Some(3), vec![])
+            );
+            assert_eq!(
+                answer_buffer_remaining(&mut e, &input, 3, 3, now),
+                (Some(2), vec![])
+            );
+            assert_eq!(
+                answer_buffer_remaining(&mut e, &input, 1, 4, now),
+                (Some(4), vec![1, 2, 3])
+            );
         }
     }
 }
