@@ -302,6 +302,10 @@ impl ServiceBuilder {
             max_sessions: self.max_sessions,
             address: None,
             parked_exchange_timeout: self.binding.transport.send_timeout,
+            // The session's handler queue is the application's receive queue: a message
+            // counts as taken (BufferRemaining) once it is handed over, already in the
+            // acknowledgement that answers it (see `ServerEvent::Delivery` below).
+            release_on_delivery: true,
             ..EndpointConfig::default()
         };
         let mut endpoint =
@@ -1282,8 +1286,7 @@ impl Driver {
                     .delivered
                     .fetch_add(1, Ordering::Relaxed);
                 if self.no_handler && reply.is_none() {
-                    // Nothing to run it: delivered (and taken) now.
-                    self.endpoint.delivered(session, number);
+                    // Nothing to run it: delivered (and taken, `release_on_delivery`) now.
                     return;
                 }
                 let bytes = payload.len();
@@ -1299,12 +1302,15 @@ impl Driver {
                     self.shared.buffered.fetch_sub(bytes, Ordering::Relaxed);
                 }
                 // The session's handler queue is the application's receive queue: the message
-                // counts as taken (BufferRemaining) once it is queued there. Memory stays
-                // bounded by `max_buffered_bytes`, enforced before messages reach the engine.
-                // Releasing only after the handler ran would advertise BufferRemaining 0 to a
-                // client whose window is full, and WCF's client then waits for its fast-poll
-                // interval (min(SendTimeout/2, keep-alive) = 30 s) before sending again.
-                self.endpoint.delivered(session, number);
+                // counts as taken (BufferRemaining) once it is queued there; the endpoint
+                // counted it so when it emitted the delivery (`release_on_delivery`), so the
+                // acknowledgement answering it already does. Memory stays bounded by
+                // `max_buffered_bytes`, enforced before messages reach the engine. Counting a
+                // message until the handler ran (or until this event, after the answer was
+                // written) advertises a full buffer to a client whose window is full, as after
+                // every message of a window of 1; WCF's client then waits for its fast-poll
+                // interval (min(SendTimeout/2, keep-alive) = 30 s) before sending again, ours
+                // for at least 20 ms.
             }
             ServerEvent::Acknowledged { .. } => {}
             ServerEvent::SessionClosed { session } => {

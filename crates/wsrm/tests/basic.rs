@@ -393,3 +393,49 @@ async fn a_panicking_handler_loses_only_its_own_message() {
         assert_eq!(svc.stats().delivered, 6);
     }
 }
+
+/// A window of 1 (MaxTransferWindowSize 1 on both sides): the acknowledgement answering each
+/// message already counts it as taken by the service's handler (`BufferRemaining` 1), so the
+/// client sends the next message at once instead of polling with AckRequested for the slot
+/// (it did after every message, waiting at least 20 ms each time; a WCF client waits 30 s).
+/// Counted at a transparent proxy: one exchange per message and none more.
+#[tokio::test]
+async fn a_window_of_one_needs_no_polling_between_messages() {
+    init_tracing();
+    for binding in [Binding::ws_http(), Binding::ws2007_http()] {
+        let binding = binding.max_transfer_window_size(1);
+        let log = Log::default();
+        let svc = recording_echo_service(&binding, &log).await;
+        let proxy = wsrm::Proxy::spawn(
+            "127.0.0.1:0".parse().unwrap(),
+            wsrm::ProxyConfig::new(svc.url("/svc").parse().unwrap()),
+        )
+        .await
+        .unwrap();
+        let client = Client::open(&proxy.url("/svc"), &binding, ClientOptions::default())
+            .await
+            .unwrap();
+        let n = 20;
+        for i in 1..=n {
+            client.send(ONEWAY, payload(i)).await.unwrap();
+        }
+        // The answer to a raw copy of the last message (a duplicate, acknowledged again):
+        // nothing waits for the application, so the whole window is free.
+        let seq = client.sequence_id().unwrap();
+        let mut m = decode(&bytes::Bytes::from(raw_sequence_message(&seq, n as u64)));
+        m.version = binding.session.reliable_messaging_version;
+        let (status, body) =
+            post_raw(&raw_client(), &svc.url("/svc"), SOAP12_CT, envelope(&m)).await;
+        assert_eq!(status, 200);
+        let ack = decode(&body).ack.expect("an acknowledgement");
+        assert_eq!(ack.ranges, vec![(1, n as u64)]);
+        assert_eq!(ack.buffer_remaining, Some(1));
+        client.close().await.unwrap();
+        let got = settled(&log, n).await;
+        assert_eq!(got.len(), n);
+        let st = proxy.shutdown().await;
+        // CreateSequence, the messages, LastMessage (1.0) or CloseSequence (1.1), Terminate.
+        assert_eq!(st.forwarded, n as u64 + 3, "{st}");
+        svc.shutdown().await;
+    }
+}
