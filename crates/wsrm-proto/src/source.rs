@@ -453,6 +453,9 @@ pub(crate) struct Source {
     startup: bool,
     ca_count: u64,
     quota: i64,
+    /// The BufferRemaining of the latest acknowledgement that carried one (two-way requests:
+    /// the quota is recomputed from it when a reply arrives, see [`Source::slide_two_way`]).
+    last_br: Option<i64>,
     flow_control: bool,
     mean_rtt_us: i64,
     serr_us: i64,
@@ -520,6 +523,7 @@ impl Source {
             startup: true,
             ca_count: 0,
             quota: i64::from(i32::MAX),
+            last_br: None,
             flow_control,
             mean_rtt_us: 0,
             serr_us: 0,
@@ -604,8 +608,20 @@ impl Source {
     }
 
     /// Whether the quota is exhausted (fast polling, §4.8).
+    /// A request still waiting for its reply does not count: the reply brings a fresh
+    /// acknowledgement, so there is nothing to poll for.
     pub fn quota_exhausted(&self) -> bool {
-        self.flow_control && self.quota <= 0
+        self.flow_control && self.quota <= 0 && !self.reply_due()
+    }
+
+    /// Whether a two-way request in the window is still waiting for its reply.
+    fn reply_due(&self) -> bool {
+        self.two_way_queued
+            && self
+                .entries
+                .iter()
+                .take(self.in_window)
+                .any(|e| e.two_way() && !e.replied)
     }
 
     /// Whether every assigned number is done.
@@ -1005,10 +1021,11 @@ impl Source {
                     all_done &= e.done();
                 }
                 self.counters.acknowledged += newly_done;
-                if all_done {
+                if all_done && !self.two_way_queued {
                     // Entry `n` (if any) is not acknowledged, hence not done: the slide is `n`.
                     self.slide_by(now, br, n);
                 } else {
+                    // (With two-way requests queued the quota is the general path's too.)
                     // Two-way requests acknowledged but not replied stay in the window.
                     self.acked.insert_range(ws, ws, u, |_| {});
                     self.slide(now, br);
@@ -1141,24 +1158,59 @@ impl Source {
     }
 
     fn slide(&mut self, now: Instant, br: Option<i64>) {
+        if self.two_way_queued {
+            self.slide_two_way(now, br);
+            return;
+        }
         // The leading done entries of the window. Without two-way requests an entry is done
         // when it is acknowledged, and the acknowledged entries are `acked`'s numbers: the run
         // of them from the window start is the count, without a walk over the entries.
-        let slide = if self.two_way_queued {
-            self.entries
-                .iter()
-                .take(self.in_window)
-                .take_while(|e| e.done())
-                .count()
-        } else {
-            usize::try_from(self.acked.leading_run(self.window_start))
-                .unwrap_or(usize::MAX)
-                .min(self.in_window)
-        };
+        let slide = usize::try_from(self.acked.leading_run(self.window_start))
+            .unwrap_or(usize::MAX)
+            .min(self.in_window);
         if slide == 0 {
             return;
         }
         self.slide_by(now, br, slide);
+    }
+
+    /// [`Source::slide`] with two-way requests queued: an entry is done when acknowledged and
+    /// replied, so the leading done entries are counted with a walk.
+    ///
+    /// The BufferRemaining quota (wire-protocol.md §4.5 step 5) is then the latest
+    /// BufferRemaining less the requests in the window still without their reply, recomputed on
+    /// every acknowledgement and every reply. WCF slides its request window on the
+    /// acknowledgement alone and counts from there; this engine's used to set no quota at all
+    /// (a request stays in the window until its reply, and the slide that a reply makes carried
+    /// no BufferRemaining). Either way a client whose window is wider than the service's kept
+    /// requests in flight beyond what the service takes: a service holds at most its window of
+    /// unacknowledged replies (§4.11), and a reply is acknowledged only by a later request, so
+    /// each request sent while the replies of a full window are on their way is dropped (HTTP
+    /// 202) and waits for its retransmission (a client of window 8 against a service of window
+    /// 1: ~10 requests a second, one retransmission per request in three). Counting every
+    /// unreplied request keeps the client within the service's window.
+    fn slide_two_way(&mut self, now: Instant, br: Option<i64>) {
+        if br.is_some() {
+            self.last_br = br;
+        }
+        let slide = self
+            .entries
+            .iter()
+            .take(self.in_window)
+            .take_while(|e| e.done())
+            .count();
+        if slide > 0 {
+            self.slide_by(now, None, slide);
+        }
+        if let Some(br) = self.last_br {
+            let open = self
+                .entries
+                .iter()
+                .take(self.in_window)
+                .filter(|e| !e.done())
+                .count();
+            self.quota = br - open as i64;
+        }
     }
 
     /// Slides the window over its first `slide` entries, which must be done while the next
@@ -1570,6 +1622,51 @@ mod tests {
         // An old-news ack with more room reopens the quota.
         s.handle_ack(t, &ack(&[(1, 2)], Some(3)), |_| {}).unwrap();
         assert_eq!(s.quota(), 3);
+    }
+
+    #[test]
+    fn buffer_remaining_quota_counts_requests_until_their_replies() {
+        let t = Instant::now();
+        let mut s = src(8);
+        let numbers =
+            |s: &mut Source| -> Vec<u64> { sent_numbers(s, t).into_iter().map(|x| x.0).collect() };
+        for _ in 0..10 {
+            s.enqueue(
+                Action::Other("a".into()),
+                Body::Application(Bytes::from_static(b"x")),
+                None,
+                None,
+                false,
+                true,
+            );
+        }
+        // Slow start: request 1 alone. Its reply carries B=1: the ack leaves request 1 in
+        // the window (quota 0), the reply takes it out (quota 1).
+        assert_eq!(numbers(&mut s), vec![1]);
+        s.handle_ack(t, &ack(&[(1, 1)], Some(1)), |_| {}).unwrap();
+        assert_eq!(s.quota(), 0);
+        assert!(s.mark_replied(t, 1));
+        assert_eq!(s.quota(), 1);
+        // One request at a time, as the service takes them, although the window has grown.
+        assert_eq!(numbers(&mut s), vec![2]);
+        assert_eq!(s.quota(), 0);
+        assert_eq!(numbers(&mut s), Vec::<u64>::new());
+        // No polling for the quota while a reply is due: it brings the next ack.
+        assert!(!s.quota_exhausted());
+        s.handle_ack(t, &ack(&[(1, 2)], Some(1)), |_| {}).unwrap();
+        assert!(s.mark_replied(t, 2));
+        assert_eq!(numbers(&mut s), vec![3]);
+        // More room: B less the requests without their reply.
+        s.handle_ack(t, &ack(&[(1, 3)], Some(4)), |_| {}).unwrap();
+        assert_eq!(s.quota(), 3);
+        assert!(s.mark_replied(t, 3));
+        assert_eq!(s.quota(), 4);
+        assert_eq!(numbers(&mut s), vec![4, 5, 6, 7]);
+        assert_eq!(s.quota(), 0);
+        // A reply overtaking earlier ones frees one slot, not the earlier ones'.
+        s.handle_ack(t, &ack(&[(1, 7)], Some(4)), |_| {}).unwrap();
+        assert!(s.mark_replied(t, 7));
+        assert_eq!(s.quota(), 1);
     }
 
     /// The acknowledgement handling as it was before the fast path (a set built per ack, two
