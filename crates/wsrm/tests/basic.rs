@@ -439,3 +439,49 @@ async fn a_window_of_one_needs_no_polling_between_messages() {
         svc.shutdown().await;
     }
 }
+
+/// Request-reply with a client window (8) wider than the service's (1): the service holds at
+/// most its window of unacknowledged replies and drops (HTTP 202) a request beyond it, and a
+/// reply is acknowledged only by a later request. The client keeps its requests without a
+/// reply within the service's BufferRemaining, so none is dropped: one exchange per request
+/// and no retransmission (before, about one request in three waited for its retransmission).
+#[tokio::test]
+async fn requests_keep_within_a_narrower_service_window() {
+    init_tracing();
+    for binding in [Binding::ws_http(), Binding::ws2007_http()] {
+        let log = Log::default();
+        let svc = recording_echo_service(&binding.clone().max_transfer_window_size(1), &log).await;
+        let proxy = wsrm::Proxy::spawn(
+            "127.0.0.1:0".parse().unwrap(),
+            wsrm::ProxyConfig::new(svc.url("/svc").parse().unwrap()),
+        )
+        .await
+        .unwrap();
+        let opts = ClientOptions {
+            request_reply: true,
+            ..ClientOptions::default()
+        };
+        let binding = binding.max_transfer_window_size(8);
+        let client = Client::open(&proxy.url("/svc"), &binding, opts)
+            .await
+            .unwrap();
+        let n = 30;
+        let pending: Vec<_> = (1..=n)
+            .map(|i| client.start_request(ECHO, payload(i)))
+            .collect();
+        for (i, p) in pending.into_iter().enumerate() {
+            let r = p.await.unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&r.body),
+                format!("<echo xmlns=\"urn:wsrm:test\">{}</echo>", payload(i + 1))
+            );
+        }
+        let stats = client.close().await.unwrap();
+        assert_eq!(stats.retransmitted, 0, "{stats:?}");
+        assert_eq!(settled(&log, n).await.len(), n);
+        let st = proxy.shutdown().await;
+        // CreateSequence, the requests, LastMessage (1.0) or CloseSequence (1.1), Terminate.
+        assert_eq!(st.forwarded, n as u64 + 3, "{st}");
+        svc.shutdown().await;
+    }
+}
