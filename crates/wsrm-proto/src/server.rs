@@ -2195,17 +2195,12 @@ mod tests {
             e.handle_message(now, m.clone(), Some(ExchangeId(ex)));
             g.handle_message(now, m, Some(ExchangeId(ex)));
         };
-        let mut cs = Message::new(
-            version,
-            Action::CreateSequence,
-            Body::CreateSequence(Box::new(CreateSequence {
-                acks_to: WSA10_ANONYMOUS.to_string(),
-                expires: None,
-                offer: None,
-            })),
+        exchange(
+            &mut fast,
+            &mut general,
+            now,
+            one_way_create_sequence(version),
         );
-        cs.message_id = Some(Arc::from("urn:uuid:cs"));
-        exchange(&mut fast, &mut general, now, cs);
         let a = observe(&mut fast, now, None);
         assert_eq!(a, observe(&mut general, now, None));
         let Some(ServerEvent::SessionCreated { session, input, .. }) = a.1.first().cloned() else {
@@ -2314,8 +2309,8 @@ mod tests {
         }
     }
 
-    /// Opens a one-way HTTP session (accepted) on `e`; returns it and its sequence.
-    fn open_one_way(e: &mut Endpoint, version: RmVersion, now: Instant) -> (SessionId, SequenceId) {
+    /// A CreateSequence without an Offer (a one-way session), anonymous AcksTo.
+    fn one_way_create_sequence(version: RmVersion) -> Message {
         let mut cs = Message::new(
             version,
             Action::CreateSequence,
@@ -2326,7 +2321,12 @@ mod tests {
             })),
         );
         cs.message_id = Some(Arc::from("urn:uuid:cs"));
-        e.handle_message(now, cs, Some(ExchangeId(1)));
+        cs
+    }
+
+    /// Opens a one-way HTTP session (accepted) on `e`; returns it and its sequence.
+    fn open_one_way(e: &mut Endpoint, version: RmVersion, now: Instant) -> (SessionId, SequenceId) {
+        e.handle_message(now, one_way_create_sequence(version), Some(ExchangeId(1)));
         let (_, ev, _, _) = observe(e, now, None);
         let Some(ServerEvent::SessionCreated { session, input, .. }) = ev.first().cloned() else {
             panic!("no session: {ev:?}");

@@ -1408,6 +1408,11 @@ mod tests {
     }
 
     fn push(s: &mut Source, n: usize) {
+        push_kind(s, n, false);
+    }
+
+    /// Queues `n` messages, two-way requests when `two_way`.
+    fn push_kind(s: &mut Source, n: usize, two_way: bool) {
         for _ in 0..n {
             s.enqueue(
                 Action::Other("a".into()),
@@ -1415,7 +1420,7 @@ mod tests {
                 None,
                 None,
                 false,
-                false,
+                two_way,
             );
         }
     }
@@ -1634,16 +1639,7 @@ mod tests {
         let mut s = src(8);
         let numbers =
             |s: &mut Source| -> Vec<u64> { sent_numbers(s, t).into_iter().map(|x| x.0).collect() };
-        for _ in 0..10 {
-            s.enqueue(
-                Action::Other("a".into()),
-                Body::Application(Bytes::from_static(b"x")),
-                None,
-                None,
-                false,
-                true,
-            );
-        }
+        push_kind(&mut s, 10, true);
         // Slow start: request 1 alone. Its reply carries B=1: the ack leaves request 1 in
         // the window (quota 0), the reply takes it out (quota 1).
         assert_eq!(numbers(&mut s), vec![1]);
@@ -1677,16 +1673,8 @@ mod tests {
     fn a_failed_exchange_of_an_acknowledged_request_without_reply_retransmits_at_once() {
         let t = Instant::now();
         let mut s = src(8);
-        for two_way in [true, false] {
-            s.enqueue(
-                Action::Other("a".into()),
-                Body::Application(Bytes::from_static(b"x")),
-                None,
-                None,
-                false,
-                two_way,
-            );
-        }
+        push_kind(&mut s, 1, true);
+        push_kind(&mut s, 1, false);
         assert_eq!(sent_numbers(&mut s, t).len(), 1);
         // Request 1 acknowledged, its reply lost with the answer: retransmitted at once, up to
         // FAST_RETRIES times in all.
