@@ -456,6 +456,10 @@ pub(crate) struct Source {
     /// The BufferRemaining of the latest acknowledgement that carried one (two-way requests:
     /// the quota is recomputed from it when a reply arrives, see [`Source::slide_two_way`]).
     last_br: Option<i64>,
+    /// How many entries of the window are done but not slid yet (behind one that is not):
+    /// the requests without their reply are `in_window − done_in_window`, counted without a
+    /// walk over the window.
+    done_in_window: usize,
     flow_control: bool,
     mean_rtt_us: i64,
     serr_us: i64,
@@ -524,6 +528,7 @@ impl Source {
             ca_count: 0,
             quota: i64::from(i32::MAX),
             last_br: None,
+            done_in_window: 0,
             flow_control,
             mean_rtt_us: 0,
             serr_us: 0,
@@ -705,6 +710,7 @@ impl Source {
         }
         self.entries.clear();
         self.in_window = 0;
+        self.done_in_window = 0;
         self.acked = AckedSet::default();
         self.window_start += 1;
         self.resend_queue.clear();
@@ -1025,6 +1031,7 @@ impl Source {
                     all_done &= e.done();
                 }
                 self.counters.acknowledged += newly_done;
+                self.done_in_window += newly_done as usize;
                 if all_done && !self.two_way_queued {
                     // Entry `n` (if any) is not acknowledged, hence not done: the slide is `n`.
                     self.slide_by(now, br, n);
@@ -1124,6 +1131,7 @@ impl Source {
                 }
             }
         });
+        self.done_in_window += newly_done as usize;
         if !newly_acked {
             // Old news; refresh quota when the ack ends at windowStart − 1.
             if let Some(br) = br {
@@ -1157,6 +1165,8 @@ impl Source {
                 .insert_range(self.window_start, number, number, |_| {});
         }
         self.counters.acknowledged += 1;
+        // Not done before (a request without its reply), done now.
+        self.done_in_window += 1;
         self.slide(now, None);
         true
     }
@@ -1207,12 +1217,7 @@ impl Source {
             self.slide_by(now, None, slide);
         }
         if let Some(br) = self.last_br {
-            let open = self
-                .entries
-                .iter()
-                .take(self.in_window)
-                .filter(|e| !e.done())
-                .count();
+            let open = self.in_window.saturating_sub(self.done_in_window);
             self.quota = br - open as i64;
         }
     }
@@ -1241,6 +1246,7 @@ impl Source {
         }
         self.recompute_timeout();
         self.in_window -= slide;
+        self.done_in_window = self.done_in_window.saturating_sub(slide);
         self.window_start += slide as u64;
         if slide > 0 {
             self.head_since = Some(now);
@@ -1346,6 +1352,7 @@ impl Source {
             }
         }
         self.in_window = self.entries.len();
+        self.done_in_window = self.entries.iter().filter(|e| e.done()).count();
         self.acked = AckedSet::default();
         for e in self.entries.iter().filter(|e| e.acked) {
             self.acked.insert_range(start, e.number, e.number, |_| {});
@@ -1749,6 +1756,7 @@ mod tests {
             }
         }
         s.counters.acknowledged += newly_done.len() as u64;
+        s.done_in_window += newly_done.len();
         s.slide(now, br);
         Ok(newly_done)
     }
@@ -1765,6 +1773,15 @@ mod tests {
             "acked out of step with the window"
         );
         assert_eq!(s.acked.count, expect.count(), "acked count out of step");
+        assert_eq!(
+            s.done_in_window,
+            s.entries
+                .iter()
+                .take(s.in_window)
+                .filter(|e| e.done())
+                .count(),
+            "done_in_window out of step"
+        );
         assert!(s.entries.iter().skip(s.in_window).all(|e| !e.acked));
     }
 
