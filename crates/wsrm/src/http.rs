@@ -551,6 +551,11 @@ pub(crate) enum ExchangeError {
     /// Connection or protocol failure.
     #[error("HTTP exchange failed: {0}")]
     Http(String),
+    /// TLS failed: the handshake, a certificate (ours refused or the peer's not trusted), or
+    /// an alert from the peer. A security failure, which trying again does not mend (WCF does
+    /// not retry its security failures either).
+    #[error("TLS failed: {0}")]
+    Tls(String),
     /// Response larger than allowed.
     #[error("response body larger than {0} bytes")]
     TooLarge(usize),
@@ -635,8 +640,47 @@ pub(crate) fn body_error(
     {
         ExchangeError::TooLarge(max_body)
     } else {
-        ExchangeError::Http(e.to_string())
+        transport_error("", &*e)
     }
+}
+
+/// The [`ExchangeError`] for a connection or protocol failure `e`, its text prefixed with
+/// `context` (if not empty): [`ExchangeError::Tls`] when a TLS error is among its causes.
+pub(crate) fn transport_error(
+    context: &str,
+    e: &(dyn std::error::Error + 'static),
+) -> ExchangeError {
+    let text = if context.is_empty() {
+        error_chain(e)
+    } else {
+        format!("{context}: {}", error_chain(e))
+    };
+    if is_tls_failure(e) {
+        ExchangeError::Tls(text)
+    } else {
+        ExchangeError::Http(text)
+    }
+}
+
+/// Whether a `rustls` error is among `e` and its sources. An `io::Error` does not list the
+/// error it wraps among its sources, so each one's inner error is looked at too.
+fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if c.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(inner) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if is_tls_failure(inner) {
+                return true;
+            }
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// Renders an error and its sources on one line.

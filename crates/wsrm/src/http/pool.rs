@@ -31,7 +31,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower_service::Service;
 
-use super::{body_error, error_chain, BodyBytes, ExchangeError, HttpResponse, RequestBody};
+use super::{body_error, transport_error, BodyBytes, ExchangeError, HttpResponse, RequestBody};
 
 /// The connector: plain TCP for `http`, rustls over it for `https`.
 pub(crate) type Connector = HttpsConnector<HttpConnector>;
@@ -178,14 +178,14 @@ impl Pool {
             let uri = uri.map_err(|e| ExchangeError::Http(format!("invalid URI: {e}")))?;
             std::future::poll_fn(|cx| connector.poll_ready(cx))
                 .await
-                .map_err(|e| ExchangeError::Http(format!("connect: {}", error_chain(&*e))))?;
+                .map_err(|e| transport_error("connect", &*e))?;
             let io = connector
                 .call(uri)
                 .await
-                .map_err(|e| ExchangeError::Http(format!("connect: {}", error_chain(&*e))))?;
+                .map_err(|e| transport_error("connect", &*e))?;
             let (sender, conn) = hyper::client::conn::http1::handshake(io)
                 .await
-                .map_err(|e| ExchangeError::Http(error_chain(&e)))?;
+                .map_err(|e| transport_error("", &e))?;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::trace!(error = %e, "HTTP client connection ended with an error");
@@ -375,11 +375,7 @@ impl Future for Exchange {
                                 tracing::trace!(error = %e.error(), "idle connection closed; request sent on another");
                                 this.state = this.start(req);
                             }
-                            _ => {
-                                return Poll::Ready(Err(ExchangeError::Http(error_chain(
-                                    &e.into_error(),
-                                ))))
-                            }
+                            _ => return Poll::Ready(Err(transport_error("", &e.into_error()))),
                         },
                     }
                 }
@@ -431,7 +427,7 @@ impl Future for Exchange {
                         }
                         // An idle connection that closed while it waited: another one.
                         Err(_) if reused => this.state = this.start(*req),
-                        Err(e) => return Poll::Ready(Err(ExchangeError::Http(error_chain(&e)))),
+                        Err(e) => return Poll::Ready(Err(transport_error("", &e))),
                     }
                 }
                 State::Connecting(connect, _) => {
