@@ -259,6 +259,7 @@ impl Client {
             requests: HashMap::default(),
             close: None,
             opened: Some(opened_tx),
+            open_attempts: OpenAttempts::new(binding.transport.open_timeout),
             inflight: FuturesUnordered::new(),
             calls: CallDeadlines::new(binding.transport.send_timeout),
             exchange_deadlines: ExchangeDeadlines::new(binding.transport.send_timeout),
@@ -780,11 +781,22 @@ pub(crate) fn classify(
         }
         Ok(r) => {
             tracing::debug!(status = %r.status, "exchange failed");
-            ExchangeResult::Failed(number)
+            ExchangeResult::Failed(
+                number,
+                Failure::Other(format!(
+                    "the service answered HTTP {} without a SOAP message",
+                    r.status
+                )),
+            )
         }
         Err(e) => {
             tracing::debug!(error = %e, "exchange failed");
-            ExchangeResult::Failed(number)
+            let f = match &e {
+                crate::http::ExchangeError::Tls(t) => Failure::Tls(t.clone()),
+                crate::http::ExchangeError::TimedOut(_) => Failure::TimedOut,
+                _ => Failure::Other(e.to_string()),
+            };
+            ExchangeResult::Failed(number, f)
         }
     }
 }
@@ -794,11 +806,74 @@ pub(crate) enum ExchangeResult {
     /// A SOAP answer (or, for the LastMessage only, an accepted empty answer).
     Answer(Bytes),
     /// No SOAP answer: connection error, timeout or a non-SOAP error status. Carries the
-    /// sequence number of the message it carried, if any.
-    Failed(Option<u64>),
+    /// sequence number of the message it carried, if any, and why.
+    Failed(Option<u64>, Failure),
     /// An empty success answer to anything but the LastMessage (202 Accepted). Carries the
     /// sequence number of the message it carried, if any, and when that copy was sent.
     Nothing(Option<(u64, std::time::Instant)>),
+}
+
+/// Why an exchange got no SOAP answer.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// TLS failed (handshake, certificate, or an alert from the peer).
+    Tls(String),
+    /// No response within the exchange's timeout.
+    TimedOut,
+    /// Anything else: the connection, the HTTP protocol, or an HTTP error status.
+    Other(String),
+}
+
+/// What a driver remembers of the CreateSequence exchanges while the session opens, to say why
+/// an open failed. WCF's open (its CreateSequence requestor) ends at once on a security
+/// failure, otherwise retries until OpenTimeout and then throws its last attempt's exception:
+/// so here a TLS failure ends the open at once, and an open that ran out of time after
+/// exchanges that failed in the transport reports the last such failure.
+#[derive(Debug)]
+pub(crate) struct OpenAttempts {
+    open_timeout: Duration,
+    /// The last handshake exchange's failure, unless it timed out or an answer came since.
+    last: Option<String>,
+}
+
+impl OpenAttempts {
+    pub(crate) fn new(open_timeout: Duration) -> Self {
+        OpenAttempts {
+            open_timeout,
+            last: None,
+        }
+    }
+
+    /// A handshake exchange failed: returns the error that ends the open at once (TLS).
+    pub(crate) fn failed(&mut self, f: Failure) -> Option<ClientError> {
+        match f {
+            Failure::Tls(t) => Some(ClientError::Tls(t)),
+            Failure::TimedOut => {
+                self.last = None;
+                None
+            }
+            Failure::Other(t) => {
+                self.last = Some(t);
+                None
+            }
+        }
+    }
+
+    /// A handshake exchange got an answer.
+    pub(crate) fn answered(&mut self) {
+        self.last = None;
+    }
+
+    /// The error an open ends with when the engine fails the session with `e`.
+    pub(crate) fn error(&mut self, e: wsrm_proto::SessionError) -> ClientError {
+        match (e, self.last.take()) {
+            (wsrm_proto::SessionError::OpenTimeout, Some(cause)) => ClientError::Unreachable {
+                after: self.open_timeout,
+                cause,
+            },
+            (e, _) => ClientError::Faulted(e),
+        }
+    }
 }
 
 struct Driver {
@@ -817,6 +892,8 @@ struct Driver {
     requests: HashMap<u64, oneshot::Sender<Outcome<Reply>>, FastHash>,
     close: Option<oneshot::Sender<Result<(), ClientError>>>,
     opened: Option<oneshot::Sender<Result<(), ClientError>>>,
+    /// The handshake's failed exchanges, while `opened` waits.
+    open_attempts: OpenAttempts,
     /// The HTTP exchanges in flight, polled by the driver itself (no task per exchange: the
     /// response wakes the driver directly).
     inflight: FuturesUnordered<InFlight>,
@@ -994,7 +1071,7 @@ impl Driver {
         for x in all {
             if x.id < cut {
                 tracing::debug!(number = x.number, "exchange timed out");
-                self.exchange_done(ExchangeResult::Failed(x.number), now);
+                self.exchange_done(ExchangeResult::Failed(x.number, Failure::TimedOut), now);
             } else {
                 self.inflight.push(x);
             }
@@ -1008,9 +1085,28 @@ impl Driver {
     }
 
     fn exchange_done(&mut self, done: ExchangeResult, now: Instant) {
+        if self.opened.is_some() {
+            // Opening: a failed handshake exchange may end the open (see `OpenAttempts`).
+            match done {
+                ExchangeResult::Failed(None, f) => {
+                    if let Some(e) = self.open_attempts.failed(f) {
+                        tracing::warn!(error = %e, "cannot open the session");
+                        if let Some(tx) = self.opened.take() {
+                            let _ = tx.send(Err(e));
+                        }
+                        self.session.abort(now.into_std());
+                        return;
+                    }
+                    self.session.handle_transport_failure(now.into_std(), None);
+                    return;
+                }
+                ExchangeResult::Failed(..) => {}
+                _ => self.open_attempts.answered(),
+            }
+        }
         match done {
             ExchangeResult::Answer(body) => self.response(body, now.into_std()),
-            ExchangeResult::Failed(n) => {
+            ExchangeResult::Failed(n, _) => {
                 self.session.handle_transport_failure(now.into_std(), n);
             }
             ExchangeResult::Nothing(Some((n, sent))) => {
@@ -1205,11 +1301,11 @@ impl Driver {
                     unacknowledged,
                 } => {
                     tracing::warn!(%error, unacknowledged = unacknowledged.len(), "session failed");
+                    if let Some(tx) = self.opened.take() {
+                        let _ = tx.send(Err(self.open_attempts.error(error.clone())));
+                    }
                     let e = ClientError::Faulted(error);
                     fail_waiting(&mut self.sends, &mut self.requests, &mut self.close, &e);
-                    if let Some(tx) = self.opened.take() {
-                        let _ = tx.send(Err(e.clone()));
-                    }
                     over = true;
                 }
             }

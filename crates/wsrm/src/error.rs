@@ -12,7 +12,9 @@ pub enum ClientError {
     /// The binding or URL is invalid.
     #[error("invalid binding: {0}")]
     Binding(#[from] BindingError),
-    /// TLS configuration failed.
+    /// TLS failed: the client's TLS configuration, or the handshake while opening the session
+    /// (the service's certificate not trusted, ours refused or missing). A security failure
+    /// ends the open at once, as in WCF: trying again would not mend it.
     #[error("TLS: {0}")]
     Tls(String),
     /// The operation did not complete within its timeout (open: OpenTimeout; send/request:
@@ -23,6 +25,19 @@ pub enum ClientError {
         operation: &'static str,
         /// The timeout.
         after: std::time::Duration,
+    },
+    /// The session could not be opened: until OpenTimeout (`after`) every CreateSequence
+    /// exchange failed in the transport (connection refused, a broken connection, an HTTP
+    /// error status without a SOAP answer). Carries the last one's failure, as WCF's open
+    /// throws its last attempt's exception. (A TLS failure ends the open at once instead, as
+    /// [`ClientError::Tls`]; an open whose last attempt got no answer at all fails as
+    /// [`ClientError::Faulted`] with [`SessionError::OpenTimeout`].)
+    #[error("no session opened within {after:?}; the last attempt failed: {cause}")]
+    Unreachable {
+        /// The binding's OpenTimeout.
+        after: std::time::Duration,
+        /// The last CreateSequence exchange's failure.
+        cause: String,
     },
     /// The session failed; carries the engine's reason (with the peer's fault, if any).
     #[error("session faulted: {0}")]

@@ -268,3 +268,42 @@ async fn service_on_a_shared_store_leaves_client_reply_sequences_alone() {
     c.close().await.unwrap();
     assert_eq!(committed.lock().unwrap().len(), 1);
 }
+
+/// A durable client's open that cannot reach the service fails as a memory one does: after
+/// OpenTimeout, naming the last transport failure; the store is left as it was, and a later
+/// open on it (once the service is up) starts the run.
+#[tokio::test]
+async fn a_durable_open_that_cannot_connect_names_the_connection_failure() {
+    init_tracing();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let binding = Binding::ws2007_http().open_timeout(Duration::from_secs(1));
+    let store = Store::memory();
+    let one_way = ClientOptions {
+        store: Some(store.clone()),
+        label: Some(LABEL.into()),
+        ..ClientOptions::default()
+    };
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        Client::open(&format!("http://{addr}/svc"), &binding, one_way.clone()),
+    )
+    .await
+    .expect("the open neither completed nor failed");
+    match r {
+        Err(wsrm::ClientError::Unreachable { cause, .. }) => {
+            assert!(cause.contains("connect"), "{cause}")
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    let log = Log::default();
+    let svc = recording_echo_service(&binding, &log).await;
+    let c = Client::open(&svc.url("/svc"), &binding, one_way)
+        .await
+        .unwrap();
+    c.send(ONEWAY, payload(1)).await.unwrap();
+    c.close().await.unwrap();
+    assert_eq!(settled(&log, 1).await.len(), 1);
+}

@@ -157,3 +157,111 @@ async fn an_unanswered_request_times_out_after_send_timeout() {
     assert!(took >= timeout && took < timeout * 4, "{took:?}");
     client.abort();
 }
+
+/// OpenTimeout when nothing can be reached: the open fails after it, naming the last
+/// attempt's transport failure (as WCF's open throws its last attempt's exception), not a bare
+/// timeout.
+#[tokio::test]
+async fn an_open_that_cannot_connect_names_the_connection_failure() {
+    // A port nothing listens on.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let timeout = Duration::from_secs(1);
+    let binding = Binding::ws_http().open_timeout(timeout);
+    let start = Instant::now();
+    let r = tokio::time::timeout(
+        timeout * 10,
+        Client::open(
+            &format!("http://{addr}/svc"),
+            &binding,
+            ClientOptions::default(),
+        ),
+    )
+    .await
+    .expect("the open neither completed nor failed");
+    match r {
+        Err(ClientError::Unreachable { after, cause }) => {
+            assert_eq!(after, timeout);
+            assert!(cause.contains("connect"), "{cause}");
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    // Retried until OpenTimeout, as WCF does (the service may be starting).
+    assert!(
+        start.elapsed() >= timeout,
+        "gave up after {:?}",
+        start.elapsed()
+    );
+}
+
+/// An HTTP error status without a SOAP answer is retried until OpenTimeout, then named.
+#[tokio::test]
+async fn an_open_answered_only_with_http_errors_names_the_status() {
+    let tries = Arc::new(AtomicUsize::new(0));
+    let t = tries.clone();
+    let addr = common::serve_fn(move |_req: Request<hyper::body::Incoming>| {
+        let t = t.clone();
+        async move {
+            t.fetch_add(1, Ordering::SeqCst);
+            let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            Ok::<_, Infallible>(resp)
+        }
+    })
+    .await;
+    let timeout = Duration::from_secs(1);
+    let binding = Binding::ws_http().open_timeout(timeout);
+    let r = tokio::time::timeout(
+        timeout * 10,
+        Client::open(
+            &format!("http://{addr}/svc"),
+            &binding,
+            ClientOptions::default(),
+        ),
+    )
+    .await
+    .expect("the open neither completed nor failed");
+    match r {
+        Err(ClientError::Unreachable { cause, .. }) => {
+            assert!(cause.contains("503"), "{cause}");
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    assert!(
+        tries.load(Ordering::SeqCst) >= 2,
+        "CreateSequence was not retried ({} attempts)",
+        tries.load(Ordering::SeqCst)
+    );
+}
+
+/// A CreateSequence that gets no answer at all: the open fails with OpenTimeout itself (no
+/// transport failure to name).
+#[tokio::test]
+async fn an_open_without_any_answer_fails_with_open_timeout() {
+    let addr = common::serve_fn(move |_req: Request<hyper::body::Incoming>| async move {
+        std::future::pending::<()>().await;
+        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+    })
+    .await;
+    let timeout = Duration::from_secs(1);
+    let binding = Binding::ws_http().open_timeout(timeout);
+    let r = tokio::time::timeout(
+        timeout * 10,
+        Client::open(
+            &format!("http://{addr}/svc"),
+            &binding,
+            ClientOptions::default(),
+        ),
+    )
+    .await
+    .expect("the open neither completed nor failed");
+    assert!(
+        matches!(
+            r,
+            Err(ClientError::Faulted(wsrm::SessionError::OpenTimeout))
+        ),
+        "{r:?}"
+    );
+}

@@ -133,23 +133,26 @@ async fn https_one_way_and_request_reply() {
 async fn https_refuses_an_untrusted_server() {
     let p = pki();
     let other = pki();
-    let binding = Binding::ws_http()
-        .https()
-        .open_timeout(Duration::from_secs(1));
+    // WCF's OpenTimeout (1 min): a TLS failure ends the open at once, not after it.
+    let binding = Binding::ws_http().https();
     let log = Log::default();
     let svc = service(&p, false, &binding, &log).await;
-    let err = Client::open(
-        &svc.url("/svc"),
-        &binding,
-        ClientOptions {
-            tls: Some(client_tls(&other, None)),
-            ..Default::default()
-        },
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        Client::open(
+            &svc.url("/svc"),
+            &binding,
+            ClientOptions {
+                tls: Some(client_tls(&other, None)),
+                ..Default::default()
+            },
+        ),
     )
     .await
+    .expect("a TLS failure was retried instead of ending the open")
     .unwrap_err();
     assert!(
-        matches!(err, ClientError::Faulted(wsrm::SessionError::OpenTimeout)),
+        matches!(&err, ClientError::Tls(t) if t.contains("invalid peer certificate")),
         "{err:?}"
     );
     assert_eq!(svc.stats().sessions_created, 0);
@@ -158,23 +161,25 @@ async fn https_refuses_an_untrusted_server() {
 #[tokio::test]
 async fn mutual_tls_requires_a_client_certificate() {
     let p = pki();
-    let binding = Binding::ws_http()
-        .https()
-        .open_timeout(Duration::from_secs(1));
+    let binding = Binding::ws_http().https();
     let log = Log::default();
     let svc = service(&p, true, &binding, &log).await;
-    let err = Client::open(
-        &svc.url("/svc"),
-        &binding,
-        ClientOptions {
-            tls: Some(client_tls(&p, None)),
-            ..Default::default()
-        },
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        Client::open(
+            &svc.url("/svc"),
+            &binding,
+            ClientOptions {
+                tls: Some(client_tls(&p, None)),
+                ..Default::default()
+            },
+        ),
     )
     .await
+    .expect("a TLS failure was retried instead of ending the open")
     .unwrap_err();
     assert!(
-        matches!(err, ClientError::Faulted(wsrm::SessionError::OpenTimeout)),
+        matches!(&err, ClientError::Tls(t) if t.contains("CertificateRequired")),
         "{err:?}"
     );
     let ok = Client::open(

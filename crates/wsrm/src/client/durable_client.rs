@@ -33,8 +33,8 @@ use wsrm_proto::snapshot::{ReplySnapshot, SnapshotMessage, SourceSnapshot};
 use wsrm_proto::{ClientConfig, ClientEvent, ClientSession, ClientState};
 
 use super::{
-    exchange, soap_request, Cmd, ExchangeResult, Outcome, RecoveredReply, Reply, ReplyCommit,
-    Shared,
+    exchange, soap_request, Cmd, ExchangeResult, Failure, Outcome, RecoveredReply, Reply,
+    ReplyCommit, Shared,
 };
 use crate::binding::MessageVersion;
 use crate::codec;
@@ -298,6 +298,8 @@ pub(super) struct DurableDriver {
     pub input: Option<SequenceId>,
     pub close: Option<oneshot::Sender<Result<(), ClientError>>>,
     pub opened: Option<oneshot::Sender<Result<(), ClientError>>>,
+    /// The handshake's failed exchanges, while `opened` waits.
+    pub open_attempts: super::OpenAttempts,
     pub inflight: JoinSet<Answer>,
     pub failed: Option<ClientError>,
     /// Set by an exchange task whose message could not be stored.
@@ -337,6 +339,11 @@ impl DurableDriver {
                 },
                 Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => {
                     let now = Instant::now().into_std();
+                    if self.opened.is_some()
+                        && !matches!(done, Ok(Answer::Raw(ExchangeResult::Failed(..))))
+                    {
+                        self.open_attempts.answered();
+                    }
                     match done {
                         Ok(Answer::Decoded(m)) => self.session.handle_message(now, *m),
                         Ok(Answer::Raw(ExchangeResult::Answer(body))) if body.is_empty() => {
@@ -352,7 +359,7 @@ impl DurableDriver {
                         }
                         // A failed exchange is a loss signal (docs/engine.md, deviation 8);
                         // the retransmission sends the stored bytes.
-                        Ok(Answer::Raw(ExchangeResult::Failed(n))) => self.session.handle_transport_failure(now, n),
+                        Ok(Answer::Raw(ExchangeResult::Failed(n, f))) => self.exchange_failed(now, n, f),
                         // gSOAP quirk 19 (docs/interop.md): accepted without an ack.
                         Ok(Answer::Raw(ExchangeResult::Nothing(Some((n, sent))))) => {
                             self.session.handle_empty_answer(now, n, sent)
@@ -364,6 +371,22 @@ impl DurableDriver {
             }
         }
         tracing::debug!("durable client driver finished");
+    }
+
+    /// An exchange got no SOAP answer: a loss signal for the engine, or, for a handshake
+    /// exchange, possibly the end of the open (see [`super::OpenAttempts`]).
+    fn exchange_failed(&mut self, now: std::time::Instant, n: Option<u64>, f: Failure) {
+        if n.is_none() && self.opened.is_some() {
+            if let Some(e) = self.open_attempts.failed(f) {
+                tracing::warn!(error = %e, "cannot open the session");
+                if let Some(tx) = self.opened.take() {
+                    let _ = tx.send(Err(e));
+                }
+                self.session.abort(now);
+                return;
+            }
+        }
+        self.session.handle_transport_failure(now, n);
     }
 
     fn command(&mut self, c: Cmd) {
@@ -715,11 +738,11 @@ impl DurableDriver {
                     unacknowledged,
                 } => {
                     tracing::warn!(%error, unacknowledged = unacknowledged.len(), "session failed; the stored sequence is kept");
+                    if let Some(tx) = self.opened.take() {
+                        let _ = tx.send(Err(self.open_attempts.error(error.clone())));
+                    }
                     let e = ClientError::Faulted(error);
                     self.fail_all(&e);
-                    if let Some(tx) = self.opened.take() {
-                        let _ = tx.send(Err(e.clone()));
-                    }
                     over = true;
                 }
             }
@@ -798,6 +821,7 @@ pub(super) async fn open(
         input,
         close: None,
         opened: Some(opened_tx),
+        open_attempts: super::OpenAttempts::new(binding.transport.open_timeout),
         inflight: JoinSet::new(),
         failed: None,
         store_failed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
