@@ -112,6 +112,18 @@ pub fn binding(rm: RmArg, soap: SoapArg, addressing: AddressingArg, https: bool)
     b
 }
 
+/// Parses a positive number of seconds (fractions allowed), e.g. for `--open-timeout`.
+pub fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v > 0.0 && v <= 86_400.0) {
+        return Err(format!("`{s}`: give more than 0 and at most 86400 seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(v))
+}
+
 /// Escapes text for XML character content.
 pub fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -26,6 +26,11 @@ collects the replies to requests sent before the crash, and --replies-to FILE ge
 exactly once (the file's committed length is recorded with each reply; at start the file is
 cut back to it).
 
+The session opens as WCF's does: while the service cannot be reached (connection refused, an
+HTTP error without a SOAP answer) the CreateSequence is sent again until --open-timeout runs
+out, and the error then names the last failure; a TLS failure (the service's certificate not
+trusted, ours refused or missing) ends the open at once.
+
 Examples:
   wsrm send http://127.0.0.1:8080/svc --count 1000
   wsrm send http://127.0.0.1:8080/svc --lines input.txt --store sqlite:send.db --resume
@@ -73,6 +78,10 @@ pub struct Args {
     /// MaxTransferWindowSize (messages in flight).
     #[arg(long, value_name = "N", default_value_t = 8)]
     window: u32,
+    /// OpenTimeout: how long to keep trying to open the session, in seconds (WCF's default,
+    /// 60).
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = common::parse_seconds)]
+    open_timeout: std::time::Duration,
     /// Trust this CA certificate (PEM) for https URLs.
     #[arg(long, value_name = "F")]
     tls_ca: Option<PathBuf>,
@@ -88,6 +97,22 @@ pub struct Args {
     /// Continue the run recorded in --store (after a crash or kill).
     #[arg(long, requires = "store")]
     resume: bool,
+}
+
+/// A hint for the TLS failures a user can mend with this command's options.
+fn tls_hint(e: &wsrm::ClientError) -> &'static str {
+    let wsrm::ClientError::Tls(t) = e else {
+        return "";
+    };
+    if t.contains("UnknownIssuer") || t.contains("BadSignature") {
+        " (is the service's CA given with --tls-ca?)"
+    } else if t.contains("NotValidForName") {
+        " (the service's certificate does not name the URL's host)"
+    } else if t.contains("CertificateRequired") {
+        " (the service wants a client certificate: --tls-cert F --tls-key F)"
+    } else {
+        ""
+    }
 }
 
 /// The store label (and cursor name) of a `wsrm send` run.
@@ -147,7 +172,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     };
     let https = args.url.starts_with("https:");
     let binding = common::binding(args.rm, args.soap, args.addressing, https)
-        .max_transfer_window_size(args.window);
+        .max_transfer_window_size(args.window)
+        .open_timeout(args.open_timeout);
     if let Err(e) = binding
         .validate()
         .and_then(|_| binding.check_url(&args.url).map(|_| ()))
@@ -264,7 +290,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         let client = match wsrm::Client::open(&args.url, &binding, opts).await {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("wsrm: error: cannot open a session to {}: {e}", args.url);
+                eprintln!(
+                    "wsrm: error: cannot open a session to {}: {e}{}",
+                    args.url,
+                    tls_hint(&e)
+                );
                 return Ok(common::EXIT_FAILED);
             }
         };

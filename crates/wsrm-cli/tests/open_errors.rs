@@ -1,0 +1,165 @@
+//! `wsrm send` when the session cannot be opened: the error names the cause, a TLS failure
+//! ends the open at once with a hint at the option that mends it, and an unreachable service
+//! is retried until `--open-timeout`.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+
+const WSRM: &str = env!("CARGO_BIN_EXE_wsrm");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_listening(port: u16, within: Duration) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Runs `wsrm ARGS` to its end: exit code and standard error.
+fn run_wsrm(args: &[&str]) -> (i32, String) {
+    let out = Command::new(WSRM)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wsrm");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A service process, killed when dropped.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Writes a CA and a server certificate for localhost into `dir`; returns the CA's path.
+fn certificates(dir: &Path) -> std::path::PathBuf {
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["localhost".into()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("cert");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    std::fs::write(dir.join("server.pem"), cert.pem()).expect("write");
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write");
+    dir.join("ca.pem")
+}
+
+fn serve_tls(dir: &Path, port: u16, client_ca: bool) -> Serve {
+    let mut cmd = Command::new(WSRM);
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--tls-cert")
+        .arg(dir.join("server.pem"))
+        .arg("--tls-key")
+        .arg(dir.join("server.key"));
+    if client_ca {
+        cmd.arg("--client-ca").arg(dir.join("ca.pem"));
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn wsrm serve");
+    let s = Serve(child);
+    assert!(
+        wait_listening(port, Duration::from_secs(20)),
+        "serve did not start"
+    );
+    s
+}
+
+#[test]
+fn send_to_nothing_listening_names_the_connection_failure() {
+    let url = format!("http://127.0.0.1:{}/svc", free_port());
+    let start = Instant::now();
+    let (code, err) = run_wsrm(&["send", &url, "--count", "1", "--open-timeout", "0.5"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no session opened within 500ms"), "{err}");
+    assert!(err.contains("connect"), "{err}");
+    assert!(start.elapsed() >= Duration::from_millis(500), "{err}");
+}
+
+#[test]
+fn send_refuses_a_bad_open_timeout() {
+    for bad in ["0", "90000", "soon"] {
+        let (code, err) = run_wsrm(&[
+            "send",
+            "http://127.0.0.1:1/svc",
+            "--count",
+            "1",
+            "--open-timeout",
+            bad,
+        ]);
+        assert_eq!(code, 2, "--open-timeout {bad}: {err}");
+        assert!(err.contains("--open-timeout"), "{err}");
+    }
+}
+
+#[test]
+fn send_to_an_untrusted_service_fails_at_once_with_a_hint() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = certificates(tmp.path());
+    let port = free_port();
+    let _svc = serve_tls(tmp.path(), port, false);
+    let url = format!("https://localhost:{port}/svc");
+    // The default OpenTimeout (60 s) would show as a timeout here: a TLS failure ends at once.
+    let (code, err) = run_wsrm(&["send", &url, "--count", "1", "--open-timeout", "30"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("TLS"), "{err}");
+    assert!(err.contains("--tls-ca"), "{err}");
+    assert!(!err.contains("no session opened"), "{err}");
+    let ca = ca.to_str().expect("utf-8 path");
+    let (code, err) = run_wsrm(&["send", &url, "--count", "3", "--tls-ca", ca]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn send_without_the_client_certificate_a_service_wants_fails_at_once_with_a_hint() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = certificates(tmp.path());
+    let port = free_port();
+    let _svc = serve_tls(tmp.path(), port, true);
+    let url = format!("https://localhost:{port}/svc");
+    let ca = ca.to_str().expect("utf-8 path");
+    let (code, err) = run_wsrm(&[
+        "send",
+        &url,
+        "--count",
+        "1",
+        "--tls-ca",
+        ca,
+        "--open-timeout",
+        "30",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("CertificateRequired"), "{err}");
+    assert!(err.contains("--tls-cert"), "{err}");
+}
