@@ -70,6 +70,10 @@ impl ClientConfig {
     }
 }
 
+/// The SequenceTerminated reason when a message exceeds a size quota
+/// ([`ClientSession::handle_too_large`]).
+const QUOTA_EXCEEDED_REASON: &str = "A message of the sequence exceeds the maximum message size the reliable session can transfer. Because of this the reliable session cannot continue.";
+
 /// The earlier of two deadlines (`None`: no deadline). [`earliest`], inline (the public
 /// `poll_timeout` fast path is inlined into callers in other crates).
 #[inline]
@@ -653,6 +657,40 @@ impl ClientSession {
                 "last message accepted without an ack while closing: CloseSequence now"
             );
         }
+    }
+
+    /// Message `number` can never be transferred because of its size: the destination's
+    /// transport refused it (HTTP 413), or, with `reply`, the reply to it exceeded this
+    /// endpoint's maximum message size. No later message can take its place (the sequence
+    /// cannot complete without it), so the session fails at once with
+    /// [`SessionError::MessageTooLarge`] or [`SessionError::ReplyTooLarge`], telling the peer
+    /// with a SequenceTerminated fault as WCF does on a QuotaExceededException, instead of
+    /// retransmitting it to MaxRetryCount. Ignored unless the message is outstanding (sent and
+    /// not done) in an open or closing session.
+    pub fn handle_too_large(&mut self, now: Instant, number: u64, reply: bool) {
+        if reply && self.cfg.pattern != Pattern::RequestReply {
+            // An answer too large to a one-way message is an acknowledgement that did not get
+            // through; a later one covers the message.
+            self.handle_transport_failure(now, Some(number));
+            return;
+        }
+        if !matches!(self.state, ClientState::Open | ClientState::Closing)
+            || !self.out.src.is_outstanding(number)
+        {
+            return;
+        }
+        if let Some(id) = self.out.id().cloned() {
+            self.queue_fault(Fault::sequence_terminated(
+                FaultCode::Sender,
+                &id,
+                QUOTA_EXCEEDED_REASON,
+            ));
+        }
+        self.fail(if reply {
+            SessionError::ReplyTooLarge { number }
+        } else {
+            SessionError::MessageTooLarge { number }
+        });
     }
 
     /// Processes one inbound message (including HTTP responses). Never panics on peer input;

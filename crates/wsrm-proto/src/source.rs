@@ -718,6 +718,21 @@ impl Source {
         true
     }
 
+    /// Whether message `number` was put on the wire and is not done yet (not acknowledged, or
+    /// a request without its reply).
+    pub fn is_outstanding(&self, number: u64) -> bool {
+        let Some(idx) = number
+            .checked_sub(self.window_start)
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|&i| i < self.in_window)
+        else {
+            return false;
+        };
+        self.entries
+            .get(idx)
+            .is_some_and(|e| !e.done() && e.last_sent.is_some())
+    }
+
     /// The window entry of a message that was put on the wire (`None` outside the window).
     fn sent_entry_mut(&mut self, number: u64) -> Option<&mut Entry> {
         let idx = usize::try_from(number.checked_sub(self.window_start)?).ok()?;

@@ -92,6 +92,22 @@ pub enum SessionError {
         /// The message that could not be delivered.
         number: u64,
     },
+    /// The destination refused message `number` for its size (HTTP 413): it can never be
+    /// transferred, and the sequence cannot complete without it. A SequenceTerminated fault
+    /// (WCF's QuotaExceeded) was sent to the peer.
+    #[error("message {number} is larger than the destination accepts")]
+    MessageTooLarge {
+        /// The message.
+        number: u64,
+    },
+    /// The reply to request `number` exceeded this endpoint's maximum message size, so the
+    /// request can never be answered. A SequenceTerminated fault (WCF's QuotaExceeded) was
+    /// sent to the peer.
+    #[error("the reply to request {number} is larger than this endpoint accepts")]
+    ReplyTooLarge {
+        /// The request.
+        number: u64,
+    },
     /// Nothing arrived from the peer for InactivityTimeout.
     #[error("inactivity timeout exceeded")]
     InactivityTimeout,

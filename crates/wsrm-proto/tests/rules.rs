@@ -569,6 +569,82 @@ fn rule_4_5_retry_exhaustion_reports_unacknowledged() {
     } if unacknowledged == &vec![1, 2, 3])));
 }
 
+// A message the destination's transport refused for its size (HTTP 413) can never get
+// through, and the sequence cannot complete without it: the session fails at once with
+// MessageTooLarge and tells the destination with a SequenceTerminated fault (WCF's
+// QuotaExceeded), instead of retransmitting to MaxRetryCount. Numbers that are not
+// outstanding are ignored, and an oversized answer to a one-way message is only a lost
+// acknowledgement.
+#[test]
+fn a_message_refused_for_its_size_fails_the_session_at_once() {
+    let mut p = Pair::new(
+        Pattern::OneWay,
+        RmVersion::Wsrm10,
+        EndpointConfig::default(),
+    );
+    p.pump();
+    for i in 1..=3 {
+        p.client
+            .send(p.now, action(), body(&format!("m{i}")))
+            .unwrap();
+    }
+    p.pump_with(|m: &Message| m.sequence.as_ref().is_some_and(|s| s.number == 2));
+    // 1 is acknowledged, 7 was never sent: ignored.
+    p.client.handle_too_large(p.now, 1, false);
+    p.client.handle_too_large(p.now, 7, false);
+    assert_eq!(p.client.state(), ClientState::Open);
+    // One-way: an answer too large is an acknowledgement that did not get through.
+    p.client.handle_too_large(p.now, 2, true);
+    assert_eq!(p.client.state(), ClientState::Open);
+    p.client.handle_too_large(p.now, 2, false);
+    assert_eq!(p.client.state(), ClientState::Failed);
+    let m = p.client.poll_transmit(p.now).unwrap();
+    assert_eq!(
+        fault_kind(&m),
+        Some((FaultCode::Sender, FaultKind::SequenceTerminated))
+    );
+    assert!(p.client.poll_transmit(p.now).is_none());
+    while let Some(e) = p.client.poll_event() {
+        p.cevents.push(e);
+    }
+    assert!(p.cevents.iter().any(|e| matches!(e, ClientEvent::Failed {
+        error: SessionError::MessageTooLarge { number: 2 },
+        unacknowledged,
+    } if unacknowledged == &vec![2])));
+}
+
+// Request-reply: a reply larger than the client accepts can never be received, so the request
+// can never be answered: the session fails at once with ReplyTooLarge.
+#[test]
+fn a_reply_too_large_to_receive_fails_the_session_at_once() {
+    let mut p = Pair::new(
+        Pattern::RequestReply,
+        RmVersion::Wsrm11,
+        EndpointConfig::default(),
+    );
+    p.pump();
+    assert_eq!(p.client.state(), ClientState::Open);
+    let n = p.client.request(p.now, action(), body("q")).unwrap();
+    p.pump_with(|m: &Message| m.sequence.is_some());
+    p.client.handle_too_large(p.now, n, true);
+    assert_eq!(p.client.state(), ClientState::Failed);
+    let m = p.client.poll_transmit(p.now).unwrap();
+    assert_eq!(
+        fault_kind(&m),
+        Some((FaultCode::Sender, FaultKind::SequenceTerminated))
+    );
+    while let Some(e) = p.client.poll_event() {
+        p.cevents.push(e);
+    }
+    assert!(p.cevents.iter().any(|e| matches!(
+        e,
+        ClientEvent::Failed {
+            error: SessionError::ReplyTooLarge { number },
+            ..
+        } if *number == n
+    )));
+}
+
 // §4.6 / W12: an ack covering an unsent number is InvalidAcknowledgement; the session fails
 // and the fault is sent.
 #[test]
