@@ -779,6 +779,10 @@ pub(crate) fn classify(
         {
             ExchangeResult::Answer(r.body)
         }
+        Ok(r) if r.status == http::StatusCode::PAYLOAD_TOO_LARGE => {
+            tracing::debug!(status = %r.status, number, "message refused for its size");
+            ExchangeResult::Failed(number, Failure::TooLarge { reply: false })
+        }
         Ok(r) => {
             tracing::debug!(status = %r.status, "exchange failed");
             ExchangeResult::Failed(
@@ -794,6 +798,7 @@ pub(crate) fn classify(
             let f = match &e {
                 crate::http::ExchangeError::Tls(t) => Failure::Tls(t.clone()),
                 crate::http::ExchangeError::TimedOut(_) => Failure::TimedOut,
+                crate::http::ExchangeError::TooLarge(_) => Failure::TooLarge { reply: true },
                 _ => Failure::Other(e.to_string()),
             };
             ExchangeResult::Failed(number, f)
@@ -820,6 +825,12 @@ pub(crate) enum Failure {
     Tls(String),
     /// No response within the exchange's timeout.
     TimedOut,
+    /// The message is larger than the service accepts (HTTP 413), or (`reply`) the answer is
+    /// larger than this client accepts (the binding's maximum message size).
+    TooLarge {
+        /// Whether it was the answer.
+        reply: bool,
+    },
     /// Anything else: the connection, the HTTP protocol, or an HTTP error status.
     Other(String),
 }
@@ -854,6 +865,14 @@ impl OpenAttempts {
             }
             Failure::Other(t) => {
                 self.last = Some(t);
+                None
+            }
+            Failure::TooLarge { reply } => {
+                self.last = Some(if reply {
+                    "the answer is larger than the binding's maximum message size".to_owned()
+                } else {
+                    "the service refused the CreateSequence as too large (HTTP 413)".to_owned()
+                });
                 None
             }
         }
@@ -1106,6 +1125,9 @@ impl Driver {
         }
         match done {
             ExchangeResult::Answer(body) => self.response(body, now.into_std()),
+            ExchangeResult::Failed(Some(n), Failure::TooLarge { reply }) => {
+                self.session.handle_too_large(now.into_std(), n, reply);
+            }
             ExchangeResult::Failed(n, _) => {
                 self.session.handle_transport_failure(now.into_std(), n);
             }

@@ -148,6 +148,85 @@ async fn oversized_body_gets_413() {
     f.still_fine().await;
 }
 
+/// A client message larger than the service accepts: the service answers 413, and the client
+/// fails the session at once (SequenceTerminated to the service) with MessageTooLarge instead
+/// of retransmitting it to MaxRetryCount (about half a minute of backed-off retries here, and
+/// "maximum retry count exceeded" as the reason). The messages before it were delivered, and
+/// the service ends the session on the fault.
+#[tokio::test]
+async fn a_message_larger_than_the_service_accepts_fails_the_session_at_once() {
+    init_tracing();
+    let binding = Binding::ws_http();
+    let log = Log::default();
+    let svc = recording_echo_service(&binding, &log).await;
+    let c = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
+        .await
+        .unwrap();
+    for i in 1..=3 {
+        c.send(ONEWAY, payload(i)).await.unwrap();
+    }
+    let big = format!("<p xmlns=\"urn:wsrm:test\">{}</p>", "x".repeat(70_000));
+    let r = tokio::time::timeout(Duration::from_secs(10), c.send(ONEWAY, big))
+        .await
+        .expect("the oversized message was retried instead of failing the session");
+    assert!(
+        matches!(
+            r,
+            Err(ClientError::Faulted(SessionError::MessageTooLarge {
+                number: 4
+            }))
+        ),
+        "{r:?}"
+    );
+    assert_eq!(c.stats().retransmitted, 0);
+    assert_eq!(settled(&log, 3).await.len(), 3);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while svc.stats().sessions_failed == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(svc.stats().sessions_failed, 1, "{:?}", svc.stats());
+}
+
+/// Request-reply: a reply larger than the client accepts (the service's limit is higher) can
+/// never be received: the session fails at once with ReplyTooLarge.
+#[tokio::test]
+async fn a_reply_larger_than_the_client_accepts_fails_the_session_at_once() {
+    init_tracing();
+    let log = Log::default();
+    let svc = recording_echo_service(
+        &Binding::ws2007_http().max_received_message_size(1 << 20),
+        &log,
+    )
+    .await;
+    let binding = Binding::ws2007_http();
+    let c = Client::open(
+        &svc.url("/svc"),
+        &binding,
+        ClientOptions {
+            request_reply: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.request(ECHO, payload(1)).await.unwrap();
+    // The request fits the service's limit (1 MiB); its echo does not fit the client's (64 KiB).
+    let big = format!("<p xmlns=\"urn:wsrm:test\">{}</p>", "x".repeat(66_000));
+    let r = tokio::time::timeout(Duration::from_secs(10), c.request(ECHO, big))
+        .await
+        .expect("the request was retried instead of failing the session")
+        .map(|reply| reply.body.len());
+    assert!(
+        matches!(
+            r,
+            Err(ClientError::Faulted(SessionError::ReplyTooLarge {
+                number: 2
+            }))
+        ),
+        "{r:?}"
+    );
+}
+
 /// A service whose header read timeout is `t`, and a raw connection to it.
 async fn connected_with_header_timeout(t: Duration) -> (Fixture, tokio::net::TcpStream) {
     let mut b = Binding::ws_http();

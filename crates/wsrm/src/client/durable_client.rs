@@ -383,10 +383,15 @@ impl DurableDriver {
                     let _ = tx.send(Err(e));
                 }
                 self.session.abort(now);
-                return;
+            } else {
+                self.session.handle_transport_failure(now, None);
             }
+            return;
         }
-        self.session.handle_transport_failure(now, n);
+        match (n, f) {
+            (Some(n), Failure::TooLarge { reply }) => self.session.handle_too_large(now, n, reply),
+            (n, _) => self.session.handle_transport_failure(now, n),
+        }
     }
 
     fn command(&mut self, c: Cmd) {
