@@ -172,6 +172,8 @@ pub(crate) enum Cmd {
 }
 
 pub(crate) struct Shared {
+    /// Becomes true when the session's driver has stopped ([`Client::finished`]).
+    done: tokio::sync::watch::Sender<bool>,
     stats: Mutex<SessionStats>,
     output: Mutex<Option<SequenceId>>,
     /// Durable request-reply: replies to requests sent before the restart.
@@ -180,9 +182,20 @@ pub(crate) struct Shared {
     recovered_waiting: std::sync::atomic::AtomicU64,
 }
 
+/// Marks the driver stopped when dropped: at the end of its run, and also if its task is
+/// dropped or panics, so [`Client::finished`] cannot wait forever.
+pub(crate) struct DriverDone(pub(crate) Arc<Shared>);
+
+impl Drop for DriverDone {
+    fn drop(&mut self) {
+        self.0.done.send_replace(true);
+    }
+}
+
 impl Shared {
     pub(crate) fn new(recovered: Option<mpsc::UnboundedReceiver<RecoveredReply>>) -> Self {
         Shared {
+            done: tokio::sync::watch::Sender::new(false),
             stats: Mutex::new(SessionStats::default()),
             output: Mutex::new(None),
             recovered: tokio::sync::Mutex::new(recovered),
@@ -372,6 +385,16 @@ impl Client {
     /// fail.
     pub fn abort(&self) {
         let _ = self.tx.send(Cmd::Abort);
+    }
+
+    /// Resolves once the session's driver has stopped: after the session closed, failed or
+    /// was aborted, and the last exchanges it had to send went out (at most about 2 s after
+    /// that). A process that exits right after [`Client::abort`] should await this first (with
+    /// a timeout of its choice), or the SequenceTerminated fault that tells the service may
+    /// not reach it and the service keeps the session until its InactivityTimeout.
+    pub async fn finished(&self) {
+        let mut rx = self.shared.done.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
     }
 
     /// Counters of this session (sent, retransmitted, acknowledged, duplicates dropped, window,
@@ -987,6 +1010,7 @@ const BATCH: usize = 64;
 
 impl Driver {
     async fn run(mut self, mut rx: commands::CmdRx) {
+        let _done = DriverDone(self.shared.clone());
         let mut cmds_open = true;
         // When the session ended: the last exchanges (an RM 1.0 TerminateSequence, which gets
         // no answer from some peers) get up to CLOSE_FLUSH to reach the wire before `close`

@@ -485,3 +485,31 @@ async fn requests_keep_within_a_narrower_service_window() {
         svc.shutdown().await;
     }
 }
+
+/// `Client::finished` resolves once the driver stopped: after an abort, whose
+/// SequenceTerminated fault has reached the service by then, and after a close.
+#[tokio::test]
+async fn finished_resolves_after_abort_and_close() {
+    init_tracing();
+    let binding = Binding::ws_http();
+    let log = Log::default();
+    let svc = recording_echo_service(&binding, &log).await;
+    let c = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
+        .await
+        .unwrap();
+    c.send(ONEWAY, payload(1)).await.unwrap();
+    c.abort();
+    tokio::time::timeout(std::time::Duration::from_secs(10), c.finished())
+        .await
+        .expect("finished did not resolve after abort");
+    assert_eq!(svc.stats().sessions_failed, 1, "{:?}", svc.stats());
+    let c = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
+        .await
+        .unwrap();
+    c.send(ONEWAY, payload(2)).await.unwrap();
+    c.close().await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), c.finished())
+        .await
+        .expect("finished did not resolve after close");
+    assert_eq!(svc.stats().sessions_closed, 1, "{:?}", svc.stats());
+}

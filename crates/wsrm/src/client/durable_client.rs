@@ -308,6 +308,7 @@ pub(super) struct DurableDriver {
 
 impl DurableDriver {
     pub(super) async fn run(mut self, mut rx: super::commands::CmdRx) {
+        let _done = super::DriverDone(self.shared.clone());
         let mut cmds_open = true;
         loop {
             let now = Instant::now();
