@@ -9,6 +9,9 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code: bad input or bad usage.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code: stopped by SIGINT (Ctrl-C) or SIGTERM before the run was over (128 + SIGINT, as
+/// shells report an interrupted command).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: warnings only).
 pub fn init_tracing() {

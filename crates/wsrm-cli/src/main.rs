@@ -3,7 +3,8 @@
 //! `http_bench` example, both described in BENCHMARKS.md.
 //!
 //! Exit codes: 0 success; 1 the operation failed (e.g. a message was not acknowledged, a
-//! simulation lost a message); 2 bad input or bad usage.
+//! simulation lost a message); 2 bad input or bad usage; 130 `send` interrupted by SIGINT or
+//! SIGTERM.
 
 use clap::{Parser, Subcommand};
 

@@ -39,9 +39,14 @@ Examples:
     --store sqlite:send.db --resume
   wsrm send https://localhost:8443/svc --count 10 --tls-ca ca.pem --tls-cert client.pem --tls-key client.key
 
+Ctrl-C (SIGINT) or SIGTERM stops the run. A memory session is aborted: the service is told
+(SequenceTerminated) and frees it at once, the summary counts what was acknowledged, and the
+exit code is 130. A durable run (--store sqlite:PATH) is left in its store as a crash leaves it,
+to continue with --resume (exit 130). A second signal exits at once.
+
 Exit codes: 0 every message acknowledged (and, with --request-reply, every reply received) and
 the session closed cleanly; 1 otherwise (the error says why: timeout, the service's fault, a
-transport failure); 2 bad arguments.";
+transport failure); 2 bad arguments; 130 interrupted by SIGINT or SIGTERM.";
 
 /// Send messages in one reliable session.
 #[derive(Debug, clap::Args)]
@@ -98,6 +103,10 @@ pub struct Args {
     #[arg(long, requires = "store")]
     resume: bool,
 }
+
+/// How long an aborted run waits for its last exchanges (the SequenceTerminated fault) before
+/// the process exits.
+const ABORT_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A hint for the TLS failures a user can mend with this command's options.
 fn tls_hint(e: &wsrm::ClientError) -> &'static str {
@@ -300,6 +309,25 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         };
         let total = lines.len();
         let rr = args.request_reply;
+        // Ctrl-C / SIGTERM (see HELP).
+        let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let (c, flag, durable) = (client.clone(), interrupted.clone(), store.is_some());
+            tokio::spawn(async move {
+                common::terminated().await;
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                if durable {
+                    eprintln!(
+                        "\nwsrm: interrupted; the run stays in its store: continue it with --resume"
+                    );
+                    std::process::exit(common::EXIT_INTERRUPTED.into());
+                }
+                // The calls still waiting fail at once; the run's end reports them.
+                c.abort();
+                common::terminated().await;
+                std::process::exit(common::EXIT_INTERRUPTED.into());
+            });
+        }
         // A resumed request-reply run: replies to the requests sent before the crash.
         let earlier = client.recovered_waiting();
         let recovered = {
@@ -383,13 +411,22 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         } else {
             client.abort();
             closing.abort();
+            // Let the SequenceTerminated fault reach the service before the process exits.
+            let _ = tokio::time::timeout(ABORT_FLUSH, client.finished()).await;
             Ok(())
         };
         let stats = client.stats();
         let elapsed = started.elapsed();
         let rate = ok as f64 / elapsed.as_secs_f64().max(1e-9);
+        let was_interrupted = interrupted.load(std::sync::atomic::Ordering::SeqCst);
+        // An interrupted run did not send every input: say how many went out.
+        let sent = if was_interrupted {
+            format!("{} of {total}", stats.sent.min(total as u64))
+        } else {
+            total.to_string()
+        };
         println!(
-            "sent {total}, retransmitted {}, acknowledged {ok}{}, elapsed {:.3} s, {:.1} msg/s",
+            "sent {sent}, retransmitted {}, acknowledged {ok}{}, elapsed {:.3} s, {:.1} msg/s",
             stats.retransmitted,
             if rr { " (replies received)" } else { "" },
             elapsed.as_secs_f64(),
@@ -399,6 +436,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             println!(
                 "replies to requests sent before the restart: {earlier_answered} of {earlier}"
             );
+        }
+        if was_interrupted {
+            eprintln!("wsrm: interrupted: the session was aborted ({ok} of {total} acknowledged)");
+            return Ok(common::EXIT_INTERRUPTED);
         }
         if let Some(e) = first_err {
             if ok < total {

@@ -1,0 +1,161 @@
+//! `wsrm send` stopped by SIGINT or SIGTERM: a memory session is aborted (the service hears of
+//! it and ends its session), a durable run stays in its store and `--resume` finishes it
+//! exactly once; both exit with 130.
+
+use std::io::BufRead;
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const WSRM: &str = env!("CARGO_BIN_EXE_wsrm");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_listening(port: u16, within: Duration) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -{sig} failed");
+}
+
+/// A `wsrm serve` delivering to `dir/delivered.jsonl`; its output is kept for `stop`.
+fn serve(dir: &Path, port: u16) -> Child {
+    let child = Command::new(WSRM)
+        .current_dir(dir)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--deliver-to", "delivered.jsonl"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    assert!(
+        wait_listening(port, Duration::from_secs(20)),
+        "serve did not start"
+    );
+    child
+}
+
+/// Stops a service with SIGINT; returns everything it printed.
+fn stop(svc: Child) -> String {
+    signal(&svc, "INT");
+    let out = svc.wait_with_output().expect("serve output");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn delivered(dir: &Path) -> usize {
+    std::fs::File::open(dir.join("delivered.jsonl"))
+        .map(|f| std::io::BufReader::new(f).lines().count())
+        .unwrap_or(0)
+}
+
+/// Starts `wsrm send ARGS`, waits until the service delivered something, then sends `sig`.
+fn interrupt(dir: &Path, args: &[&str], sig: &str) -> Output {
+    let child = Command::new(WSRM)
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn send");
+    let end = Instant::now() + Duration::from_secs(30);
+    while delivered(dir) < 100 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(delivered(dir) >= 100, "nothing was delivered");
+    signal(&child, sig);
+    child.wait_with_output().expect("send output")
+}
+
+#[test]
+fn an_interrupted_send_aborts_its_session_and_the_service_ends_it() {
+    for sig in ["INT", "TERM"] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let svc = serve(tmp.path(), port);
+        let url = format!("http://127.0.0.1:{port}/svc");
+        let out = interrupt(tmp.path(), &["send", &url, "--count", "1000000"], sig);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let summary = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(130), "SIG{sig}: {err}");
+        assert!(
+            err.contains("interrupted: the session was aborted"),
+            "{err}"
+        );
+        assert!(summary.contains("of 1000000"), "{summary}");
+        let svc_out = stop(svc);
+        assert!(svc_out.contains("failed 1"), "SIG{sig}: {svc_out}");
+    }
+}
+
+#[test]
+fn an_interrupted_durable_send_resumes_exactly_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let svc = serve(tmp.path(), port);
+    let url = format!("http://127.0.0.1:{port}/svc");
+    let args = [
+        "send",
+        &url,
+        "--count",
+        "20000",
+        "--store",
+        "sqlite:send.db",
+    ];
+    let out = interrupt(tmp.path(), &args, "INT");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    let out = Command::new(WSRM)
+        .current_dir(tmp.path())
+        .args(args)
+        .arg("--resume")
+        .stdin(Stdio::null())
+        .output()
+        .expect("resume");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stop(svc);
+    let lines: Vec<String> = std::io::BufReader::new(
+        std::fs::File::open(tmp.path().join("delivered.jsonl")).expect("delivered"),
+    )
+    .lines()
+    .map(|l| l.expect("line"))
+    .collect();
+    assert_eq!(lines.len(), 20000);
+    for (i, l) in lines.iter().enumerate() {
+        assert!(
+            l.contains(&format!(">message-{}<", i + 1)),
+            "line {}: {l}",
+            i + 1
+        );
+    }
+}
