@@ -1001,7 +1001,15 @@ impl ClientSession {
     }
 
     fn handle_handshake(&mut self, now: Instant, m: Message) {
-        if m.relates_to.as_ref() != Some(&self.cs_mid) {
+        // Over request-reply transports (HTTP) an answer travels on the CreateSequence's own
+        // response, so a fault without RelatesTo answers it too: a destination that could not
+        // read our addressing headers (a WS-Addressing or SOAP version mismatch) cannot say
+        // what it relates to. WCF's open fails with such a fault at once.
+        let answers_cs = m.relates_to.as_ref() == Some(&self.cs_mid)
+            || (m.relates_to.is_none()
+                && self.cfg.shape == Shape::RequestReply
+                && matches!(m.body, Body::Fault(_)));
+        if !answers_cs {
             return;
         }
         match m.body {

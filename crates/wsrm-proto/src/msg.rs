@@ -239,6 +239,31 @@ pub enum FaultKind {
     Other(Option<String>),
 }
 
+/// The fault's name as a reader would look it up: the RM, SOAP or WS-Addressing fault code,
+/// or the QName of any other (`{namespace}local`; "fault" when it has none).
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            FaultKind::SequenceTerminated => "SequenceTerminated",
+            FaultKind::UnknownSequence => "UnknownSequence",
+            FaultKind::InvalidAcknowledgement => "InvalidAcknowledgement",
+            FaultKind::MessageNumberRollover => "MessageNumberRollover",
+            FaultKind::LastMessageNumberExceeded => "LastMessageNumberExceeded",
+            FaultKind::SequenceClosed => "SequenceClosed",
+            FaultKind::CreateSequenceRefused => "CreateSequenceRefused",
+            FaultKind::ConnectionLimitReached => "CreateSequenceRefused/ConnectionLimitReached",
+            FaultKind::WsrmRequired => "WSRMRequired",
+            FaultKind::MustUnderstand => "MustUnderstand",
+            FaultKind::EndpointUnavailable => "EndpointUnavailable",
+            FaultKind::MessageAddressingHeaderRequired => "MessageAddressingHeaderRequired",
+            FaultKind::ActionNotSupported => "ActionNotSupported",
+            FaultKind::Other(Some(q)) => q,
+            FaultKind::Other(None) => "fault",
+        };
+        f.write_str(name)
+    }
+}
+
 /// What a fault's detail carries.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum FaultDetail {

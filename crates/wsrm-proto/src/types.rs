@@ -121,10 +121,10 @@ pub enum SessionError {
     #[error("session refused: {}", .0.reason)]
     Refused(Fault),
     /// The peer sent a fault that ends the session.
-    #[error("peer fault {:?}: {}", .0.kind, .0.reason)]
+    #[error("peer fault {}: {}", .0.kind, .0.reason)]
     RemoteFault(Fault),
     /// The peer violated the protocol; this fault was sent to it.
-    #[error("protocol violation {:?}: {}", .0.kind, .0.reason)]
+    #[error("protocol violation {}: {}", .0.kind, .0.reason)]
     ProtocolViolation(Fault),
     /// The local application aborted the session.
     #[error("session aborted")]

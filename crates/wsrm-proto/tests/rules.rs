@@ -262,6 +262,41 @@ fn rule_4_4_no_offer_refused_by_request_reply_endpoint() {
     }
 }
 
+// A destination that cannot read our addressing headers (a WS-Addressing version mismatch)
+// answers the CreateSequence's HTTP request with a fault that has no RelatesTo: over a
+// request-reply transport that fault is the CreateSequence's answer, and the open fails with it
+// at once (it used to wait for OpenTimeout). Over a duplex transport it relates to nothing and
+// is ignored.
+#[test]
+fn a_fault_without_relates_to_answers_the_create_sequence_over_request_reply() {
+    for (shape, fails) in [(Shape::RequestReply, true), (Shape::Duplex, false)] {
+        let now = Instant::now();
+        let mut c = ClientSession::new(now, ClientConfig::new(Pattern::OneWay, shape), 9).unwrap();
+        let cs = c.poll_transmit(now).unwrap();
+        assert!(matches!(cs.body, Body::CreateSequence(_)));
+        let f = wsrm_proto::msg::Fault::new(
+            FaultCode::Sender,
+            FaultKind::Other(Some("VersionMismatch".into())),
+            "The message version of the request does not match the binding's message version.",
+            wsrm_proto::msg::FaultDetail::None,
+        );
+        let m = Message::new(RmVersion::Wsrm10, Action::Fault, Body::Fault(Box::new(f)));
+        c.handle_message(now, m);
+        if fails {
+            assert_eq!(c.state(), ClientState::Failed, "{shape:?}");
+            assert!(matches!(
+                c.poll_event(),
+                Some(ClientEvent::Failed {
+                    error: SessionError::RemoteFault(_),
+                    ..
+                })
+            ));
+        } else {
+            assert_eq!(c.state(), ClientState::Connecting, "{shape:?}");
+        }
+    }
+}
+
 // §4.4 / §2.6: a 1.1 one-way endpoint accepts an offering CS but omits Accept; the client
 // faults the new sequence with SequenceTerminated.
 #[test]
