@@ -148,6 +148,30 @@ async fn oversized_body_gets_413() {
     f.still_fine().await;
 }
 
+/// A client whose WS-Addressing version differs from the service's: the service answers the
+/// CreateSequence with a fault it cannot relate to it (it could not read the MessageID), and the
+/// open fails with that fault at once instead of waiting out OpenTimeout (1 min).
+#[tokio::test]
+async fn an_addressing_version_mismatch_fails_the_open_at_once_with_the_services_fault() {
+    init_tracing();
+    let log = Log::default();
+    let svc = recording_echo_service(&Binding::ws_http(), &log).await;
+    let binding = Binding::ws_http().addressing(wsrm::AddressingVersion::Wsa200408);
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        Client::open(&svc.url("/svc"), &binding, ClientOptions::default()),
+    )
+    .await
+    .expect("the open waited for OpenTimeout");
+    match r {
+        Err(ClientError::Faulted(SessionError::RemoteFault(f))) => {
+            assert!(f.reason.contains("message version"), "{f:?}");
+        }
+        other => panic!("expected the service's fault, got {other:?}"),
+    }
+    assert_eq!(svc.stats().sessions_created, 0);
+}
+
 /// A client message larger than the service accepts: the service answers 413, and the client
 /// fails the session at once (SequenceTerminated to the service) with MessageTooLarge instead
 /// of retransmitting it to MaxRetryCount (about half a minute of backed-off retries here, and
