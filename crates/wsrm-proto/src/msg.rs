@@ -239,26 +239,39 @@ pub enum FaultKind {
     Other(Option<String>),
 }
 
-/// The fault's name as a reader would look it up: the RM, SOAP or WS-Addressing fault code,
-/// or the QName of any other (`{namespace}local`; "fault" when it has none).
-impl std::fmt::Display for FaultKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match self {
+impl FaultKind {
+    /// The local name of the fault's code in the WS-RM namespace, for the RM faults (a
+    /// ConnectionLimitReached is a CreateSequenceRefused with a subcode of its own); `None` for
+    /// SOAP, WS-Addressing and other faults.
+    pub fn rm_local_name(&self) -> Option<&'static str> {
+        Some(match self {
             FaultKind::SequenceTerminated => "SequenceTerminated",
             FaultKind::UnknownSequence => "UnknownSequence",
             FaultKind::InvalidAcknowledgement => "InvalidAcknowledgement",
             FaultKind::MessageNumberRollover => "MessageNumberRollover",
             FaultKind::LastMessageNumberExceeded => "LastMessageNumberExceeded",
             FaultKind::SequenceClosed => "SequenceClosed",
-            FaultKind::CreateSequenceRefused => "CreateSequenceRefused",
-            FaultKind::ConnectionLimitReached => "CreateSequenceRefused/ConnectionLimitReached",
+            FaultKind::CreateSequenceRefused | FaultKind::ConnectionLimitReached => {
+                "CreateSequenceRefused"
+            }
             FaultKind::WsrmRequired => "WSRMRequired",
+            _ => return None,
+        })
+    }
+}
+
+/// The fault's name as a reader would look it up: the RM, SOAP or WS-Addressing fault code,
+/// or the QName of any other (`{namespace}local`; "fault" when it has none).
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            FaultKind::ConnectionLimitReached => "CreateSequenceRefused/ConnectionLimitReached",
             FaultKind::MustUnderstand => "MustUnderstand",
             FaultKind::EndpointUnavailable => "EndpointUnavailable",
             FaultKind::MessageAddressingHeaderRequired => "MessageAddressingHeaderRequired",
             FaultKind::ActionNotSupported => "ActionNotSupported",
             FaultKind::Other(Some(q)) => q,
-            FaultKind::Other(None) => "fault",
+            rm => rm.rm_local_name().unwrap_or("fault"),
         };
         f.write_str(name)
     }

@@ -444,19 +444,7 @@ fn classify_fault(
 // ------------------------------------------------------------------------------------------
 
 fn rm_fault_local(kind: &FaultKind) -> Option<&'static str> {
-    Some(match kind {
-        FaultKind::SequenceTerminated => "SequenceTerminated",
-        FaultKind::UnknownSequence => "UnknownSequence",
-        FaultKind::InvalidAcknowledgement => "InvalidAcknowledgement",
-        FaultKind::MessageNumberRollover => "MessageNumberRollover",
-        FaultKind::LastMessageNumberExceeded => "LastMessageNumberExceeded",
-        FaultKind::SequenceClosed => "SequenceClosed",
-        FaultKind::CreateSequenceRefused | FaultKind::ConnectionLimitReached => {
-            "CreateSequenceRefused"
-        }
-        FaultKind::WsrmRequired => "WSRMRequired",
-        _ => return None,
-    })
+    kind.rm_local_name()
 }
 
 /// The `wsa:Action` URI of `msg` under `addressing` (also the SOAP 1.1 `SOAPAction` value).
