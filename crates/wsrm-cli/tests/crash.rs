@@ -10,8 +10,10 @@
 //! The other tests check the refusals: a corrupt store, a store held by another process and a
 //! store that cannot be created all stop the process at startup with a clear message.
 
+mod common;
+
+use common::{free_port, run_wsrm, wait_listening, WSRM};
 use std::io::{BufRead, BufReader, Read};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,28 +21,9 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-const WSRM: &str = env!("CARGO_BIN_EXE_wsrm");
 const MESSAGES: usize = 5_000;
 const MIN_KILLS: u32 = 20;
 const RR_REQUESTS: usize = 2_000;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn wait_listening(port: u16, within: Duration) -> bool {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
 
 fn log_file(dir: &Path, name: &str) -> std::fs::File {
     std::fs::OpenOptions::new()
@@ -355,19 +338,6 @@ fn crash_kills_request_reply_every_reply_exactly_once() {
             "reply to {request}"
         );
     }
-}
-
-fn run_wsrm(dir: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(WSRM)
-        .current_dir(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run wsrm");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

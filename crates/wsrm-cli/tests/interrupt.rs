@@ -2,31 +2,13 @@
 //! it and ends its session), a durable run stays in its store and `--resume` finishes it
 //! exactly once; both exit with 130.
 
+mod common;
+
+use common::{free_port, wait_listening, WSRM};
 use std::io::BufRead;
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const WSRM: &str = env!("CARGO_BIN_EXE_wsrm");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn wait_listening(port: u16, within: Duration) -> bool {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
 
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")

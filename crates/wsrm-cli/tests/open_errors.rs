@@ -2,44 +2,18 @@
 //! ends the open at once with a hint at the option that mends it, and an unreachable service
 //! is retried until `--open-timeout`.
 
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use common::{free_port, run_wsrm, wait_listening, WSRM};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
-const WSRM: &str = env!("CARGO_BIN_EXE_wsrm");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn wait_listening(port: u16, within: Duration) -> bool {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 /// Runs `wsrm ARGS` to its end: exit code and standard error.
-fn run_wsrm(args: &[&str]) -> (i32, String) {
-    let out = Command::new(WSRM)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run wsrm");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+fn run(args: &[&str]) -> (i32, String) {
+    run_wsrm(&std::env::temp_dir(), args)
 }
 
 /// A service process, killed when dropped.
@@ -100,7 +74,7 @@ fn serve_tls(dir: &Path, port: u16, client_ca: bool) -> Serve {
 fn send_to_nothing_listening_names_the_connection_failure() {
     let url = format!("http://127.0.0.1:{}/svc", free_port());
     let start = Instant::now();
-    let (code, err) = run_wsrm(&["send", &url, "--count", "1", "--open-timeout", "0.5"]);
+    let (code, err) = run(&["send", &url, "--count", "1", "--open-timeout", "0.5"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no session opened within 500ms"), "{err}");
     assert!(err.contains("connect"), "{err}");
@@ -110,7 +84,7 @@ fn send_to_nothing_listening_names_the_connection_failure() {
 #[test]
 fn send_refuses_a_bad_open_timeout() {
     for bad in ["0", "90000", "soon"] {
-        let (code, err) = run_wsrm(&[
+        let (code, err) = run(&[
             "send",
             "http://127.0.0.1:1/svc",
             "--count",
@@ -131,13 +105,13 @@ fn send_to_an_untrusted_service_fails_at_once_with_a_hint() {
     let _svc = serve_tls(tmp.path(), port, false);
     let url = format!("https://localhost:{port}/svc");
     // The default OpenTimeout (60 s) would show as a timeout here: a TLS failure ends at once.
-    let (code, err) = run_wsrm(&["send", &url, "--count", "1", "--open-timeout", "30"]);
+    let (code, err) = run(&["send", &url, "--count", "1", "--open-timeout", "30"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("TLS"), "{err}");
     assert!(err.contains("--tls-ca"), "{err}");
     assert!(!err.contains("no session opened"), "{err}");
     let ca = ca.to_str().expect("utf-8 path");
-    let (code, err) = run_wsrm(&["send", &url, "--count", "3", "--tls-ca", ca]);
+    let (code, err) = run(&["send", &url, "--count", "3", "--tls-ca", ca]);
     assert_eq!(code, 0, "{err}");
 }
 
@@ -149,7 +123,7 @@ fn send_without_the_client_certificate_a_service_wants_fails_at_once_with_a_hint
     let _svc = serve_tls(tmp.path(), port, true);
     let url = format!("https://localhost:{port}/svc");
     let ca = ca.to_str().expect("utf-8 path");
-    let (code, err) = run_wsrm(&[
+    let (code, err) = run(&[
         "send",
         &url,
         "--count",

@@ -37,6 +37,22 @@ struct Pair {
 }
 
 impl Pair {
+    /// An opened one-way pair of `version` (default endpoint) whose client has queued the
+    /// messages m1..=m`n`, numbered 1..=`n` (not pumped yet).
+    fn one_way_with_queued(version: RmVersion, n: u64) -> Pair {
+        let mut p = Pair::new(Pattern::OneWay, version, EndpointConfig::default());
+        p.pump();
+        assert_eq!(p.client.state(), ClientState::Open);
+        for i in 1..=n {
+            let number = p
+                .client
+                .send(p.now, action(), body(&format!("m{i}")))
+                .unwrap();
+            assert_eq!(number, i);
+        }
+        p
+    }
+
     fn new(pattern: Pattern, version: RmVersion, ecfg: EndpointConfig) -> Pair {
         let shape = if pattern == Pattern::Duplex {
             Shape::Duplex
@@ -561,21 +577,7 @@ fn buffered_request_exchange_times_out_with_202() {
 // messages.
 #[test]
 fn rule_4_5_retry_exhaustion_reports_unacknowledged() {
-    let mut p = Pair::new(
-        Pattern::OneWay,
-        RmVersion::Wsrm10,
-        EndpointConfig::default(),
-    );
-    p.pump();
-    assert_eq!(p.client.state(), ClientState::Open);
-    for i in 1..=3 {
-        assert_eq!(
-            p.client
-                .send(p.now, action(), body(&format!("m{i}")))
-                .unwrap(),
-            i
-        );
-    }
+    let mut p = Pair::one_way_with_queued(RmVersion::Wsrm10, 3);
     let drop_all = |m: &Message| m.sequence.is_some();
     p.pump_with(drop_all);
     while p.client.state() == ClientState::Open {
@@ -612,17 +614,7 @@ fn rule_4_5_retry_exhaustion_reports_unacknowledged() {
 // acknowledgement.
 #[test]
 fn a_message_refused_for_its_size_fails_the_session_at_once() {
-    let mut p = Pair::new(
-        Pattern::OneWay,
-        RmVersion::Wsrm10,
-        EndpointConfig::default(),
-    );
-    p.pump();
-    for i in 1..=3 {
-        p.client
-            .send(p.now, action(), body(&format!("m{i}")))
-            .unwrap();
-    }
+    let mut p = Pair::one_way_with_queued(RmVersion::Wsrm10, 3);
     p.pump_with(|m: &Message| m.sequence.as_ref().is_some_and(|s| s.number == 2));
     // 1 is acknowledged, 7 was never sent: ignored.
     p.client.handle_too_large(p.now, 1, false);
@@ -864,13 +856,7 @@ fn rule_4_8_buffer_remaining_and_receive_window() {
 #[test]
 fn rule_4_10_close_sequences_per_version() {
     for version in [RmVersion::Wsrm10, RmVersion::Wsrm11] {
-        let mut p = Pair::new(Pattern::OneWay, version, EndpointConfig::default());
-        p.pump();
-        for i in 1..=3 {
-            p.client
-                .send(p.now, action(), body(&format!("m{i}")))
-                .unwrap();
-        }
+        let mut p = Pair::one_way_with_queued(version, 3);
         p.pump();
         p.client.close(p.now).unwrap();
         p.pump();
@@ -929,17 +915,7 @@ fn interop_close_response_without_final_accepted_only_when_complete() {
         (None, true),
     ];
     for (ranges, accepted) in cases {
-        let mut p = Pair::new(
-            Pattern::OneWay,
-            RmVersion::Wsrm11,
-            EndpointConfig::default(),
-        );
-        p.pump();
-        for i in 1..=3 {
-            p.client
-                .send(p.now, action(), body(&format!("m{i}")))
-                .unwrap();
-        }
+        let mut p = Pair::one_way_with_queued(RmVersion::Wsrm11, 3);
         p.pump();
         p.client.close(p.now).unwrap();
         let cs = p.client.poll_transmit(p.now).unwrap();

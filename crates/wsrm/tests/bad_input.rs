@@ -180,15 +180,7 @@ async fn an_addressing_version_mismatch_fails_the_open_at_once_with_the_services
 #[tokio::test]
 async fn a_message_larger_than_the_service_accepts_fails_the_session_at_once() {
     init_tracing();
-    let binding = Binding::ws_http();
-    let log = Log::default();
-    let svc = recording_echo_service(&binding, &log).await;
-    let c = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
-        .await
-        .unwrap();
-    for i in 1..=3 {
-        c.send(ONEWAY, payload(i)).await.unwrap();
-    }
+    let (svc, log, c) = service_with_session(&Binding::ws_http(), 3).await;
     let big = format!("<p xmlns=\"urn:wsrm:test\">{}</p>", "x".repeat(70_000));
     let r = tokio::time::timeout(Duration::from_secs(10), c.send(ONEWAY, big))
         .await

@@ -492,12 +492,7 @@ async fn requests_keep_within_a_narrower_service_window() {
 async fn finished_resolves_after_abort_and_close() {
     init_tracing();
     let binding = Binding::ws_http();
-    let log = Log::default();
-    let svc = recording_echo_service(&binding, &log).await;
-    let c = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
-        .await
-        .unwrap();
-    c.send(ONEWAY, payload(1)).await.unwrap();
+    let (svc, _log, c) = service_with_session(&binding, 1).await;
     c.abort();
     tokio::time::timeout(std::time::Duration::from_secs(10), c.finished())
         .await

@@ -158,6 +158,20 @@ async fn an_unanswered_request_times_out_after_send_timeout() {
     client.abort();
 }
 
+/// The OpenTimeout of the open tests below.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Opens a one-way session to `url` with OpenTimeout `t` (bounded at ten times that).
+async fn open_within(t: Duration, url: &str) -> Result<Client, ClientError> {
+    let binding = Binding::ws_http().open_timeout(t);
+    tokio::time::timeout(
+        t * 10,
+        Client::open(url, &binding, ClientOptions::default()),
+    )
+    .await
+    .expect("the open neither completed nor failed")
+}
+
 /// OpenTimeout when nothing can be reached: the open fails after it, naming the last
 /// attempt's transport failure (as WCF's open throws its last attempt's exception), not a bare
 /// timeout.
@@ -168,29 +182,18 @@ async fn an_open_that_cannot_connect_names_the_connection_failure() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let timeout = Duration::from_secs(1);
-    let binding = Binding::ws_http().open_timeout(timeout);
     let start = Instant::now();
-    let r = tokio::time::timeout(
-        timeout * 10,
-        Client::open(
-            &format!("http://{addr}/svc"),
-            &binding,
-            ClientOptions::default(),
-        ),
-    )
-    .await
-    .expect("the open neither completed nor failed");
+    let r = open_within(OPEN_TIMEOUT, &format!("http://{addr}/svc")).await;
     match r {
         Err(ClientError::Unreachable { after, cause }) => {
-            assert_eq!(after, timeout);
+            assert_eq!(after, OPEN_TIMEOUT);
             assert!(cause.contains("connect"), "{cause}");
         }
         other => panic!("expected Unreachable, got {other:?}"),
     }
     // Retried until OpenTimeout, as WCF does (the service may be starting).
     assert!(
-        start.elapsed() >= timeout,
+        start.elapsed() >= OPEN_TIMEOUT,
         "gave up after {:?}",
         start.elapsed()
     );
@@ -211,18 +214,7 @@ async fn an_open_answered_only_with_http_errors_names_the_status() {
         }
     })
     .await;
-    let timeout = Duration::from_secs(1);
-    let binding = Binding::ws_http().open_timeout(timeout);
-    let r = tokio::time::timeout(
-        timeout * 10,
-        Client::open(
-            &format!("http://{addr}/svc"),
-            &binding,
-            ClientOptions::default(),
-        ),
-    )
-    .await
-    .expect("the open neither completed nor failed");
+    let r = open_within(OPEN_TIMEOUT, &format!("http://{addr}/svc")).await;
     match r {
         Err(ClientError::Unreachable { cause, .. }) => {
             assert!(cause.contains("503"), "{cause}");
@@ -245,18 +237,7 @@ async fn an_open_without_any_answer_fails_with_open_timeout() {
         Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
     })
     .await;
-    let timeout = Duration::from_secs(1);
-    let binding = Binding::ws_http().open_timeout(timeout);
-    let r = tokio::time::timeout(
-        timeout * 10,
-        Client::open(
-            &format!("http://{addr}/svc"),
-            &binding,
-            ClientOptions::default(),
-        ),
-    )
-    .await
-    .expect("the open neither completed nor failed");
+    let r = open_within(OPEN_TIMEOUT, &format!("http://{addr}/svc")).await;
     assert!(
         matches!(
             r,

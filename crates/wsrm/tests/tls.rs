@@ -129,6 +129,22 @@ async fn https_one_way_and_request_reply() {
     assert_eq!(got, want);
 }
 
+/// Opens a session with `tls` that must fail, and fail well before the binding's OpenTimeout
+/// (WCF's 1 min): a TLS failure ends the open at once instead of being retried.
+async fn open_failing_at_once(svc: &Service, binding: &Binding, tls: ClientTls) -> ClientError {
+    let opts = ClientOptions {
+        tls: Some(tls),
+        ..Default::default()
+    };
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        Client::open(&svc.url("/svc"), binding, opts),
+    )
+    .await
+    .expect("a TLS failure was retried instead of ending the open")
+    .unwrap_err()
+}
+
 #[tokio::test]
 async fn https_refuses_an_untrusted_server() {
     let p = pki();
@@ -137,20 +153,7 @@ async fn https_refuses_an_untrusted_server() {
     let binding = Binding::ws_http().https();
     let log = Log::default();
     let svc = service(&p, false, &binding, &log).await;
-    let err = tokio::time::timeout(
-        Duration::from_secs(20),
-        Client::open(
-            &svc.url("/svc"),
-            &binding,
-            ClientOptions {
-                tls: Some(client_tls(&other, None)),
-                ..Default::default()
-            },
-        ),
-    )
-    .await
-    .expect("a TLS failure was retried instead of ending the open")
-    .unwrap_err();
+    let err = open_failing_at_once(&svc, &binding, client_tls(&other, None)).await;
     assert!(
         matches!(&err, ClientError::Tls(t) if t.contains("invalid peer certificate")),
         "{err:?}"
@@ -164,20 +167,7 @@ async fn mutual_tls_requires_a_client_certificate() {
     let binding = Binding::ws_http().https();
     let log = Log::default();
     let svc = service(&p, true, &binding, &log).await;
-    let err = tokio::time::timeout(
-        Duration::from_secs(20),
-        Client::open(
-            &svc.url("/svc"),
-            &binding,
-            ClientOptions {
-                tls: Some(client_tls(&p, None)),
-                ..Default::default()
-            },
-        ),
-    )
-    .await
-    .expect("a TLS failure was retried instead of ending the open")
-    .unwrap_err();
+    let err = open_failing_at_once(&svc, &binding, client_tls(&p, None)).await;
     assert!(
         matches!(&err, ClientError::Tls(t) if t.contains("CertificateRequired")),
         "{err:?}"

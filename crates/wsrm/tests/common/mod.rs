@@ -64,6 +64,23 @@ pub async fn recording_echo_service(binding: &wsrm::Binding, log: &Log) -> wsrm:
         .unwrap()
 }
 
+/// A recording echo service for `binding` and a one-way client session to it that has sent
+/// `sent` messages (payloads 1..=sent), each acknowledged.
+pub async fn service_with_session(
+    binding: &wsrm::Binding,
+    sent: usize,
+) -> (wsrm::Service, Log, wsrm::Client) {
+    let log = Log::default();
+    let svc = recording_echo_service(binding, &log).await;
+    let c = wsrm::Client::open(&svc.url("/svc"), binding, wsrm::ClientOptions::default())
+        .await
+        .unwrap();
+    for i in 1..=sent {
+        c.send(ONEWAY, payload(i)).await.unwrap();
+    }
+    (svc, log, c)
+}
+
 pub fn payload(i: usize) -> String {
     format!("<p xmlns=\"urn:wsrm:payload\">message-{i}</p>")
 }
