@@ -879,7 +879,7 @@ impl OpenAttempts {
     }
 
     /// A handshake exchange failed: returns the error that ends the open at once (TLS).
-    pub(crate) fn failed(&mut self, f: Failure) -> Option<ClientError> {
+    fn failed(&mut self, f: Failure) -> Option<ClientError> {
         match f {
             Failure::Tls(t) => Some(ClientError::Tls(t)),
             Failure::TimedOut => {
@@ -898,6 +898,28 @@ impl OpenAttempts {
                 });
                 None
             }
+        }
+    }
+
+    /// A handshake exchange failed while `opened` waits: a TLS failure ends the open (the
+    /// waiting open gets the error and the session is aborted); anything else is a transport
+    /// failure for the engine, which retries the CreateSequence.
+    pub(crate) fn exchange_failed(
+        &mut self,
+        session: &mut ClientSession,
+        opened: &mut Option<oneshot::Sender<Result<(), ClientError>>>,
+        now: std::time::Instant,
+        f: Failure,
+    ) {
+        match self.failed(f) {
+            Some(e) => {
+                tracing::warn!(error = %e, "cannot open the session");
+                if let Some(tx) = opened.take() {
+                    let _ = tx.send(Err(e));
+                }
+                session.abort(now);
+            }
+            None => session.handle_transport_failure(now, None),
         }
     }
 
@@ -1132,15 +1154,12 @@ impl Driver {
             // Opening: a failed handshake exchange may end the open (see `OpenAttempts`).
             match done {
                 ExchangeResult::Failed(None, f) => {
-                    if let Some(e) = self.open_attempts.failed(f) {
-                        tracing::warn!(error = %e, "cannot open the session");
-                        if let Some(tx) = self.opened.take() {
-                            let _ = tx.send(Err(e));
-                        }
-                        self.session.abort(now.into_std());
-                        return;
-                    }
-                    self.session.handle_transport_failure(now.into_std(), None);
+                    self.open_attempts.exchange_failed(
+                        &mut self.session,
+                        &mut self.opened,
+                        now.into_std(),
+                        f,
+                    );
                     return;
                 }
                 ExchangeResult::Failed(..) => {}

@@ -378,15 +378,8 @@ impl DurableDriver {
     /// exchange, possibly the end of the open (see [`super::OpenAttempts`]).
     fn exchange_failed(&mut self, now: std::time::Instant, n: Option<u64>, f: Failure) {
         if n.is_none() && self.opened.is_some() {
-            if let Some(e) = self.open_attempts.failed(f) {
-                tracing::warn!(error = %e, "cannot open the session");
-                if let Some(tx) = self.opened.take() {
-                    let _ = tx.send(Err(e));
-                }
-                self.session.abort(now);
-            } else {
-                self.session.handle_transport_failure(now, None);
-            }
+            self.open_attempts
+                .exchange_failed(&mut self.session, &mut self.opened, now, f);
             return;
         }
         match (n, f) {
