@@ -419,8 +419,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         let elapsed = started.elapsed();
         let rate = ok as f64 / elapsed.as_secs_f64().max(1e-9);
         let was_interrupted = interrupted.load(std::sync::atomic::Ordering::SeqCst);
-        // An interrupted run did not send every input: say how many went out.
-        let sent = if was_interrupted {
+        // An interrupted or failed run need not have sent every input: say how many went out.
+        let sent = if was_interrupted || first_err.is_some() {
             format!("{} of {total}", stats.sent.min(total as u64))
         } else {
             total.to_string()

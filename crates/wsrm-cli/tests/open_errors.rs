@@ -1,6 +1,7 @@
-//! `wsrm send` when the session cannot be opened: the error names the cause, a TLS failure
-//! ends the open at once with a hint at the option that mends it, and an unreachable service
-//! is retried until `--open-timeout`.
+//! `wsrm send` when the session cannot work: the error names the cause, a TLS failure ends the
+//! open at once with a hint at the option that mends it, an unreachable service is retried
+//! until `--open-timeout`, and a message over the service's size limit ends the run at once
+//! with a summary of what went out.
 
 mod common;
 
@@ -44,19 +45,11 @@ fn certificates(dir: &Path) -> std::path::PathBuf {
     dir.join("ca.pem")
 }
 
-fn serve_tls(dir: &Path, port: u16, client_ca: bool) -> Serve {
-    let mut cmd = Command::new(WSRM);
-    cmd.arg("serve")
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--tls-cert")
-        .arg(dir.join("server.pem"))
-        .arg("--tls-key")
-        .arg(dir.join("server.key"));
-    if client_ca {
-        cmd.arg("--client-ca").arg(dir.join("ca.pem"));
-    }
-    let child = cmd
+/// A `wsrm serve` on 127.0.0.1:`port` with `extra` options.
+fn serve(port: u16, extra: &[String]) -> Serve {
+    let child = Command::new(WSRM)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -68,6 +61,20 @@ fn serve_tls(dir: &Path, port: u16, client_ca: bool) -> Serve {
         "serve did not start"
     );
     s
+}
+
+fn serve_tls(dir: &Path, port: u16, client_ca: bool) -> Serve {
+    let file = |name: &str| dir.join(name).display().to_string();
+    let mut extra = vec![
+        "--tls-cert".to_owned(),
+        file("server.pem"),
+        "--tls-key".to_owned(),
+        file("server.key"),
+    ];
+    if client_ca {
+        extra.extend(["--client-ca".to_owned(), file("ca.pem")]);
+    }
+    serve(port, &extra)
 }
 
 #[test]
@@ -136,4 +143,35 @@ fn send_without_the_client_certificate_a_service_wants_fails_at_once_with_a_hint
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("CertificateRequired"), "{err}");
     assert!(err.contains("--tls-cert"), "{err}");
+}
+
+/// A message over the service's size limit (64 KiB) ends the run at once: the service answers
+/// 413, the error names the message, and the summary says how many inputs went out.
+#[test]
+fn a_message_over_the_size_limit_ends_the_run_at_once_with_a_summary() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _svc = serve(port, &[]);
+    let lines = ["a".to_owned(), "b".repeat(70_000), "c".to_owned()].join("\n");
+    std::fs::write(tmp.path().join("in.txt"), lines).expect("write");
+    let input = tmp.path().join("in.txt").display().to_string();
+    let url = format!("http://127.0.0.1:{port}/svc");
+    let start = Instant::now();
+    let out = Command::new(WSRM)
+        .args(["send", &url, "--lines", &input])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wsrm send");
+    let (summary, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("message 2 is larger than the destination accepts"),
+        "{err}"
+    );
+    assert!(summary.contains(" of 3,"), "{summary}");
+    // Retransmitting to MaxRetryCount took ~26 s.
+    assert!(start.elapsed() < Duration::from_secs(20), "{summary}");
 }
