@@ -858,6 +858,22 @@ pub(crate) enum Failure {
     Other(String),
 }
 
+impl Failure {
+    /// Tells the engine about an exchange that got no SOAP answer: a message that can never
+    /// get through for its size ends the session; anything else is a loss signal.
+    pub(crate) fn report(
+        self,
+        session: &mut ClientSession,
+        now: std::time::Instant,
+        number: Option<u64>,
+    ) {
+        match (number, self) {
+            (Some(n), Failure::TooLarge { reply }) => session.handle_too_large(now, n, reply),
+            (n, _) => session.handle_transport_failure(now, n),
+        }
+    }
+}
+
 /// What a driver remembers of the CreateSequence exchanges while the session opens, to say why
 /// an open failed. WCF's open (its CreateSequence requestor) ends at once on a security
 /// failure, otherwise retries until OpenTimeout and then throws its last attempt's exception:
@@ -1168,12 +1184,7 @@ impl Driver {
         }
         match done {
             ExchangeResult::Answer(body) => self.response(body, now.into_std()),
-            ExchangeResult::Failed(Some(n), Failure::TooLarge { reply }) => {
-                self.session.handle_too_large(now.into_std(), n, reply);
-            }
-            ExchangeResult::Failed(n, _) => {
-                self.session.handle_transport_failure(now.into_std(), n);
-            }
+            ExchangeResult::Failed(n, f) => f.report(&mut self.session, now.into_std(), n),
             ExchangeResult::Nothing(Some((n, sent))) => {
                 // gSOAP quirk 19 (docs/interop.md): accepted without an ack.
                 self.session.handle_empty_answer(now.into_std(), n, sent);

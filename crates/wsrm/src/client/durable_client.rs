@@ -382,10 +382,7 @@ impl DurableDriver {
                 .exchange_failed(&mut self.session, &mut self.opened, now, f);
             return;
         }
-        match (n, f) {
-            (Some(n), Failure::TooLarge { reply }) => self.session.handle_too_large(now, n, reply),
-            (n, _) => self.session.handle_transport_failure(now, n),
-        }
+        f.report(&mut self.session, now, n);
     }
 
     fn command(&mut self, c: Cmd) {
