@@ -25,7 +25,7 @@ pub use error::{ClientError, ServiceError};
 pub use proxy::{DropMode, ExchangePlan, Proxy, ProxyConfig, ProxyError, ProxyHandle, ProxyStats};
 pub use service::{
     Delivery, HandlerFuture, Outcome, RmVersions, Service, ServiceBuilder, ServiceStats,
-    SessionEnd, SessionHandler, SessionInfo,
+    SessionEnd, SessionHandler, SessionInfo, ShutdownReport,
 };
 pub use tls::{ClientAuth, ClientIdentity, ClientTls, ServerTls, TlsError};
 pub use wsrm_proto::msg::RmVersion;

@@ -98,6 +98,10 @@ pub enum SessionEnd {
     Closed,
     /// Failed (inactivity, peer abort, protocol violation, ...).
     Failed(SessionError),
+    /// The service was shut down ([`Service::shutdown`]) while the session was open. Only
+    /// sessions kept in memory end this way, after the deliveries queued for their handler;
+    /// a session in a durable store outlives the service and goes on after a restart.
+    ServiceStopped,
 }
 
 /// The application side of one session (one instance per session).
@@ -142,6 +146,7 @@ pub struct ServiceBuilder {
     versions: RmVersions,
     path: Option<String>,
     store: Option<crate::store::Store>,
+    close_timeout: Duration,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -196,7 +201,19 @@ impl ServiceBuilder {
             versions: RmVersions::Any,
             path: None,
             store: None,
+            close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
         }
+    }
+
+    /// WCF's ServiceHost CloseTimeout (`ServiceHostCloseTimeoutString`, 00:00:10).
+    pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// How long [`Service::shutdown`] lets the handlers of sessions kept in memory work
+    /// through the deliveries already acknowledged before it returns regardless (WCF's
+    /// ServiceHost `CloseTimeout`). Default 10 s.
+    pub fn close_timeout(mut self, d: Duration) -> Self {
+        self.close_timeout = d;
+        self
     }
 
     /// Keeps the sessions in `store` (issue 6). With a durable store (SQLite) every received
@@ -356,7 +373,7 @@ impl ServiceBuilder {
             }),
             wake: Notify::new(),
         });
-        tokio::spawn(
+        let timers_task = tokio::spawn(
             timers(core.clone(), shutdown_rx.clone())
                 .instrument(tracing::info_span!("service", addr = %local)),
         );
@@ -397,6 +414,8 @@ impl ServiceBuilder {
             core: core_for_stats,
             shutdown: shutdown_tx,
             task: Some(task),
+            timers: Some(timers_task),
+            close_timeout: self.close_timeout,
         })
     }
 }
@@ -410,6 +429,33 @@ pub struct Service {
     core: Arc<Core>,
     shutdown: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The timer task; at shutdown it hands over the runners of the sessions kept in memory.
+    timers: Option<tokio::task::JoinHandle<Vec<Arc<Runner>>>>,
+    close_timeout: Duration,
+}
+
+/// What [`Service::shutdown`] left behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Sessions kept in memory that were open at the shutdown; their handlers were told
+    /// [`SessionEnd::ServiceStopped`] after their queued deliveries.
+    pub sessions_stopped: usize,
+    /// Acknowledged deliveries still queued for a handler, never started, when the close
+    /// timeout ran out (0 when every handler finished in time).
+    pub unhandled: usize,
+    /// Handlers still working (on a delivery or in `ended`) when the close timeout ran out;
+    /// they are left running on the runtime.
+    pub in_progress: usize,
+    /// The service's counters when the shutdown returned (`delivered` includes what the
+    /// handlers got during the shutdown).
+    pub stats: ServiceStats,
+}
+
+impl ShutdownReport {
+    /// True when every handler finished its queued deliveries within the close timeout.
+    pub fn drained(&self) -> bool {
+        self.unhandled == 0 && self.in_progress == 0
+    }
 }
 
 impl std::fmt::Debug for Service {
@@ -457,12 +503,57 @@ impl Service {
         d.endpoint.stats(*session)
     }
 
-    /// Stops accepting and closes connections.
-    pub async fn shutdown(mut self) {
+    /// Stops the service gracefully: stops accepting, lets the connections finish the
+    /// exchanges under way (up to 1 s) and closes them, then lets the handlers of sessions
+    /// kept in memory handle the deliveries already acknowledged, in order, and tells them
+    /// [`SessionEnd::ServiceStopped`]. It returns once they are done or the close timeout
+    /// ([`ServiceBuilder::close_timeout`], counted from the call) ran out; the report says
+    /// what was left. Replies produced after the connections closed are not sent.
+    ///
+    /// With a durable store the handlers are not waited for: a delivery whose handler had
+    /// not committed is handed out again after a restart, and the sessions go on.
+    /// Dropping a `Service` instead stops it without waiting for anything.
+    pub async fn shutdown(mut self) -> ShutdownReport {
+        let deadline = Instant::now() + self.close_timeout;
         let _ = self.shutdown.send(true);
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
+        let runners = match self.timers.take() {
+            Some(t) => t.await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let mut report = ShutdownReport {
+            sessions_stopped: runners.len(),
+            ..ShutdownReport::default()
+        };
+        loop {
+            let (mut unhandled, mut in_progress) = (0, 0);
+            for r in &runners {
+                if let Some(queued) = r.left() {
+                    unhandled += queued;
+                    in_progress += 1;
+                }
+            }
+            if in_progress == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                // A run holding the handler counts as in progress; its queue as unhandled.
+                report.unhandled = unhandled;
+                report.in_progress = in_progress;
+                tracing::warn!(
+                    unhandled,
+                    in_progress,
+                    close_timeout = ?self.close_timeout,
+                    "the close timeout ran out before the handlers finished the acknowledged deliveries"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5).min(deadline - Instant::now())).await;
+        }
+        report.stats = self.stats();
+        report
     }
 }
 
@@ -561,6 +652,8 @@ struct RunnerState {
     queue: std::collections::VecDeque<HandlerMsg>,
     /// The handler while no run has it; `None` during a run and once the session ended.
     idle: Option<Box<dyn SessionHandler>>,
+    /// The handler was told the session's end and is gone.
+    over: bool,
 }
 
 impl Runner {
@@ -571,6 +664,17 @@ impl Runner {
     fn lock(&self) -> std::sync::MutexGuard<'_, RunnerState> {
         // Only this module's code runs under this lock (never the handler).
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `None` once the handler was told the session's end; else the deliveries queued for it.
+    fn left(&self) -> Option<usize> {
+        let st = self.lock();
+        (!st.over).then(|| {
+            st.queue
+                .iter()
+                .filter(|m| matches!(m, HandlerMsg::Deliver(..)))
+                .count()
+        })
     }
 
     /// Queues `m`; true when the handler is idle, i.e. a run must be started.
@@ -631,6 +735,7 @@ impl Runner {
                         core.input(ToDriver::Forget(self.sequence.clone()));
                     }
                     // The session is over: the handler goes, and with it any later run.
+                    self.lock().over = true;
                     return;
                 }
             };
@@ -692,7 +797,7 @@ impl Runner {
 
 /// Runs the engine's timers until shutdown: retransmissions, acknowledgement intervals,
 /// inactivity, parked exchanges.
-async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) -> Vec<Arc<Runner>> {
     loop {
         let (deadline, runs) = {
             let mut d = core.lock();
@@ -714,13 +819,33 @@ async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => break,
         }
     }
-    // Stopped: later exchanges are refused; runs under way finish what their sessions had
-    // queued.
-    let mut d = core.lock();
-    d.stopped = true;
-    d.sessions.clear();
-    d.by_sequence.clear();
-    d.exchanges.clear();
+    // Stopped: later exchanges are refused. The handlers of sessions kept in memory get what
+    // their sessions had queued, then the end; their runners go to `Service::shutdown`, which
+    // waits for them. Durable sessions are not ended: they go on after a restart.
+    let (runners, to_start) = {
+        let mut d = core.lock();
+        d.stopped = true;
+        let mut runners = Vec::new();
+        let mut to_start = std::mem::take(&mut d.to_start);
+        if d.durable.is_none() {
+            for slot in d.sessions.values_mut() {
+                if let Some(r) = slot.to_handler.take() {
+                    if r.queue(HandlerMsg::End(SessionEnd::ServiceStopped)) {
+                        to_start.push(r.clone());
+                    }
+                    runners.push(r);
+                }
+            }
+        }
+        d.sessions.clear();
+        d.by_sequence.clear();
+        d.exchanges.clear();
+        (runners, to_start)
+    };
+    for r in to_start {
+        Runner::spawn(r);
+    }
+    runners
 }
 
 /// The engine's answer to an exchange: a message (200/500) or nothing (202).
@@ -1178,6 +1303,7 @@ impl Driver {
                 state: Mutex::new(RunnerState {
                     queue: std::collections::VecDeque::new(),
                     idle: Some(handler),
+                    over: false,
                 }),
                 session: id,
                 sequence: slot.info.sequence.clone(),
