@@ -12,8 +12,9 @@ Every operation is accepted. A two-way request (request-reply session, a message
 MessageID and ReplyTo) is answered with its own body and the action <request action>Response;
 anything else is a one-way message. Each delivered message is appended to --deliver-to as one
 JSON line: {\"sequence\":…,\"number\":…,\"action\":…,\"body\":…} (body = the raw XML content of
-the SOAP Body). The service prints the URL it listens on, runs until SIGINT/SIGTERM, then prints
-its counters.
+the SOAP Body). The service prints the URL it listens on and runs until SIGINT/SIGTERM. It then
+stops taking requests, lets the sessions' handlers write the messages already acknowledged (up to
+--close-timeout), and prints its counters. A second signal stops it at once.
 
 With --store sqlite:PATH the sessions are durable (issue 6): every received message is stored
 before it is acknowledged, a restarted service resumes the stored sessions, and --deliver-to FILE
@@ -79,6 +80,11 @@ pub struct Args {
     /// client certificate that created them.
     #[arg(long, value_name = "F", requires = "tls_cert")]
     client_ca: Option<PathBuf>,
+    /// At SIGINT/SIGTERM, how long the handlers may take to write the messages already
+    /// acknowledged, in seconds (WCF's ServiceHost CloseTimeout, 10). With a durable store
+    /// nothing is waited for: what was not written is delivered after the restart.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = common::parse_seconds)]
+    close_timeout: std::time::Duration,
 }
 
 /// Runs the service until SIGINT/SIGTERM.
@@ -153,6 +159,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         let (s, d) = (sink.clone(), delivered.clone());
         let mut builder = wsrm::Service::builder(binding)
             .max_sessions(args.max_sessions)
+            .close_timeout(args.close_timeout)
             .rm_versions(if args.rm == RmArg::Auto {
                 wsrm::RmVersions::Any
             } else {
@@ -186,19 +193,37 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             println!("listening on {}", svc.url("/"));
         }
         common::terminated().await;
-        let st = svc.stats();
+        eprintln!("wsrm: stopping");
+        let before = svc.stats();
+        // A second signal stops at once (what the handlers did not write is then lost, as
+        // with a kill; a durable store delivers it after the restart).
+        let report = tokio::select! {
+            r = svc.shutdown() => Some(r),
+            _ = common::terminated() => None,
+        };
+        let st = report.map_or(before, |r| r.stats);
         eprintln!(
-            "wsrm: sessions created {}, closed {}, failed {}, messages delivered {}, requests refused {}",
+            "wsrm: sessions created {}, closed {}, failed {}, stopped {}, messages delivered {}, requests refused {}",
             st.sessions_created,
             st.sessions_closed,
             st.sessions_failed,
+            report.map_or(0, |r| r.sessions_stopped),
             delivered.load(Ordering::Relaxed),
             st.refused
         );
+        match report {
+            Some(r) if !r.drained() => eprintln!(
+                "wsrm: the close timeout ({} s) ran out: {} acknowledged messages were not delivered, {} handlers were still working",
+                args.close_timeout.as_secs_f64(),
+                r.unhandled,
+                r.in_progress
+            ),
+            Some(_) => {}
+            None => eprintln!("wsrm: stopped by a second signal without waiting for the handlers"),
+        }
         if let Ok(mut w) = sink.lock() {
             let _ = w.flush();
         }
-        svc.shutdown().await;
         Ok(common::EXIT_OK)
     })?
 }

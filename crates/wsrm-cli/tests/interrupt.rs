@@ -4,55 +4,11 @@
 
 mod common;
 
-use common::{free_port, wait_listening, WSRM};
+use common::{delivered, free_port, serve, signal, stop, WSRM};
 use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
-        .status()
-        .expect("run kill")
-        .success();
-    assert!(ok, "kill -{sig} failed");
-}
-
-/// A `wsrm serve` delivering to `dir/delivered.jsonl`; its output is kept for `stop`.
-fn serve(dir: &Path, port: u16) -> Child {
-    let child = Command::new(WSRM)
-        .current_dir(dir)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--deliver-to", "delivered.jsonl"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn serve");
-    assert!(
-        wait_listening(port, Duration::from_secs(20)),
-        "serve did not start"
-    );
-    child
-}
-
-/// Stops a service with SIGINT; returns everything it printed.
-fn stop(svc: Child) -> String {
-    signal(&svc, "INT");
-    let out = svc.wait_with_output().expect("serve output");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn delivered(dir: &Path) -> usize {
-    std::fs::File::open(dir.join("delivered.jsonl"))
-        .map(|f| std::io::BufReader::new(f).lines().count())
-        .unwrap_or(0)
-}
 
 /// Starts `wsrm send ARGS`, waits until the service delivered something, then sends `sig`.
 fn interrupt(dir: &Path, args: &[&str], sig: &str) -> Output {
@@ -78,7 +34,7 @@ fn an_interrupted_send_aborts_its_session_and_the_service_ends_it() {
     for sig in ["INT", "TERM"] {
         let tmp = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let svc = serve(tmp.path(), port);
+        let svc = serve(tmp.path(), port, &[]);
         let url = format!("http://127.0.0.1:{port}/svc");
         let out = interrupt(tmp.path(), &["send", &url, "--count", "1000000"], sig);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -98,7 +54,7 @@ fn an_interrupted_send_aborts_its_session_and_the_service_ends_it() {
 fn an_interrupted_durable_send_resumes_exactly_once() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let svc = serve(tmp.path(), port);
+    let svc = serve(tmp.path(), port, &[]);
     let url = format!("http://127.0.0.1:{port}/svc");
     let args = [
         "send",
