@@ -370,6 +370,7 @@ impl ServiceBuilder {
                 inactivity: self.binding.session.inactivity_timeout,
                 armed: None,
                 stopped: false,
+                ending: Vec::new(),
             }),
             wake: Notify::new(),
         });
@@ -429,8 +430,9 @@ pub struct Service {
     core: Arc<Core>,
     shutdown: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
-    /// The timer task; at shutdown it hands over the runners of the sessions kept in memory.
-    timers: Option<tokio::task::JoinHandle<Vec<Arc<Runner>>>>,
+    /// The timer task; at shutdown it hands over the runners of the sessions kept in memory
+    /// that may still hold deliveries, and how many of them were open.
+    timers: Option<tokio::task::JoinHandle<(Vec<Arc<Runner>>, usize)>>,
     close_timeout: Duration,
 }
 
@@ -441,7 +443,8 @@ pub struct ShutdownReport {
     /// [`SessionEnd::ServiceStopped`] after their queued deliveries.
     pub sessions_stopped: usize,
     /// Acknowledged deliveries still queued for a handler, never started, when the close
-    /// timeout ran out (0 when every handler finished in time).
+    /// timeout ran out (0 when every handler finished in time). Handlers of sessions that
+    /// ended before the shutdown but still had deliveries queued count too.
     pub unhandled: usize,
     /// Handlers still working (on a delivery or in `ended`) when the close timeout ran out;
     /// they are left running on the runtime.
@@ -519,12 +522,12 @@ impl Service {
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
-        let runners = match self.timers.take() {
+        let (runners, sessions_stopped) = match self.timers.take() {
             Some(t) => t.await.unwrap_or_default(),
-            None => Vec::new(),
+            None => (Vec::new(), 0),
         };
         let mut report = ShutdownReport {
-            sessions_stopped: runners.len(),
+            sessions_stopped,
             ..ShutdownReport::default()
         };
         loop {
@@ -797,7 +800,7 @@ impl Runner {
 
 /// Runs the engine's timers until shutdown: retransmissions, acknowledgement intervals,
 /// inactivity, parked exchanges.
-async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) -> Vec<Arc<Runner>> {
+async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) -> (Vec<Arc<Runner>>, usize) {
     loop {
         let (deadline, runs) = {
             let mut d = core.lock();
@@ -827,6 +830,7 @@ async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) -> Vec<Arc
         d.stopped = true;
         let mut runners = Vec::new();
         let mut to_start = std::mem::take(&mut d.to_start);
+        let ending = std::mem::take(&mut d.ending);
         if d.durable.is_none() {
             for slot in d.sessions.values_mut() {
                 if let Some(r) = slot.to_handler.take() {
@@ -837,10 +841,14 @@ async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) -> Vec<Arc
                 }
             }
         }
+        let stopped = runners.len();
+        if d.durable.is_none() {
+            runners.extend(ending.iter().filter_map(std::sync::Weak::upgrade));
+        }
         d.sessions.clear();
         d.by_sequence.clear();
         d.exchanges.clear();
-        (runners, to_start)
+        ((runners, stopped), to_start)
     };
     for r in to_start {
         Runner::spawn(r);
@@ -1096,6 +1104,8 @@ struct Driver {
     armed: Option<std::time::Instant>,
     /// Set at shutdown: no further input.
     stopped: bool,
+    /// The runners of ended sessions, while their runs may still hold deliveries.
+    ending: Vec<std::sync::Weak<Runner>>,
 }
 
 /// Every sequence identifier a message names (for the mutual-TLS ownership check).
@@ -1350,6 +1360,11 @@ impl Driver {
             self.by_sequence.remove(&slot.info.sequence);
             tracing::info!(sequence = %slot.info.sequence, ?end, "session ended");
             if let Some(runner) = slot.to_handler {
+                // Its handler may still have deliveries to take: a shutdown waits for it as
+                // long as its run holds it (the run drops the last reference once the end
+                // was handled).
+                self.ending.retain(|r| r.strong_count() > 0);
+                self.ending.push(Arc::downgrade(&runner));
                 if runner.queue(HandlerMsg::End(end)) {
                     self.to_start.push(runner);
                 }

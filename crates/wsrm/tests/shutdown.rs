@@ -164,3 +164,29 @@ async fn shutdown_ends_only_the_sessions_still_open() {
     assert_eq!(*f.ends.lock().unwrap(), vec![SessionEnd::Closed]);
     assert_eq!(*f.seen.lock().unwrap(), vec![1, 2, 3]);
 }
+
+/// A session the client closed while its handler still had acknowledged messages queued (the
+/// close does not wait for the handler): the shutdown waits for those too.
+#[tokio::test]
+async fn shutdown_waits_for_handlers_of_sessions_that_already_closed() {
+    let n = 30;
+    let f = acknowledged_not_handled(n, None).await;
+    f.client.close().await.unwrap();
+    let stop = tokio::spawn(f.svc.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !stop.is_finished(),
+        "shutdown returned while a closed session's handler had {n} messages queued"
+    );
+    f.gate.add_permits(1);
+    let report = tokio::time::timeout(Duration::from_secs(10), stop)
+        .await
+        .expect("shutdown did not return after the handler finished")
+        .unwrap();
+    assert_eq!(
+        (report.sessions_stopped, report.unhandled, report.in_progress),
+        (0, 0, 0)
+    );
+    assert_eq!(*f.seen.lock().unwrap(), (1..=n).collect::<Vec<_>>());
+    assert_eq!(*f.ends.lock().unwrap(), vec![SessionEnd::Closed]);
+}
