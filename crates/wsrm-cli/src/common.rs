@@ -127,11 +127,22 @@ pub fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(v))
 }
 
-/// Escapes text for XML character content.
+/// The first character of `s` that XML 1.0 cannot carry at all, not even as a character
+/// reference (its `Char` production: controls other than tab, newline and carriage return, and
+/// U+FFFE/U+FFFF), with its position in characters.
+pub fn xml_unrepresentable(s: &str) -> Option<(usize, char)> {
+    s.chars().enumerate().find(|&(_, c)| {
+        matches!(c, '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}')
+    })
+}
+
+/// Escapes text for XML character content. A carriage return is written as a character
+/// reference, since a parser would turn a literal one into a newline.
 pub fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
+            '\r' => out.push_str("&#13;"),
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
@@ -299,4 +310,32 @@ fn committed_len(
         wsrm::store::rusqlite::Error::QueryReturnedNoRows => Ok(0),
         e => Err(e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_cannot_carry_controls_but_tab_newline_and_carriage_return() {
+        assert_eq!(xml_unrepresentable("plain text, ünïcode ✓"), None);
+        assert_eq!(xml_unrepresentable("tab\there\r\n"), None);
+        assert_eq!(xml_unrepresentable("ab\u{1}c"), Some((2, '\u{1}')));
+        assert_eq!(xml_unrepresentable("\u{0}"), Some((0, '\u{0}')));
+        assert_eq!(xml_unrepresentable("é\u{1F}"), Some((1, '\u{1F}')));
+        assert_eq!(xml_unrepresentable("x\u{FFFE}"), Some((1, '\u{FFFE}')));
+        assert_eq!(xml_unrepresentable("\u{FFFD}\u{7F}"), None);
+    }
+
+    #[test]
+    fn escaping_keeps_markup_and_carriage_returns() {
+        assert_eq!(
+            xml_escape("a<b>&\"c'\rd"),
+            "a&lt;b&gt;&amp;&quot;c&apos;&#13;d"
+        );
+        assert_eq!(
+            payload_for("x\ry"),
+            "<p xmlns=\"urn:wsrm:payload\">x&#13;y</p>"
+        );
+    }
 }

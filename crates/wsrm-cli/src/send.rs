@@ -8,7 +8,9 @@ use crate::common::{self, AddressingArg, RmArg, SoapArg};
 
 const HELP: &str = "\
 Each input line becomes the body <p xmlns=\"urn:wsrm:payload\">LINE</p> (XML-escaped) of one
-message; --count N sends message-1 … message-N. All messages travel in one session, up to the
+message; --count N sends message-1 … message-N. Input must be UTF-8 without the control
+characters XML 1.0 cannot carry (all below U+0020 but tab and carriage return); such input is
+refused before anything is sent (exit 2). All messages travel in one session, up to the
 window in flight at once. A summary (sent, retransmitted, acknowledged, elapsed, msg/s) is
 printed at the end; a progress bar is shown when standard error is a terminal.
 
@@ -179,6 +181,18 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         },
         _ => return common::usage("give --count N or --lines FILE|-"),
     };
+    // A service cannot read such a line (HTTP 400) and would refuse every retransmission.
+    for (i, line) in lines.iter().enumerate() {
+        if let Some((col, c)) = common::xml_unrepresentable(line) {
+            return common::usage(format!(
+                "--lines {}: line {}, character {}: U+{:04X} cannot appear in XML 1.0, not even escaped; nothing was sent",
+                args.lines.as_deref().unwrap_or("-"),
+                i + 1,
+                col + 1,
+                c as u32
+            ));
+        }
+    }
     let https = args.url.starts_with("https:");
     let binding = common::binding(args.rm, args.soap, args.addressing, https)
         .max_transfer_window_size(args.window)

@@ -175,3 +175,30 @@ fn a_message_over_the_size_limit_ends_the_run_at_once_with_a_summary() {
     // Retransmitting to MaxRetryCount took ~26 s.
     assert!(start.elapsed() < Duration::from_secs(20), "{summary}");
 }
+
+/// A line XML cannot carry (a control character) is refused before anything is sent: a
+/// service would answer it HTTP 400 on every retransmission (25 s, then "maximum retry count
+/// exceeded"). Not UTF-8 is refused the same way.
+#[test]
+fn input_xml_cannot_carry_is_refused_before_sending() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Nothing listens: an attempt to send would take the open timeout.
+    let url = format!("http://127.0.0.1:{}/svc", free_port());
+    for (content, says) in [
+        (
+            &b"ok-1\nbad-\x01-ctl\nok-3\n"[..],
+            "line 2, character 5: U+0001",
+        ),
+        (&b"ok\n\x1b[1m\n"[..], "line 2, character 1: U+001B"),
+        (&b"caf\xe9\n"[..], "UTF-8"),
+    ] {
+        let input = tmp.path().join("in.txt");
+        std::fs::write(&input, content).expect("write");
+        let input = input.display().to_string();
+        let start = Instant::now();
+        let (code, err) = run(&["send", &url, "--lines", &input, "--open-timeout", "30"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(says), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(10), "{err}");
+    }
+}
