@@ -272,7 +272,7 @@ impl Client {
             requests: HashMap::default(),
             close: None,
             opened: Some(opened_tx),
-            open_attempts: OpenAttempts::new(binding.transport.open_timeout),
+            attempts: Attempts::new(binding.transport.open_timeout),
             inflight: FuturesUnordered::new(),
             calls: CallDeadlines::new(binding.transport.send_timeout),
             exchange_deadlines: ExchangeDeadlines::new(binding.transport.send_timeout),
@@ -874,24 +874,62 @@ impl Failure {
     }
 }
 
-/// What a driver remembers of the CreateSequence exchanges while the session opens, to say why
-/// an open failed. WCF's open (its CreateSequence requestor) ends at once on a security
-/// failure, otherwise retries until OpenTimeout and then throws its last attempt's exception:
-/// so here a TLS failure ends the open at once, and an open that ran out of time after
-/// exchanges that failed in the transport reports the last such failure.
+/// What a driver remembers of failed exchanges, to say why the session failed.
+///
+/// While the session opens: WCF's open (its CreateSequence requestor) ends at once on a
+/// security failure, otherwise retries until OpenTimeout and then throws its last attempt's
+/// exception. So here a TLS failure ends the open at once, and an open that ran out of time
+/// after exchanges that failed in the transport reports the last such failure.
+///
+/// Afterwards: a message that exhausts MaxRetryCount while its transmissions failed in the
+/// transport (an HTTP error status such as 400 for a body the service cannot read, a refused
+/// connection) fails the session naming its last transmission's failure, which WCF's "maximum
+/// retry count exceeded" does not.
 #[derive(Debug)]
-pub(crate) struct OpenAttempts {
+pub(crate) struct Attempts {
     open_timeout: Duration,
     /// The last handshake exchange's failure, unless it timed out or an answer came since.
     last: Option<String>,
+    /// The latest failed transmissions of sequence messages, oldest first, at most
+    /// [`Attempts::REMEMBERED`]: the message's number and why it got no SOAP answer (`None`:
+    /// no answer in time).
+    messages: std::collections::VecDeque<(u64, Option<String>)>,
 }
 
-impl OpenAttempts {
+impl Attempts {
+    /// Failed transmissions remembered (failures are rare; a window's worth covers the
+    /// messages that fail together when a service goes away).
+    const REMEMBERED: usize = 64;
+
     pub(crate) fn new(open_timeout: Duration) -> Self {
-        OpenAttempts {
+        Attempts {
             open_timeout,
             last: None,
+            messages: std::collections::VecDeque::new(),
         }
+    }
+
+    /// A sequence message's exchange (or any exchange, `number` None) got no SOAP answer:
+    /// remembered for [`Attempts::error`], then reported to the engine.
+    pub(crate) fn report(
+        &mut self,
+        session: &mut ClientSession,
+        now: std::time::Instant,
+        number: Option<u64>,
+        f: Failure,
+    ) {
+        if let Some(n) = number {
+            let why = match &f {
+                Failure::Other(t) => Some(t.clone()),
+                Failure::Tls(t) => Some(format!("TLS: {t}")),
+                Failure::TimedOut | Failure::TooLarge { .. } => None,
+            };
+            if self.messages.len() == Self::REMEMBERED {
+                self.messages.pop_front();
+            }
+            self.messages.push_back((n, why));
+        }
+        f.report(session, now, number);
     }
 
     /// A handshake exchange failed: returns the error that ends the open at once (TLS).
@@ -944,13 +982,23 @@ impl OpenAttempts {
         self.last = None;
     }
 
-    /// The error an open ends with when the engine fails the session with `e`.
+    /// The error the session's waiting calls get when the engine fails it with `e`.
     pub(crate) fn error(&mut self, e: wsrm_proto::SessionError) -> ClientError {
         match (e, self.last.take()) {
             (wsrm_proto::SessionError::OpenTimeout, Some(cause)) => ClientError::Unreachable {
                 after: self.open_timeout,
                 cause,
             },
+            (e @ wsrm_proto::SessionError::RetryExhausted { number }, _) => {
+                let last = self.messages.iter().rev().find(|(n, _)| *n == number);
+                match last {
+                    Some((_, Some(cause))) => ClientError::Undeliverable {
+                        number,
+                        cause: cause.clone(),
+                    },
+                    _ => ClientError::Faulted(e),
+                }
+            }
             (e, _) => ClientError::Faulted(e),
         }
     }
@@ -973,7 +1021,7 @@ struct Driver {
     close: Option<oneshot::Sender<Result<(), ClientError>>>,
     opened: Option<oneshot::Sender<Result<(), ClientError>>>,
     /// The handshake's failed exchanges, while `opened` waits.
-    open_attempts: OpenAttempts,
+    attempts: Attempts,
     /// The HTTP exchanges in flight, polled by the driver itself (no task per exchange: the
     /// response wakes the driver directly).
     inflight: FuturesUnordered<InFlight>,
@@ -1167,10 +1215,10 @@ impl Driver {
 
     fn exchange_done(&mut self, done: ExchangeResult, now: Instant) {
         if self.opened.is_some() {
-            // Opening: a failed handshake exchange may end the open (see `OpenAttempts`).
+            // Opening: a failed handshake exchange may end the open (see `Attempts`).
             match done {
                 ExchangeResult::Failed(None, f) => {
-                    self.open_attempts.exchange_failed(
+                    self.attempts.exchange_failed(
                         &mut self.session,
                         &mut self.opened,
                         now.into_std(),
@@ -1179,12 +1227,15 @@ impl Driver {
                     return;
                 }
                 ExchangeResult::Failed(..) => {}
-                _ => self.open_attempts.answered(),
+                _ => self.attempts.answered(),
             }
         }
         match done {
             ExchangeResult::Answer(body) => self.response(body, now.into_std()),
-            ExchangeResult::Failed(n, f) => f.report(&mut self.session, now.into_std(), n),
+            ExchangeResult::Failed(n, f) => {
+                self.attempts
+                    .report(&mut self.session, now.into_std(), n, f)
+            }
             ExchangeResult::Nothing(Some((n, sent))) => {
                 // gSOAP quirk 19 (docs/interop.md): accepted without an ack.
                 self.session.handle_empty_answer(now.into_std(), n, sent);
@@ -1377,10 +1428,10 @@ impl Driver {
                     unacknowledged,
                 } => {
                     tracing::warn!(%error, unacknowledged = unacknowledged.len(), "session failed");
+                    let e = self.attempts.error(error);
                     if let Some(tx) = self.opened.take() {
-                        let _ = tx.send(Err(self.open_attempts.error(error.clone())));
+                        let _ = tx.send(Err(e.clone()));
                     }
-                    let e = ClientError::Faulted(error);
                     fail_waiting(&mut self.sends, &mut self.requests, &mut self.close, &e);
                     over = true;
                 }

@@ -42,6 +42,19 @@ pub enum ClientError {
     /// The session failed; carries the engine's reason (with the peer's fault, if any).
     #[error("session faulted: {0}")]
     Faulted(SessionError),
+    /// The session failed because message `number` was not acknowledged within MaxRetryCount
+    /// transmissions, and its last transmission failed in the transport: `cause` says how
+    /// (e.g. "the service answered HTTP 400 Bad Request without a SOAP message": the service
+    /// cannot read the message; a refused connection: the service is gone). This is
+    /// [`SessionError::RetryExhausted`] with its cause; when the last transmission got no
+    /// answer at all the session fails as [`ClientError::Faulted`] with that error.
+    #[error("session faulted: maximum retry count exceeded for message {number}; its last transmission failed: {cause}")]
+    Undeliverable {
+        /// The message that could not be delivered.
+        number: u64,
+        /// Its last transmission's failure.
+        cause: String,
+    },
     /// The call was refused locally (session closing, wrong pattern, rollover).
     #[error("refused: {0}")]
     Refused(#[from] SendError),

@@ -203,6 +203,50 @@ async fn a_message_larger_than_the_service_accepts_fails_the_session_at_once() {
     assert_eq!(svc.stats().sessions_failed, 1, "{:?}", svc.stats());
 }
 
+/// A body the service cannot read (a control character XML cannot carry): the service answers
+/// every transmission HTTP 400 (WCF's answer to an unreadable message), the client retries it to
+/// MaxRetryCount as WCF does, and the session's error names that answer instead of only
+/// "maximum retry count exceeded". A service that went away is named the same way.
+#[tokio::test]
+async fn retries_exhausted_in_the_transport_name_the_last_failure() {
+    init_tracing();
+    let binding = Binding::ws_http().max_retry_count(2);
+    let (svc, log, c) = service_with_session(&binding, 2).await;
+    let unreadable = "<p xmlns=\"urn:wsrm:test\">\u{1}</p>";
+    let r = tokio::time::timeout(Duration::from_secs(20), c.send(ONEWAY, unreadable))
+        .await
+        .expect("not failed in time");
+    match &r {
+        Err(ClientError::Undeliverable { number: 3, cause }) => {
+            assert!(cause.contains("HTTP 400"), "{cause}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let shown = r.unwrap_err().to_string();
+    assert!(
+        shown.contains("maximum retry count exceeded for message 3"),
+        "{shown}"
+    );
+    assert_eq!(c.stats().retransmitted, 2);
+    assert_eq!(settled(&log, 2).await.len(), 2);
+
+    // The service stops: the next message's transmissions are refused by the OS.
+    let c = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
+        .await
+        .unwrap();
+    c.send(ONEWAY, payload(1)).await.unwrap();
+    svc.shutdown().await;
+    let r = tokio::time::timeout(Duration::from_secs(20), c.send(ONEWAY, payload(2)))
+        .await
+        .expect("not failed in time");
+    match &r {
+        Err(ClientError::Undeliverable { number: 2, cause }) => {
+            assert!(cause.to_lowercase().contains("connect"), "{cause}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Request-reply: a reply larger than the client accepts (the service's limit is higher) can
 /// never be received: the session fails at once with ReplyTooLarge.
 #[tokio::test]

@@ -184,7 +184,11 @@ async fn shutdown_waits_for_handlers_of_sessions_that_already_closed() {
         .expect("shutdown did not return after the handler finished")
         .unwrap();
     assert_eq!(
-        (report.sessions_stopped, report.unhandled, report.in_progress),
+        (
+            report.sessions_stopped,
+            report.unhandled,
+            report.in_progress
+        ),
         (0, 0, 0)
     );
     assert_eq!(*f.seen.lock().unwrap(), (1..=n).collect::<Vec<_>>());

@@ -299,7 +299,7 @@ pub(super) struct DurableDriver {
     pub close: Option<oneshot::Sender<Result<(), ClientError>>>,
     pub opened: Option<oneshot::Sender<Result<(), ClientError>>>,
     /// The handshake's failed exchanges, while `opened` waits.
-    pub open_attempts: super::OpenAttempts,
+    pub attempts: super::Attempts,
     pub inflight: JoinSet<Answer>,
     pub failed: Option<ClientError>,
     /// Set by an exchange task whose message could not be stored.
@@ -343,7 +343,7 @@ impl DurableDriver {
                     if self.opened.is_some()
                         && !matches!(done, Ok(Answer::Raw(ExchangeResult::Failed(..))))
                     {
-                        self.open_attempts.answered();
+                        self.attempts.answered();
                     }
                     match done {
                         Ok(Answer::Decoded(m)) => self.session.handle_message(now, *m),
@@ -375,14 +375,14 @@ impl DurableDriver {
     }
 
     /// An exchange got no SOAP answer: a loss signal for the engine, or, for a handshake
-    /// exchange, possibly the end of the open (see [`super::OpenAttempts`]).
+    /// exchange, possibly the end of the open (see [`super::Attempts`]).
     fn exchange_failed(&mut self, now: std::time::Instant, n: Option<u64>, f: Failure) {
         if n.is_none() && self.opened.is_some() {
-            self.open_attempts
+            self.attempts
                 .exchange_failed(&mut self.session, &mut self.opened, now, f);
             return;
         }
-        f.report(&mut self.session, now, n);
+        self.attempts.report(&mut self.session, now, n, f);
     }
 
     fn command(&mut self, c: Cmd) {
@@ -734,10 +734,10 @@ impl DurableDriver {
                     unacknowledged,
                 } => {
                     tracing::warn!(%error, unacknowledged = unacknowledged.len(), "session failed; the stored sequence is kept");
+                    let e = self.attempts.error(error);
                     if let Some(tx) = self.opened.take() {
-                        let _ = tx.send(Err(self.open_attempts.error(error.clone())));
+                        let _ = tx.send(Err(e.clone()));
                     }
-                    let e = ClientError::Faulted(error);
                     self.fail_all(&e);
                     over = true;
                 }
@@ -817,7 +817,7 @@ pub(super) async fn open(
         input,
         close: None,
         opened: Some(opened_tx),
-        open_attempts: super::OpenAttempts::new(binding.transport.open_timeout),
+        attempts: super::Attempts::new(binding.transport.open_timeout),
         inflight: JoinSet::new(),
         failed: None,
         store_failed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
