@@ -180,6 +180,8 @@ pub(crate) struct Shared {
     recovered: tokio::sync::Mutex<Option<mpsc::UnboundedReceiver<RecoveredReply>>>,
     /// Durable request-reply: requests from before the restart still waiting for a reply.
     recovered_waiting: std::sync::atomic::AtomicU64,
+    /// Why the session failed, once it did: the error of every call made after that.
+    failure: Mutex<Option<ClientError>>,
 }
 
 /// Marks the driver stopped when dropped: at the end of its run, and also if its task is
@@ -200,6 +202,42 @@ impl Shared {
             output: Mutex::new(None),
             recovered: tokio::sync::Mutex::new(recovered),
             recovered_waiting: std::sync::atomic::AtomicU64::new(0),
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// Records why the session failed (the first reason stays).
+    pub(crate) fn fail(&self, e: &ClientError) {
+        if let Ok(mut f) = self.failure.lock() {
+            f.get_or_insert_with(|| e.clone());
+        }
+    }
+
+    /// Why the session failed, if it did.
+    pub(crate) fn failure(&self) -> Option<ClientError> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// The error of a call the session can no longer take: why it failed, else `Closed`.
+    pub(crate) fn over(&self) -> ClientError {
+        self.failure().unwrap_or(ClientError::Closed)
+    }
+}
+
+impl Cmd {
+    /// Answers a command the driver will not carry out with `e`.
+    pub(crate) fn refuse(self, e: &ClientError) {
+        match self {
+            Cmd::Send { done, .. } => {
+                let _ = done.send(Err(Box::new(e.clone())));
+            }
+            Cmd::Request { done, .. } => {
+                let _ = done.send(Err(Box::new(e.clone())));
+            }
+            Cmd::Close { done } => {
+                let _ = done.send(Err(e.clone()));
+            }
+            Cmd::Abort => {}
         }
     }
 }
@@ -321,7 +359,7 @@ impl Client {
                 done,
             })
             .is_ok();
-        Pending::new(rx, queued)
+        Pending::new(rx, queued, &self.shared)
     }
 
     /// Sends a request and waits for its reply (request-reply sessions only).
@@ -351,7 +389,7 @@ impl Client {
                 done,
             })
             .is_ok();
-        Pending::new(rx, queued)
+        Pending::new(rx, queued, &self.shared)
     }
 
     /// Closes the session gracefully (1.0: LastMessage + TerminateSequence; 1.1:
@@ -368,7 +406,7 @@ impl Client {
         let (done, rx) = oneshot::channel();
         self.tx
             .send(Cmd::Close { done })
-            .map_err(|_| ClientError::Closed)?;
+            .map_err(|_| self.shared.over())?;
         let t = self.binding.transport.close_timeout;
         match tokio::time::timeout(t + Duration::from_secs(1), rx).await {
             Ok(Ok(Ok(()))) => Ok(self.stats()),
@@ -466,19 +504,19 @@ pub struct Pending<T> {
 enum PendingInner<T> {
     /// Waiting for the driver's answer.
     Rx(oneshot::Receiver<Outcome<T>>),
-    /// The session was over before the call was queued.
-    Closed,
+    /// The session was over before the call was queued: why.
+    Over(Option<ClientError>),
     /// Mapped by [`Pending::map`].
     Mapped(Pin<Box<dyn Future<Output = Result<T, ClientError>> + Send>>),
 }
 
 impl<T: Send + 'static> Pending<T> {
-    fn new(rx: oneshot::Receiver<Outcome<T>>, queued: bool) -> Self {
+    fn new(rx: oneshot::Receiver<Outcome<T>>, queued: bool, shared: &Shared) -> Self {
         Pending {
             inner: if queued {
                 PendingInner::Rx(rx)
             } else {
-                PendingInner::Closed
+                PendingInner::Over(Some(shared.over()))
             },
         }
     }
@@ -501,7 +539,7 @@ impl<T> Future for Pending<T> {
                 Poll::Ready(Err(_)) => Poll::Ready(Err(ClientError::Closed)),
                 Poll::Pending => Poll::Pending,
             },
-            PendingInner::Closed => Poll::Ready(Err(ClientError::Closed)),
+            PendingInner::Over(e) => Poll::Ready(Err(e.take().unwrap_or(ClientError::Closed))),
             PendingInner::Mapped(f) => f.as_mut().poll(cx),
         }
     }
@@ -1189,6 +1227,11 @@ impl Driver {
         if let Some(tx) = self.close.take() {
             let _ = tx.send(Ok(()));
         }
+        // Calls queued behind the end get the session's failure, not just "closed".
+        let e = self.shared.over();
+        for c in rx.close() {
+            c.refuse(&e);
+        }
         tracing::debug!("client driver finished");
     }
 
@@ -1252,8 +1295,10 @@ impl Driver {
                     self.sends.insert(n, done);
                     self.calls.push(Instant::from_std(now), CallKind::Send, n);
                 }
+                // Refused: after a failure, the failure is the reason.
                 Err(e) => {
-                    let _ = done.send(Err(Box::new(e.into())));
+                    let e = self.shared.failure().unwrap_or_else(|| e.into());
+                    let _ = done.send(Err(Box::new(e)));
                 }
             },
             Cmd::Request { action, body, done } => match self.session.request(now, action, body) {
@@ -1263,7 +1308,8 @@ impl Driver {
                         .push(Instant::from_std(now), CallKind::Request, n);
                 }
                 Err(e) => {
-                    let _ = done.send(Err(Box::new(e.into())));
+                    let e = self.shared.failure().unwrap_or_else(|| e.into());
+                    let _ = done.send(Err(Box::new(e)));
                 }
             },
             Cmd::Close { done } => match self.session.close(now) {
@@ -1275,7 +1321,7 @@ impl Driver {
                     }
                 }
                 Err(e) => {
-                    let _ = done.send(Err(e.into()));
+                    let _ = done.send(Err(self.shared.failure().unwrap_or_else(|| e.into())));
                 }
             },
             Cmd::Abort => self.session.abort(now),
@@ -1429,6 +1475,7 @@ impl Driver {
                 } => {
                     tracing::warn!(%error, unacknowledged = unacknowledged.len(), "session failed");
                     let e = self.attempts.error(error);
+                    self.shared.fail(&e);
                     if let Some(tx) = self.opened.take() {
                         let _ = tx.send(Err(e.clone()));
                     }

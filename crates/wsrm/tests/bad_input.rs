@@ -229,6 +229,18 @@ async fn retries_exhausted_in_the_transport_name_the_last_failure() {
     );
     assert_eq!(c.stats().retransmitted, 2);
     assert_eq!(settled(&log, 2).await.len(), 2);
+    // Calls after the failure get its reason, while the driver still runs and after it ended
+    // (before: "refused: the session no longer accepts messages", then "no longer running").
+    let same = |r: Result<(), ClientError>| {
+        assert!(
+            matches!(r, Err(ClientError::Undeliverable { number: 3, .. })),
+            "{r:?}"
+        )
+    };
+    same(c.send(ONEWAY, payload(9)).await.map(|_| ()));
+    c.finished().await;
+    same(c.send(ONEWAY, payload(10)).await.map(|_| ()));
+    same(c.close().await.map(|_| ()));
 
     // The service stops: the next message's transmissions are refused by the OS.
     let c = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())

@@ -144,6 +144,16 @@ impl CmdRx {
         self.taken.pop_front()
     }
 
+    /// Closes the channel (later sends fail) and returns the commands not handed out yet.
+    pub(crate) fn close(&mut self) -> Vec<Cmd> {
+        let queued = {
+            let mut st = self.shared.lock();
+            st.closed = true;
+            std::mem::take(&mut st.queue)
+        };
+        self.taken.drain(..).chain(queued).collect()
+    }
+
     /// Moves everything queued into `taken` (which is empty); false when every sender is gone.
     fn take(&mut self) -> bool {
         let mut st = self.shared.lock();

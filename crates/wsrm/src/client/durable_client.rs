@@ -371,6 +371,11 @@ impl DurableDriver {
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
+        // Calls queued behind the end get the session's failure, not just "closed".
+        let e = self.shared.over();
+        for c in rx.close() {
+            c.refuse(&e);
+        }
         tracing::debug!("durable client driver finished");
     }
 
@@ -399,8 +404,10 @@ impl DurableDriver {
                         self.calls
                             .push(Instant::from_std(now), super::CallKind::Send, n);
                     }
+                    // Refused: after a failure, the failure is the reason.
                     Err(e) => {
-                        let _ = done.send(Err(Box::new(e.into())));
+                        let e = self.shared.failure().unwrap_or_else(|| e.into());
+                        let _ = done.send(Err(Box::new(e)));
                     }
                 }
             }
@@ -416,15 +423,17 @@ impl DurableDriver {
                         self.calls
                             .push(Instant::from_std(now), super::CallKind::Request, n);
                     }
+                    // Refused: after a failure, the failure is the reason.
                     Err(e) => {
-                        let _ = done.send(Err(Box::new(e.into())));
+                        let e = self.shared.failure().unwrap_or_else(|| e.into());
+                        let _ = done.send(Err(Box::new(e)));
                     }
                 }
             }
             Cmd::Close { done } => match self.session.close(now) {
                 Ok(()) => self.close = Some(done),
                 Err(e) => {
-                    let _ = done.send(Err(e.into()));
+                    let _ = done.send(Err(self.shared.failure().unwrap_or_else(|| e.into())));
                 }
             },
             // Abort keeps the stored sequence (a later open resumes it).
@@ -632,6 +641,7 @@ impl DurableDriver {
                 "a message could not be stored, so it was not sent; the stored sequence is kept for a later resume".into(),
             );
             self.fail_all(&e);
+            self.shared.fail(&e);
             self.failed = Some(e);
             over = true;
         }
@@ -663,7 +673,9 @@ impl DurableDriver {
                         // Ordered before every RecordSent of this sequence.
                         if let Err(e) = self.store.commit(txn).await {
                             tracing::error!(error = %e, "cannot store the new sequence");
-                            self.failed = Some(store_err(e));
+                            let e = store_err(e);
+                            self.shared.fail(&e);
+                            self.failed = Some(e);
                         }
                     }
                     self.input = input;
@@ -735,6 +747,7 @@ impl DurableDriver {
                 } => {
                     tracing::warn!(%error, unacknowledged = unacknowledged.len(), "session failed; the stored sequence is kept");
                     let e = self.attempts.error(error);
+                    self.shared.fail(&e);
                     if let Some(tx) = self.opened.take() {
                         let _ = tx.send(Err(e.clone()));
                     }
