@@ -126,6 +126,20 @@ fn tls_hint(e: &wsrm::ClientError) -> &'static str {
     }
 }
 
+/// What to do when a resumed run's sequence is unknown to the service.
+fn resume_hint(resumed: bool, e: &wsrm::ClientError) -> &'static str {
+    let unknown = e
+        .fault()
+        .is_some_and(|f| f.kind == wsrm_proto::msg::FaultKind::UnknownSequence);
+    if resumed && unknown {
+        " (the service no longer knows the stored sequence: it lost its sessions, e.g. it \
+         restarted without a durable store. This run cannot be resumed: send the lines it did \
+         not acknowledge in a new run, with a new store)"
+    } else {
+        ""
+    }
+}
+
 /// The store label (and cursor name) of a `wsrm send` run.
 const RUN_LABEL: &str = "wsrm-send";
 
@@ -224,6 +238,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         },
     };
     let mut lines = lines;
+    // Inputs taken by the run before this one (--resume): input N of this run is line
+    // skipped + N.
+    let mut skipped = 0u64;
     if let Some(st) = &store {
         let taken = match st.cursor(RUN_LABEL).wait() {
             Ok(c) => c,
@@ -240,7 +257,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 "--store holds a run already; pass --resume to continue it, or use a new store",
             );
         }
-        let skipped = taken.unwrap_or(0).min(lines.len() as u64);
+        skipped = taken.unwrap_or(0).min(lines.len() as u64);
         lines.drain(..skipped as usize);
         if skipped > 0 {
             eprintln!(
@@ -393,12 +410,17 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         }
         bar.finish_and_clear();
         let ok = results.iter().filter(|r| r.is_ok()).count();
-        // The first failure, named by its input (the Nth line, or message-N with --count): in
-        // a run that did not resume, input N is message number N.
-        let mut first_err = results
-            .iter()
-            .enumerate()
-            .find_map(|(i, r)| r.as_ref().err().map(|e| format!("input {}: {e}", i + 1)));
+        // The first failure, named by its input (the Nth line, or message-N with --count),
+        // counted from the first line also when the run resumed.
+        let mut first_err = results.iter().enumerate().find_map(|(i, r)| {
+            r.as_ref().err().map(|e| {
+                format!(
+                    "input {}: {e}{}",
+                    skipped + i as u64 + 1,
+                    resume_hint(args.resume, e)
+                )
+            })
+        });
         let earlier_answered = if first_err.is_none() {
             recovered.await.unwrap_or(0)
         } else {

@@ -97,3 +97,49 @@ fn an_interrupted_durable_send_resumes_exactly_once() {
         );
     }
 }
+
+/// A durable run resumed against a service that lost its sessions (a memory service that
+/// restarted): the service answers UnknownSequence; the error counts inputs from the run's
+/// first line and says the run cannot be resumed.
+#[test]
+fn a_resume_the_service_forgot_says_it_cannot_be_resumed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let svc = serve(tmp.path(), port, &[]);
+    let url = format!("http://127.0.0.1:{port}/svc");
+    let args = [
+        "send",
+        &url,
+        "--count",
+        "200000",
+        "--store",
+        "sqlite:send.db",
+    ];
+    let out = interrupt(tmp.path(), &args, "INT");
+    assert_eq!(out.status.code(), Some(130));
+    stop(svc);
+    let taken = delivered(tmp.path());
+    let svc = serve(tmp.path(), port, &[]);
+    let out = Command::new(WSRM)
+        .current_dir(tmp.path())
+        .args(args)
+        .arg("--resume")
+        .stdin(Stdio::null())
+        .output()
+        .expect("resume");
+    stop(svc);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("UnknownSequence"), "{err}");
+    assert!(err.contains("cannot be resumed"), "{err}");
+    let first = err
+        .split("first: input ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .expect("the first failed input");
+    assert!(
+        first > taken.saturating_sub(1000),
+        "input {first}, {taken} delivered: {err}"
+    );
+}
