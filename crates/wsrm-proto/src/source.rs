@@ -484,6 +484,14 @@ pub(crate) struct Source {
     /// the sequence began or was restored; the head has no predecessor in flight). An empty
     /// answer tells the quirk-19 logic something only for a copy sent since then.
     head_since: Option<Instant>,
+    /// When the destination last acknowledged anything (an answer came back): a transmission
+    /// that failed in the transport after that was lost on its own, not with the destination.
+    answered_at: Option<Instant>,
+    /// Messages whose last copy (sent at the given time) failed in the transport past
+    /// [`FAST_RETRIES`] before the destination answered anything since: retransmitted by the
+    /// next acknowledgement, which shows the destination alive (or by the timer, if none
+    /// comes). At most one entry per copy that failed.
+    lost: Vec<(u64, Instant)>,
     /// A two-way request was queued (or restored) at some point: an entry may be
     /// acknowledged without being done.
     two_way_queued: bool,
@@ -540,6 +548,8 @@ impl Source {
             request_acks,
             check_consistency,
             resend_queue: VecDeque::new(),
+            answered_at: None,
+            lost: Vec::new(),
             two_way_queued: false,
             highest_sent: 0,
             counters: SourceCounters::default(),
@@ -733,6 +743,27 @@ impl Source {
             .is_some_and(|e| !e.done() && e.last_sent.is_some())
     }
 
+    /// The destination answered (an acknowledgement came): it is alive, so the copies that
+    /// failed in the transport since its previous answer are retransmitted now (see
+    /// [`Source::transport_failed`]), unless acknowledged or sent again meanwhile.
+    fn answered(&mut self, now: Instant) {
+        self.answered_at = Some(now);
+        if self.lost.is_empty() {
+            return;
+        }
+        for (n, sent) in std::mem::take(&mut self.lost) {
+            let Some(e) = self.sent_entry_mut(n) else {
+                continue;
+            };
+            if e.done() || e.resend || e.last_sent != Some(sent) {
+                continue;
+            }
+            e.resend = true;
+            e.retries = e.retries.saturating_add(1);
+            self.resend_queue.push_back(n);
+        }
+    }
+
     /// The window entry of a message that was put on the wire (`None` outside the window).
     fn sent_entry_mut(&mut self, number: u64) -> Option<&mut Entry> {
         let idx = usize::try_from(number.checked_sub(self.window_start)?).ok()?;
@@ -744,19 +775,37 @@ impl Source {
 
     /// The transport reported that the last transmission of message `number` certainly did
     /// not get through (no HTTP response: connection error, or an intermediary's 5xx other
-    /// than a SOAP fault). WCF waits for the retransmission timer; we retransmit at once, but
-    /// only for the first [`FAST_RETRIES`] attempts of a message, so a dead peer still meets
-    /// the timer's exponential backoff and MaxRetryCount. Returns whether a retransmission
-    /// was queued. Unknown, done (acknowledged; a request also replied) or already queued
-    /// messages are ignored. A request acknowledged without its reply counts: the answer that
-    /// failed was to bring the reply, which the destination replays for a copy (wire-protocol.md
-    /// §4.11); waiting for the timer cost such a request its backed-off retransmission interval
-    /// per failure (0.4, 0.8, 1.6 s … through a lossy intermediary).
+    /// than a SOAP fault). WCF waits for the retransmission timer; we retransmit at once for
+    /// the first [`FAST_RETRIES`] attempts of a message, so a dead peer still meets the
+    /// timer's exponential backoff and MaxRetryCount. Past those, as soon as the destination
+    /// is known to be alive: at once when it acknowledged something since this copy went out,
+    /// else at its next acknowledgement (see [`Source::handle_ack`]). The loss was then this
+    /// exchange's alone, and the timer, which only an acknowledgement moving the window
+    /// resets, would make a window head lost a few times in a row wait its backed-off interval
+    /// (0.4, 0.8, 1.6, 3.2 s …) while the rest of the window stalls behind it (MaxRetryCount
+    /// still bounds the message). Returns whether a retransmission was queued now.
+    ///
+    /// Unknown, done (acknowledged; a request also replied) or already queued messages are
+    /// ignored. A request acknowledged without its reply counts: the answer that failed was to
+    /// bring the reply, which the destination replays for a copy (wire-protocol.md §4.11);
+    /// waiting for the timer cost such a request its backed-off retransmission interval per
+    /// failure (0.4, 0.8, 1.6 s … through a lossy intermediary).
     pub fn transport_failed(&mut self, number: u64) -> bool {
+        let answered_at = self.answered_at;
         let Some(e) = self.sent_entry_mut(number) else {
             return false;
         };
-        if e.done() || e.resend || e.last_sent.is_none() || e.retries >= FAST_RETRIES {
+        if e.done() || e.resend {
+            return false;
+        }
+        let Some(sent) = e.last_sent else {
+            return false;
+        };
+        let alive = answered_at.is_some_and(|a| a > sent);
+        if e.retries >= FAST_RETRIES && !alive {
+            if !self.lost.contains(&(number, sent)) {
+                self.lost.push((number, sent));
+            }
             return false;
         }
         e.resend = true;
@@ -1014,6 +1063,7 @@ impl Source {
         ack: &AckHeader,
         mut on_done: impl FnMut(u64),
     ) -> Result<(), Fault> {
+        self.answered(now);
         #[cfg(test)]
         let fast = !self.general_only;
         #[cfg(not(test))]
@@ -1715,6 +1765,66 @@ mod tests {
         assert!(!s.transport_failed(2));
     }
 
+    /// A window head whose exchanges keep failing in the transport while the destination
+    /// acknowledges the rest of the window (a lossy intermediary answering 502): each failure
+    /// past FAST_RETRIES is retransmitted at once too, since the destination answered after
+    /// the copy went out; MaxRetryCount still ends it. A destination that answers nothing gets
+    /// FAST_RETRIES, then the timer.
+    #[test]
+    fn a_head_lost_while_the_destination_answers_is_retransmitted_at_once_to_max_retry_count() {
+        let ms = Duration::from_millis(1);
+        let mut t = Instant::now();
+        let mut s = src(4);
+        s.window_size = 4;
+        push(&mut s, 4);
+        assert_eq!(sent_numbers(&mut s, t).len(), 4);
+        for retry in 1..=8 {
+            t += ms;
+            s.handle_ack(t, &ack(&[(2, 4)], None), |_| {}).unwrap();
+            assert!(s.transport_failed(1), "failure {retry}");
+            t += ms;
+            let m = s.poll_send(t).unwrap().unwrap();
+            assert_eq!(m.sequence.unwrap().number, 1);
+        }
+        t += ms;
+        s.handle_ack(t, &ack(&[(2, 4)], None), |_| {}).unwrap();
+        assert!(s.transport_failed(1));
+        assert!(matches!(
+            s.poll_send(t),
+            Err(SourceFailure::RetryExhausted(1))
+        ));
+
+        let mut t = Instant::now();
+        let mut s = src(4);
+        s.window_size = 4;
+        push(&mut s, 4);
+        assert_eq!(sent_numbers(&mut s, t).len(), 4);
+        for failure in 1..=FAST_RETRIES {
+            t += ms;
+            assert!(s.transport_failed(1), "failure {failure}");
+            let sent: Vec<u64> = sent_numbers(&mut s, t).iter().map(|x| x.0).collect();
+            assert_eq!(sent, vec![1]);
+        }
+        assert!(!s.transport_failed(1), "no answer since: not at once");
+        assert!(!s.transport_failed(1), "remembered once");
+        assert_eq!(s.lost.len(), 1);
+        // The destination's next answer shows it alive: the lost copy goes again.
+        t += ms;
+        s.handle_ack(t, &ack(&[(2, 4)], None), |_| {}).unwrap();
+        assert!(s.lost.is_empty());
+        let sent: Vec<u64> = sent_numbers(&mut s, t).iter().map(|x| x.0).collect();
+        assert_eq!(sent, vec![1]);
+        // A copy the timer sent meanwhile is not doubled by a later answer.
+        t += ms;
+        assert!(!s.transport_failed(1));
+        let fire = s.poll_timeout().unwrap();
+        s.handle_timeout(fire);
+        let sent: Vec<u64> = sent_numbers(&mut s, fire).iter().map(|x| x.0).collect();
+        assert_eq!(sent, vec![1]);
+        s.handle_ack(fire, &ack(&[(2, 4)], None), |_| {}).unwrap();
+        assert!(sent_numbers(&mut s, fire).is_empty());
+    }
+
     /// The acknowledgement handling as it was before the fast path (a set built per ack, two
     /// walks over the window), kept as the reference `handle_ack` must equal.
     fn handle_ack_reference(
@@ -1722,6 +1832,7 @@ mod tests {
         now: Instant,
         ack: &AckHeader,
     ) -> Result<Vec<u64>, Fault> {
+        s.answered(now);
         let mut newly_done = Vec::new();
         for &(l, u) in &ack.ranges {
             if l == 0 || l > u || u > s.highest_sent {
