@@ -7,7 +7,7 @@ mod common;
 use common::{delivered, free_port, serve, signal, stop, WSRM};
 use std::io::BufRead;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Starts `wsrm send ARGS`, waits until the service delivered something, then sends `sig`.
@@ -27,6 +27,37 @@ fn interrupt(dir: &Path, args: &[&str], sig: &str) -> Output {
     assert!(delivered(dir) >= 100, "nothing was delivered");
     signal(&child, sig);
     child.wait_with_output().expect("send output")
+}
+
+/// A durable run interrupted: a service in a fresh directory, and `wsrm send` of `count`
+/// messages with `--store sqlite:send.db` stopped by SIGINT once the service delivered some.
+/// Returns the directory, the service's port, the service, the run's arguments (for
+/// `--resume`) and what the interrupted run printed on standard error.
+fn interrupted_durable_run(count: &str) -> (tempfile::TempDir, u16, Child, Vec<String>, String) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let svc = serve(tmp.path(), port, &[]);
+    let url = format!("http://127.0.0.1:{port}/svc");
+    let args: Vec<String> = ["send", &url, "--count", count, "--store", "sqlite:send.db"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = interrupt(tmp.path(), &argv, "INT");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    (tmp, port, svc, args, err)
+}
+
+/// `wsrm ARGS --resume` in `dir`, to its end.
+fn resume(dir: &Path, args: &[String]) -> Output {
+    Command::new(WSRM)
+        .current_dir(dir)
+        .args(args)
+        .arg("--resume")
+        .stdin(Stdio::null())
+        .output()
+        .expect("resume")
 }
 
 #[test]
@@ -52,29 +83,9 @@ fn an_interrupted_send_aborts_its_session_and_the_service_ends_it() {
 
 #[test]
 fn an_interrupted_durable_send_resumes_exactly_once() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let svc = serve(tmp.path(), port, &[]);
-    let url = format!("http://127.0.0.1:{port}/svc");
-    let args = [
-        "send",
-        &url,
-        "--count",
-        "20000",
-        "--store",
-        "sqlite:send.db",
-    ];
-    let out = interrupt(tmp.path(), &args, "INT");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
+    let (tmp, _port, svc, args, err) = interrupted_durable_run("20000");
     assert!(err.contains("--resume"), "{err}");
-    let out = Command::new(WSRM)
-        .current_dir(tmp.path())
-        .args(args)
-        .arg("--resume")
-        .stdin(Stdio::null())
-        .output()
-        .expect("resume");
+    let out = resume(tmp.path(), &args);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -103,30 +114,11 @@ fn an_interrupted_durable_send_resumes_exactly_once() {
 /// first line and says the run cannot be resumed.
 #[test]
 fn a_resume_the_service_forgot_says_it_cannot_be_resumed() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let svc = serve(tmp.path(), port, &[]);
-    let url = format!("http://127.0.0.1:{port}/svc");
-    let args = [
-        "send",
-        &url,
-        "--count",
-        "200000",
-        "--store",
-        "sqlite:send.db",
-    ];
-    let out = interrupt(tmp.path(), &args, "INT");
-    assert_eq!(out.status.code(), Some(130));
+    let (tmp, port, svc, args, _) = interrupted_durable_run("200000");
     stop(svc);
     let taken = delivered(tmp.path());
     let svc = serve(tmp.path(), port, &[]);
-    let out = Command::new(WSRM)
-        .current_dir(tmp.path())
-        .args(args)
-        .arg("--resume")
-        .stdin(Stdio::null())
-        .output()
-        .expect("resume");
+    let out = resume(tmp.path(), &args);
     stop(svc);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

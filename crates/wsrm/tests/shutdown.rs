@@ -80,23 +80,31 @@ async fn acknowledged_not_handled(n: u64, close_timeout: Option<Duration>) -> Fi
     }
 }
 
+/// Stops `svc` while the handler is held: the shutdown must still wait after 300 ms; then
+/// opens the gate and returns the shutdown's report.
+async fn stop_while_held(
+    svc: Service,
+    gate: &tokio::sync::Semaphore,
+    why: &str,
+) -> wsrm::ShutdownReport {
+    let stop = tokio::spawn(svc.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stop.is_finished(), "shutdown returned while {why}");
+    gate.add_permits(1);
+    tokio::time::timeout(Duration::from_secs(10), stop)
+        .await
+        .expect("shutdown did not return after the handler finished")
+        .unwrap()
+}
+
 /// A graceful stop waits for the handler to take every acknowledged message, in order, then
 /// tells it the session ended with the service.
 #[tokio::test]
 async fn shutdown_waits_for_the_handlers_to_take_acknowledged_messages() {
     let n = 40;
     let f = acknowledged_not_handled(n, None).await;
-    let stop = tokio::spawn(f.svc.shutdown());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !stop.is_finished(),
-        "shutdown returned while {n} acknowledged messages were still queued for the handler"
-    );
-    f.gate.add_permits(1);
-    let report = tokio::time::timeout(Duration::from_secs(10), stop)
-        .await
-        .expect("shutdown did not return after the handler finished")
-        .unwrap();
+    let why = format!("{n} acknowledged messages were still queued for the handler");
+    let report = stop_while_held(f.svc, &f.gate, &why).await;
     assert_eq!(
         (
             report.sessions_stopped,
@@ -172,17 +180,8 @@ async fn shutdown_waits_for_handlers_of_sessions_that_already_closed() {
     let n = 30;
     let f = acknowledged_not_handled(n, None).await;
     f.client.close().await.unwrap();
-    let stop = tokio::spawn(f.svc.shutdown());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !stop.is_finished(),
-        "shutdown returned while a closed session's handler had {n} messages queued"
-    );
-    f.gate.add_permits(1);
-    let report = tokio::time::timeout(Duration::from_secs(10), stop)
-        .await
-        .expect("shutdown did not return after the handler finished")
-        .unwrap();
+    let why = format!("a closed session's handler had {n} messages queued");
+    let report = stop_while_held(f.svc, &f.gate, &why).await;
     assert_eq!(
         (
             report.sessions_stopped,
