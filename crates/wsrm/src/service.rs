@@ -848,6 +848,10 @@ async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) -> (Vec<Ar
         d.sessions.clear();
         d.by_sequence.clear();
         d.exchanges.clear();
+        d.shared
+            .counters
+            .sessions_active
+            .store(0, Ordering::Relaxed);
         ((runners, stopped), to_start)
     };
     for r in to_start {

@@ -115,6 +115,7 @@ async fn shutdown_waits_for_the_handlers_to_take_acknowledged_messages() {
     );
     assert!(report.drained());
     assert_eq!(report.stats.delivered, n);
+    assert_eq!(report.stats.sessions_active, 0);
     assert_eq!(*f.seen.lock().unwrap(), (1..=n).collect::<Vec<_>>());
     assert_eq!(*f.ends.lock().unwrap(), vec![SessionEnd::ServiceStopped]);
     f.client.abort();
