@@ -752,15 +752,7 @@ impl Source {
             return;
         }
         for (n, sent) in std::mem::take(&mut self.lost) {
-            let Some(e) = self.sent_entry_mut(n) else {
-                continue;
-            };
-            if e.done() || e.resend || e.last_sent != Some(sent) {
-                continue;
-            }
-            e.resend = true;
-            e.retries = e.retries.saturating_add(1);
-            self.resend_queue.push_back(n);
+            self.resend_copy(n, sent);
         }
     }
 
@@ -791,21 +783,32 @@ impl Source {
     /// waiting for the timer cost such a request its backed-off retransmission interval per
     /// failure (0.4, 0.8, 1.6 s … through a lossy intermediary).
     pub fn transport_failed(&mut self, number: u64) -> bool {
-        let answered_at = self.answered_at;
         let Some(e) = self.sent_entry_mut(number) else {
+            return false;
+        };
+        let (Some(sent), retries) = (e.last_sent, e.retries) else {
             return false;
         };
         if e.done() || e.resend {
             return false;
         }
-        let Some(sent) = e.last_sent else {
-            return false;
-        };
-        let alive = answered_at.is_some_and(|a| a > sent);
-        if e.retries >= FAST_RETRIES && !alive {
+        let alive = self.answered_at.is_some_and(|a| a > sent);
+        if retries >= FAST_RETRIES && !alive {
             if !self.lost.contains(&(number, sent)) {
                 self.lost.push((number, sent));
             }
+            return false;
+        }
+        self.resend_copy(number, sent)
+    }
+
+    /// Queues message `number` for retransmission if the copy sent at `sent` is still its
+    /// last and it is neither done nor queued already; true if queued (one more retry).
+    fn resend_copy(&mut self, number: u64, sent: Instant) -> bool {
+        let Some(e) = self.sent_entry_mut(number) else {
+            return false;
+        };
+        if e.done() || e.resend || e.last_sent != Some(sent) {
             return false;
         }
         e.resend = true;
