@@ -1058,7 +1058,7 @@ struct Driver {
     requests: HashMap<u64, oneshot::Sender<Outcome<Reply>>, FastHash>,
     close: Option<oneshot::Sender<Result<(), ClientError>>>,
     opened: Option<oneshot::Sender<Result<(), ClientError>>>,
-    /// The handshake's failed exchanges, while `opened` waits.
+    /// Failed exchanges, to say why the open or the session failed.
     attempts: Attempts,
     /// The HTTP exchanges in flight, polled by the driver itself (no task per exchange: the
     /// response wakes the driver directly).

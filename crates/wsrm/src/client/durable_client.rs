@@ -298,9 +298,11 @@ pub(super) struct DurableDriver {
     pub input: Option<SequenceId>,
     pub close: Option<oneshot::Sender<Result<(), ClientError>>>,
     pub opened: Option<oneshot::Sender<Result<(), ClientError>>>,
-    /// The handshake's failed exchanges, while `opened` waits.
+    /// Failed exchanges, to say why the open or the session failed.
     pub attempts: super::Attempts,
     pub inflight: JoinSet<Answer>,
+    /// Why the session failed (store or engine), once it did: the error of every later call
+    /// (see [`DurableDriver::record_failure`]).
     pub failed: Option<ClientError>,
     /// Set by an exchange task whose message could not be stored.
     pub store_failed: Arc<std::sync::atomic::AtomicBool>,
@@ -390,6 +392,13 @@ impl DurableDriver {
         self.attempts.report(&mut self.session, now, n, f);
     }
 
+    /// The session failed with `e` (the first reason stays): later calls get it, here and,
+    /// once this driver ended, through the shared state.
+    fn record_failure(&mut self, e: ClientError) {
+        self.shared.fail(&e);
+        self.failed.get_or_insert(e);
+    }
+
     fn command(&mut self, c: Cmd) {
         let now = Instant::now().into_std();
         match c {
@@ -404,10 +413,8 @@ impl DurableDriver {
                         self.calls
                             .push(Instant::from_std(now), super::CallKind::Send, n);
                     }
-                    // Refused: after a failure, the failure is the reason.
                     Err(e) => {
-                        let e = self.shared.failure().unwrap_or_else(|| e.into());
-                        let _ = done.send(Err(Box::new(e)));
+                        let _ = done.send(Err(Box::new(e.into())));
                     }
                 }
             }
@@ -423,17 +430,15 @@ impl DurableDriver {
                         self.calls
                             .push(Instant::from_std(now), super::CallKind::Request, n);
                     }
-                    // Refused: after a failure, the failure is the reason.
                     Err(e) => {
-                        let e = self.shared.failure().unwrap_or_else(|| e.into());
-                        let _ = done.send(Err(Box::new(e)));
+                        let _ = done.send(Err(Box::new(e.into())));
                     }
                 }
             }
             Cmd::Close { done } => match self.session.close(now) {
                 Ok(()) => self.close = Some(done),
                 Err(e) => {
-                    let _ = done.send(Err(self.shared.failure().unwrap_or_else(|| e.into())));
+                    let _ = done.send(Err(self.failed.clone().unwrap_or_else(|| e.into())));
                 }
             },
             // Abort keeps the stored sequence (a later open resumes it).
@@ -641,8 +646,7 @@ impl DurableDriver {
                 "a message could not be stored, so it was not sent; the stored sequence is kept for a later resume".into(),
             );
             self.fail_all(&e);
-            self.shared.fail(&e);
-            self.failed = Some(e);
+            self.record_failure(e);
             over = true;
         }
         let mut acked: Vec<(u64, u64)> = Vec::new();
@@ -673,9 +677,7 @@ impl DurableDriver {
                         // Ordered before every RecordSent of this sequence.
                         if let Err(e) = self.store.commit(txn).await {
                             tracing::error!(error = %e, "cannot store the new sequence");
-                            let e = store_err(e);
-                            self.shared.fail(&e);
-                            self.failed = Some(e);
+                            self.record_failure(store_err(e));
                         }
                     }
                     self.input = input;
@@ -747,7 +749,7 @@ impl DurableDriver {
                 } => {
                     tracing::warn!(%error, unacknowledged = unacknowledged.len(), "session failed; the stored sequence is kept");
                     let e = self.attempts.error(error);
-                    self.shared.fail(&e);
+                    self.record_failure(e.clone());
                     if let Some(tx) = self.opened.take() {
                         let _ = tx.send(Err(e.clone()));
                     }
