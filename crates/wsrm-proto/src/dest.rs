@@ -226,6 +226,10 @@ pub(crate) struct Destination {
     next_expected: u64,
     held: Held,
     unreleased: Unreleased,
+    /// Delivered messages the application has counted as taken but still holds in a queue
+    /// of its own beyond what it accepts freely ([`Destination::set_backlog`]): they lower
+    /// BufferRemaining, so a flow-controlled source stops sending to a slow application.
+    backlog: u32,
     /// The last message number, once known (1.0 LastMessage, 1.1 Close/Terminate).
     pub last: Option<u64>,
     /// 1.0: the LastMessage number is an empty-bodied message that is never delivered.
@@ -258,6 +262,7 @@ impl Destination {
             next_expected: 1,
             held: Held::default(),
             unreleased: Unreleased::default(),
+            backlog: 0,
             last: None,
             empty_last: None,
             closed: false,
@@ -279,10 +284,22 @@ impl Destination {
         self.ranges.contains(n)
     }
 
-    /// `MaxTransferWindowSize − (delivered but unreleased + held out of order)`.
+    /// `MaxTransferWindowSize − (delivered but unreleased + held out of order + the
+    /// application's backlog)`.
     pub fn buffer_remaining(&self) -> u32 {
-        let used = self.unreleased.len() + self.held.len();
-        self.max_window.saturating_sub(used as u32)
+        let used = (self.unreleased.len() + self.held.len()) as u32;
+        self.max_window
+            .saturating_sub(used.saturating_add(self.backlog))
+    }
+
+    /// Sets the application's backlog (messages taken but queued beyond what it accepts
+    /// freely); returns whether the buffer went from full to non-full. Only BufferRemaining
+    /// changes: admission does not, so messages a source sent before it learned of the
+    /// backlog are still taken.
+    pub fn set_backlog(&mut self, n: u32) -> bool {
+        let was_full = self.buffer_remaining() == 0;
+        self.backlog = n;
+        was_full && self.buffer_remaining() > 0
     }
 
     /// Whether every message up to the known last number arrived.
@@ -686,6 +703,29 @@ mod tests {
         assert_eq!(recv(&mut d, 1), (Incoming::Accepted, vec![1, 2, 3]));
         assert_eq!(d.ack_header().ranges, vec![(1, 3)]);
         assert_eq!(d.ack_header().buffer_remaining, Some(5));
+    }
+
+    #[test]
+    fn an_application_backlog_lowers_buffer_remaining_but_not_admission() {
+        // auto-release: every delivery counts as taken at once.
+        let mut d = Destination::new("s".into(), RmVersion::Wsrm11, true, 4, true, true);
+        assert_eq!(recv(&mut d, 1), (Incoming::Accepted, vec![1]));
+        assert_eq!(d.ack_header().buffer_remaining, Some(4));
+        assert!(!d.set_backlog(3));
+        assert_eq!(d.ack_header().buffer_remaining, Some(1));
+        assert!(!d.set_backlog(9));
+        assert_eq!(d.ack_header().buffer_remaining, Some(0));
+        // Messages the source sent before it learned of the backlog are still taken.
+        assert_eq!(recv(&mut d, 2), (Incoming::Accepted, vec![2]));
+        // Full → non-full is reported (a duplex destination acks at once then).
+        assert!(d.set_backlog(2));
+        assert_eq!(d.ack_header().buffer_remaining, Some(2));
+        assert!(!d.set_backlog(4));
+        assert!(d.set_backlog(0));
+        assert_eq!(d.ack_header().buffer_remaining, Some(4));
+        // A message held out of order counts with the backlog.
+        assert_eq!(recv(&mut d, 4), (Incoming::Accepted, vec![]));
+        assert_eq!(d.ack_header().buffer_remaining, Some(3));
     }
 
     #[test]

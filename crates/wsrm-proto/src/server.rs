@@ -369,6 +369,22 @@ impl Endpoint {
         removed
     }
 
+    /// The application's own queue for `session` holds `held` delivered messages beyond what
+    /// it takes freely (a runtime using [`EndpointConfig::release_on_delivery`] whose handler
+    /// falls behind): BufferRemaining is lowered by `held`, so a source with flow control
+    /// stops sending and polls (§4.8) until the application catches up, instead of filling
+    /// the runtime's queue. `0` when it has caught up. A duplex destination whose buffer
+    /// reopens sends a fresh ack at once.
+    pub fn set_backlog(&mut self, session: SessionId, held: u32) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if s.inbound.dest.set_backlog(held) && !s.http {
+            s.inbound.ack_immediately();
+            self.mark_ready(session);
+        }
+    }
+
     fn mark_ready(&mut self, id: SessionId) {
         if let Some(s) = self.sessions.get_mut(&id) {
             if !s.queued {
