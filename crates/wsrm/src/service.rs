@@ -143,6 +143,7 @@ pub struct ServiceBuilder {
     factory: Option<Factory>,
     max_sessions: usize,
     max_buffered_bytes: usize,
+    handler_queue: Option<usize>,
     versions: RmVersions,
     path: Option<String>,
     store: Option<crate::store::Store>,
@@ -155,6 +156,7 @@ impl std::fmt::Debug for ServiceBuilder {
             .field("binding", &self.binding)
             .field("max_sessions", &self.max_sessions)
             .field("max_buffered_bytes", &self.max_buffered_bytes)
+            .field("handler_queue", &self.handler_queue)
             .finish()
     }
 }
@@ -198,6 +200,7 @@ impl ServiceBuilder {
             factory: None,
             max_sessions: 10_000,
             max_buffered_bytes: 64 * 1024 * 1024,
+            handler_queue: None,
             versions: RmVersions::Any,
             path: None,
             store: None,
@@ -257,9 +260,26 @@ impl ServiceBuilder {
 
     /// Cap on application bytes received but not yet taken by handlers, across all sessions.
     /// Beyond it new sequence messages are dropped (HTTP 202, no acknowledgement) and the
-    /// clients retransmit them later. Default 64 MiB.
+    /// clients retransmit them later, using up their retransmissions (MaxRetryCount) while
+    /// the handlers stay behind. Each session's queue is paced by flow control first
+    /// ([`ServiceBuilder::handler_queue`]); this cap binds when many sessions' handlers fall
+    /// behind at once, or for clients that ignore BufferRemaining. Default 64 MiB.
     pub fn max_buffered_bytes(mut self, n: usize) -> Self {
         self.max_buffered_bytes = n;
+        self
+    }
+
+    /// Deliveries a session's handler queue holds before the session's BufferRemaining
+    /// drops (default: the binding's MaxTransferWindowSize). A message counts as taken by the
+    /// application once it is queued for the handler; a handler that falls further behind
+    /// lowers the session's BufferRemaining by the excess, so a client with flow control
+    /// stops sending at `n` + one window queued and polls until the handler catches up. Our
+    /// client polls within milliseconds; a WCF client polls only every 30 s once the buffer
+    /// is full (min(SendTimeout/2, InactivityTimeout/(2·MaxRetryCount))), so for WCF clients
+    /// of a handler that cannot keep up, a larger queue trades memory (`n` messages per
+    /// session, within [`ServiceBuilder::max_buffered_bytes`] overall) for fewer such pauses.
+    pub fn handler_queue(mut self, n: usize) -> Self {
+        self.handler_queue = Some(n.max(1));
         self
     }
 
@@ -349,6 +369,9 @@ impl ServiceBuilder {
             buffered: AtomicUsize::new(0),
             max_buffered: self.max_buffered_bytes,
             mutual: self.tls.as_ref().is_some_and(|t| t.is_mutual()),
+            free_queue: self
+                .handler_queue
+                .unwrap_or(self.binding.session.max_transfer_window_size.max(1) as usize),
         });
         let core = Arc::new_cyclic(|weak| Core {
             driver: Mutex::new(Driver {
@@ -579,6 +602,10 @@ struct Shared {
     buffered: AtomicUsize,
     max_buffered: usize,
     mutual: bool,
+    /// Deliveries a session's handler queue takes freely ([`ServiceBuilder::handler_queue`],
+    /// default the binding's MaxTransferWindowSize); beyond it the queue lowers the session's
+    /// BufferRemaining (see [`Runner::backlog`]).
+    free_queue: usize,
 }
 
 /// The driver behind a lock. HTTP exchanges and handler outcomes run it inline on their own
@@ -657,6 +684,9 @@ struct RunnerState {
     idle: Option<Box<dyn SessionHandler>>,
     /// The handler was told the session's end and is gone.
     over: bool,
+    /// The session's BufferRemaining was lowered for this queue's backlog and not yet
+    /// restored: every delivery the run takes reports the backlog again.
+    lowered: bool,
 }
 
 impl Runner {
@@ -680,11 +710,33 @@ impl Runner {
         })
     }
 
-    /// Queues `m`; true when the handler is idle, i.e. a run must be started.
-    fn queue(&self, m: HandlerMsg) -> bool {
+    /// Queues `m`: whether the handler is idle, i.e. a run must be started, and whether the
+    /// queue now holds more than it takes freely (the engine must hear of its backlog).
+    fn queue(&self, m: HandlerMsg) -> (bool, bool) {
         let mut st = self.lock();
         st.queue.push_back(m);
-        st.idle.is_some() && st.queue.len() == 1
+        let start = st.idle.is_some() && st.queue.len() == 1;
+        (start, st.queue.len() > self.shared.free_queue || st.lowered)
+    }
+
+    /// The queue's backlog: deliveries queued beyond the [`Shared::free_queue`] it takes
+    /// freely. The service counts a delivery as taken by the application when it is queued
+    /// (`release_on_delivery`, so that an acknowledgement never advertises a full buffer
+    /// while the handler keeps up); a handler that falls behind instead lowers the
+    /// session's BufferRemaining by this much, and the client's flow control stops sending
+    /// and polls until it catches up (WCF's receive buffer of MaxTransferWindowSize
+    /// messages). Read under the driver's lock, which applies it to the engine (so the last
+    /// value applied is the newest), and marks the queue as lowered while it is non-zero.
+    fn backlog(&self) -> u32 {
+        let mut st = self.lock();
+        let deliveries = st
+            .queue
+            .iter()
+            .filter(|m| matches!(m, HandlerMsg::Deliver(..)))
+            .count();
+        let held = deliveries.saturating_sub(self.shared.free_queue);
+        st.lowered = held > 0;
+        u32::try_from(held).unwrap_or(u32::MAX)
     }
 
     /// The run's future, when the handler is idle (else a run already has it). `inline`: it
@@ -717,16 +769,23 @@ impl Runner {
         // Deliveries left before a run that started on the producing task moves off it.
         let mut inline_left = if inline { Self::INLINE } else { 0 };
         loop {
-            let msg = {
+            let (msg, lowered) = {
                 let mut st = self.lock();
                 match st.queue.pop_front() {
-                    Some(m) => m,
+                    Some(m) => (m, st.lowered),
                     None => {
                         st.idle = Some(handler);
                         return;
                     }
                 }
             };
+            if lowered {
+                // The session's BufferRemaining is lowered for this queue: it rises again
+                // as the handler takes deliveries (only while the handler is behind).
+                if let Some(core) = self.core.upgrade() {
+                    core.input(ToDriver::Backlog(self.session));
+                }
+            }
             let (d, token) = match msg {
                 HandlerMsg::Deliver(d, t) => (d, t),
                 HandlerMsg::End(end) => {
@@ -834,7 +893,7 @@ async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) -> (Vec<Ar
         if d.durable.is_none() {
             for slot in d.sessions.values_mut() {
                 if let Some(r) = slot.to_handler.take() {
-                    if r.queue(HandlerMsg::End(SessionEnd::ServiceStopped)) {
+                    if r.queue(HandlerMsg::End(SessionEnd::ServiceStopped)).0 {
                         to_start.push(r.clone());
                     }
                     runners.push(r);
@@ -884,6 +943,8 @@ enum ToDriver {
     },
     /// The handler of an ended session is done (durable: forget the sequence).
     Forget(SequenceId),
+    /// A session's handler queue changed while its backlog lowers its BufferRemaining.
+    Backlog(SessionId),
 }
 
 struct Front {
@@ -1227,6 +1288,15 @@ impl Driver {
                 }
                 self.pump(None, now);
             }
+            ToDriver::Backlog(session) => {
+                if let Some(runner) = self
+                    .sessions
+                    .get(&session)
+                    .and_then(|s| s.to_handler.as_ref())
+                {
+                    self.endpoint.set_backlog(session, runner.backlog());
+                }
+            }
             ToDriver::Forget(sequence) => {
                 if let Some(d) = &self.durable {
                     d.session_ended(&sequence);
@@ -1318,6 +1388,7 @@ impl Driver {
                     queue: std::collections::VecDeque::new(),
                     idle: Some(handler),
                     over: false,
+                    lowered: false,
                 }),
                 session: id,
                 sequence: slot.info.sequence.clone(),
@@ -1339,7 +1410,11 @@ impl Driver {
         else {
             return false;
         };
-        if runner.queue(m) {
+        let (start, backlogged) = runner.queue(m);
+        if backlogged {
+            self.endpoint.set_backlog(session, runner.backlog());
+        }
+        if start {
             self.to_start.push(runner);
         }
         true
@@ -1369,7 +1444,7 @@ impl Driver {
                 // was handled).
                 self.ending.retain(|r| r.strong_count() > 0);
                 self.ending.push(Arc::downgrade(&runner));
-                if runner.queue(HandlerMsg::End(end)) {
+                if runner.queue(HandlerMsg::End(end)).0 {
                     self.to_start.push(runner);
                 }
             }

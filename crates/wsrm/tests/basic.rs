@@ -268,7 +268,9 @@ impl wsrm::SessionHandler for Gated {
 
 /// Handlers get one delivery at a time, in order, whether they complete at once or wait; the
 /// acknowledgements do not wait for them (the first message's handler call is held until all
-/// are acknowledged); `ended` comes once per session.
+/// are acknowledged) as long as the handler's queue is within two windows (beyond that the
+/// session's BufferRemaining paces the client: tests/flow_control.rs); `ended` comes once per
+/// session.
 #[tokio::test]
 async fn handlers_run_one_delivery_at_a_time_in_order_and_acks_do_not_wait_for_them() {
     use std::sync::atomic::Ordering::SeqCst;
@@ -301,7 +303,9 @@ async fn handlers_run_one_delivery_at_a_time_in_order_and_acks_do_not_wait_for_t
     let client = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
         .await
         .unwrap();
-    let n = 40u64;
+    // Two windows (the default MaxTransferWindowSize is 8): the first in the handler's hands,
+    // the rest queued.
+    let n = 16u64;
     let pending: Vec<_> = (1..=n)
         .map(|i| client.start_send(ONEWAY, payload(i as usize)))
         .collect();

@@ -41,19 +41,22 @@ struct Fixture {
 }
 
 /// A service whose handler holds message 1 until the gate opens, and a client session to it
-/// that has `n` messages acknowledged (none handled yet).
+/// that has `n` (at most 64) messages acknowledged (none handled yet).
 async fn acknowledged_not_handled(n: u64, close_timeout: Option<Duration>) -> Fixture {
     let binding = Binding::ws2007_http();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let ends = Arc::new(Mutex::new(Vec::new()));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let (s, e, g) = (seen.clone(), ends.clone(), gate.clone());
-    let mut builder =
-        Service::builder(binding.clone()).handler(move |_: &wsrm::SessionInfo| Held {
+    let mut builder = Service::builder(binding.clone())
+        .handler(move |_: &wsrm::SessionInfo| Held {
             seen: s.clone(),
             ends: e.clone(),
             gate: g.clone(),
-        });
+        })
+        // Room for every message in the handler's queue: a fuller queue would pace the
+        // client (tests/flow_control.rs), and these messages must all be acknowledged.
+        .handler_queue(64);
     if let Some(t) = close_timeout {
         builder = builder.close_timeout(t);
     }
