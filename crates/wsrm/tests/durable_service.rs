@@ -493,3 +493,50 @@ async fn silent_session_expires_from_the_store_while_running() {
     assert_eq!(svc.stats().sessions_failed, 1);
     svc.shutdown().await;
 }
+
+/// A session the client closed cleanly while its handler was still behind: the service stops
+/// (a crash, for its handler) with deliveries acknowledged and stored but not committed. A
+/// restarted service on the same store delivers them, exactly once, although the client is
+/// gone.
+async fn closed_session_delivers_the_rest_after_a_restart(binding: Binding) {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(dir.path().join("c.db"), &Default::default()).unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let svc = Service::builder(binding.clone())
+        .handler(committer(&log, 5))
+        .store(store.clone())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = svc.local_addr();
+    let client = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
+        .await
+        .unwrap();
+    for i in 1..=10 {
+        client.send(ONEWAY, payload(i)).await.unwrap();
+    }
+    client.close().await.unwrap();
+    svc.shutdown().await;
+    assert_eq!(log.lock().unwrap().len(), 5);
+    let svc = Service::builder(binding.clone())
+        .handler(committer(&log, u64::MAX))
+        .store(store.clone())
+        .bind(addr)
+        .await
+        .unwrap();
+    let got = settled(&log, 10).await;
+    let want: Vec<(u64, String)> = (1..=10).map(|i| (i as u64, payload(i))).collect();
+    assert_eq!(got, want);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn closed_session_delivers_the_rest_after_a_restart_rm10() {
+    closed_session_delivers_the_rest_after_a_restart(Binding::ws_http()).await;
+}
+
+#[tokio::test]
+async fn closed_session_delivers_the_rest_after_a_restart_rm11() {
+    closed_session_delivers_the_rest_after_a_restart(Binding::ws2007_http()).await;
+}
