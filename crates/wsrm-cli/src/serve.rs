@@ -218,6 +218,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 r.unhandled,
                 r.in_progress
             ),
+            Some(r) if r.stored > 0 => eprintln!(
+                "wsrm: {} acknowledged messages wait in the store; a service started on it delivers them",
+                r.stored
+            ),
             Some(_) => {}
             None => eprintln!("wsrm: stopped by a second signal without waiting for the handlers"),
         }

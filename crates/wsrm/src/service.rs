@@ -453,9 +453,8 @@ pub struct Service {
     core: Arc<Core>,
     shutdown: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
-    /// The timer task; at shutdown it hands over the runners of the sessions kept in memory
-    /// that may still hold deliveries, and how many of them were open.
-    timers: Option<tokio::task::JoinHandle<(Vec<Arc<Runner>>, usize)>>,
+    /// The timer task; at shutdown it hands over what [`Stopped`] holds.
+    timers: Option<tokio::task::JoinHandle<Stopped>>,
     close_timeout: Duration,
 }
 
@@ -472,6 +471,12 @@ pub struct ShutdownReport {
     /// Handlers still working (on a delivery or in `ended`) when the close timeout ran out;
     /// they are left running on the runtime.
     pub in_progress: usize,
+    /// With a store: acknowledged deliveries that were queued for handlers, not started,
+    /// when the service stopped. A durable service does not wait for them; they stay in the
+    /// store, and a service started on it delivers them (also those of sessions the clients
+    /// already closed). A delivery a handler was working on is not counted: it commits, or
+    /// it is delivered again after the restart.
+    pub stored: usize,
     /// The service's counters when the shutdown returned (`delivered` includes what the
     /// handlers got during the shutdown).
     pub stats: ServiceStats,
@@ -545,12 +550,14 @@ impl Service {
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
-        let (runners, sessions_stopped) = match self.timers.take() {
+        let stopped = match self.timers.take() {
             Some(t) => t.await.unwrap_or_default(),
-            None => (Vec::new(), 0),
+            None => Stopped::default(),
         };
+        let runners = stopped.runners;
         let mut report = ShutdownReport {
-            sessions_stopped,
+            sessions_stopped: stopped.sessions,
+            stored: stopped.stored,
             ..ShutdownReport::default()
         };
         loop {
@@ -859,7 +866,18 @@ impl Runner {
 
 /// Runs the engine's timers until shutdown: retransmissions, acknowledgement intervals,
 /// inactivity, parked exchanges.
-async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) -> (Vec<Arc<Runner>>, usize) {
+/// What the timer task hands to [`Service::shutdown`] when the service stops.
+#[derive(Default)]
+struct Stopped {
+    /// The runners of the sessions kept in memory that may still hold deliveries.
+    runners: Vec<Arc<Runner>>,
+    /// How many of those sessions were open.
+    sessions: usize,
+    /// Durable: deliveries queued for handlers, not started (left in the store).
+    stored: usize,
+}
+
+async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) -> Stopped {
     loop {
         let (deadline, runs) = {
             let mut d = core.lock();
@@ -884,13 +902,20 @@ async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) -> (Vec<Ar
     // Stopped: later exchanges are refused. The handlers of sessions kept in memory get what
     // their sessions had queued, then the end; their runners go to `Service::shutdown`, which
     // waits for them. Durable sessions are not ended: they go on after a restart.
-    let (runners, to_start) = {
+    let (stopped, to_start) = {
         let mut d = core.lock();
         d.stopped = true;
         let mut runners = Vec::new();
         let mut to_start = std::mem::take(&mut d.to_start);
         let ending = std::mem::take(&mut d.ending);
-        if d.durable.is_none() {
+        let mut stored = 0;
+        if d.durable.is_some() {
+            // Not waited for: counted, for the report.
+            let open = d.sessions.values().filter_map(|s| s.to_handler.clone());
+            for r in open.chain(ending.iter().filter_map(std::sync::Weak::upgrade)) {
+                stored += r.left().unwrap_or(0);
+            }
+        } else {
             for slot in d.sessions.values_mut() {
                 if let Some(r) = slot.to_handler.take() {
                     if r.queue(HandlerMsg::End(SessionEnd::ServiceStopped)).0 {
@@ -911,12 +936,17 @@ async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) -> (Vec<Ar
             .counters
             .sessions_active
             .store(0, Ordering::Relaxed);
-        ((runners, stopped), to_start)
+        let stopped = Stopped {
+            runners,
+            sessions: stopped,
+            stored,
+        };
+        (stopped, to_start)
     };
     for r in to_start {
         Runner::spawn(r);
     }
-    runners
+    stopped
 }
 
 /// The engine's answer to an exchange: a message (200/500) or nothing (202).

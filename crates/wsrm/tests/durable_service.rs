@@ -517,8 +517,10 @@ async fn closed_session_delivers_the_rest_after_a_restart(binding: Binding) {
         client.send(ONEWAY, payload(i)).await.unwrap();
     }
     client.close().await.unwrap();
-    svc.shutdown().await;
+    let report = svc.shutdown().await;
     assert_eq!(log.lock().unwrap().len(), 5);
+    // 6 was in the handler's hands, 7..=10 queued: left in the store, not waited for.
+    assert_eq!((report.stored, report.sessions_stopped), (4, 0));
     let svc = Service::builder(binding.clone())
         .handler(committer(&log, u64::MAX))
         .store(store.clone())
