@@ -1254,7 +1254,12 @@ impl ClientSession {
                         "The user specified maximum retry count for a particular message has been exceeded. Because of this the reliable session cannot continue.",
                     ));
                 }
-                self.fail(SessionError::RetryExhausted { number });
+                let error = if self.out.src.acknowledged_without_reply(number) {
+                    SessionError::NoReply { number }
+                } else {
+                    SessionError::RetryExhausted { number }
+                };
+                self.fail(error);
                 return self.tx.pop_front().map(|m| self.stamp(now, m));
             }
             Ok(Some(t)) => {

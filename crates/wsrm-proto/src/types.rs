@@ -92,6 +92,15 @@ pub enum SessionError {
         /// The message that could not be delivered.
         number: u64,
     },
+    /// Request `number` was acknowledged, but its reply did not come within 1 + MaxRetryCount
+    /// transmissions: the service took the request and answers its copies without a reply
+    /// (its operation is one-way, or its handler gave no reply). A SequenceTerminated fault
+    /// was sent to the peer.
+    #[error("request {number} was acknowledged but no reply came after the maximum retry count (is the service's operation one-way?)")]
+    NoReply {
+        /// The request.
+        number: u64,
+    },
     /// The destination refused message `number` for its size (HTTP 413): it can never be
     /// transferred, and the sequence cannot complete without it. A SequenceTerminated fault
     /// (WCF's QuotaExceeded) was sent to the peer.

@@ -158,6 +158,42 @@ async fn an_unanswered_request_times_out_after_send_timeout() {
     client.abort();
 }
 
+/// A request the service acknowledges but never answers (its handler gives no reply, as for a
+/// one-way operation): its copies are all acknowledged again, so the session fails after
+/// MaxRetryCount, saying the reply is missing rather than that the request was not delivered.
+#[tokio::test]
+async fn a_request_acknowledged_without_a_reply_fails_naming_the_missing_reply() {
+    common::init_tracing();
+    for binding in [Binding::ws_http(), Binding::ws2007_http()] {
+        // No handler: every message is acknowledged and none gets a reply.
+        let svc = wsrm::Service::builder(binding.clone())
+            .bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let binding = binding.max_retry_count(2);
+        let opts = ClientOptions {
+            request_reply: true,
+            ..ClientOptions::default()
+        };
+        let client = Client::open(&svc.url("/svc"), &binding, opts)
+            .await
+            .unwrap();
+        let r = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.request("urn:x/Echo", "<p xmlns=\"urn:x\"/>"),
+        )
+        .await
+        .expect("the request neither completed nor failed");
+        match r {
+            Err(ClientError::Faulted(e @ wsrm::SessionError::NoReply { number: 1 })) => {
+                assert!(e.to_string().contains("no reply"), "{e}");
+            }
+            other => panic!("expected NoReply for request 1, got {other:?}"),
+        }
+        assert!(client.stats().retransmitted >= 2);
+    }
+}
+
 /// The OpenTimeout of the open tests below.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(1);
 
