@@ -864,8 +864,6 @@ impl Runner {
     }
 }
 
-/// Runs the engine's timers until shutdown: retransmissions, acknowledgement intervals,
-/// inactivity, parked exchanges.
 /// What the timer task hands to [`Service::shutdown`] when the service stops.
 #[derive(Default)]
 struct Stopped {
@@ -877,6 +875,8 @@ struct Stopped {
     stored: usize,
 }
 
+/// Runs the engine's timers until shutdown: retransmissions, acknowledgement intervals,
+/// inactivity, parked exchanges.
 async fn timers(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) -> Stopped {
     loop {
         let (deadline, runs) = {
