@@ -278,6 +278,12 @@ impl ServiceBuilder {
     /// is full (min(SendTimeout/2, InactivityTimeout/(2·MaxRetryCount))), so for WCF clients
     /// of a handler that cannot keep up, a larger queue trades memory (`n` messages per
     /// session, within [`ServiceBuilder::max_buffered_bytes`] overall) for fewer such pauses.
+    /// A client's call waits while the session has no room: against a handler far slower
+    /// than the client's SendTimeout allows for `n` + one window of messages, its calls
+    /// time out (the call, not the session: the message is still delivered), as against a
+    /// WCF service ("no space available in the reliable channel's transfer window"). The
+    /// messages acknowledged ahead of the handler are also what a memory service loses if
+    /// it crashes.
     pub fn handler_queue(mut self, n: usize) -> Self {
         self.handler_queue = Some(n.max(1));
         self
