@@ -53,13 +53,7 @@ async fn one_way_rm11() {
 async fn request_reply(binding: Binding, n: usize) {
     let log = Log::default();
     let svc = recording_echo_service(&binding, &log).await;
-    let opts = ClientOptions {
-        request_reply: true,
-        ..ClientOptions::default()
-    };
-    let client = Client::open(&svc.url("/svc"), &binding, opts)
-        .await
-        .unwrap();
+    let client = request_reply_client(&svc.url("/svc"), &binding).await;
     for i in 1..=n {
         let r = client.request(ECHO, payload(i)).await.unwrap();
         assert_eq!(

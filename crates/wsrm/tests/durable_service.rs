@@ -41,6 +41,23 @@ impl SessionHandler for Committer {
     }
 }
 
+/// A service on `addr` with `store` whose handler is a [`Committer`] stalling above
+/// `stall_above`.
+async fn committing_service(
+    binding: &Binding,
+    store: &Store,
+    log: &Arc<Mutex<Vec<(u64, String)>>>,
+    stall_above: u64,
+    addr: std::net::SocketAddr,
+) -> Service {
+    Service::builder(binding.clone())
+        .handler(committer(log, stall_above))
+        .store(store.clone())
+        .bind(addr)
+        .await
+        .unwrap()
+}
+
 fn committer(
     log: &Arc<Mutex<Vec<(u64, String)>>>,
     stall_above: u64,
@@ -55,12 +72,8 @@ fn committer(
 
 async fn restart_redelivers_uncommitted(binding: Binding, store: Store) {
     let log = Arc::new(Mutex::new(Vec::new()));
-    let svc = Service::builder(binding.clone())
-        .handler(committer(&log, 10))
-        .store(store.clone())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let svc = committing_service(&binding, &store, &log, 10, any).await;
     let addr = svc.local_addr();
     let client = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
         .await
@@ -76,12 +89,7 @@ async fn restart_redelivers_uncommitted(binding: Binding, store: Store) {
     assert_eq!(info.pending, 10);
     // "Crash": the service goes away with its handler stuck; a new one starts on the store.
     svc.shutdown().await;
-    let svc = Service::builder(binding.clone())
-        .handler(committer(&log, u64::MAX))
-        .store(store.clone())
-        .bind(addr)
-        .await
-        .unwrap();
+    let svc = committing_service(&binding, &store, &log, u64::MAX, addr).await;
     for i in 21..=30 {
         assert_eq!(client.send(ONEWAY, payload(i)).await.unwrap(), i as u64);
     }
@@ -296,13 +304,7 @@ async fn request_reply_restarts(binding: Binding) {
     let proxy = wsrm::Proxy::spawn("127.0.0.1:0".parse().unwrap(), pc)
         .await
         .unwrap();
-    let opts = ClientOptions {
-        request_reply: true,
-        ..ClientOptions::default()
-    };
-    let client = Client::open(&proxy.url("/svc"), &binding, opts)
-        .await
-        .unwrap();
+    let client = request_reply_client(&proxy.url("/svc"), &binding).await;
     let mut pending = Vec::new();
     for i in 1..=24usize {
         pending.push((i, client.start_request(ECHO, payload(i))));
@@ -503,12 +505,8 @@ async fn closed_session_delivers_the_rest_after_a_restart(binding: Binding) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite(dir.path().join("c.db"), &Default::default()).unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
-    let svc = Service::builder(binding.clone())
-        .handler(committer(&log, 5))
-        .store(store.clone())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let svc = committing_service(&binding, &store, &log, 5, any).await;
     let addr = svc.local_addr();
     let client = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
         .await
@@ -521,12 +519,7 @@ async fn closed_session_delivers_the_rest_after_a_restart(binding: Binding) {
     assert_eq!(log.lock().unwrap().len(), 5);
     // 6 was in the handler's hands, 7..=10 queued: left in the store, not waited for.
     assert_eq!((report.stored, report.sessions_stopped), (4, 0));
-    let svc = Service::builder(binding.clone())
-        .handler(committer(&log, u64::MAX))
-        .store(store.clone())
-        .bind(addr)
-        .await
-        .unwrap();
+    let svc = committing_service(&binding, &store, &log, u64::MAX, addr).await;
     let got = settled(&log, 10).await;
     let want: Vec<(u64, String)> = (1..=10).map(|i| (i as u64, payload(i))).collect();
     assert_eq!(got, want);

@@ -171,13 +171,7 @@ async fn a_request_acknowledged_without_a_reply_fails_naming_the_missing_reply()
             .await
             .unwrap();
         let binding = binding.max_retry_count(2);
-        let opts = ClientOptions {
-            request_reply: true,
-            ..ClientOptions::default()
-        };
-        let client = Client::open(&svc.url("/svc"), &binding, opts)
-            .await
-            .unwrap();
+        let client = common::request_reply_client(&svc.url("/svc"), &binding).await;
         let r = tokio::time::timeout(
             Duration::from_secs(30),
             client.request("urn:x/Echo", "<p xmlns=\"urn:x\"/>"),

@@ -81,6 +81,15 @@ pub async fn service_with_session(
     (svc, log, c)
 }
 
+/// Opens a request-reply session to `url`.
+pub async fn request_reply_client(url: &str, binding: &wsrm::Binding) -> wsrm::Client {
+    let opts = wsrm::ClientOptions {
+        request_reply: true,
+        ..wsrm::ClientOptions::default()
+    };
+    wsrm::Client::open(url, binding, opts).await.unwrap()
+}
+
 pub fn payload(i: usize) -> String {
     format!("<p xmlns=\"urn:wsrm:payload\">message-{i}</p>")
 }
