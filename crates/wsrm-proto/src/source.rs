@@ -728,29 +728,26 @@ impl Source {
         true
     }
 
-    /// Whether message `number` is a request the destination acknowledged and has not
-    /// answered yet.
-    pub fn acknowledged_without_reply(&self, number: u64) -> bool {
+    /// Message `number`'s entry while it is in the window.
+    fn in_window_entry(&self, number: u64) -> Option<&Entry> {
         number
             .checked_sub(self.window_start)
             .and_then(|i| usize::try_from(i).ok())
             .filter(|&i| i < self.in_window)
             .and_then(|i| self.entries.get(i))
+    }
+
+    /// Whether message `number` is a request the destination acknowledged and has not
+    /// answered yet.
+    pub fn acknowledged_without_reply(&self, number: u64) -> bool {
+        self.in_window_entry(number)
             .is_some_and(|e| e.two_way() && e.acked && !e.replied)
     }
 
     /// Whether message `number` was put on the wire and is not done yet (not acknowledged, or
     /// a request without its reply).
     pub fn is_outstanding(&self, number: u64) -> bool {
-        let Some(idx) = number
-            .checked_sub(self.window_start)
-            .and_then(|i| usize::try_from(i).ok())
-            .filter(|&i| i < self.in_window)
-        else {
-            return false;
-        };
-        self.entries
-            .get(idx)
+        self.in_window_entry(number)
             .is_some_and(|e| !e.done() && e.last_sent.is_some())
     }
 
