@@ -9,9 +9,12 @@ use crate::common::{self, AddressingArg, RmArg, SoapArg};
 const HELP: &str = "\
 Each input line becomes the body <p xmlns=\"urn:wsrm:payload\">LINE</p> (XML-escaped) of one
 message; --count N sends message-1 … message-N. Input must be UTF-8 without the control
-characters XML 1.0 cannot carry (all below U+0020 but tab and carriage return); such input is
-refused before anything is sent (exit 2). All messages travel in one session, up to the
-window in flight at once. A summary (sent, retransmitted, acknowledged, elapsed, msg/s) is
+characters XML 1.0 cannot carry (all below U+0020 but tab and carriage return): a FILE holding
+such a line is refused before anything is sent (exit 2). Standard input (--lines -) is sent
+line by line as it arrives (a live pipe works), so such a line stops the run there: the lines
+before it are sent and the session closed, then exit 2. Inputs are never held whole: memory
+does not grow with the run. All messages travel in one session, up to the window in flight at
+once. A summary (sent, retransmitted, acknowledged, elapsed, msg/s) is
 printed at the end; a progress bar is shown when standard error is a terminal.
 
 With --request-reply each line is a request; --replies-to FILE appends each reply as one JSON
@@ -143,13 +146,188 @@ fn resume_hint(resumed: bool, e: &wsrm::ClientError) -> &'static str {
 /// The store label (and cursor name) of a `wsrm send` run.
 const RUN_LABEL: &str = "wsrm-send";
 
-fn read_lines(src: &str) -> std::io::Result<Vec<String>> {
-    let reader: Box<dyn BufRead> = if src == "-" {
-        Box::new(std::io::BufReader::new(std::io::stdin()))
-    } else {
-        Box::new(std::io::BufReader::new(std::fs::File::open(src)?))
-    };
-    reader.lines().collect()
+/// Where a run's inputs come from. They are never held whole: a run of a hundred million
+/// messages takes the memory of one of a thousand, and `--lines -` sends each line as it
+/// arrives (a live pipe).
+enum Inputs {
+    /// `message-1` … `message-N`.
+    Count(u64),
+    /// The lines of a file, checked beforehand ([`scan_file`]).
+    File(String),
+    /// Standard input, checked line by line as it is read.
+    Stdin,
+}
+
+/// The outcomes of a run's calls, taken in input order.
+#[derive(Default)]
+struct Outcomes {
+    /// Calls that succeeded.
+    ok: u64,
+    /// The first failure, with its input's index in this run.
+    first_failure: Option<(u64, wsrm::ClientError)>,
+    /// Calls settled.
+    done: u64,
+}
+
+impl Outcomes {
+    fn settle(&mut self, r: Result<(), wsrm::ClientError>, bar: &indicatif::ProgressBar) {
+        match r {
+            Ok(()) => self.ok += 1,
+            Err(e) => {
+                if self.first_failure.is_none() {
+                    self.first_failure = Some((self.done, e));
+                }
+            }
+        }
+        self.done += 1;
+        bar.inc(1);
+    }
+}
+
+/// Lines a reader hands over at once, at most (when more are already buffered).
+const INPUT_CHUNK: usize = 64;
+
+impl Inputs {
+    /// The inputs after the first `skip`, each line checked; an unusable line ends them with
+    /// its error.
+    fn start(self, skip: u64, src: String) -> InputStream {
+        let reader: Box<dyn std::io::Read + Send> = match self {
+            Inputs::Count(n) => {
+                return InputStream::Count {
+                    next: skip.saturating_add(1),
+                    last: n,
+                }
+            }
+            Inputs::Stdin => Box::new(std::io::stdin()),
+            Inputs::File(path) => match std::fs::File::open(&path) {
+                Ok(f) => Box::new(f),
+                Err(e) => {
+                    return InputStream::Failed(Some(format!("--lines {path}: {e}")));
+                }
+            },
+        };
+        // Reading blocks: on a thread of its own, a few chunks ahead of the session.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let reader = std::io::BufReader::new(reader);
+        std::thread::spawn(move || read_lines(reader, skip, &src, &tx));
+        InputStream::Read {
+            rx,
+            ready: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+/// Reads, checks and hands over the lines after the first `skip`, in chunks of what is
+/// already buffered (a line that arrives alone goes alone, at once).
+fn read_lines(
+    mut reader: std::io::BufReader<Box<dyn std::io::Read + Send>>,
+    skip: u64,
+    src: &str,
+    tx: &tokio::sync::mpsc::Sender<Vec<Result<String, String>>>,
+) {
+    let mut chunk = Vec::new();
+    let mut number = 0u64;
+    loop {
+        let mut buf = Vec::new();
+        let item = match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                    if buf.last() == Some(&b'\r') {
+                        buf.pop();
+                    }
+                }
+                String::from_utf8(buf).map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "stream did not contain valid UTF-8",
+                    )
+                })
+            }
+            Err(e) => Err(e),
+        };
+        number += 1;
+        let item = checked_line(src, number, item);
+        let stop = item.is_err();
+        if number > skip || stop {
+            chunk.push(item);
+        }
+        if stop {
+            break;
+        }
+        let hand_over =
+            chunk.len() >= INPUT_CHUNK || (!chunk.is_empty() && reader.buffer().is_empty());
+        if hand_over && tx.blocking_send(std::mem::take(&mut chunk)).is_err() {
+            return;
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = tx.blocking_send(chunk);
+    }
+}
+
+/// A run's inputs as the send loop takes them.
+enum InputStream {
+    /// `message-next` … `message-last`, made as they are taken.
+    Count { next: u64, last: u64 },
+    /// Lines from a reader thread.
+    Read {
+        rx: tokio::sync::mpsc::Receiver<Vec<Result<String, String>>>,
+        ready: std::collections::VecDeque<Result<String, String>>,
+    },
+    /// The input could not be opened (given once).
+    Failed(Option<String>),
+}
+
+impl InputStream {
+    /// The next input; `None` at the end.
+    async fn next(&mut self) -> Option<Result<String, String>> {
+        match self {
+            InputStream::Count { next, last } => {
+                if *next > *last {
+                    return None;
+                }
+                let line = format!("message-{next}");
+                *next += 1;
+                Some(Ok(line))
+            }
+            InputStream::Read { rx, ready } => {
+                if ready.is_empty() {
+                    ready.extend(rx.recv().await?);
+                }
+                ready.pop_front()
+            }
+            InputStream::Failed(e) => e.take().map(Err),
+        }
+    }
+}
+
+/// Line `number` of `--lines src` as read, or why it cannot be sent: not UTF-8, or a
+/// character XML 1.0 cannot carry (a service could not read the message and would answer
+/// every retransmission with HTTP 400).
+fn checked_line(src: &str, number: u64, line: std::io::Result<String>) -> Result<String, String> {
+    let line = line.map_err(|e| format!("--lines {src}: line {number}: {e}"))?;
+    match common::xml_unrepresentable(&line) {
+        Some((col, c)) => Err(format!(
+            "--lines {src}: line {number}, character {}: U+{:04X} cannot appear in XML 1.0, not even escaped",
+            col + 1,
+            c as u32
+        )),
+        None => Ok(line),
+    }
+}
+
+/// Checks every line of `path` before anything is sent (without keeping them); the number of
+/// lines.
+fn scan_file(path: &str) -> Result<u64, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("--lines {path}: {e}"))?;
+    let mut n = 0;
+    for line in std::io::BufReader::new(f).lines() {
+        n += 1;
+        checked_line(path, n, line).map_err(|e| format!("{e}; nothing was sent"))?;
+    }
+    Ok(n)
 }
 
 /// One reply as a JSON line (`--replies-to`).
@@ -187,26 +365,17 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     if args.rm == RmArg::Auto {
         return common::usage("--rm auto is for serve; choose 1.0 or 1.1");
     }
-    let lines: Vec<String> = match (&args.count, &args.lines) {
-        (Some(n), None) => (1..=*n).map(|i| format!("message-{i}")).collect(),
-        (None, Some(src)) => match read_lines(src) {
-            Ok(l) => l,
-            Err(e) => return common::usage(format!("--lines {src}: {e}")),
+    // The inputs, and their number when it is known before the run (not for standard input).
+    let (inputs, known_total) = match (&args.count, args.lines.as_deref()) {
+        (Some(n), None) => (Inputs::Count(*n), Some(*n)),
+        (None, Some("-")) => (Inputs::Stdin, None),
+        // A file is checked whole before anything is sent.
+        (None, Some(path)) => match scan_file(path) {
+            Ok(n) => (Inputs::File(path.to_string()), Some(n)),
+            Err(e) => return common::usage(e),
         },
         _ => return common::usage("give --count N or --lines FILE|-"),
     };
-    // A service cannot read such a line (HTTP 400) and would refuse every retransmission.
-    for (i, line) in lines.iter().enumerate() {
-        if let Some((col, c)) = common::xml_unrepresentable(line) {
-            return common::usage(format!(
-                "--lines {}: line {}, character {}: U+{:04X} cannot appear in XML 1.0, not even escaped; nothing was sent",
-                args.lines.as_deref().unwrap_or("-"),
-                i + 1,
-                col + 1,
-                c as u32
-            ));
-        }
-    }
     let https = args.url.starts_with("https:");
     let binding = common::binding(args.rm, args.soap, args.addressing, https)
         .max_transfer_window_size(args.window)
@@ -237,7 +406,6 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             Err(e) => return common::usage(format!("--store {spec}: {e}")),
         },
     };
-    let mut lines = lines;
     // Inputs taken by the run before this one (--resume): input N of this run is line
     // skipped + N.
     let mut skipped = 0u64;
@@ -257,13 +425,20 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 "--store holds a run already; pass --resume to continue it, or use a new store",
             );
         }
-        skipped = taken.unwrap_or(0).min(lines.len() as u64);
-        lines.drain(..skipped as usize);
+        skipped = taken.unwrap_or(0);
+        if let Some(t) = known_total {
+            skipped = skipped.min(t);
+        }
         if skipped > 0 {
-            eprintln!(
-                "wsrm: resuming: {skipped} lines were taken before; {} left",
-                lines.len()
-            );
+            match known_total {
+                Some(t) => eprintln!(
+                    "wsrm: resuming: {skipped} lines were taken before; {} left",
+                    t - skipped
+                ),
+                None => eprintln!(
+                    "wsrm: resuming: {skipped} lines were taken before; they are skipped in the input"
+                ),
+            }
         }
     }
     let action = args.action.clone().unwrap_or_else(|| {
@@ -274,10 +449,17 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         }
     });
     let bar = if std::io::stderr().is_terminal() {
-        let b = indicatif::ProgressBar::new(lines.len() as u64);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} acknowledged  {per_sec}  eta {eta}",
-        ) {
+        let (b, template) = match known_total {
+            Some(t) => (
+                indicatif::ProgressBar::new(t - skipped),
+                "{bar:40} {pos}/{len} acknowledged  {per_sec}  eta {eta}",
+            ),
+            None => (
+                indicatif::ProgressBar::no_length(),
+                "{spinner} {pos} acknowledged  {per_sec}",
+            ),
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
             b.set_style(style);
         }
         b
@@ -338,15 +520,18 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 return Ok(common::EXIT_FAILED);
             }
         };
-        let total = lines.len();
         let rr = args.request_reply;
         // Ctrl-C / SIGTERM (see HELP).
         let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
         {
             let (c, flag, durable) = (client.clone(), interrupted.clone(), store.is_some());
+            let stop = stop.clone();
             tokio::spawn(async move {
                 common::terminated().await;
                 flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                // No further input is taken (standard input may never end).
+                stop.notify_one();
                 if durable {
                     eprintln!(
                         "\nwsrm: interrupted; the run stays in its store: continue it with --resume"
@@ -374,12 +559,35 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         };
         let limit = binding.session.max_transfer_window_size as usize * 4;
         let mut inflight: std::collections::VecDeque<wsrm::Pending<()>> = Default::default();
-        let mut results: Vec<Result<(), wsrm::ClientError>> = Vec::with_capacity(total);
-        for (i, line) in lines.into_iter().enumerate() {
+        let mut outcomes = Outcomes::default();
+        let src = args.lines.clone().unwrap_or_default();
+        let mut input = inputs.start(skipped, src);
+        // Inputs taken by this run; an input that cannot be sent stops the run.
+        let mut taken = 0u64;
+        let mut unusable = None;
+        loop {
+            // After a failure the session takes nothing more (and standard input may never
+            // end): the run stops taking input.
+            if outcomes.first_failure.is_some() {
+                break;
+            }
+            let line = tokio::select! {
+                next = input.next() => match next {
+                    Some(Ok(line)) => line,
+                    Some(Err(e)) => {
+                        unusable = Some(e);
+                        break;
+                    }
+                    None => break,
+                },
+                _ = stop.notified() => break,
+            };
+            let i = taken;
+            taken += 1;
             let body = common::payload_for(&line);
             let p = if rr {
                 let f = client.start_request(&action, body);
-                let (w, request) = (reply_writer.clone(), first_request + i as u64);
+                let (w, request) = (reply_writer.clone(), first_request + i);
                 wsrm::Pending::map(f, move |r| write_reply(&w, request, &r))
             } else {
                 wsrm::Pending::map(client.start_send(&action, body), |_| ())
@@ -387,11 +595,13 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             inflight.push_back(p);
             if inflight.len() >= limit {
                 if let Some(f) = inflight.pop_front() {
-                    results.push(f.await);
-                    bar.inc(1);
+                    outcomes.settle(f.await, &bar);
                 }
             }
         }
+        drop(input);
+        // The run's inputs: all of them when their number was known, else those taken.
+        let total = known_total.map_or(taken, |t| t - skipped);
         // Close as soon as the last message is queued, as a WCF client closes after its last
         // call: the close waits for every acknowledgement (and reply) before it ends the
         // sequence. Waiting for each send first would leave the session open while the last
@@ -405,21 +615,18 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             tokio::spawn(async move { c.close().await })
         };
         while let Some(f) = inflight.pop_front() {
-            results.push(f.await);
-            bar.inc(1);
+            outcomes.settle(f.await, &bar);
         }
         bar.finish_and_clear();
-        let ok = results.iter().filter(|r| r.is_ok()).count();
         // The first failure, named by its input (the Nth line, or message-N with --count),
         // counted from the first line also when the run resumed.
-        let mut first_err = results.iter().enumerate().find_map(|(i, r)| {
-            r.as_ref().err().map(|e| {
-                format!(
-                    "input {}: {e}{}",
-                    skipped + i as u64 + 1,
-                    resume_hint(args.resume, e)
-                )
-            })
+        let ok = outcomes.ok;
+        let mut first_err = outcomes.first_failure.as_ref().map(|(i, e)| {
+            format!(
+                "input {}: {e}{}",
+                skipped + i + 1,
+                resume_hint(args.resume, e)
+            )
         });
         let earlier_answered = if first_err.is_none() {
             recovered.await.unwrap_or(0)
@@ -457,7 +664,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         let was_interrupted = interrupted.load(std::sync::atomic::Ordering::SeqCst);
         // An interrupted or failed run need not have sent every input: say how many went out.
         let sent = if was_interrupted || first_err.is_some() {
-            format!("{} of {total}", stats.sent.min(total as u64))
+            format!("{} of {total}", stats.sent.min(total))
         } else {
             total.to_string()
         };
@@ -491,6 +698,13 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         if let Err(e) = close {
             eprintln!("wsrm: error: the session did not close cleanly: {e}");
             return Ok(common::EXIT_FAILED);
+        }
+        if let Some(e) = unusable {
+            // Standard input is checked as it is read: the lines before were sent.
+            eprintln!(
+                "wsrm: error: {e}; the run stopped there, after the {taken} line(s) before it"
+            );
+            return Ok(common::EXIT_USAGE);
         }
         Ok(common::EXIT_OK)
     })?
