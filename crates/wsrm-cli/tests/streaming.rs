@@ -6,7 +6,7 @@ mod common;
 
 use common::{delivered, free_port, serve, stop, WSRM};
 use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Waits (bounded) until `cond` holds.
@@ -21,11 +21,11 @@ fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-#[test]
-fn lines_from_standard_input_are_sent_as_they_arrive() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+/// A `wsrm serve` delivering into `dir`, and a `wsrm send --lines -` to it whose standard
+/// input the test writes.
+fn serve_and_send(dir: &std::path::Path) -> (Child, Child, ChildStdin) {
     let port = free_port();
-    let svc = serve(tmp.path(), port, &[]);
+    let svc = serve(dir, port, &[]);
     let url = format!("http://127.0.0.1:{port}/svc");
     let mut send = Command::new(WSRM)
         .args(["send", &url, "--lines", "-"])
@@ -34,7 +34,14 @@ fn lines_from_standard_input_are_sent_as_they_arrive() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn send");
-    let mut input = send.stdin.take().expect("stdin");
+    let input = send.stdin.take().expect("stdin");
+    (svc, send, input)
+}
+
+#[test]
+fn lines_from_standard_input_are_sent_as_they_arrive() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (svc, mut send, mut input) = serve_and_send(tmp.path());
     input.write_all(b"first\n").expect("write");
     input.flush().expect("flush");
     // Delivered while the input is still open: before, the whole input was read first.
@@ -66,17 +73,7 @@ fn lines_from_standard_input_are_sent_as_they_arrive() {
 #[test]
 fn an_unusable_line_on_standard_input_stops_the_run_after_the_lines_before_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let svc = serve(tmp.path(), port, &[]);
-    let url = format!("http://127.0.0.1:{port}/svc");
-    let mut send = Command::new(WSRM)
-        .args(["send", &url, "--lines", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn send");
-    let mut input = send.stdin.take().expect("stdin");
+    let (svc, send, mut input) = serve_and_send(tmp.path());
     input
         .write_all(b"ok-1\nbad-\x01-ctl\nok-3\n")
         .expect("write");
