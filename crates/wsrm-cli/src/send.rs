@@ -14,8 +14,8 @@ such a line is refused before anything is sent (exit 2). Standard input (--lines
 line by line as it arrives (a live pipe works), so such a line stops the run there: the lines
 before it are sent and the session closed, then exit 2. Inputs are never held whole: memory
 does not grow with the run. All messages travel in one session, up to the window in flight at
-once. A summary (sent, retransmitted, acknowledged, elapsed, msg/s) is
-printed at the end; a progress bar is shown when standard error is a terminal.
+once. A summary (sent, retransmitted, acknowledged, elapsed, msg/s) is printed at the end; a
+progress bar is shown when standard error is a terminal.
 
 With --request-reply each line is a request; --replies-to FILE appends each reply as one JSON
 line {\"request\":N,\"number\":N,\"action\":…,\"body\":…} (request = the line's number in the run).
