@@ -227,26 +227,7 @@ fn read_lines(
 ) {
     let mut chunk = Vec::new();
     let mut number = 0u64;
-    loop {
-        let mut buf = Vec::new();
-        let item = match reader.read_until(b'\n', &mut buf) {
-            Ok(0) => break,
-            Ok(_) => {
-                if buf.last() == Some(&b'\n') {
-                    buf.pop();
-                    if buf.last() == Some(&b'\r') {
-                        buf.pop();
-                    }
-                }
-                String::from_utf8(buf).map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "stream did not contain valid UTF-8",
-                    )
-                })
-            }
-            Err(e) => Err(e),
-        };
+    while let Some(item) = next_line(&mut reader) {
         number += 1;
         let item = checked_line(src, number, item);
         let stop = item.is_err();
@@ -322,12 +303,32 @@ fn checked_line(src: &str, number: u64, line: std::io::Result<String>) -> Result
 /// lines.
 fn scan_file(path: &str) -> Result<u64, String> {
     let f = std::fs::File::open(path).map_err(|e| format!("--lines {path}: {e}"))?;
+    let mut reader = std::io::BufReader::new(f);
     let mut n = 0;
-    for line in std::io::BufReader::new(f).lines() {
+    while let Some(line) = next_line(&mut reader) {
         n += 1;
         checked_line(path, n, line).map_err(|e| format!("{e}; nothing was sent"))?;
     }
     Ok(n)
+}
+
+/// The next line of `reader` without its `\n` or `\r\n` (as `BufRead::lines` gives it, but
+/// leaving the reader in the caller's hands); `None` at the end.
+fn next_line(reader: &mut impl BufRead) -> Option<std::io::Result<String>> {
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(0) => None,
+        Ok(_) => {
+            if line.ends_with('\n') {
+                line.pop();
+                if line.ends_with('\r') {
+                    line.pop();
+                }
+            }
+            Some(Ok(line))
+        }
+        Err(e) => Some(Err(e)),
+    }
 }
 
 /// One reply as a JSON line (`--replies-to`).
