@@ -93,10 +93,12 @@ pub enum SessionError {
         number: u64,
     },
     /// Request `number` was acknowledged, but its reply did not come within 1 + MaxRetryCount
-    /// transmissions: the service took the request and answers its copies without a reply
-    /// (its operation is one-way, or its handler gave no reply). A SequenceTerminated fault
-    /// was sent to the peer.
-    #[error("request {number} was acknowledged but no reply came after the maximum retry count (is the service's operation one-way?)")]
+    /// transmissions: the service took the request and answers its copies without a reply.
+    /// Either its operation is one-way (or its handler gave no reply), or the reply was lost
+    /// on the way and the service keeps no copy to send again (gSOAP, for one; WCF, CXF and
+    /// wsrm resend a cached reply for a duplicate request). A SequenceTerminated fault was
+    /// sent to the peer.
+    #[error("request {number} was acknowledged but no reply came after the maximum retry count (is the service's operation one-way, or did it lose the reply and keep no copy to resend?)")]
     NoReply {
         /// The request.
         number: u64,
@@ -321,4 +323,25 @@ pub enum ServerEvent {
         /// Outbound numbers not acknowledged (duplex).
         unacknowledged: Vec<u64>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionError;
+
+    /// `interop/run` (`failed_message`, tested by `interop/test_run.py`) tells which message a
+    /// wsrm client gave up on from these texts, to recognise a peer's known limitation. A change
+    /// here must change the runner too, or a cell that loses a reply to gSOAP turns into a FAIL.
+    #[test]
+    fn the_retry_errors_keep_the_texts_the_interop_runner_reads() {
+        assert_eq!(
+            SessionError::RetryExhausted { number: 158 }.to_string(),
+            "maximum retry count exceeded for message 158"
+        );
+        assert!(SessionError::NoReply { number: 158 }
+            .to_string()
+            .starts_with(
+                "request 158 was acknowledged but no reply came after the maximum retry count"
+            ));
+    }
 }
