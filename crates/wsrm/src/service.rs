@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 use tracing::Instrument;
-use wsrm_proto::msg::{Body, Fault, Message, RmVersion, SequenceId};
+use wsrm_proto::msg::{Action, Body, Fault, Message, RmVersion, SequenceId};
 use wsrm_proto::{
     Endpoint, EndpointConfig, ExchangeId, ReplyToken, ServerEvent, SessionError, SessionId,
     SessionStats,
@@ -258,10 +258,17 @@ impl ServiceBuilder {
         self
     }
 
-    /// Cap on application bytes received but not yet taken by handlers, across all sessions.
-    /// Beyond it new sequence messages are dropped (HTTP 202, no acknowledgement) and the
-    /// clients retransmit them later, using up their retransmissions (MaxRetryCount) while
-    /// the handlers stay behind. Each session's queue is paced by flow control first
+    /// Cap on application bytes received but not yet taken by handlers (queued, or in a
+    /// handler's hands), across all sessions. Up to half of it goes first come; past that
+    /// each session may hold its share of the other half, `n / 2 / sessions` (at least one
+    /// message), and a session holding more has its new messages refused until its own
+    /// handler has taken enough: no session is kept out by the others' backlog. A refused
+    /// one-way message is answered with the session's acknowledgement without it and
+    /// BufferRemaining 0 (as WCF answers a message its buffer cannot take), a refused request
+    /// with HTTP 202; clients retransmit them later, and each retransmission counts against
+    /// their MaxRetryCount, so a handler that stays stuck still fails its session. Nothing is
+    /// let in past the cap itself; with more sessions than one message each fits in half of
+    /// it, sessions take turns by chance. Each session's queue is paced by flow control first
     /// ([`ServiceBuilder::handler_queue`]); this cap binds when many sessions' handlers fall
     /// behind at once, or for clients that ignore BufferRemaining. Default 64 MiB.
     pub fn max_buffered_bytes(mut self, n: usize) -> Self {
@@ -700,6 +707,10 @@ struct RunnerState {
     /// The session's BufferRemaining was lowered for this queue's backlog and not yet
     /// restored: every delivery the run takes reports the backlog again.
     lowered: bool,
+    /// The body bytes of the delivery the handler has (from when the run takes it until it
+    /// takes the next one or the run ends), for the buffer cap's shares
+    /// ([`Runner::held_bytes`]).
+    in_hand: usize,
 }
 
 impl Runner {
@@ -730,6 +741,35 @@ impl Runner {
         st.queue.push_back(m);
         let start = st.idle.is_some() && st.queue.len() == 1;
         (start, st.queue.len() > self.shared.free_queue || st.lowered)
+    }
+
+    /// The application bytes the session holds: its queued deliveries' and the one in the
+    /// handler's hands.
+    fn held_bytes(&self) -> usize {
+        let st = self.lock();
+        st.queue
+            .iter()
+            .map(|m| match m {
+                HandlerMsg::Deliver(d, _) => d.body.len(),
+                HandlerMsg::End(_) => 0,
+            })
+            .sum::<usize>()
+            .saturating_add(st.in_hand)
+    }
+
+    /// Marks the queue as lowered (see [`Runner::backlog`]) if its handler has a delivery or
+    /// one waits: a run is on, and it restores the backlog when it takes the next one or goes
+    /// idle. Under one lock with the run's own check, so the mark cannot fall between a run's
+    /// last check and its end. False for an idle, empty queue (nothing would restore it).
+    fn lower_if_busy(&self) -> bool {
+        let mut st = self.lock();
+        let busy = st.in_hand > 0
+            || st
+                .queue
+                .iter()
+                .any(|m| matches!(m, HandlerMsg::Deliver(..)));
+        st.lowered |= busy;
+        busy
     }
 
     /// The queue's backlog: deliveries queued beyond the [`Shared::free_queue`] it takes
@@ -785,9 +825,25 @@ impl Runner {
             let (msg, lowered) = {
                 let mut st = self.lock();
                 match st.queue.pop_front() {
-                    Some(m) => (m, st.lowered),
+                    Some(m) => {
+                        st.in_hand = match &m {
+                            HandlerMsg::Deliver(d, _) => d.body.len(),
+                            HandlerMsg::End(_) => 0,
+                        };
+                        (m, st.lowered)
+                    }
                     None => {
+                        st.in_hand = 0;
                         st.idle = Some(handler);
+                        let lowered = st.lowered;
+                        drop(st);
+                        if lowered {
+                            // The buffer cap lowered BufferRemaining while the handler had
+                            // the last delivery (`Driver::admits`): restore it now.
+                            if let Some(core) = self.core.upgrade() {
+                                core.input(ToDriver::Backlog(self.session));
+                            }
+                        }
                         return;
                     }
                 }
@@ -1112,12 +1168,34 @@ impl Front {
             let fault = codec::version_mismatch(self.version, message.version);
             return self.respond(Some(&fault), self.version);
         }
-        // The buffer cap: refuse new application sequence messages while handlers are behind.
-        if message.sequence.is_some()
-            && matches!(message.body, Body::Application(_))
-            && self.shared.buffered.load(Ordering::Relaxed) >= self.shared.max_buffered
-        {
-            return self.refuse(StatusCode::ACCEPTED);
+        // The buffer cap: while handlers are behind, refuse new application sequence messages
+        // of the sessions holding more than their share (see `Driver::admits`). Below half
+        // the cap (every message while handlers keep up) this costs one atomic load.
+        let mut message = message;
+        if let (Some(seq), Body::Application(b)) = (&message.sequence, &message.body) {
+            let held = self.shared.buffered.load(Ordering::Relaxed);
+            if held >= self.shared.max_buffered / 2 {
+                let admit =
+                    self.core
+                        .lock()
+                        .admits(&message, info.identity.as_ref(), held, b.len());
+                match admit {
+                    Admit::Yes => {}
+                    Admit::Drop => return self.refuse(StatusCode::ACCEPTED),
+                    Admit::AckOnly => {
+                        // As WCF answers a one-way message its buffer cannot take: the
+                        // session's acknowledgement, without it (and BufferRemaining 0).
+                        self.shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        let mut poll =
+                            Message::new(message.version, Action::AckRequested, Body::Empty);
+                        poll.ack_requested = Some(seq.identifier.clone());
+                        poll.to = message.to.clone();
+                        poll.reply_to = message.reply_to.clone();
+                        poll.message_id = message.message_id.clone();
+                        message = poll;
+                    }
+                }
+            }
         }
         let identity = if self.shared.mutual {
             info.identity
@@ -1162,6 +1240,16 @@ impl Front {
             _ => Handled::Respond(h::empty(StatusCode::ACCEPTED)),
         }
     }
+}
+
+/// What the buffer cap does with an application message ([`Driver::admits`]).
+enum Admit {
+    /// Goes on to the engine.
+    Yes,
+    /// Refused with an empty 202 (a request).
+    Drop,
+    /// Refused, answered with the session's acknowledgement (a one-way message).
+    AckOnly,
 }
 
 enum HandlerMsg {
@@ -1242,6 +1330,72 @@ fn identifiers(m: &Message) -> Vec<&SequenceId> {
 }
 
 impl Driver {
+    /// Whether the buffer cap lets in application message `m` (`len` body bytes) of a
+    /// sequence while the handlers hold `held` bytes, at least half of `max_buffered_bytes`.
+    /// Past half the cap each session may hold its share of the other half, `max / 2 /
+    /// sessions` (at least one message: a session holding none takes one): a session whose
+    /// handler queue and handler hold less is let in, one holding more is refused until its
+    /// own handler has taken enough. So a session is not kept out by the backlog of others (a
+    /// first-come cap let a few sessions' retransmissions find the room others freed while the
+    /// rest used up MaxRetryCount), and the total stays within the cap: the shares add up to
+    /// the half not given away first come. Nothing is let in past the cap itself. A message of
+    /// an unknown sequence goes on to the engine, which faults it.
+    ///
+    /// A message refused from a one-way session is answered as WCF answers one its buffer
+    /// cannot take: with the session's acknowledgement, without the message, and here with
+    /// BufferRemaining 0 until the session's handler takes a delivery ([`Admit::AckOnly`]:
+    /// the session's backlog is raised, and [`Runner::run`] restores it). A client with flow
+    /// control stops and polls instead of resending into a full buffer, and an empty 202
+    /// would read as gSOAP's answer to a duplicate it holds (quirk 19), which our client
+    /// answers by probing with the next message, each probe a retry. A request is dropped
+    /// (202), as WCF's request-reply service drops what it cannot take.
+    fn admits(
+        &mut self,
+        m: &Message,
+        identity: Option<&ClientIdentity>,
+        held: usize,
+        len: usize,
+    ) -> Admit {
+        let max = self.shared.max_buffered;
+        let Some(seq) = m.sequence.as_ref() else {
+            return Admit::Yes;
+        };
+        if self.shared.mutual
+            && self
+                .owners
+                .get(&seq.identifier)
+                .is_some_and(|owner| Some(owner) != identity)
+        {
+            // Another identity's sequence: refused with a fault further on, and no business
+            // of its owner's flow control.
+            return Admit::Yes;
+        }
+        let Some((&session, slot)) = self
+            .by_sequence
+            .get(&seq.identifier)
+            .and_then(|session| self.sessions.get(session).map(|slot| (session, slot)))
+        else {
+            return Admit::Yes;
+        };
+        let Some(runner) = slot.to_handler.as_ref() else {
+            return Admit::Yes;
+        };
+        let share = max / 2 / self.sessions.len().max(1);
+        let own = runner.held_bytes();
+        // A session holding nothing takes a message even when the share is smaller than it:
+        // every session keeps going, one message at a time (within the cap).
+        if held.saturating_add(len) <= max && (own == 0 || own.saturating_add(len) <= share) {
+            return Admit::Yes;
+        }
+        if slot.info.reply_sequence.is_some() {
+            return Admit::Drop;
+        }
+        if runner.lower_if_busy() {
+            self.endpoint.set_backlog(session, u32::MAX);
+        }
+        Admit::AckOnly
+    }
+
     /// After an input: whether the engine's next deadline moved before the one the timer task
     /// sleeps until (it must then be woken).
     fn rearm(&mut self) -> bool {
@@ -1425,6 +1579,7 @@ impl Driver {
                     idle: Some(handler),
                     over: false,
                     lowered: false,
+                    in_hand: 0,
                 }),
                 session: id,
                 sequence: slot.info.sequence.clone(),
