@@ -267,8 +267,9 @@ impl ServiceBuilder {
     /// BufferRemaining 0 (as WCF answers a message its buffer cannot take), a refused request
     /// with HTTP 202; clients retransmit them later, and each retransmission counts against
     /// their MaxRetryCount, so a handler that stays stuck still fails its session. Nothing is
-    /// let in past the cap itself; with more sessions than one message each fits in half of
-    /// it, sessions take turns by chance. Each session's queue is paced by flow control first
+    /// let in past the cap itself (but for messages checked at the same moment on concurrent
+    /// connections, which may pass it together); with more sessions than one message each
+    /// fits in half of it, sessions take turns by chance. Each session's queue is paced by flow control first
     /// ([`ServiceBuilder::handler_queue`]); this cap binds when many sessions' handlers fall
     /// behind at once, or for clients that ignore BufferRemaining. Default 64 MiB.
     pub fn max_buffered_bytes(mut self, n: usize) -> Self {
