@@ -124,6 +124,16 @@ fn tls_hint(e: &wsrm::ClientError) -> &'static str {
         " (the service's certificate does not name the URL's host)"
     } else if t.contains("CertificateRequired") {
         " (the service wants a client certificate: --tls-cert F --tls-key F)"
+    } else if t.contains("CaUsedAsEndEntity") {
+        // `openssl req -x509` without a config makes exactly this: a self-signed
+        // certificate with basicConstraints CA:TRUE, which WebPKI refuses to a server.
+        " (the service's certificate is a CA certificate, basicConstraints CA:TRUE, as          `openssl req -x509` makes by default; TLS clients refuse it as a server's: make it with          `-addext basicConstraints=critical,CA:FALSE`, or sign it with a CA given to --tls-ca)"
+    } else if t.contains("NotValidYet") {
+        " (the service's certificate is not valid yet: check its notBefore and both clocks)"
+    } else if t.contains("Expired") {
+        " (the service's certificate has expired)"
+    } else if t.contains("InvalidPurpose") {
+        " (the service's certificate is not for TLS servers: its extendedKeyUsage lacks          serverAuth)"
     } else {
         ""
     }

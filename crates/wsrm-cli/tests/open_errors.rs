@@ -122,6 +122,38 @@ fn send_to_an_untrusted_service_fails_at_once_with_a_hint() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// The certificate `openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost` makes is
+/// self-signed with basicConstraints CA:TRUE; given to the client as its own CA it still fails
+/// ("CaUsedAsEndEntity"), and the error says what to change.
+#[test]
+fn a_self_signed_ca_certificate_as_the_services_fails_with_a_hint() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["localhost".into()]).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).expect("cert");
+    std::fs::write(tmp.path().join("server.pem"), cert.pem()).expect("write");
+    std::fs::write(tmp.path().join("server.key"), key.serialize_pem()).expect("write");
+    let port = free_port();
+    let _svc = serve_tls(tmp.path(), port, false);
+    let url = format!("https://localhost:{port}/svc");
+    let ca = tmp.path().join("server.pem").display().to_string();
+    let (code, err) = run(&[
+        "send",
+        &url,
+        "--count",
+        "1",
+        "--tls-ca",
+        &ca,
+        "--open-timeout",
+        "30",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("CaUsedAsEndEntity"), "{err}");
+    assert!(err.contains("basicConstraints=critical,CA:FALSE"), "{err}");
+    assert!(!err.contains("no session opened"), "{err}");
+}
+
 #[test]
 fn send_without_the_client_certificate_a_service_wants_fails_at_once_with_a_hint() {
     let tmp = tempfile::tempdir().expect("tempdir");
