@@ -686,8 +686,25 @@ mod tests {
         // the next exchange takes the connection.
         closed_rx.recv().unwrap();
         std::thread::sleep(Duration::from_millis(50));
-        let (r, _) = c.start_exchange(req(&url), 1024).await.unwrap();
-        assert_eq!(&r.body[..], b"ok");
+        match c.start_exchange(req(&url), 1024).await {
+            Ok((r, _)) => assert_eq!(&r.body[..], b"ok"),
+            // Sometimes hyper's connection task writes the request before it reads the close
+            // (2 runs in 50 of these tests beside two CPU hogs, session 21). Then the request
+            // may have reached the server and hyper does not hand it back, so the pool must not
+            // send it again; the caller's engine does (a transport failure is a loss signal,
+            // docs/engine.md deviation 8). Any other error is the pool's own: a request hyper
+            // handed back unsent that was not sent on another connection shows as "canceled".
+            Err(e) => {
+                assert!(
+                    e.to_string()
+                        .contains("connection closed before message completed"),
+                    "{e}"
+                );
+                // The failed connection is not pooled again: the next exchange opens one.
+                let (r, _) = c.start_exchange(req(&url), 1024).await.unwrap();
+                assert_eq!(&r.body[..], b"ok");
+            }
+        }
         server.join().unwrap();
     }
 
