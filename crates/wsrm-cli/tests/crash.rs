@@ -115,6 +115,29 @@ fn spawn_send(dir: &Path, url: &str, rr: bool) -> Proc {
     )
 }
 
+/// The last lines a failed sender wrote to `send.log` (from byte `from`, where its run
+/// began) and its exit status: the test's failure message carries them, since the run's
+/// directory is deleted unless `WSRM_CRASH_KEEP` is set.
+fn sender_failure(dir: &Path, from: u64, st: std::process::ExitStatus) -> String {
+    let text = std::fs::read(dir.join("send.log")).unwrap_or_default();
+    let start = usize::try_from(from).unwrap_or(0).min(text.len());
+    let tail: Vec<String> = String::from_utf8_lossy(&text[start..])
+        .lines()
+        .rev()
+        .take(4)
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("{st}: {}", tail.join(" | "))
+}
+
+/// The length of `send.log`, where the next sender's output begins.
+fn send_log_len(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join("send.log")).map_or(0, |m| m.len())
+}
+
 /// Complete lines in the delivered log.
 fn delivered_lines(path: &Path) -> usize {
     let mut buf = Vec::new();
@@ -188,8 +211,11 @@ fn crash_run(
 
     let started = Instant::now();
     let deadline = started + Duration::from_secs(170);
+    let mut log_from = send_log_len(&dir);
     let mut sender = spawn_send(&dir, &url, rr);
     let (mut kills, mut service_kills, mut sender_kills, mut sender_failures) = (0u32, 0, 0, 0);
+    // Why each sender that gave up did, for the failure message.
+    let mut failures: Vec<String> = Vec::new();
     let finished = loop {
         assert!(
             Instant::now() < deadline,
@@ -215,11 +241,14 @@ fn crash_run(
             // A run that gave up (e.g. the service was down for a whole retry budget) is
             // resumed like a killed one.
             sender_failures += 1;
+            failures.push(sender_failure(&dir, log_from, st));
             assert!(
                 sender_failures <= 5,
-                "the sender keeps failing; see {}",
+                "the sender keeps failing ({kills} kills so far; delivered {} of {messages}): {failures:#?}; see {}",
+                delivered_lines(&log),
                 dir.display()
             );
+            log_from = send_log_len(&dir);
             sender = spawn_send(&dir, &url, rr);
             continue;
         }
@@ -241,11 +270,14 @@ fn crash_run(
                 break true;
             }
             sender_failures += 1;
+            failures.push(sender_failure(&dir, log_from, st));
             assert!(
                 sender_failures <= 5,
-                "the sender keeps failing; see {}",
+                "the sender keeps failing ({kills} kills so far; delivered {} of {messages}): {failures:#?}; see {}",
+                delivered_lines(&log),
                 dir.display()
             );
+            log_from = send_log_len(&dir);
             sender = spawn_send(&dir, &url, rr);
             continue;
         }
@@ -261,6 +293,7 @@ fn crash_run(
             sender_kills += 1;
             kill(&mut sender);
             std::thread::sleep(Duration::from_millis(rng.random_range(0..150)));
+            log_from = send_log_len(&dir);
             sender = spawn_send(&dir, &url, rr);
         }
     };
