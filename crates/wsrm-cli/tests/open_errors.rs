@@ -77,6 +77,21 @@ fn serve_tls(dir: &Path, port: u16, client_ca: bool) -> Serve {
     serve(port, &extra)
 }
 
+/// `wsrm send URL --count 1 --tls-ca CA`, with an open timeout long enough that a TLS failure
+/// shows as itself, not as a timeout.
+fn send_one_trusting(url: &str, ca: &str) -> (i32, String) {
+    run(&[
+        "send",
+        url,
+        "--count",
+        "1",
+        "--tls-ca",
+        ca,
+        "--open-timeout",
+        "30",
+    ])
+}
+
 #[test]
 fn send_to_nothing_listening_names_the_connection_failure() {
     let url = format!("http://127.0.0.1:{}/svc", free_port());
@@ -138,16 +153,7 @@ fn a_self_signed_ca_certificate_as_the_services_fails_with_a_hint() {
     let _svc = serve_tls(tmp.path(), port, false);
     let url = format!("https://localhost:{port}/svc");
     let ca = tmp.path().join("server.pem").display().to_string();
-    let (code, err) = run(&[
-        "send",
-        &url,
-        "--count",
-        "1",
-        "--tls-ca",
-        &ca,
-        "--open-timeout",
-        "30",
-    ]);
+    let (code, err) = send_one_trusting(&url, &ca);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("CaUsedAsEndEntity"), "{err}");
     assert!(err.contains("basicConstraints=critical,CA:FALSE"), "{err}");
@@ -161,17 +167,7 @@ fn send_without_the_client_certificate_a_service_wants_fails_at_once_with_a_hint
     let port = free_port();
     let _svc = serve_tls(tmp.path(), port, true);
     let url = format!("https://localhost:{port}/svc");
-    let ca = ca.to_str().expect("utf-8 path");
-    let (code, err) = run(&[
-        "send",
-        &url,
-        "--count",
-        "1",
-        "--tls-ca",
-        ca,
-        "--open-timeout",
-        "30",
-    ]);
+    let (code, err) = send_one_trusting(&url, ca.to_str().expect("utf-8 path"));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("CertificateRequired"), "{err}");
     assert!(err.contains("--tls-cert"), "{err}");

@@ -63,6 +63,21 @@ async fn slow_service(
     (svc, handled)
 }
 
+/// Closes `clients` and checks that each one's `n` messages were handled exactly once, in
+/// order.
+async fn close_and_check(clients: &[Client], handled: &Handled, n: usize) {
+    for c in clients {
+        c.close().await.unwrap();
+    }
+    let got = settled(handled, clients.len() * n).await;
+    assert_eq!(got.len(), clients.len() * n);
+    for c in clients {
+        let seq = c.sequence_id().unwrap().to_string();
+        let numbers: Vec<u64> = got.iter().filter(|h| h.0 == seq).map(|h| h.1).collect();
+        assert_eq!(numbers, (1..=n as u64).collect::<Vec<_>>(), "session {seq}");
+    }
+}
+
 /// The service counts a message as taken when it is queued for the handler, so that an
 /// acknowledgement never advertises a full buffer while the handler keeps up. A handler that
 /// falls behind must still pace the client: its queue beyond `handler_queue` (default one
@@ -177,16 +192,7 @@ async fn the_service_wide_buffer_cap_bounds_queued_bytes() {
     for p in pending {
         p.await.unwrap();
     }
-    for c in &clients {
-        c.close().await.unwrap();
-    }
-    let got = settled(&handled, SESSIONS * N).await;
-    assert_eq!(got.len(), SESSIONS * N);
-    for c in &clients {
-        let seq = c.sequence_id().unwrap().to_string();
-        let numbers: Vec<u64> = got.iter().filter(|h| h.0 == seq).map(|h| h.1).collect();
-        assert_eq!(numbers, (1..=N as u64).collect::<Vec<_>>(), "session {seq}");
-    }
+    close_and_check(&clients, &handled, N).await;
     assert_eq!(svc.stats().buffered_bytes, 0);
     assert_eq!(svc.stats().delivered, (SESSIONS * N) as u64);
     assert!(refused.load(Ordering::Relaxed) >= SESSIONS);
@@ -252,16 +258,7 @@ async fn the_buffer_cap_keeps_no_session_out_for_the_others_backlog() {
         &failed[..failed.len().min(3)],
         svc.stats()
     );
-    for c in &clients {
-        c.close().await.unwrap();
-    }
-    let got = settled(&handled, SESSIONS * N).await;
-    assert_eq!(got.len(), SESSIONS * N);
-    for c in &clients {
-        let seq = c.sequence_id().unwrap().to_string();
-        let numbers: Vec<u64> = got.iter().filter(|h| h.0 == seq).map(|h| h.1).collect();
-        assert_eq!(numbers, (1..=N as u64).collect::<Vec<_>>(), "session {seq}");
-    }
+    close_and_check(&clients, &handled, N).await;
     let st = svc.stats();
     // The cap bound the queues (a message in each handler's hands counts too), and it was
     // reached: the sessions were refused, and retransmitted, along the way. Concurrent
