@@ -63,6 +63,34 @@ async fn slow_service(
     (svc, handled)
 }
 
+/// Message `i` of session `s`: about `pad` bytes.
+fn body(s: usize, i: usize, pad: usize) -> String {
+    format!("<p xmlns=\"urn:x\">{s}-{i}-{}</p>", "x".repeat(pad))
+}
+
+/// Opens `sessions` one-way clients to `svc` and starts `n` sends of [`body`]s on each, all
+/// at once: the clients and each send's (session, message, completion).
+async fn start_sessions(
+    svc: &Service,
+    binding: &Binding,
+    sessions: usize,
+    n: usize,
+    pad: usize,
+) -> (Vec<Client>, Vec<(usize, usize, wsrm::Pending<u64>)>) {
+    let mut clients = Vec::new();
+    let mut pending = Vec::new();
+    for s in 0..sessions {
+        let c = Client::open(&svc.url("/svc"), binding, ClientOptions::default())
+            .await
+            .unwrap();
+        for i in 1..=n {
+            pending.push((s, i, c.start_send(ONEWAY, body(s, i, pad))));
+        }
+        clients.push(c);
+    }
+    (clients, pending)
+}
+
 /// Closes `clients` and checks that each one's `n` messages were handled exactly once, in
 /// order.
 async fn close_and_check(clients: &[Client], handled: &Handled, n: usize) {
@@ -157,18 +185,8 @@ async fn the_service_wide_buffer_cap_bounds_queued_bytes() {
     let binding = Binding::ws2007_http();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let (svc, handled) = slow_service(&binding, Duration::ZERO, CAP, &gate, None).await;
-    let body = |s: usize, i: usize| format!("<p xmlns=\"urn:x\">{s}-{i}-{}</p>", "x".repeat(400));
-    let mut clients = Vec::new();
-    let mut pending = Vec::new();
-    for s in 0..SESSIONS {
-        let c = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
-            .await
-            .unwrap();
-        for i in 1..=N {
-            pending.push(c.start_send(ONEWAY, body(s, i)));
-        }
-        clients.push(c);
-    }
+    const PAD: usize = 400;
+    let (clients, pending) = start_sessions(&svc, &binding, SESSIONS, N, PAD).await;
     // The handlers are stopped: the queues fill up to the cap and no further.
     let refused = Arc::new(AtomicUsize::new(0));
     wait_for(|| {
@@ -179,7 +197,7 @@ async fn the_service_wide_buffer_cap_bounds_queued_bytes() {
     .await;
     let st = svc.stats();
     // (Messages checked at the same moment may pass the cap together.)
-    let one = body(0, 1).len() as u64;
+    let one = body(0, 1, PAD).len() as u64;
     assert!(
         st.buffered_bytes < CAP as u64 + SESSIONS as u64 * one,
         "{} bytes queued with a cap of {CAP}",
@@ -189,7 +207,7 @@ async fn the_service_wide_buffer_cap_bounds_queued_bytes() {
     assert!(st.buffered_bytes >= CAP as u64 / 2, "{st:?}");
     // Let the handlers go: every message arrives, once, in order per session.
     gate.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
-    for p in pending {
+    for (_, _, p) in pending {
         p.await.unwrap();
     }
     close_and_check(&clients, &handled, N).await;
@@ -218,18 +236,8 @@ async fn the_buffer_cap_keeps_no_session_out_for_the_others_backlog() {
     ));
     let delay = Duration::from_millis(15);
     let (svc, handled) = slow_service(&binding, delay, CAP, &open, None).await;
-    let body = |s: usize, i: usize| format!("<p xmlns=\"urn:x\">{s}-{i}-{}</p>", "x".repeat(900));
-    let mut clients = Vec::new();
-    let mut pending = Vec::new();
-    for s in 0..SESSIONS {
-        let c = Client::open(&svc.url("/svc"), &binding, ClientOptions::default())
-            .await
-            .unwrap();
-        for i in 1..=N {
-            pending.push((s, i, c.start_send(ONEWAY, body(s, i))));
-        }
-        clients.push(c);
-    }
+    const PAD: usize = 900;
+    let (clients, pending) = start_sessions(&svc, &binding, SESSIONS, N, PAD).await;
     // The service's queued bytes, sampled until every send completed.
     let done = std::sync::atomic::AtomicBool::new(false);
     let sample = async {
@@ -264,7 +272,7 @@ async fn the_buffer_cap_keeps_no_session_out_for_the_others_backlog() {
     // reached: the sessions were refused, and retransmitted, along the way. Concurrent
     // exchanges are checked against the cap before either is queued, so a few may pass it
     // together: at most about one message per session.
-    let one = body(0, 1).len();
+    let one = body(0, 1, PAD).len();
     assert!(
         peak <= CAP + SESSIONS * one,
         "{peak} bytes queued with a cap of {CAP}"
